@@ -1,0 +1,153 @@
+//! The manifest of one backup, written last: a backup exists only once its
+//! manifest is stored.
+//!
+//! A manifest file holds two parts:
+//! - `summary`, in plain JSON: what `list`, `verify` (without reading data)
+//!   and retention need — id, source, kind, tier, times, object keys and
+//!   stored sizes. Backup hosts hold only public keys, yet must list and
+//!   prune, so these fields cannot be encrypted. They reveal no content.
+//! - `sealed`: the whole manifest, age-encrypted to the repository's
+//!   recipients: database names, table names, row estimates, checksums,
+//!   server details. Restores read this part and check that the summary
+//!   agrees with it, so tampering with the plain part is detected.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::id::BackupId;
+use crate::config::SourceKind;
+use crate::error::{Error, Result};
+use crate::keys::{Identity, Recipient};
+use crate::pipeline::{ObjectRecord, seal, unseal};
+
+/// Version of the manifest layout.
+pub const MANIFEST_FORMAT: u32 = 1;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StoredObject {
+    pub key: String,
+    pub stored_size: u64,
+}
+
+/// The plain part of a manifest.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Summary {
+    pub format: u32,
+    pub id: BackupId,
+    pub source: String,
+    pub source_kind: SourceKind,
+    /// What kind of backup: `dump` (logical).
+    pub kind: String,
+    pub tier: Option<String>,
+    pub started: DateTime<Utc>,
+    pub finished: DateTime<Utc>,
+    pub strata_version: String,
+    pub plain_size: u64,
+    pub stored_size: u64,
+    pub objects: Vec<StoredObject>,
+}
+
+/// PostgreSQL facts recorded with a logical backup.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PostgresInfo {
+    pub server_version: String,
+    pub server_version_num: i32,
+    pub system_identifier: String,
+    pub database: String,
+    /// Whether roles were dumped with their passwords.
+    pub globals_with_passwords: bool,
+    pub tables: Vec<TableInfo>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TableInfo {
+    pub schema: String,
+    pub name: String,
+    /// `pg_class.reltuples` at backup time; `None` if never analysed.
+    pub row_estimate: Option<i64>,
+    pub total_bytes: i64,
+}
+
+/// The whole manifest (the sealed part).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Manifest {
+    pub summary: Summary,
+    pub objects: Vec<ObjectRecord>,
+    pub postgres: Option<PostgresInfo>,
+}
+
+/// The manifest file as stored.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ManifestFile {
+    pub summary: Summary,
+    pub sealed: String,
+}
+
+impl Manifest {
+    pub fn new(
+        summary_base: Summary,
+        objects: Vec<ObjectRecord>,
+        postgres: Option<PostgresInfo>,
+    ) -> Manifest {
+        let mut summary = summary_base;
+        summary.plain_size = objects.iter().map(|o| o.plain_size).sum();
+        summary.stored_size = objects.iter().map(|o| o.stored_size).sum();
+        summary.objects = objects
+            .iter()
+            .map(|o| StoredObject {
+                key: o.key.clone(),
+                stored_size: o.stored_size,
+            })
+            .collect();
+        Manifest {
+            summary,
+            objects,
+            postgres,
+        }
+    }
+
+    pub fn object(&self, name: &str) -> Option<&ObjectRecord> {
+        self.objects.iter().find(|o| o.name == name)
+    }
+
+    /// Serialises to the stored form: plain summary plus sealed whole.
+    pub fn to_file_bytes(&self, recipients: &[Recipient]) -> Result<Vec<u8>> {
+        let whole = serde_json::to_vec(self).expect("manifest serialises");
+        let file = ManifestFile {
+            summary: self.summary.clone(),
+            sealed: seal(recipients, &whole)?,
+        };
+        Ok(serde_json::to_vec_pretty(&file).expect("manifest serialises"))
+    }
+}
+
+impl ManifestFile {
+    pub fn parse(key: &str, bytes: &[u8]) -> Result<ManifestFile> {
+        let f: ManifestFile = serde_json::from_slice(bytes)
+            .map_err(|e| Error::integrity(format!("manifest {key} is unreadable: {e}")))?;
+        if f.summary.format > MANIFEST_FORMAT {
+            return Err(Error::new(
+                crate::error::Kind::Repository,
+                format!(
+                    "manifest {key} has format {} (this strata reads up to {MANIFEST_FORMAT})",
+                    f.summary.format
+                ),
+            )
+            .hint("upgrade strata"));
+        }
+        Ok(f)
+    }
+
+    /// Decrypts the sealed part and checks the plain summary against it.
+    pub fn open(&self, key: &str, identities: &[Identity]) -> Result<Manifest> {
+        let plain = unseal(&format!("manifest {key}"), identities, &self.sealed)?;
+        let m: Manifest = serde_json::from_slice(&plain)
+            .map_err(|e| Error::integrity(format!("manifest {key} is unreadable: {e}")))?;
+        if m.summary != self.summary {
+            return Err(Error::integrity(format!(
+                "manifest {key}: the plain summary does not match the sealed manifest (it was altered)"
+            )));
+        }
+        Ok(m)
+    }
+}

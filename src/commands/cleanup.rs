@@ -1,0 +1,74 @@
+//! `strata cleanup`: remove what crashed or killed backups left behind —
+//! data objects with no manifest, and uploads that never completed — once
+//! they are older than a grace period (a backup still running has no
+//! manifest yet either: the grace period protects it).
+
+use chrono::{Duration, Utc};
+use serde::Serialize;
+
+use super::Globals;
+use crate::error::Result;
+
+#[derive(Serialize)]
+struct Removed {
+    key: String,
+    kind: &'static str,
+}
+
+pub async fn run(g: &Globals, older_than: Duration, dry_run: bool, json: bool) -> Result<u8> {
+    let cfg = g.config()?;
+    let repo = super::open_repository(&cfg).await?;
+    let storage = repo.storage().clone();
+    let cutoff = Utc::now() - older_than;
+    let (leftovers, incomplete) = repo.leftovers().await?;
+    let mut removed = Vec::new();
+    let mut kept = 0usize;
+    for l in leftovers {
+        if l.newest.is_some_and(|t| t > cutoff) {
+            kept += 1;
+            continue;
+        }
+        for key in l.objects {
+            if !dry_run {
+                storage.delete(&key).await?;
+            }
+            removed.push(Removed {
+                key,
+                kind: "leftover",
+            });
+        }
+    }
+    for u in incomplete {
+        if u.started.is_some_and(|t| t > cutoff) {
+            kept += 1;
+            continue;
+        }
+        if !dry_run {
+            storage.abort_incomplete(&u).await?;
+        }
+        removed.push(Removed {
+            key: u.key,
+            kind: "incomplete-upload",
+        });
+    }
+    if json {
+        super::print_json(
+            &serde_json::json!({ "dry_run": dry_run, "removed": removed, "kept_within_grace": kept }),
+        );
+    } else {
+        for r in &removed {
+            println!(
+                "{} {} ({})",
+                if dry_run { "would remove" } else { "removed" },
+                r.key,
+                r.kind
+            );
+        }
+        println!(
+            "{} {} objects; {kept} leftovers younger than the grace period kept",
+            if dry_run { "would remove" } else { "removed" },
+            removed.len()
+        );
+    }
+    Ok(0)
+}

@@ -1,0 +1,77 @@
+//! `strata list [SOURCE]`: backups, newest first. Reads only the plain
+//! manifest summaries, so it works on backup hosts without the identity.
+
+use serde::Serialize;
+
+use super::Globals;
+use crate::error::Result;
+use crate::util::human_bytes;
+
+#[derive(Serialize)]
+struct Row<'a> {
+    id: &'a str,
+    source: &'a str,
+    source_kind: &'a str,
+    kind: &'a str,
+    tier: Option<&'a str>,
+    started: chrono::DateTime<chrono::Utc>,
+    finished: chrono::DateTime<chrono::Utc>,
+    plain_size: u64,
+    stored_size: u64,
+}
+
+pub async fn run(g: &Globals, source: Option<&str>, json: bool) -> Result<u8> {
+    let cfg = g.config()?;
+    if let Some(s) = source {
+        cfg.source(s)?;
+    }
+    let repo = super::open_repository(&cfg).await?;
+    let (entries, problems) = repo.backups(source).await?;
+    for p in &problems {
+        eprintln!("warning: {p}");
+    }
+    let rows: Vec<Row> = entries
+        .iter()
+        .map(|e| {
+            let s = e.summary();
+            Row {
+                id: s.id.as_str(),
+                source: &s.source,
+                source_kind: s.source_kind.as_str(),
+                kind: &s.kind,
+                tier: s.tier.as_deref(),
+                started: s.started,
+                finished: s.finished,
+                plain_size: s.plain_size,
+                stored_size: s.stored_size,
+            }
+        })
+        .collect();
+    if json {
+        super::print_json(&rows);
+    } else if rows.is_empty() {
+        println!("no backups in {}", repo.location());
+    } else {
+        println!(
+            "{:<24} {:<12} {:<6} {:<8} {:<20} {:>10} {:>10}",
+            "ID", "SOURCE", "KIND", "TIER", "FINISHED (UTC)", "SIZE", "STORED"
+        );
+        for r in &rows {
+            println!(
+                "{:<24} {:<12} {:<6} {:<8} {:<20} {:>10} {:>10}",
+                r.id,
+                r.source,
+                r.kind,
+                r.tier.unwrap_or("-"),
+                r.finished.format("%Y-%m-%d %H:%M:%S"),
+                human_bytes(r.plain_size),
+                human_bytes(r.stored_size)
+            );
+        }
+    }
+    Ok(if problems.is_empty() {
+        0
+    } else {
+        crate::error::Kind::Integrity.exit_code()
+    })
+}

@@ -1,0 +1,156 @@
+//! `strata verify [--read-data] [SOURCE]`: prove the backups are intact.
+//!
+//! Without `--read-data`, every object a manifest names must exist with
+//! its recorded stored size (needs no identity). With it, every object is
+//! downloaded, decrypted, decompressed and hashed against the sealed
+//! manifest. Leftovers of backups that never completed are reported.
+
+use serde::Serialize;
+
+use super::Globals;
+use crate::catalog::Leftover;
+use crate::error::{Kind, Result};
+use crate::pipeline::fetch;
+use crate::progress::Progress;
+use crate::util::human_bytes;
+
+#[derive(Serialize)]
+struct BackupCheck {
+    id: String,
+    source: String,
+    objects: usize,
+    ok: bool,
+    problems: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct Report {
+    repository: String,
+    read_data: bool,
+    ok: bool,
+    backups: Vec<BackupCheck>,
+    problems: Vec<String>,
+    leftovers: Vec<Leftover>,
+    incomplete_uploads: Vec<String>,
+}
+
+pub async fn run(g: &Globals, source: Option<&str>, read_data: bool, json: bool) -> Result<u8> {
+    let cfg = g.config()?;
+    if let Some(s) = source {
+        cfg.source(s)?;
+    }
+    let identities = if read_data {
+        Some(g.identities(&cfg)?)
+    } else {
+        None
+    };
+    let repo = super::open_repository(&cfg).await?;
+    let storage = repo.storage().clone();
+    let (entries, unreadable) = repo.backups(source).await?;
+    let mut checks = Vec::new();
+    for e in &entries {
+        let s = e.summary();
+        let mut problems = Vec::new();
+        for o in &s.objects {
+            match storage.head(&o.key).await? {
+                None => problems.push(format!("object {} is missing", o.key)),
+                Some(m) if m.size != o.stored_size => problems.push(format!(
+                    "object {} has {} bytes, the manifest records {}",
+                    o.key, m.size, o.stored_size
+                )),
+                Some(_) => {}
+            }
+        }
+        if let (Some(ids), true) = (&identities, problems.is_empty()) {
+            match e.file.open(&e.manifest_key, ids) {
+                Err(err) => problems.push(err.message),
+                Ok(m) => {
+                    for rec in &m.objects {
+                        if let Err(err) = fetch(
+                            &storage,
+                            rec,
+                            ids.clone(),
+                            std::io::sink(),
+                            Progress::hidden(),
+                        )
+                        .await
+                        {
+                            problems.push(err.message);
+                        }
+                    }
+                }
+            }
+        }
+        if !json {
+            if problems.is_empty() {
+                println!(
+                    "ok      {} {} ({} objects{})",
+                    s.source,
+                    s.id,
+                    s.objects.len(),
+                    if read_data { ", data read" } else { "" }
+                );
+            } else {
+                for p in &problems {
+                    println!("FAILED  {} {}: {p}", s.source, s.id);
+                }
+            }
+        }
+        checks.push(BackupCheck {
+            id: s.id.to_string(),
+            source: s.source.clone(),
+            objects: s.objects.len(),
+            ok: problems.is_empty(),
+            problems,
+        });
+    }
+    let problems: Vec<String> = unreadable.iter().map(|e| e.message.clone()).collect();
+    let (mut leftovers, incomplete) = repo.leftovers().await?;
+    if let Some(s) = source {
+        leftovers.retain(|l| l.source == s);
+    }
+    let ok = problems.is_empty() && checks.iter().all(|c| c.ok);
+    let report = Report {
+        repository: repo.location(),
+        read_data,
+        ok,
+        backups: checks,
+        problems,
+        leftovers,
+        incomplete_uploads: incomplete.iter().map(|u| u.key.clone()).collect(),
+    };
+    if json {
+        super::print_json(&report);
+    } else {
+        for p in &report.problems {
+            println!("FAILED  {p}");
+        }
+        for l in &report.leftovers {
+            println!(
+                "leftover {} {}: {} objects, {} from a backup that never completed (remove with `strata cleanup`)",
+                l.source,
+                l.backup_id,
+                l.objects.len(),
+                human_bytes(l.bytes)
+            );
+        }
+        for u in &report.incomplete_uploads {
+            println!("leftover incomplete upload of {u} (remove with `strata cleanup`)");
+        }
+        let bad = report.backups.iter().filter(|c| !c.ok).count() + report.problems.len();
+        println!(
+            "{} backups checked, {} failed{}",
+            report.backups.len(),
+            bad,
+            if report.leftovers.is_empty() && report.incomplete_uploads.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ", {} leftovers",
+                    report.leftovers.len() + report.incomplete_uploads.len()
+                )
+            }
+        );
+    }
+    Ok(if ok { 0 } else { Kind::Integrity.exit_code() })
+}

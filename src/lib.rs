@@ -1,0 +1,26 @@
+//! strata: backup and point-in-time recovery for PostgreSQL, Redis and
+//! vector stores.
+//!
+//! The library holds all behaviour; `main.rs` only parses arguments,
+//! dispatches to [`commands`] and maps errors to exit codes.
+//!
+//! Layout: [`storage`] (object-store trait and backends), [`pipeline`]
+//! (hash → zstd → age streaming stages), [`catalog`] (repository format,
+//! manifests), [`sources`] (what is backed up: PostgreSQL today),
+//! [`commands`] (one module per CLI command), [`config`], [`keys`].
+
+pub mod catalog;
+pub mod commands;
+pub mod config;
+pub mod error;
+pub mod keys;
+pub mod pipeline;
+pub mod progress;
+pub mod sources;
+pub mod storage;
+pub mod util;
+
+pub use error::{Error, Result};
+
+/// strata's own version, recorded in every manifest.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,197 @@
+//! The `strata` binary: parse arguments, dispatch to the library's
+//! commands, map the outcome to an exit code (documented in docs/cli.md).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use strata::commands::{self, Globals};
+use strata::error::Error;
+
+#[derive(Parser)]
+#[command(
+    name = "strata",
+    version,
+    about = "Backup and point-in-time recovery for PostgreSQL, Redis and vector stores"
+)]
+struct Cli {
+    /// Configuration file [default: $STRATA_CONFIG, else ./strata.toml]
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// age identity file to decrypt with (overrides [encryption] identity_file and $STRATA_IDENTITY_FILE)
+    #[arg(long, global = true, value_name = "FILE")]
+    identity: Option<PathBuf>,
+    /// Print results as JSON on stdout (errors too)
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create the repository named by [repository] url
+    Init,
+    /// Manage age keys
+    Key {
+        #[command(subcommand)]
+        action: KeyAction,
+    },
+    /// Back up a source now
+    Backup {
+        /// Source name, as in [sources.NAME]
+        source: String,
+        /// Tier to record the backup under
+        #[arg(long)]
+        tier: Option<String>,
+    },
+    /// List backups, newest first
+    List {
+        /// Only this source's backups
+        source: Option<String>,
+    },
+    /// Restore a logical backup into a database
+    Restore {
+        /// Source name, as in [sources.NAME]
+        source: String,
+        /// Backup id, or `latest`
+        #[arg(long, default_value = "latest", value_name = "ID|latest")]
+        backup: String,
+        /// Database to restore into
+        #[arg(long, value_name = "NAME")]
+        to_database: String,
+        /// Create the database (it must not exist)
+        #[arg(long)]
+        create: bool,
+        /// Restore only this table (repeatable; `schema.table` or `table`)
+        #[arg(long = "table", value_name = "T")]
+        tables: Vec<String>,
+        /// pg_restore parallel jobs; more than 1 needs scratch space for one plain copy of the dump
+        #[arg(long, default_value_t = 1, value_name = "N")]
+        jobs: u32,
+        /// Server to restore into [default: the source's server]
+        #[arg(long, value_name = "URL")]
+        target_url: Option<String>,
+        /// Also restore roles and tablespaces (pg_dumpall --globals-only) first
+        #[arg(long)]
+        globals: bool,
+        /// Do not restore object ownership
+        #[arg(long)]
+        no_owner: bool,
+        /// Where --jobs > 1 keeps its temporary copy [default: $TMPDIR]
+        #[arg(long, value_name = "DIR")]
+        scratch_dir: Option<PathBuf>,
+    },
+    /// Check that backups are intact
+    Verify {
+        /// Only this source's backups
+        source: Option<String>,
+        /// Download, decrypt and hash every object (needs the identity)
+        #[arg(long)]
+        read_data: bool,
+    },
+    /// Remove leftovers of backups that never completed
+    Cleanup {
+        /// Only leftovers older than this (e.g. 30m, 24h, 0)
+        #[arg(long, default_value = "24h", value_name = "DURATION")]
+        older_than: String,
+        /// Show what would be removed, remove nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeyAction {
+    /// Write a new age identity and print its public key
+    Generate {
+        /// Where to write the identity (mode 0600; never overwritten)
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+}
+
+async fn dispatch(cli: Cli) -> Result<u8, Error> {
+    let g = Globals {
+        config: cli.config,
+        identity: cli.identity,
+    };
+    let json = cli.json;
+    match cli.command {
+        Command::Init => commands::init::run(&g, json).await,
+        Command::Key {
+            action: KeyAction::Generate { out },
+        } => commands::key::generate(&out, json),
+        Command::Backup { source, tier } => commands::backup::run(&g, &source, tier, json).await,
+        Command::List { source } => commands::list::run(&g, source.as_deref(), json).await,
+        Command::Restore {
+            source,
+            backup,
+            to_database,
+            create,
+            tables,
+            jobs,
+            target_url,
+            globals,
+            no_owner,
+            scratch_dir,
+        } => {
+            let args = commands::restore::Args {
+                source,
+                backup,
+                to_database,
+                create,
+                tables,
+                jobs,
+                target_url,
+                globals,
+                no_owner,
+                scratch_dir,
+                json,
+            };
+            commands::restore::run(&g, &args).await
+        }
+        Command::Verify { source, read_data } => {
+            commands::verify::run(&g, source.as_deref(), read_data, json).await
+        }
+        Command::Cleanup {
+            older_than,
+            dry_run,
+        } => {
+            let d = strata::util::parse_duration(&older_than)
+                .map_err(|e| Error::usage(format!("--older-than: {e}")))?;
+            commands::cleanup::run(&g, d, dry_run, json).await
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("STRATA_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let json = cli.json;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match runtime.block_on(dispatch(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            if json {
+                commands::print_json(&serde_json::json!({
+                    "error": e.message,
+                    "hint": e.hint,
+                    "exit_code": e.exit_code(),
+                    "retryable": e.retryable,
+                }));
+            }
+            eprintln!("strata: error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}

@@ -1,0 +1,415 @@
+//! The streaming pipeline: source bytes → SHA-256 and size → zstd → age →
+//! storage, and its inverse for restores.
+//!
+//! Each stage wraps the next as a `std::io::Write` (or `Read`) adapter and
+//! runs on a blocking thread, connected to async storage by the bounded
+//! [`Body`] channel. Nothing holds an artifact whole: memory is bounded by
+//! the zstd window and workers plus a few storage chunks, whatever the size
+//! of the database. The hash and byte counts of each stage come back as an
+//! [`ObjectRecord`] for the manifest.
+//!
+//! Stored objects are plain age files whose payload is a plain zstd stream,
+//! so `age -d -i KEY OBJ | zstd -d` recovers any of them without strata.
+
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio_util::io::SyncIoBridge;
+
+use crate::error::{Error, Result};
+use crate::keys::{Identity, Recipient};
+use crate::progress::Progress;
+use crate::storage::{Body, BodyWriter, PutMode, Storage, StorageError};
+
+/// Read buffer of the copy loops.
+const COPY_BUF: usize = 1 << 20;
+
+/// One stored object as the manifest records it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ObjectRecord {
+    /// Logical name inside the backup (`database.pgdump`, `globals.sql`).
+    pub name: String,
+    /// Storage key.
+    pub key: String,
+    /// Bytes before compression and encryption.
+    pub plain_size: u64,
+    /// Bytes as stored (compressed and encrypted).
+    pub stored_size: u64,
+    /// SHA-256 of the plain bytes, lowercase hex.
+    pub plain_sha256: String,
+}
+
+/// How objects are encoded.
+#[derive(Clone)]
+pub struct Encoder {
+    pub recipients: Arc<Vec<Recipient>>,
+    pub level: i32,
+    /// zstd worker threads (0: one per core).
+    pub threads: u32,
+}
+
+/// Counts bytes written through it.
+struct Counting<W> {
+    inner: W,
+    count: u64,
+}
+
+impl<W: Write> Write for Counting<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.count += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count += n as u64;
+        Ok(n)
+    }
+}
+
+/// What a successful encode produced.
+#[derive(Debug, Clone, Copy)]
+pub struct Encoded {
+    pub plain_size: u64,
+    pub stored_size: u64,
+    pub sha256: [u8; 32],
+}
+
+impl Encoder {
+    fn threads(&self) -> u32 {
+        if self.threads > 0 {
+            self.threads
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+        }
+    }
+
+    /// Encodes `src` into `out` synchronously: hash, compress, encrypt.
+    /// Returns the plain size and hash; `out` is flushed but not finished.
+    pub fn encode<R: Read, W: Write>(
+        &self,
+        mut src: R,
+        out: W,
+        progress: &Progress,
+    ) -> io::Result<(Encoded, W)> {
+        let age = age::Encryptor::with_recipients(
+            self.recipients
+                .iter()
+                .map(|r| r.as_ref() as &dyn age::Recipient),
+        )
+        .map_err(|e| io::Error::other(format!("age: {e}")))?;
+        let counted = Counting {
+            inner: out,
+            count: 0,
+        };
+        let encrypted = age.wrap_output(counted)?;
+        let mut zstd = zstd::stream::write::Encoder::new(encrypted, self.level)?;
+        let threads = self.threads();
+        if threads > 1 {
+            zstd.multithread(threads)?;
+        }
+        let mut hasher = Sha256::new();
+        let mut plain = 0u64;
+        let mut buf = vec![0u8; COPY_BUF];
+        loop {
+            let n = match src.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            hasher.update(&buf[..n]);
+            zstd.write_all(&buf[..n])?;
+            plain += n as u64;
+            progress.inc(n as u64);
+        }
+        let encrypted = zstd.finish()?;
+        let mut counted = encrypted.finish()?;
+        counted.flush()?;
+        Ok((
+            Encoded {
+                plain_size: plain,
+                stored_size: counted.count,
+                sha256: hasher.finalize().into(),
+            },
+            counted.inner,
+        ))
+    }
+
+    /// Encodes a synchronous reader into a new object at `key` (create-only).
+    ///
+    /// `finish_check` runs after the source reached EOF and before the
+    /// object is committed: it decides whether the bytes were complete
+    /// (e.g. the child process exited 0). If it fails, the upload is
+    /// aborted and nothing is stored.
+    pub async fn store<R, F>(
+        &self,
+        storage: Arc<dyn Storage>,
+        key: &str,
+        name: &str,
+        src: R,
+        progress: Progress,
+        finish_check: F,
+    ) -> Result<ObjectRecord>
+    where
+        R: Read + Send + 'static,
+        F: FnOnce() -> Result<()> + Send + 'static,
+    {
+        let (sender, body) = Body::channel();
+        let this = self.clone();
+        let producer = tokio::task::spawn_blocking(move || -> Result<Encoded> {
+            let writer: BodyWriter = sender.into_writer();
+            let (enc, writer) = match this.encode(src, writer, &progress) {
+                Ok(v) => v,
+                Err(e) => {
+                    // The writer was consumed by the encoder stack on error;
+                    // dropping it unfinished aborts the upload.
+                    return Err(Error::failed(format!("encoding failed: {e}")));
+                }
+            };
+            if let Err(e) = finish_check() {
+                writer.fail(io::Error::other(e.message.clone()));
+                return Err(e);
+            }
+            writer
+                .finish()
+                .map_err(|e| Error::failed(format!("upload ended early: {e}")))?;
+            Ok(enc)
+        });
+        let put = storage.put(key, body, PutMode::Create).await;
+        let produced = producer.await.expect("encoder task panicked");
+        // Report the first cause: a source failure explains an aborted
+        // upload, a storage failure explains a broken pipe in the encoder.
+        let enc = match (produced, put) {
+            (Ok(enc), Ok(_)) => enc,
+            (Err(e), Err(StorageError::Aborted { .. })) | (Err(e), Ok(_)) => return Err(e),
+            (_, Err(e)) => return Err(e.into()),
+        };
+        Ok(ObjectRecord {
+            name: name.to_string(),
+            key: key.to_string(),
+            plain_size: enc.plain_size,
+            stored_size: enc.stored_size,
+            plain_sha256: hex::encode(enc.sha256),
+        })
+    }
+}
+
+/// Streams a stored object back to plain bytes into `sink`, checking the
+/// stored size, the age authentication, the plain size and the SHA-256
+/// against `record`. Runs synchronously: call from a blocking thread.
+///
+/// age authenticates every 64 KiB chunk, so a damaged object fails before
+/// its damaged plaintext reaches `sink`; the SHA-256 then proves the object
+/// is the one the manifest names (not another valid object).
+pub fn decode<R: Read, W: Write>(
+    record: &ObjectRecord,
+    src: R,
+    identities: &[Identity],
+    sink: &mut W,
+    progress: &Progress,
+) -> Result<()> {
+    let bad = |what: String| {
+        Error::integrity(format!("object {} is damaged: {what}", record.key)).hint(
+            "run `strata verify --read-data` to find every damaged object; restore from another backup",
+        )
+    };
+    let mut counted = Counting {
+        inner: src,
+        count: 0,
+    };
+    let decryptor =
+        age::Decryptor::new_buffered(io::BufReader::with_capacity(COPY_BUF, &mut counted))
+            .map_err(|e| bad(format!("not an age file: {e}")))?;
+    let reader = decryptor
+        .decrypt(identities.iter().map(|i| i.as_ref() as &dyn age::Identity))
+        .map_err(|e| match e {
+            age::DecryptError::NoMatchingKeys => Error::crypto(format!(
+                "cannot decrypt {}: the identity does not match any recipient of this object",
+                record.key
+            ))
+            .hint("use the identity whose public key was in [encryption] recipients when the backup was made"),
+            other => bad(format!("decryption failed: {other}")),
+        })?;
+    let mut zstd =
+        zstd::stream::read::Decoder::new(reader).map_err(|e| bad(format!("zstd: {e}")))?;
+    let mut hasher = Sha256::new();
+    let mut plain = 0u64;
+    let mut buf = vec![0u8; COPY_BUF];
+    loop {
+        let n = match zstd.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(bad(e.to_string())),
+        };
+        hasher.update(&buf[..n]);
+        sink.write_all(&buf[..n])
+            .map_err(|e| Error::failed(format!("writing restored data of {}: {e}", record.key)))?;
+        plain += n as u64;
+        progress.inc(n as u64);
+    }
+    drop(zstd);
+    if counted.count != record.stored_size {
+        return Err(bad(format!(
+            "stored size {} differs from the manifest's {}",
+            counted.count, record.stored_size
+        )));
+    }
+    let sha = hex::encode(hasher.finalize());
+    if plain != record.plain_size || sha != record.plain_sha256 {
+        return Err(bad(format!(
+            "content differs from the manifest (size {plain} vs {}, sha256 {sha} vs {})",
+            record.plain_size, record.plain_sha256
+        )));
+    }
+    sink.flush()
+        .map_err(|e| Error::failed(format!("writing restored data of {}: {e}", record.key)))?;
+    Ok(())
+}
+
+/// Fetches `record` from storage and decodes it into `sink` on a blocking
+/// thread; returns the sink.
+pub async fn fetch<W: Write + Send + 'static>(
+    storage: &Arc<dyn Storage>,
+    record: &ObjectRecord,
+    identities: Arc<Vec<Identity>>,
+    mut sink: W,
+    progress: Progress,
+) -> Result<W> {
+    let reader = storage.get(&record.key).await?;
+    let record = record.clone();
+    tokio::task::spawn_blocking(move || {
+        let bridge = SyncIoBridge::new(reader);
+        decode(&record, bridge, &identities, &mut sink, &progress).map(|_| sink)
+    })
+    .await
+    .expect("decoder task panicked")
+}
+
+/// Encrypts a small in-memory value (manifests) as ASCII-armored age.
+pub fn seal(recipients: &[Recipient], plain: &[u8]) -> Result<String> {
+    use age::armor::{ArmoredWriter, Format};
+    let enc = age::Encryptor::with_recipients(
+        recipients.iter().map(|r| r.as_ref() as &dyn age::Recipient),
+    )
+    .map_err(|e| Error::crypto(format!("age: {e}")))?;
+    let mut out = Vec::new();
+    let armor = ArmoredWriter::wrap_output(&mut out, Format::AsciiArmor)?;
+    let mut w = enc.wrap_output(armor)?;
+    w.write_all(plain)?;
+    w.finish()?.finish()?;
+    Ok(String::from_utf8(out).expect("armor is ASCII"))
+}
+
+/// Decrypts a value sealed by [`seal`].
+pub fn unseal(what: &str, identities: &[Identity], sealed: &str) -> Result<Vec<u8>> {
+    use age::armor::ArmoredReader;
+    let dec = age::Decryptor::new_buffered(ArmoredReader::new(sealed.as_bytes()))
+        .map_err(|e| Error::integrity(format!("{what} is damaged: {e}")))?;
+    let mut r = dec
+        .decrypt(identities.iter().map(|i| i.as_ref() as &dyn age::Identity))
+        .map_err(|e| match e {
+            age::DecryptError::NoMatchingKeys => Error::crypto(format!(
+                "cannot decrypt {what}: the identity does not match any recipient"
+            ))
+            .hint("use the identity whose public key was in [encryption] recipients when the backup was made"),
+            other => Error::integrity(format!("{what} is damaged: {other}")),
+        })?;
+    let mut out = Vec::new();
+    r.read_to_end(&mut out)
+        .map_err(|e| Error::integrity(format!("{what} is damaged: {e}")))?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys() -> (Vec<Recipient>, Vec<Identity>) {
+        let id = age::x25519::Identity::generate();
+        (vec![Box::new(id.to_public())], vec![Box::new(id)])
+    }
+
+    #[test]
+    fn encode_decode_round_trip_and_tamper() {
+        let (r, i) = keys();
+        let enc = Encoder {
+            recipients: Arc::new(r),
+            level: 3,
+            threads: 2,
+        };
+        let data: Vec<u8> = (0..3_000_000u32)
+            .flat_map(|x| (x % 251).to_le_bytes())
+            .collect();
+        let (e, stored) = enc
+            .encode(&data[..], Vec::new(), &Progress::hidden())
+            .unwrap();
+        assert_eq!(e.plain_size, data.len() as u64);
+        assert_eq!(e.stored_size, stored.len() as u64);
+        let rec = ObjectRecord {
+            name: "x".into(),
+            key: "k".into(),
+            plain_size: e.plain_size,
+            stored_size: e.stored_size,
+            plain_sha256: hex::encode(e.sha256),
+        };
+        let mut out = Vec::new();
+        decode(&rec, &stored[..], &i, &mut out, &Progress::hidden()).unwrap();
+        assert_eq!(out, data);
+
+        let mut flipped = stored.clone();
+        let at = flipped.len() / 2;
+        flipped[at] ^= 1;
+        let err = decode(&rec, &flipped[..], &i, &mut Vec::new(), &Progress::hidden()).unwrap_err();
+        assert_eq!(err.kind, crate::error::Kind::Integrity);
+        assert!(err.message.contains("object k"), "{err}");
+
+        let (_, other) = keys();
+        let err = decode(
+            &rec,
+            &stored[..],
+            &other,
+            &mut Vec::new(),
+            &Progress::hidden(),
+        )
+        .unwrap_err();
+        assert_eq!(err.kind, crate::error::Kind::Crypto);
+    }
+
+    #[test]
+    fn stored_stream_is_plain_age_of_plain_zstd() {
+        let (r, i) = keys();
+        let enc = Encoder {
+            recipients: Arc::new(r),
+            level: 1,
+            threads: 0,
+        };
+        let (_, stored) = enc
+            .encode(&b"hello strata"[..], Vec::new(), &Progress::hidden())
+            .unwrap();
+        let dec = age::Decryptor::new(&stored[..]).unwrap();
+        let mut z = Vec::new();
+        dec.decrypt(i.iter().map(|i| i.as_ref() as &dyn age::Identity))
+            .unwrap()
+            .read_to_end(&mut z)
+            .unwrap();
+        assert_eq!(zstd::decode_all(&z[..]).unwrap(), b"hello strata");
+    }
+
+    #[test]
+    fn seal_unseal() {
+        let (r, i) = keys();
+        let s = seal(&r, b"{\"a\":1}").unwrap();
+        assert!(s.starts_with("-----BEGIN AGE ENCRYPTED FILE-----"));
+        assert_eq!(unseal("m", &i, &s).unwrap(), b"{\"a\":1}");
+    }
+}

@@ -1,0 +1,4 @@
+//! What strata backs up. Each source kind knows how to read itself into the
+//! pipeline and how to restore from it.
+
+pub mod postgres;

@@ -1,0 +1,588 @@
+//! Logical backups: `pg_dump` (custom format, its compression off so zstd
+//! does it once) and `pg_dumpall --globals-only` streamed through the
+//! pipeline; restores through `pg_restore` and `psql`.
+
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::Utc;
+use serde::Serialize;
+
+use super::{Target, find_binary, major_of, pg_error_text, quote_ident, server_info};
+use crate::catalog::manifest::Summary;
+use crate::catalog::{BackupId, Entry, Manifest, Repository, manifest};
+use crate::config::Source;
+use crate::error::{Error, Kind, Result};
+use crate::keys::{Identity, Recipient};
+use crate::pipeline::{Encoder, ObjectRecord, fetch};
+use crate::progress::Reporter;
+use crate::storage::Storage;
+use crate::util::{StderrTail, kill_child};
+
+/// Object names inside a dump backup.
+pub const DUMP_OBJECT: &str = "database.pgdump";
+pub const GLOBALS_OBJECT: &str = "globals.sql";
+/// How much of a child's stderr is kept for error messages.
+const STDERR_TAIL: usize = 16 * 1024;
+
+/// What one backup did, for people and for `--json`.
+#[derive(Debug, Serialize)]
+pub struct BackupReport {
+    pub id: String,
+    pub source: String,
+    pub kind: String,
+    pub tier: Option<String>,
+    pub started: chrono::DateTime<Utc>,
+    pub finished: chrono::DateTime<Utc>,
+    pub duration_seconds: f64,
+    pub plain_bytes: u64,
+    pub stored_bytes: u64,
+    pub manifest: String,
+}
+
+/// Everything a backup needs besides the source.
+pub struct BackupContext<'a> {
+    pub repo: &'a Repository,
+    pub encoder: Encoder,
+    pub recipients: &'a [Recipient],
+    pub reporter: &'a Reporter,
+}
+
+/// Spawns a client program with stdout piped and stderr drained on its own
+/// thread.
+fn spawn_piped(mut cmd: std::process::Command, what: &str) -> Result<(Child, StderrTail)> {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| Error::source(format!("cannot start {what}: {e}")))?;
+    let tail = StderrTail::spawn(child.stderr.take().expect("piped"), STDERR_TAIL);
+    Ok((child, tail))
+}
+
+/// Streams one child's stdout into a new object; the object is committed
+/// only if the child exits 0.
+async fn store_child(
+    ctx: &BackupContext<'_>,
+    mut child: Child,
+    tail: StderrTail,
+    what: &str,
+    key: &str,
+    name: &str,
+) -> Result<ObjectRecord> {
+    let stdout = child.stdout.take().expect("piped");
+    let pid = child.id();
+    let child = Arc::new(std::sync::Mutex::new(Some((child, tail))));
+    let c2 = child.clone();
+    let what2 = what.to_string();
+    let step = ctx.reporter.step(what.to_string(), None);
+    let result = ctx
+        .encoder
+        .store(
+            ctx.repo.storage().clone(),
+            key,
+            name,
+            stdout,
+            step.progress.clone(),
+            move || {
+                let (mut ch, tail) = c2.lock().unwrap().take().expect("checked once");
+                let status = ch
+                    .wait()
+                    .map_err(|e| Error::source(format!("{what2}: {e}")))?;
+                let stderr = tail.finish();
+                if status.success() {
+                    Ok(())
+                } else {
+                    Err(Error::source(format!(
+                        "{what2} failed ({status}): {stderr}"
+                    )))
+                }
+            },
+        )
+        .await;
+    match result {
+        Ok(rec) => {
+            step.done(&format!(
+                "stored {}",
+                crate::util::human_bytes(rec.stored_size)
+            ));
+            Ok(rec)
+        }
+        Err(e) => {
+            step.abandon();
+            // The pipeline failed before the exit check: stop the child.
+            if let Some((mut ch, tail)) = child.lock().unwrap().take() {
+                kill_child(&mut ch);
+                let stderr = tail.finish();
+                tracing::debug!(pid, %stderr, "stopped {what} after a pipeline failure");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Takes a logical backup of `source`.
+pub async fn backup(
+    ctx: &BackupContext<'_>,
+    source: &Source,
+    tier: Option<String>,
+) -> Result<BackupReport> {
+    let started = Utc::now();
+    let clock = Instant::now();
+    let target = Target::new(&source.url);
+    let client = target.connect().await?;
+    let mut info = server_info(&client).await?;
+    let major = major_of(info.server_version_num);
+    let pg_dump = find_binary(source.bin_dir.as_deref(), "pg_dump", major)?;
+    let pg_dumpall = find_binary(source.bin_dir.as_deref(), "pg_dumpall", major)?;
+    let id = BackupId::new(started);
+    ctx.reporter.note(format!(
+        "backup {}: {} (PostgreSQL {}, database {}) as {id}",
+        source.name,
+        target.display(),
+        info.server_version,
+        info.database
+    ));
+
+    let mut cmd = target.command(&pg_dump);
+    cmd.args(["--format=custom", "--compress=0", "--no-password"])
+        .arg(format!("--dbname={}", target.child_url()));
+    let (child, tail) = spawn_piped(cmd, "pg_dump")?;
+    let dump = store_child(
+        ctx,
+        child,
+        tail,
+        &format!("{}: pg_dump", source.name),
+        &Repository::data_key(&source.name, &id, DUMP_OBJECT),
+        DUMP_OBJECT,
+    )
+    .await?;
+
+    // Roles with passwords need a superuser; without one, roles are still
+    // saved (no passwords) rather than the whole backup failing.
+    let globals_key = Repository::data_key(&source.name, &id, GLOBALS_OBJECT);
+    let superuser: bool = client
+        .query_one(
+            "SELECT rolsuper FROM pg_roles WHERE rolname = current_user",
+            &[],
+        )
+        .await
+        .map(|r| r.get(0))
+        .map_err(|e| Error::source(pg_error_text(&e)))?;
+    let mut cmd = target.command(&pg_dumpall);
+    cmd.args(["--globals-only", "--no-password"])
+        .arg(format!("--dbname={}", target.child_url()))
+        .arg(format!("--database={}", info.database));
+    if !superuser {
+        cmd.arg("--no-role-passwords");
+        ctx.reporter.note(format!(
+            "{}: not a superuser, roles are saved without passwords",
+            source.name
+        ));
+    }
+    info.globals_with_passwords = superuser;
+    let (child, tail) = spawn_piped(cmd, "pg_dumpall")?;
+    let globals = store_child(
+        ctx,
+        child,
+        tail,
+        &format!("{}: globals", source.name),
+        &globals_key,
+        GLOBALS_OBJECT,
+    )
+    .await?;
+
+    let finished = Utc::now();
+    let manifest = Manifest::new(
+        Summary {
+            format: manifest::MANIFEST_FORMAT,
+            id: id.clone(),
+            source: source.name.clone(),
+            source_kind: source.kind,
+            kind: "dump".into(),
+            tier: tier.clone(),
+            started,
+            finished,
+            strata_version: crate::VERSION.into(),
+            plain_size: 0,
+            stored_size: 0,
+            objects: vec![],
+        },
+        vec![dump, globals],
+        Some(info),
+    );
+    let manifest_key = ctx.repo.commit(&manifest, ctx.recipients).await?;
+    Ok(BackupReport {
+        id: id.to_string(),
+        source: source.name.clone(),
+        kind: "dump".into(),
+        tier,
+        started,
+        finished,
+        duration_seconds: clock.elapsed().as_secs_f64(),
+        plain_bytes: manifest.summary.plain_size,
+        stored_bytes: manifest.summary.stored_size,
+        manifest: manifest_key,
+    })
+}
+
+/// How to restore a logical backup.
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    pub to_database: String,
+    pub create: bool,
+    pub tables: Vec<String>,
+    pub jobs: u32,
+    /// Server to restore into; default the source's server.
+    pub target: Target,
+    /// Apply the saved roles and tablespaces first.
+    pub globals: bool,
+    pub no_owner: bool,
+    /// Where a parallel restore keeps its temporary copy of the dump.
+    pub scratch_dir: PathBuf,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RestoreReport {
+    pub backup: String,
+    pub source: String,
+    pub database: String,
+    pub target: String,
+    pub created: bool,
+    pub tables: Vec<String>,
+    pub jobs: u32,
+    pub bytes: u64,
+    pub duration_seconds: f64,
+    pub phases: Vec<(String, f64)>,
+    pub warnings: Vec<String>,
+}
+
+/// Restores a logical backup into a database.
+pub async fn restore(
+    storage: &Arc<dyn Storage>,
+    entry: &Entry,
+    identities: Arc<Vec<Identity>>,
+    opts: &RestoreOptions,
+    reporter: &Reporter,
+) -> Result<RestoreReport> {
+    let clock = Instant::now();
+    let summary = entry.summary();
+    let manifest = entry.file.open(&entry.manifest_key, &identities)?;
+    let dump = manifest
+        .object(DUMP_OBJECT)
+        .ok_or_else(|| Error::integrity(format!("backup {} has no {DUMP_OBJECT}", summary.id)))?
+        .clone();
+    let target_db = opts.target.with_database(&opts.to_database);
+    let maintenance = opts.target.connect().await?;
+    let server_num: i32 = maintenance
+        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .await
+        .map_err(|e| Error::source(pg_error_text(&e)))?
+        .get(0);
+    let major = major_of(server_num);
+    let mut phases = Vec::new();
+    let mut warnings = Vec::new();
+
+    // Refuse before touching anything.
+    let exists = maintenance
+        .query_opt(
+            "SELECT 1 FROM pg_database WHERE datname = $1",
+            &[&opts.to_database],
+        )
+        .await
+        .map_err(|e| Error::source(pg_error_text(&e)))?
+        .is_some();
+    if opts.create && exists {
+        return Err(Error::conflict(format!(
+            "database {} already exists on {}",
+            opts.to_database,
+            opts.target.display()
+        ))
+        .hint("restore into a new name with --create, or without --create into the existing (empty) database"));
+    }
+    if !opts.create && !exists {
+        return Err(Error::usage(format!(
+            "database {} does not exist on {}",
+            opts.to_database,
+            opts.target.display()
+        ))
+        .hint("add --create to create it"));
+    }
+    if exists {
+        check_target_empty(&target_db, &opts.to_database, &opts.tables).await?;
+    }
+
+    if opts.globals {
+        let t = Instant::now();
+        let rec = manifest.object(GLOBALS_OBJECT).ok_or_else(|| {
+            Error::integrity(format!("backup {} has no {GLOBALS_OBJECT}", summary.id))
+        })?;
+        warnings
+            .extend(apply_globals(storage, rec, identities.clone(), &opts.target, major).await?);
+        phases.push(("globals".to_string(), t.elapsed().as_secs_f64()));
+    }
+
+    if opts.create {
+        maintenance
+            .batch_execute(&format!(
+                "CREATE DATABASE {}",
+                quote_ident(&opts.to_database)
+            ))
+            .await
+            .map_err(|e| {
+                Error::source(format!(
+                    "creating database {}: {}",
+                    opts.to_database,
+                    pg_error_text(&e)
+                ))
+            })?;
+    }
+    let result = run_pg_restore(
+        storage,
+        &dump,
+        identities,
+        opts,
+        &target_db,
+        major,
+        reporter,
+        &mut phases,
+    )
+    .await;
+    if let Err(e) = result {
+        if opts.create {
+            // Leave nothing half-restored behind a failed restore.
+            let _ = maintenance
+                .batch_execute(&format!(
+                    "DROP DATABASE IF EXISTS {}",
+                    quote_ident(&opts.to_database)
+                ))
+                .await;
+            return Err(e.context(format!(
+                "restore of {} into {} failed; the database it created was dropped",
+                summary.id, opts.to_database
+            )));
+        }
+        return Err(e.context(format!(
+            "restore of {} into {} failed",
+            summary.id, opts.to_database
+        )));
+    }
+    Ok(RestoreReport {
+        backup: summary.id.to_string(),
+        source: summary.source.clone(),
+        database: opts.to_database.clone(),
+        target: opts.target.display(),
+        created: opts.create,
+        tables: opts.tables.clone(),
+        jobs: opts.jobs,
+        bytes: dump.plain_size,
+        duration_seconds: clock.elapsed().as_secs_f64(),
+        phases,
+        warnings,
+    })
+}
+
+/// A full restore needs an empty database; a table restore needs the
+/// tables to be absent (the incident case: a dropped table restored into
+/// the live database).
+async fn check_target_empty(target_db: &Target, db: &str, tables: &[String]) -> Result<()> {
+    let client = target_db.connect().await?;
+    let rows = client
+        .query(
+            "SELECT n.nspname::text, c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind IN ('r','p','v','m','S','f') AND n.nspname NOT IN ('pg_catalog','information_schema') \
+               AND n.nspname NOT LIKE 'pg\\_toast%'",
+            &[],
+        )
+        .await
+        .map_err(|e| Error::source(pg_error_text(&e)))?;
+    let existing: Vec<(String, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    if tables.is_empty() {
+        if let Some((s, t)) = existing.first() {
+            return Err(Error::conflict(format!(
+                "database {db} is not empty (it has {s}.{t} and {} more relations); refusing to restore over it",
+                existing.len() - 1
+            ))
+            .hint("restore into a new database with --to-database NEW --create, or drop the existing one first"));
+        }
+    } else {
+        for want in tables {
+            let (ws, wt) = split_table(want);
+            if let Some((s, t)) = existing
+                .iter()
+                .find(|(s, t)| t == wt && ws.is_none_or(|ws| ws == s))
+            {
+                return Err(Error::conflict(format!(
+                    "table {s}.{t} already exists in database {db}; refusing to overwrite it"
+                ))
+                .hint("rename or drop it first, or restore into another database"));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn split_table(t: &str) -> (Option<&str>, &str) {
+    match t.split_once('.') {
+        Some((s, n)) => (Some(s), n),
+        None => (None, t),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_pg_restore(
+    storage: &Arc<dyn Storage>,
+    dump: &ObjectRecord,
+    identities: Arc<Vec<Identity>>,
+    opts: &RestoreOptions,
+    target_db: &Target,
+    major: u32,
+    reporter: &Reporter,
+    phases: &mut Vec<(String, f64)>,
+) -> Result<()> {
+    let pg_restore = find_binary(None, "pg_restore", major)?;
+    let mut cmd = target_db.command(&pg_restore);
+    cmd.args(["--no-password", "--exit-on-error"])
+        .arg(format!("--dbname={}", target_db.child_url()));
+    if opts.no_owner {
+        cmd.arg("--no-owner");
+    }
+    for t in &opts.tables {
+        let (schema, name) = split_table(t);
+        if let Some(s) = schema {
+            cmd.arg(format!("--schema={s}"));
+        }
+        cmd.arg(format!("--table={name}"));
+    }
+    if opts.jobs > 1 {
+        // pg_restore runs parallel jobs only from a seekable file: decode
+        // (and verify) into a scratch file first, then restore from it.
+        let scratch = tempfile::Builder::new()
+            .prefix("strata-restore-")
+            .tempfile_in(&opts.scratch_dir)
+            .map_err(|e| Error::failed(format!("cannot create a scratch file in {}: {e}", opts.scratch_dir.display()))
+                .hint("parallel restore (--jobs > 1) needs free space for one plain copy of the dump; set --scratch-dir"))?;
+        let step = reporter.step(
+            format!("download+decrypt {}", dump.key),
+            Some(dump.plain_size),
+        );
+        let t = Instant::now();
+        let file = scratch.reopen()?;
+        fetch(
+            storage,
+            dump,
+            identities,
+            std::io::BufWriter::with_capacity(1 << 20, file),
+            step.progress.clone(),
+        )
+        .await?;
+        step.done("verified");
+        phases.push(("download".into(), t.elapsed().as_secs_f64()));
+        let t = Instant::now();
+        cmd.arg(format!("--jobs={}", opts.jobs)).arg(scratch.path());
+        let (mut child, tail) = spawn_piped(cmd, "pg_restore")?;
+        let status = tokio::task::spawn_blocking(move || child.wait())
+            .await
+            .expect("wait task")?;
+        let stderr = tail.finish();
+        phases.push(("pg_restore".into(), t.elapsed().as_secs_f64()));
+        if !status.success() {
+            return Err(Error::source(format!(
+                "pg_restore failed ({status}): {stderr}"
+            )));
+        }
+        return Ok(());
+    }
+    // One job: stream straight into pg_restore's stdin, no temporary copy.
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| Error::source(format!("cannot start pg_restore: {e}")))?;
+    let tail = StderrTail::spawn(child.stderr.take().expect("piped"), STDERR_TAIL);
+    let stdin = child.stdin.take().expect("piped");
+    let step = reporter.step(format!("restore {}", dump.key), Some(dump.plain_size));
+    let t = Instant::now();
+    let fed = fetch(storage, dump, identities, stdin, step.progress.clone()).await;
+    match fed {
+        Ok(stdin) => drop(stdin),
+        Err(e) => {
+            step.abandon();
+            kill_child(&mut child);
+            let stderr = tail.finish();
+            if e.kind == Kind::Failed && !stderr.is_empty() {
+                // pg_restore stopped reading: its own error explains why.
+                return Err(Error::source(format!("pg_restore failed: {stderr}")));
+            }
+            return Err(e);
+        }
+    }
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .expect("wait task")?;
+    let stderr = tail.finish();
+    if !status.success() {
+        step.abandon();
+        return Err(Error::source(format!(
+            "pg_restore failed ({status}): {stderr}"
+        )));
+    }
+    step.done("verified");
+    phases.push(("restore".into(), t.elapsed().as_secs_f64()));
+    Ok(())
+}
+
+/// Runs the saved roles/tablespaces script through psql. Objects that
+/// already exist (the restoring user's own role, at least) are expected;
+/// other errors come back as warnings, since the data restore may still
+/// be what the operator needs.
+async fn apply_globals(
+    storage: &Arc<dyn Storage>,
+    rec: &ObjectRecord,
+    identities: Arc<Vec<Identity>>,
+    target: &Target,
+    major: u32,
+) -> Result<Vec<String>> {
+    let psql = find_binary(None, "psql", major)?;
+    let mut cmd = target.command(&psql);
+    cmd.args(["-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=0"])
+        .arg(format!("--dbname={}", target.child_url()))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| Error::source(format!("cannot start psql: {e}")))?;
+    let tail = StderrTail::spawn(child.stderr.take().expect("piped"), STDERR_TAIL);
+    let stdin = child.stdin.take().expect("piped");
+    if let Err(e) = fetch(
+        storage,
+        rec,
+        identities,
+        stdin,
+        crate::progress::Progress::hidden(),
+    )
+    .await
+    {
+        kill_child(&mut child);
+        return Err(e);
+    }
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .expect("wait task")?;
+    let stderr = tail.finish();
+    if !status.success() {
+        return Err(Error::source(format!(
+            "applying roles failed ({status}): {stderr}"
+        )));
+    }
+    Ok(stderr
+        .lines()
+        .filter(|l| l.contains("ERROR") && !l.contains("already exists"))
+        .map(|l| format!("roles: {l}"))
+        .collect())
+}

@@ -1,0 +1,299 @@
+//! PostgreSQL: connecting (password never printed), server facts, and
+//! finding client binaries that match the server's major version.
+
+pub mod dump;
+pub mod pgpass;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use tokio_postgres::{Client, NoTls};
+use url::Url;
+
+use crate::catalog::manifest::{PostgresInfo, TableInfo};
+use crate::error::{Error, Result};
+use crate::util::redact_url;
+
+/// A connection target: the URL as configured plus the password resolved
+/// from the URL, `PGPASSWORD` or the password file.
+#[derive(Clone)]
+pub struct Target {
+    pub url: Url,
+    password: Option<String>,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Target({})", redact_url(&self.url))
+    }
+}
+
+impl Target {
+    pub fn new(url: &Url) -> Target {
+        let password = match url.password() {
+            Some(p) => Some(percent_decode(p)),
+            None => std::env::var("PGPASSWORD")
+                .ok()
+                .filter(|p| !p.is_empty())
+                .or_else(|| {
+                    pgpass::lookup(
+                        url.host_str().unwrap_or("localhost"),
+                        url.port().unwrap_or(5432),
+                        &Self::db_of(url),
+                        &Self::user_of(url),
+                    )
+                }),
+        };
+        Target {
+            url: url.clone(),
+            password,
+        }
+    }
+
+    fn db_of(url: &Url) -> String {
+        percent_decode(url.path().trim_start_matches('/'))
+    }
+
+    fn user_of(url: &Url) -> String {
+        match url.username() {
+            "" => std::env::var("PGUSER").unwrap_or_else(|_| whoami()),
+            u => percent_decode(u),
+        }
+    }
+
+    pub fn database(&self) -> String {
+        Self::db_of(&self.url)
+    }
+
+    /// The same server, another database.
+    pub fn with_database(&self, db: &str) -> Target {
+        let mut url = self.url.clone();
+        url.set_path(&format!("/{}", utf8_percent_encode(db)));
+        Target {
+            url,
+            password: self.password.clone(),
+        }
+    }
+
+    /// The URL safe to print.
+    pub fn display(&self) -> String {
+        redact_url(&self.url)
+    }
+
+    /// The URL for child processes: no password (it goes in the
+    /// environment, never on a command line that `ps` shows).
+    pub fn child_url(&self) -> String {
+        let mut u = self.url.clone();
+        let _ = u.set_password(None);
+        u.to_string()
+    }
+
+    /// Prepares a client binary's command with the password in its
+    /// environment and prompts disabled.
+    pub fn command(&self, bin: &Path) -> Command {
+        let mut cmd = Command::new(bin);
+        if let Some(p) = &self.password {
+            cmd.env("PGPASSWORD", p);
+        }
+        cmd.env("PGCONNECT_TIMEOUT", "10");
+        cmd
+    }
+
+    pub async fn connect(&self) -> Result<Client> {
+        let mut cfg: tokio_postgres::Config =
+            self.url.as_str().parse().map_err(|e| {
+                Error::usage(format!("invalid PostgreSQL URL {}: {e}", self.display()))
+            })?;
+        if cfg.get_user().is_none() {
+            cfg.user(Self::user_of(&self.url));
+        }
+        if let (None, Some(p)) = (cfg.get_password(), &self.password) {
+            cfg.password(p.as_bytes());
+        }
+        cfg.connect_timeout(std::time::Duration::from_secs(10));
+        cfg.application_name("strata");
+        let (client, conn) = cfg.connect(NoTls).await.map_err(|e| {
+            Error::source(format!("cannot connect to {}: {}", self.display(), pg_error_text(&e)))
+                .hint("check that the server is running and the URL, user and password (URL, PGPASSWORD or ~/.pgpass) are right")
+                .retryable()
+        })?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(client)
+    }
+}
+
+/// The most useful text of a tokio-postgres error (the server's message
+/// when there is one, the I/O cause otherwise).
+pub fn pg_error_text(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return db.message().to_string();
+    }
+    let mut text = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        text = format!("{text}: {s}");
+        src = s.source();
+    }
+    text
+}
+
+fn whoami() -> String {
+    std::env::var("USER").unwrap_or_else(|_| "postgres".into())
+}
+
+fn percent_decode(s: &str) -> String {
+    url::form_urlencoded::parse(format!("x={s}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
+fn utf8_percent_encode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
+}
+
+/// Server facts recorded in the manifest.
+pub async fn server_info(client: &Client) -> Result<PostgresInfo> {
+    let q = |e: tokio_postgres::Error| {
+        Error::source(format!("querying server facts: {}", pg_error_text(&e)))
+    };
+    let row = client
+        .query_one(
+            "SELECT current_setting('server_version'), current_setting('server_version_num')::int, \
+             (SELECT system_identifier::text FROM pg_control_system()), current_database()",
+            &[],
+        )
+        .await
+        .map_err(q)?;
+    let tables = client
+        .query(
+            "SELECT n.nspname::text, c.relname::text, c.reltuples::bigint, pg_total_relation_size(c.oid) \
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind IN ('r', 'p', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+               AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%' \
+             ORDER BY 1, 2",
+            &[],
+        )
+        .await
+        .map_err(q)?
+        .into_iter()
+        .map(|r| {
+            let est: i64 = r.get(2);
+            TableInfo {
+                schema: r.get(0),
+                name: r.get(1),
+                row_estimate: (est >= 0).then_some(est),
+                total_bytes: r.get(3),
+            }
+        })
+        .collect();
+    Ok(PostgresInfo {
+        server_version: row.get(0),
+        server_version_num: row.get(1),
+        system_identifier: row.get(2),
+        database: row.get(3),
+        globals_with_passwords: false,
+        tables,
+    })
+}
+
+/// Finds a PostgreSQL client binary able to talk to a server of major
+/// version `major`: the configured `bin_dir`, else
+/// `/usr/lib/postgresql/<major>/bin`, else `PATH`, else the newest
+/// `/usr/lib/postgresql/*/bin` that is at least `major`.
+pub fn find_binary(bin_dir: Option<&Path>, name: &str, major: u32) -> Result<PathBuf> {
+    if let Some(dir) = bin_dir {
+        let p = dir.join(name);
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(
+                Error::usage(format!("{} does not exist (from bin_dir)", p.display()))
+                    .hint("set bin_dir to the directory holding pg_dump and pg_restore"),
+            )
+        };
+    }
+    let mut candidates = vec![PathBuf::from(format!(
+        "/usr/lib/postgresql/{major}/bin/{name}"
+    ))];
+    if let Some(path) = std::env::var_os("PATH") {
+        candidates.extend(std::env::split_paths(&path).map(|d| d.join(name)));
+    }
+    let mut versioned: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            Some((
+                e.file_name().to_str()?.parse().ok()?,
+                e.path().join("bin").join(name),
+            ))
+        })
+        .collect();
+    versioned.sort();
+    candidates.extend(versioned.into_iter().rev().map(|(_, p)| p));
+    for c in candidates {
+        if c.is_file() && binary_major(&c).is_some_and(|v| v >= major) {
+            return Ok(c);
+        }
+    }
+    Err(Error::usage(format!("no {name} for PostgreSQL {major} or newer found"))
+        .hint(format!("install the PostgreSQL {major} client (e.g. postgresql-client-{major}) or set bin_dir for the source")))
+}
+
+/// Major version printed by `BIN --version` ("pg_dump (PostgreSQL) 15.18").
+pub fn binary_major(bin: &Path) -> Option<u32> {
+    let out = Command::new(bin).arg("--version").output().ok()?;
+    parse_major(&String::from_utf8_lossy(&out.stdout))
+}
+
+fn parse_major(version_line: &str) -> Option<u32> {
+    let v = version_line
+        .split_whitespace()
+        .find(|w| w.chars().next().is_some_and(|c| c.is_ascii_digit()))?;
+    v.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+}
+
+/// Major version from `server_version_num` (150018 → 15).
+pub fn major_of(version_num: i32) -> u32 {
+    (version_num / 10000) as u32
+}
+
+/// Quotes an SQL identifier.
+pub fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions() {
+        assert_eq!(
+            parse_major("pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)"),
+            Some(15)
+        );
+        assert_eq!(parse_major("pg_restore (PostgreSQL) 9.6.24"), Some(9));
+        assert_eq!(parse_major("garbage"), None);
+        assert_eq!(major_of(150018), 15);
+    }
+
+    #[test]
+    fn child_url_has_no_password() {
+        let t = Target::new(&Url::parse("postgres://app:p%40ss@db:5432/app").unwrap());
+        assert_eq!(t.password.as_deref(), Some("p@ss"));
+        assert!(!t.child_url().contains("ss@"), "{}", t.child_url());
+        assert!(!format!("{t:?}").contains("p%40ss"));
+        assert_eq!(t.with_database("other db").database(), "other db");
+    }
+
+    #[test]
+    fn quoting() {
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+    }
+}

@@ -1,0 +1,142 @@
+//! Small shared helpers: byte formatting, URL redaction, child processes.
+
+use std::io::Read;
+use std::process::{Child, ChildStderr};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use url::Url;
+
+/// `1.5 GiB`-style sizes for people.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// The URL with any password replaced, safe to print and log.
+pub fn redact_url(url: &Url) -> String {
+    let mut u = url.clone();
+    if u.password().is_some() {
+        let _ = u.set_password(Some("REDACTED"));
+    }
+    u.to_string()
+}
+
+/// Keeps the last `limit` bytes of a child's stderr, read on its own
+/// thread so a chatty child never blocks on a full pipe while we read its
+/// stdout (the deadlock ripgrep's process module warns about).
+pub struct StderrTail {
+    buf: Arc<Mutex<Vec<u8>>>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl StderrTail {
+    pub fn spawn(mut stderr: ChildStderr, limit: usize) -> StderrTail {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let b = buf.clone();
+        let handle = std::thread::spawn(move || {
+            let mut chunk = [0u8; 8192];
+            while let Ok(n) = stderr.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                let mut g = b.lock().unwrap();
+                g.extend_from_slice(&chunk[..n]);
+                if g.len() > limit {
+                    let cut = g.len() - limit;
+                    g.drain(..cut);
+                }
+            }
+        });
+        StderrTail {
+            buf,
+            handle: Some(handle),
+        }
+    }
+
+    /// Waits for the child's stderr to close and returns what it said.
+    pub fn finish(mut self) -> String {
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+        String::from_utf8_lossy(&self.buf.lock().unwrap())
+            .trim()
+            .to_string()
+    }
+}
+
+/// Kills a child and reaps it (used when a pipeline fails mid-stream).
+pub fn kill_child(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(3 << 30), "3.0 GiB");
+    }
+
+    #[test]
+    fn redaction() {
+        let u = Url::parse("postgres://app:s3cret@db:5432/app").unwrap();
+        let r = redact_url(&u);
+        assert!(!r.contains("s3cret"));
+        assert!(r.contains("app:REDACTED@db"));
+    }
+}
+
+/// Parses a duration like `30s`, `15m`, `24h`, `7d`, `2w` (or `0`).
+pub fn parse_duration(s: &str) -> Result<chrono::Duration, String> {
+    let s = s.trim();
+    if s == "0" {
+        return Ok(chrono::Duration::zero());
+    }
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: i64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (like 30m, 24h, 7d)"))?;
+    let secs = match unit.trim() {
+        "s" | "sec" | "secs" | "second" | "seconds" => 1,
+        "m" | "min" | "mins" | "minute" | "minutes" => 60,
+        "h" | "hour" | "hours" => 3600,
+        "d" | "day" | "days" => 86400,
+        "w" | "week" | "weeks" => 7 * 86400,
+        _ => return Err(format!("{s:?} is not a duration (like 30m, 24h, 7d)")),
+    };
+    Ok(chrono::Duration::seconds(n * secs))
+}
+
+#[cfg(test)]
+mod duration_tests {
+    use super::parse_duration;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("0").unwrap().num_seconds(), 0);
+        assert_eq!(parse_duration("90s").unwrap().num_seconds(), 90);
+        assert_eq!(parse_duration("15m").unwrap().num_seconds(), 900);
+        assert_eq!(parse_duration("24h").unwrap().num_hours(), 24);
+        assert_eq!(parse_duration("30d").unwrap().num_days(), 30);
+        assert_eq!(parse_duration("2w").unwrap().num_days(), 14);
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("5y").is_err());
+        assert!(parse_duration("h").is_err());
+    }
+}

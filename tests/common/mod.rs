@@ -1,0 +1,79 @@
+//! Shared test harness: real servers (PostgreSQL, the S3-protocol server,
+//! later Redis and Chroma) started once per test binary on loopback, and
+//! helpers to run the built `strata` binary against them.
+//!
+//! Servers are children of the test process; they are registered here and
+//! stopped by an `atexit` hook when the test binary exits, so a finished
+//! `cargo test` leaves no server behind.
+#![allow(dead_code)]
+
+pub mod pg;
+pub mod s3;
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::{Mutex, Once};
+
+static CLEANUPS: Mutex<Vec<Box<dyn FnOnce() + Send>>> = Mutex::new(Vec::new());
+static HOOK: Once = Once::new();
+
+extern "C" fn run_cleanups() {
+    let list = match CLEANUPS.lock() {
+        Ok(mut g) => std::mem::take(&mut *g),
+        Err(p) => std::mem::take(&mut *p.into_inner()),
+    };
+    for f in list.into_iter().rev() {
+        f();
+    }
+}
+
+/// Runs `f` when the test binary exits (normally or after failed tests).
+pub fn at_exit(f: impl FnOnce() + Send + 'static) {
+    HOOK.call_once(|| unsafe {
+        libc::atexit(run_cleanups);
+    });
+    CLEANUPS.lock().unwrap().push(Box::new(f));
+}
+
+/// Kills a child process (by pid) at exit.
+pub fn kill_at_exit(pid: u32) {
+    at_exit(move || unsafe {
+        libc::kill(pid as i32, libc::SIGTERM);
+    });
+}
+
+/// A TCP port free on loopback right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The `strata` binary cargo built for this test run.
+pub fn strata_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_strata"))
+}
+
+/// True when running as root (then servers run as the `postgres` user).
+pub fn is_root() -> bool {
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Runs a command, panicking with its output when it fails.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    if !out.status.success() {
+        panic!(
+            "{cmd:?} failed: {}\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
