@@ -70,16 +70,10 @@ apt_install() {
 step "checking Debian packages"
 PACKAGES=(postgresql-15 redis-server age zstd pgbackrest ca-certificates)
 command -v cc >/dev/null || PACKAGES+=(build-essential)
-command -v curl >/dev/null || PACKAGES+=(curl)
 apt_install "${PACKAGES[@]}"
 
-# --- Rust toolchain (only on a machine without one) --------------------------
-if ! command -v cargo >/dev/null; then
-    step "installing the Rust toolchain (rustup, 1.95)"
-    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs |
-        sh -s -- -y --profile minimal --default-toolchain 1.95 </dev/null
-    command -v cargo >/dev/null || die "cargo still not on PATH after rustup"
-fi
+# --- Rust toolchain ----------------------------------------------------------
+command -v cargo >/dev/null || die "cargo is not installed (Rust 1.95 or newer is required)"
 
 # --- S3 test server (s3s-fs) -------------------------------------------------
 # Pinned: newer s3s-fs releases need a newer rustc than ours.
