@@ -202,17 +202,30 @@ impl Repository {
             Some(s) => format!("{MANIFESTS}{s}/"),
             None => MANIFESTS.to_string(),
         };
+        use futures::StreamExt;
+        let keys: Vec<String> = self
+            .storage
+            .list(&prefix)
+            .await?
+            .into_iter()
+            .filter(|m| m.key.ends_with(".json"))
+            .map(|m| m.key)
+            .collect();
+        // Manifests are small: read several at once so a long history on a
+        // high-latency store lists in a few round trips, not one per backup.
+        let read: Vec<(String, Result<ManifestFile>)> = futures::stream::iter(keys)
+            .map(|key| async move {
+                let r = self.read_manifest(&key).await;
+                (key, r)
+            })
+            .buffered(16)
+            .collect()
+            .await;
         let mut entries = Vec::new();
         let mut problems = Vec::new();
-        for meta in self.storage.list(&prefix).await? {
-            if !meta.key.ends_with(".json") {
-                continue;
-            }
-            match self.read_manifest(&meta.key).await {
-                Ok(file) => entries.push(Entry {
-                    manifest_key: meta.key,
-                    file: Arc::new(file),
-                }),
+        for (key, r) in read {
+            match r {
+                Ok(file) => entries.push(Entry { manifest_key: key, file: Arc::new(file) }),
                 Err(e) => problems.push(e),
             }
         }
