@@ -16,6 +16,7 @@ pub mod error;
 pub mod keys;
 pub mod pipeline;
 pub mod progress;
+pub mod retention;
 pub mod sources;
 pub mod storage;
 pub mod util;

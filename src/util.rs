@@ -120,7 +120,9 @@ pub fn parse_duration(s: &str) -> Result<chrono::Duration, String> {
         "w" | "week" | "weeks" => 7 * 86400,
         _ => return Err(format!("{s:?} is not a duration (like 30m, 24h, 7d)")),
     };
-    Ok(chrono::Duration::seconds(n * secs))
+    n.checked_mul(secs)
+        .and_then(chrono::Duration::try_seconds)
+        .ok_or_else(|| format!("{s:?} is too long a duration"))
 }
 
 #[cfg(test)]
@@ -138,5 +140,6 @@ mod duration_tests {
         assert!(parse_duration("").is_err());
         assert!(parse_duration("5y").is_err());
         assert!(parse_duration("h").is_err());
+        assert!(parse_duration("99999999999999999d").is_err());
     }
 }
