@@ -4,7 +4,8 @@
 //! Unknown keys, missing keys and bad values are errors naming the file,
 //! the line and the key. Values are checked here, once, and handed on as
 //! typed settings (a parsed URL, decoded recipients), so no later code
-//! validates them again.
+//! validates them again. `[tiers.*]` and `include`d plan files are parsed
+//! by [`crate::tier`].
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -32,6 +33,10 @@ struct RawConfig {
     compression: RawCompression,
     #[serde(default)]
     sources: BTreeMap<String, RawSource>,
+    /// Plan files defining `[tiers.*]`, relative to this file.
+    include: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
+    tiers: BTreeMap<String, Spanned<crate::tier::RawTier>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -119,6 +124,8 @@ pub struct Config {
     pub identity_file: Option<PathBuf>,
     pub compression: Compression,
     pub sources: BTreeMap<String, Source>,
+    /// Tiers by name, from `[tiers.*]` and included plans (see [`crate::tier`]).
+    pub tiers: BTreeMap<String, crate::tier::Tier>,
 }
 
 impl Config {
@@ -245,6 +252,8 @@ impl Config {
             );
         }
 
+        let tiers = crate::tier::load(path, text, raw.include, raw.tiers, &sources)?;
+
         Ok(Config {
             path: path.to_path_buf(),
             repository,
@@ -255,6 +264,22 @@ impl Config {
                 threads: raw.compression.threads.unwrap_or(0),
             },
             sources,
+            tiers,
+        })
+    }
+
+    /// A configured tier, or a usage error listing the tiers there are.
+    pub fn tier(&self, name: &str) -> Result<&crate::tier::Tier> {
+        self.tiers.get(name).ok_or_else(|| {
+            let known: Vec<&str> = self.tiers.keys().map(String::as_str).collect();
+            Error::usage(format!("no tier named {name:?} in {}", self.path.display())).hint(
+                if known.is_empty() {
+                    "define one under [tiers.NAME], or include a plan (see docs/configuration.md)"
+                        .to_string()
+                } else {
+                    format!("configured tiers: {}", known.join(", "))
+                },
+            )
         })
     }
 
@@ -307,7 +332,7 @@ fn parse_repository(r: &RawRepository) -> std::result::Result<RepositoryLocation
     }
 }
 
-fn valid_name(name: &str) -> bool {
+pub(crate) fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
         && name
@@ -316,7 +341,7 @@ fn valid_name(name: &str) -> bool {
 }
 
 /// 1-based line number of a byte offset.
-fn line_of(text: &str, offset: usize) -> usize {
+pub(crate) fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
 }
 
@@ -434,6 +459,363 @@ mod tests {
         assert_eq!(
             c.identity_file.unwrap(),
             Path::new("/etc/strata/keys/id.txt")
+        );
+    }
+}
+
+#[cfg(test)]
+mod tier_tests {
+    use super::*;
+    use crate::tier::TierKind;
+    use chrono::Duration;
+
+    const KEY: &str = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p";
+
+    /// A config with two postgres sources, `app` and `crm`, then `extra`.
+    fn text(extra: &str) -> String {
+        format!(
+            "[repository]\nurl = \"file:///var/backups/strata\"\n\n[encryption]\nrecipients = [\"{KEY}\"]\n\n\
+             [sources.app]\nkind = \"postgres\"\nurl = \"postgres://u@h/app\"\n\n\
+             [sources.crm]\nkind = \"postgres\"\nurl = \"postgres://u@h/crm\"\n{extra}"
+        )
+    }
+
+    /// The line `needle` is on, 1-based.
+    fn line(text: &str, needle: &str) -> usize {
+        text[..text.find(needle).expect(needle)]
+            .matches('\n')
+            .count()
+            + 1
+    }
+
+    fn parse(text: &str) -> Result<Config> {
+        Config::parse(Path::new("/etc/strata/strata.toml"), text)
+    }
+
+    #[test]
+    fn tier_with_every_key() {
+        let t = text(
+            "\n[tiers.daily]\nkind = \"dump\"\nschedule = \"0 2 * * *\"\ntimezone = \"Europe/Berlin\"\n\
+             sources = [\"crm\"]\nkeep_within = \"30d\"\nkeep_last = 3\nkeep_daily = 7\n",
+        );
+        let c = parse(&t).unwrap();
+        let d = &c.tiers["daily"];
+        assert_eq!(d.kind, TierKind::Dump);
+        assert_eq!(d.schedule.as_ref().unwrap().as_str(), "0 2 * * *");
+        assert_eq!(d.tz(), chrono_tz::Europe::Berlin);
+        assert_eq!(d.sources, ["crm"]);
+        assert!(d.sources_listed);
+        assert_eq!(d.policy.keep_within, Some(Duration::days(30)));
+        assert_eq!(d.policy.keep_last, Some(3));
+        assert_eq!(d.policy.keep_daily, Some(7));
+        assert_eq!(d.defined_in, Path::new("/etc/strata/strata.toml"));
+        assert!(c.tier("daily").is_ok());
+        let e = c.tier("weekly").unwrap_err();
+        assert!(e.hint.unwrap().contains("configured tiers: daily"));
+    }
+
+    #[test]
+    fn defaults_dump_utc_and_every_fitting_source() {
+        let c = parse(&text("\n[tiers.daily]\nkeep_last = 2\n")).unwrap();
+        let d = &c.tiers["daily"];
+        assert_eq!(d.kind, TierKind::Dump);
+        assert!(d.schedule.is_none());
+        assert_eq!(d.tz(), chrono_tz::UTC);
+        assert_eq!(d.sources, ["app", "crm"]);
+        assert!(!d.sources_listed);
+        // No Redis source can exist yet: a snapshot tier covers nothing.
+        let c = parse(&text("\n[tiers.hourly]\nkind = \"snapshot\"\n")).unwrap();
+        assert!(c.tiers["hourly"].sources.is_empty());
+        // An empty list switches a tier off.
+        let c = parse(&text("\n[tiers.daily]\nsources = []\n")).unwrap();
+        assert!(c.tiers["daily"].sources.is_empty());
+        assert!(c.tiers["daily"].policy.is_empty());
+    }
+
+    #[test]
+    fn every_kind_is_accepted() {
+        for k in TierKind::ALL {
+            let c = parse(&text(&format!("\n[tiers.t]\nkind = \"{}\"\n", k.as_str()))).unwrap();
+            assert_eq!(c.tiers["t"].kind, k);
+        }
+        let t = text("\n[tiers.t]\nkind = \"incremental\"\n");
+        let e = parse(&t).unwrap_err();
+        assert!(e.message.contains("incremental"), "{e}");
+        assert!(
+            e.message
+                .contains(&format!("line {}", line(&t, "kind = \"incr"))),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn errors_name_file_line_and_key() {
+        for (extra, needle, key, why) in [
+            (
+                "\n[tiers.daily]\nschedule = \"0 2 * *\"\n",
+                "schedule",
+                "tiers.daily.schedule",
+                "has 4 fields",
+            ),
+            (
+                "\n[tiers.daily]\nschedule = \"0 2 L * *\"\n",
+                "schedule",
+                "tiers.daily.schedule",
+                "day-of-month",
+            ),
+            (
+                "\n[tiers.daily]\ntimezone = \"Mars/Olympus\"\n",
+                "timezone",
+                "tiers.daily.timezone",
+                "not a time zone",
+            ),
+            (
+                "\n[tiers.daily]\nsources = [\"app\",\n  \"nope\"]\n",
+                "\"nope\"",
+                "tiers.daily.sources",
+                "configured sources: app, crm",
+            ),
+            (
+                "\n[tiers.daily]\nsources = [\"app\", \"app\"]\n",
+                "\"app\", \"app\"",
+                "tiers.daily.sources",
+                "listed twice",
+            ),
+            (
+                "\n[tiers.daily]\nkeep_last = 2\nkeep_daily = -1\n",
+                "keep_daily",
+                "tiers.daily.keep_daily",
+                "whole number",
+            ),
+            (
+                "\n[tiers.daily]\nkeep_within = \"3y\"\n",
+                "keep_within",
+                "tiers.daily.keep_within",
+                "not a duration",
+            ),
+            (
+                "\n[tiers.daily]\nkeep_last = 0\n",
+                "keep_last",
+                "tiers.daily.keep_last",
+                "all zero",
+            ),
+            (
+                "\n[tiers.daily]\nkeep_dayly = 7\n",
+                "keep_dayly",
+                "keep_dayly",
+                "unknown field",
+            ),
+            (
+                "\n[tiers.\"bad name\"]\nkeep_last = 1\n",
+                "keep_last",
+                "tiers.bad name",
+                "letters, digits",
+            ),
+        ] {
+            let t = text(extra);
+            let e = parse(&t).unwrap_err();
+            let m = &e.message;
+            assert!(m.contains("/etc/strata/strata.toml"), "{extra}: {m}");
+            assert!(m.contains(key), "{extra}: {m}");
+            assert!(m.contains(why), "{extra}: {m}");
+            if needle != "keep_last" || !extra.contains("bad name") {
+                assert!(
+                    m.contains(&format!("line {},", line(&t, needle)))
+                        || m.contains(&format!("line {}:", line(&t, needle))),
+                    "{extra}: {m}"
+                );
+            }
+        }
+    }
+
+    /// Writes `files` (relative path, text) under a temp dir, then parses
+    /// `strata.toml` there.
+    fn with_files(files: &[(&str, &str)]) -> (tempfile::TempDir, Result<Config>) {
+        let dir = tempfile::tempdir().unwrap();
+        for (p, t) in files {
+            let p = dir.path().join(p);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, t).unwrap();
+        }
+        let r = Config::load(&dir.path().join("strata.toml"));
+        (dir, r)
+    }
+
+    fn with_include(includes: &str, extra: &str) -> String {
+        // `include` is a top-level key: it must come before any table.
+        format!("include = [{includes}]\n{}", text(extra))
+    }
+
+    #[test]
+    fn include_loads_tiers_relative_to_the_config() {
+        let plan = "[tiers.daily]\nkind = \"dump\"\nschedule = \"0 2 * * *\"\nkeep_within = \"30d\"\n\n\
+                    [tiers.weekly]\nkind = \"base\"\nschedule = \"0 3 * * 0\"\nkeep_within = \"90d\"\n";
+        let (dir, c) = with_files(&[
+            ("plans/p.toml", plan),
+            ("strata.toml", &with_include("\"plans/p.toml\"", "")),
+        ]);
+        let c = c.unwrap();
+        assert_eq!(c.tiers.len(), 2);
+        assert_eq!(c.tiers["daily"].sources, ["app", "crm"]);
+        assert_eq!(c.tiers["weekly"].kind, TierKind::Base);
+        assert_eq!(
+            c.tiers["weekly"].defined_in,
+            dir.path().join("plans/p.toml")
+        );
+    }
+
+    #[test]
+    fn inline_tier_replaces_the_included_one() {
+        let plan = "[tiers.daily]\nschedule = \"0 2 * * *\"\nkeep_within = \"30d\"\n";
+        let (dir, c) = with_files(&[
+            ("p.toml", plan),
+            (
+                "strata.toml",
+                &with_include(
+                    "\"p.toml\"",
+                    "\n[tiers.daily]\nsources = [\"app\"]\nkeep_last = 2\n",
+                ),
+            ),
+        ]);
+        let d = &c.unwrap().tiers["daily"];
+        assert_eq!(d.sources, ["app"]);
+        assert_eq!(d.policy.keep_last, Some(2));
+        // Replaced whole: nothing of the plan's tier is left.
+        assert!(d.schedule.is_none());
+        assert!(d.policy.keep_within.is_none());
+        assert_eq!(d.defined_in, dir.path().join("strata.toml"));
+    }
+
+    #[test]
+    fn included_plan_may_define_only_tiers() {
+        for (key, body) in [
+            ("repository", "[repository]\nurl = \"file:///x\"\n"),
+            ("encryption", "[encryption]\nrecipients = []\n"),
+            (
+                "sources",
+                "[sources.x]\nkind = \"postgres\"\nurl = \"postgres://h/x\"\n",
+            ),
+            ("include", "include = [\"other.toml\"]\n"),
+        ] {
+            // `body` starts on line 4; a top-level key must precede tables.
+            let plan = format!("# a plan\n\n\n{body}\n[tiers.daily]\nkeep_last = 1\n");
+            let (dir, c) = with_files(&[
+                ("p.toml", &plan),
+                ("strata.toml", &with_include("\"p.toml\"", "")),
+            ]);
+            let e = c.unwrap_err();
+            let m = &e.message;
+            assert!(
+                m.contains(&dir.path().join("p.toml").display().to_string()),
+                "{m}"
+            );
+            assert!(
+                m.contains(&format!("line 4: {key}: an included plan may define only")),
+                "{m}"
+            );
+        }
+    }
+
+    #[test]
+    fn include_errors() {
+        // Missing file: the config's line and key.
+        let (_d, c) = with_files(&[("strata.toml", &with_include("\"nope.toml\"", ""))]);
+        let e = c.unwrap_err();
+        assert!(
+            e.message
+                .contains("strata.toml, line 1: include: cannot read")
+                && e.message.contains("nope.toml"),
+            "{e}"
+        );
+        // A bad key in the plan: the plan's file and line.
+        let (_d, c) = with_files(&[
+            (
+                "p.toml",
+                "# plan\n[tiers.daily]\nkeep_last = 1\nschedule = \"0 25 * * *\"\n",
+            ),
+            ("strata.toml", &with_include("\"p.toml\"", "")),
+        ]);
+        let e = c.unwrap_err();
+        assert!(
+            e.message.contains("p.toml, line 4: tiers.daily.schedule"),
+            "{e}"
+        );
+        // A plan naming an unknown source.
+        let (_d, c) = with_files(&[
+            ("p.toml", "[tiers.daily]\nsources = [\"redis\"]\n"),
+            ("strata.toml", &with_include("\"p.toml\"", "")),
+        ]);
+        let e = c.unwrap_err();
+        assert!(
+            e.message
+                .contains("p.toml, line 2: tiers.daily.sources: no source named \"redis\""),
+            "{e}"
+        );
+        // The same tier in two plans is ambiguous.
+        let (_d, c) = with_files(&[
+            ("a.toml", "[tiers.daily]\nkeep_last = 1\n"),
+            ("b.toml", "\n[tiers.daily]\nkeep_last = 2\n"),
+            ("strata.toml", &with_include("\"a.toml\", \"b.toml\"", "")),
+        ]);
+        let e = c.unwrap_err();
+        assert!(
+            e.message
+                .contains("b.toml, line 2: tiers.daily: already defined by"),
+            "{e}"
+        );
+        assert!(e.message.contains("a.toml"), "{e}");
+    }
+
+    #[test]
+    fn source_must_fit_the_tier_kind() {
+        let t = text("\n[tiers.hourly]\nkind = \"snapshot\"\nsources = [\"app\"]\n");
+        let e = parse(&t).unwrap_err();
+        assert!(
+            e.message
+                .contains("tiers.hourly.sources: a snapshot tier backs up redis sources")
+                && e.message.contains("app is a postgres source"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_standard_plan_loads() {
+        let plan = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/schedules/standard.toml"
+        ))
+        .unwrap();
+        let (_d, c) = with_files(&[
+            ("schedules/standard.toml", &plan),
+            (
+                "strata.toml",
+                &with_include("\"schedules/standard.toml\"", ""),
+            ),
+        ]);
+        let c = c.unwrap();
+        let kinds: Vec<(&str, TierKind)> =
+            c.tiers.iter().map(|(n, t)| (n.as_str(), t.kind)).collect();
+        assert_eq!(
+            kinds,
+            [
+                ("daily", TierKind::Dump),
+                ("drill", TierKind::Drill),
+                ("hourly", TierKind::Snapshot),
+                ("wal", TierKind::Wal),
+                ("weekly", TierKind::Base),
+            ]
+        );
+        let within = |n: &str| c.tiers[n].policy.keep_within;
+        assert_eq!(within("wal"), Some(Duration::days(7)));
+        assert_eq!(within("hourly"), Some(Duration::hours(24)));
+        assert_eq!(within("daily"), Some(Duration::days(30)));
+        assert_eq!(within("weekly"), Some(Duration::days(90)));
+        assert!(c.tiers["wal"].schedule.is_none());
+        assert_eq!(c.tiers["daily"].sources, ["app", "crm"]);
+        assert!(c.tiers["hourly"].sources.is_empty());
+        assert_eq!(
+            c.tiers["drill"].schedule.as_ref().unwrap().as_str(),
+            "0 4 1 * *"
         );
     }
 }

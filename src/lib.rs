@@ -7,6 +7,7 @@
 //! Layout: [`storage`] (object-store trait and backends), [`pipeline`]
 //! (hash → zstd → age streaming stages), [`catalog`] (repository format,
 //! manifests), [`sources`] (what is backed up: PostgreSQL today),
+//! [`tier`], [`schedule`] and [`retention`] (what runs when, kept how long),
 //! [`commands`] (one module per CLI command), [`config`], [`keys`].
 
 pub mod catalog;
@@ -17,8 +18,10 @@ pub mod keys;
 pub mod pipeline;
 pub mod progress;
 pub mod retention;
+pub mod schedule;
 pub mod sources;
 pub mod storage;
+pub mod tier;
 pub mod util;
 
 pub use error::{Error, Result};

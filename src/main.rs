@@ -37,12 +37,12 @@ enum Command {
         #[command(subcommand)]
         action: KeyAction,
     },
-    /// Back up a source now
+    /// Back up a source now, or every source of a tier
     Backup {
-        /// Source name, as in [sources.NAME]
-        source: String,
-        /// Tier to record the backup under
-        #[arg(long)]
+        /// Source name, as in [sources.NAME] [default with --tier: every source of the tier]
+        source: Option<String>,
+        /// Tier to record the backup under, as in [tiers.NAME]
+        #[arg(long, value_name = "NAME")]
         tier: Option<String>,
     },
     /// List backups, newest first
@@ -99,6 +99,69 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Apply each tier's retention policy, then remove leftovers
+    Prune {
+        /// Show the plan, delete nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Plan as of this time instead of now (RFC 3339, e.g. 2026-11-20T12:00:00Z)
+        #[arg(long, value_name = "TIME")]
+        at: Option<String>,
+        /// Remove leftovers older than this (e.g. 30m, 24h, 0)
+        #[arg(long, default_value = "24h", value_name = "DURATION")]
+        grace: String,
+    },
+    /// When the configured tiers run
+    Schedule {
+        #[command(subcommand)]
+        action: ScheduleAction,
+    },
+    /// Archive and fetch PostgreSQL WAL (archive_command, restore_command)
+    Wal {
+        #[command(subcommand)]
+        action: WalAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum WalAction {
+    /// Archive one WAL file: archive_command = 'strata --config C wal push %p'
+    Push {
+        /// The file PostgreSQL names in %p
+        path: PathBuf,
+        /// Source the WAL belongs to [default: the only postgres source]
+        #[arg(long, value_name = "NAME")]
+        source: Option<String>,
+    },
+    /// Fetch one archived WAL file: restore_command = 'strata --config C wal fetch %f %p'.
+    /// Exits 1, silently, when the file is not archived
+    Fetch {
+        /// WAL file name (%f)
+        name: String,
+        /// Where to write it (%p)
+        dest: PathBuf,
+        /// Source the WAL belongs to [default: the only postgres source]
+        #[arg(long, value_name = "NAME")]
+        source: Option<String>,
+        /// Segments to fetch ahead, in parallel, into the spool (0: off)
+        #[arg(long, default_value_t = 4, value_name = "K")]
+        prefetch: u32,
+        /// Prefetch spool [default: pg_wal/strata-prefetch when DEST is in pg_wal, else a temp dir]
+        #[arg(long, value_name = "DIR")]
+        spool: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ScheduleAction {
+    /// The next runs of every tier, in the tier's time zone and in UTC
+    Next {
+        /// Runs to show per tier
+        #[arg(long, default_value_t = 1, value_name = "N")]
+        count: usize,
+    },
+    /// crontab lines that run the tiers
+    Crontab,
 }
 
 #[derive(Subcommand)]
@@ -122,7 +185,9 @@ async fn dispatch(cli: Cli) -> Result<u8, Error> {
         Command::Key {
             action: KeyAction::Generate { out },
         } => commands::key::generate(&out, json),
-        Command::Backup { source, tier } => commands::backup::run(&g, &source, tier, json).await,
+        Command::Backup { source, tier } => {
+            commands::backup::run(&g, source.as_deref(), tier, json).await
+        }
         Command::List { source } => commands::list::run(&g, source.as_deref(), json).await,
         Command::Restore {
             source,
@@ -161,6 +226,51 @@ async fn dispatch(cli: Cli) -> Result<u8, Error> {
             let d = strata::util::parse_duration(&older_than)
                 .map_err(|e| Error::usage(format!("--older-than: {e}")))?;
             commands::cleanup::run(&g, d, dry_run, json).await
+        }
+        Command::Prune { dry_run, at, grace } => {
+            let grace = strata::util::parse_duration(&grace)
+                .map_err(|e| Error::usage(format!("--grace: {e}")))?;
+            let at = at
+                .map(|t| {
+                    chrono::DateTime::parse_from_rfc3339(&t)
+                        .map(|t| t.with_timezone(&chrono::Utc))
+                        .map_err(|e| {
+                            Error::usage(format!(
+                                "--at {t:?}: {e}; give an RFC 3339 time like 2026-11-20T12:00:00Z"
+                            ))
+                        })
+                })
+                .transpose()?;
+            commands::prune::run(&g, dry_run, at, grace, json).await
+        }
+        Command::Schedule {
+            action: ScheduleAction::Next { count },
+        } => commands::schedule::next(&g, count, json),
+        Command::Schedule {
+            action: ScheduleAction::Crontab,
+        } => commands::schedule::crontab(&g, json),
+        Command::Wal {
+            action: WalAction::Push { path, source },
+        } => commands::wal::push(&g, &path, source.as_deref(), json).await,
+        Command::Wal {
+            action:
+                WalAction::Fetch {
+                    name,
+                    dest,
+                    source,
+                    prefetch,
+                    spool,
+                },
+        } => {
+            let args = commands::wal::FetchArgs {
+                name,
+                dest,
+                source,
+                prefetch,
+                spool,
+                json,
+            };
+            commands::wal::fetch(&g, &args).await
         }
     }
 }

@@ -1,14 +1,69 @@
-//! `strata backup SOURCE`: take one backup of a source.
+//! `strata backup SOURCE [--tier NAME]`: take one backup of a source;
+//! `strata backup --tier NAME`: back up every source of a tier in turn.
+//!
+//! With a tier, one source's failure does not stop the others: every
+//! source gets its summary line (or its entry in the `--json` array), and
+//! the exit code is non-zero if any failed.
+
+use serde::Serialize;
 
 use super::Globals;
-use crate::error::Result;
+use crate::config::{Config, Source};
+use crate::error::{Error, Kind, Result};
 use crate::progress::{Mode, Reporter};
-use crate::sources::postgres::dump::{self, BackupContext};
+use crate::sources::postgres::dump::{self, BackupContext, BackupReport};
+use crate::tier::Tier;
 use crate::util::human_bytes;
 
-pub async fn run(g: &Globals, source: &str, tier: Option<String>, json: bool) -> Result<u8> {
+pub async fn run(
+    g: &Globals,
+    source: Option<&str>,
+    tier: Option<String>,
+    json: bool,
+) -> Result<u8> {
     let cfg = g.config()?;
-    let src = cfg.source(source)?;
+    let (sources, tier_def): (Vec<&Source>, Option<&Tier>) = match (source, tier.as_deref()) {
+        (None, None) => {
+            return Err(
+                Error::usage("name a SOURCE to back up, or a tier with --tier NAME").hint(format!(
+                    "`strata backup SOURCE` or `strata backup --tier NAME`; configured sources: {}",
+                    names(cfg.sources.keys())
+                )),
+            );
+        }
+        (Some(s), t) => {
+            let src = cfg.source(s)?;
+            let def = match t {
+                Some(t) => match cfg.tiers.get(t) {
+                    Some(def) => Some(def),
+                    None => {
+                        // Not an error: a typo must not cost a backup. But
+                        // prune applies only configured tiers' policies.
+                        eprintln!(
+                            "warning: tier {t:?} is not configured in {}: `strata prune` will keep this backup forever (configured tiers: {})",
+                            cfg.path.display(),
+                            names(cfg.tiers.keys())
+                        );
+                        None
+                    }
+                },
+                None => None,
+            };
+            (vec![src], def)
+        }
+        (None, Some(t)) => {
+            let def = cfg.tier(t)?;
+            let sources: Vec<&Source> = def
+                .sources
+                .iter()
+                .map(|s| cfg.source(s))
+                .collect::<Result<_>>()?;
+            (sources, Some(def))
+        }
+    };
+    if let Some(def) = tier_def {
+        check_runnable(&cfg, def)?;
+    }
     let encoder = super::encoder(&cfg)?;
     let recipients = crate::keys::parse_recipients(&cfg.recipients)?;
     let repo = super::open_repository(&cfg).await?;
@@ -19,19 +74,142 @@ pub async fn run(g: &Globals, source: &str, tier: Option<String>, json: bool) ->
         recipients: &recipients,
         reporter: &reporter,
     };
-    let report = dump::backup(&ctx, src, tier).await?;
+
+    if source.is_some() {
+        let report = dump::backup(&ctx, sources[0], tier).await?;
+        if json {
+            super::print_json(&report);
+        } else {
+            println!("{}", done_line(&report));
+        }
+        return Ok(0);
+    }
+
+    let tier = tier.expect("a tier when no source is named");
+    let mut results = Vec::new();
+    for src in sources {
+        let r = dump::backup(&ctx, src, Some(tier.clone())).await;
+        if !json {
+            match &r {
+                Ok(report) => println!("{}", done_line(report)),
+                Err(e) => {
+                    println!("backup of {} FAILED: {}", src.name, e.message);
+                    if let Some(h) = &e.hint {
+                        eprintln!("HINT ({}): {h}", src.name);
+                    }
+                }
+            }
+        }
+        results.push(SourceResult::new(&src.name, r));
+    }
+    let failed: Vec<&SourceResult> = results.iter().filter(|r| !r.ok).collect();
+    // One failure kind: its exit code; several different ones: 1.
+    let code = match failed.first() {
+        None => 0,
+        Some(first) if failed.iter().all(|f| f.exit_code == first.exit_code) => first.exit_code,
+        Some(_) => Kind::Failed.exit_code(),
+    };
     if json {
-        super::print_json(&report);
-    } else {
-        println!(
-            "backup {} of {} done in {:.1}s: {} read, {} stored ({:.1}:1)",
-            report.id,
-            report.source,
-            report.duration_seconds,
-            human_bytes(report.plain_bytes),
-            human_bytes(report.stored_bytes),
-            report.plain_bytes as f64 / report.stored_bytes.max(1) as f64
+        super::print_json(&results);
+    } else if !failed.is_empty() {
+        eprintln!(
+            "strata: tier {tier}: {} of {} sources failed: {}",
+            failed.len(),
+            results.len(),
+            failed
+                .iter()
+                .map(|f| f.source.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
-    Ok(0)
+    Ok(code)
+}
+
+/// Refuses tiers whose kind cannot run yet, and tiers covering nothing.
+fn check_runnable(cfg: &Config, tier: &Tier) -> Result<()> {
+    if !tier.kind.runnable() {
+        return Err(Error::usage(format!(
+            "tier {} is of kind {}: backing up that kind is not implemented yet (only dump is)",
+            tier.name,
+            tier.kind.as_str()
+        ))
+        .hint(format!(
+            "use a dump tier, or plain `strata backup SOURCE`; tier {} is defined in {}",
+            tier.name,
+            tier.defined_in.display()
+        )));
+    }
+    if tier.sources.is_empty() {
+        return Err(Error::usage(format!("tier {} covers no source", tier.name)).hint(
+            format!(
+                "list them with `sources = [...]` under [tiers.{}] in {} (without `sources`, a {} tier covers every fitting source; configured: {})",
+                tier.name,
+                cfg.path.display(),
+                tier.kind.as_str(),
+                names(cfg.sources.keys())
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn done_line(r: &BackupReport) -> String {
+    format!(
+        "backup {} of {} done in {:.1}s: {} read, {} stored ({:.1}:1)",
+        r.id,
+        r.source,
+        r.duration_seconds,
+        human_bytes(r.plain_bytes),
+        human_bytes(r.stored_bytes),
+        r.plain_bytes as f64 / r.stored_bytes.max(1) as f64
+    )
+}
+
+fn names<'a>(it: impl Iterator<Item = &'a String>) -> String {
+    let v: Vec<&str> = it.map(String::as_str).collect();
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(", ")
+    }
+}
+
+/// One source's outcome in `strata backup --tier NAME --json`.
+#[derive(Serialize)]
+struct SourceResult {
+    source: String,
+    ok: bool,
+    /// The backup, when it succeeded.
+    backup: Option<BackupReport>,
+    /// Why it failed.
+    error: Option<String>,
+    hint: Option<String>,
+    exit_code: u8,
+    retryable: bool,
+}
+
+impl SourceResult {
+    fn new(source: &str, r: Result<BackupReport>) -> SourceResult {
+        match r {
+            Ok(b) => SourceResult {
+                source: source.to_string(),
+                ok: true,
+                backup: Some(b),
+                error: None,
+                hint: None,
+                exit_code: 0,
+                retryable: false,
+            },
+            Err(e) => SourceResult {
+                source: source.to_string(),
+                ok: false,
+                backup: None,
+                exit_code: e.exit_code(),
+                retryable: e.retryable,
+                error: Some(e.message),
+                hint: e.hint,
+            },
+        }
+    }
 }

@@ -1,23 +1,34 @@
 //! `strata cleanup`: remove what crashed or killed backups left behind —
 //! data objects with no manifest, and uploads that never completed — once
 //! they are older than a grace period (a backup still running has no
-//! manifest yet either: the grace period protects it).
+//! manifest yet either: the grace period protects it). `strata prune`
+//! does the same after applying retention.
 
 use chrono::{Duration, Utc};
 use serde::Serialize;
 
 use super::Globals;
+use crate::catalog::Repository;
 use crate::error::Result;
 
-#[derive(Serialize)]
-struct Removed {
-    key: String,
-    kind: &'static str,
+#[derive(Debug, Serialize)]
+pub struct Removed {
+    pub key: String,
+    pub kind: &'static str,
 }
 
-pub async fn run(g: &Globals, older_than: Duration, dry_run: bool, json: bool) -> Result<u8> {
-    let cfg = g.config()?;
-    let repo = super::open_repository(&cfg).await?;
+/// What a leftover sweep removed (or would remove) and kept.
+#[derive(Debug, Serialize)]
+pub struct Sweep {
+    pub removed: Vec<Removed>,
+    /// Leftovers and uploads younger than the grace period.
+    pub kept_within_grace: usize,
+}
+
+/// Removes leftovers and incomplete uploads older than `older_than`
+/// (measured from the real clock, never a simulated one: a running
+/// backup's objects must stay).
+pub async fn sweep(repo: &Repository, older_than: Duration, dry_run: bool) -> Result<Sweep> {
     let storage = repo.storage().clone();
     let cutoff = Utc::now() - older_than;
     let (leftovers, incomplete) = repo.leftovers().await?;
@@ -51,6 +62,19 @@ pub async fn run(g: &Globals, older_than: Duration, dry_run: bool, json: bool) -
             kind: "incomplete-upload",
         });
     }
+    Ok(Sweep {
+        removed,
+        kept_within_grace: kept,
+    })
+}
+
+pub async fn run(g: &Globals, older_than: Duration, dry_run: bool, json: bool) -> Result<u8> {
+    let cfg = g.config()?;
+    let repo = super::open_repository(&cfg).await?;
+    let Sweep {
+        removed,
+        kept_within_grace: kept,
+    } = sweep(&repo, older_than, dry_run).await?;
     if json {
         super::print_json(
             &serde_json::json!({ "dry_run": dry_run, "removed": removed, "kept_within_grace": kept }),

@@ -7,8 +7,11 @@ pub mod cleanup;
 pub mod init;
 pub mod key;
 pub mod list;
+pub mod prune;
 pub mod restore;
+pub mod schedule;
 pub mod verify;
+pub mod wal;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -63,8 +66,13 @@ pub fn encoder(cfg: &Config) -> Result<Encoder> {
 }
 
 /// Prints a value as pretty JSON on stdout.
+///
+/// A closed stdout (`strata list --json | head`) is not an error worth a
+/// panic; SIGPIPE stays ignored so a dead pg_restore is an error, not a kill.
 pub fn print_json<T: serde::Serialize>(v: &T) {
-    println!("{}", serde_json::to_string_pretty(v).expect("serialisable"));
+    use std::io::Write;
+    let text = serde_json::to_string_pretty(v).expect("serialisable");
+    let _ = writeln!(std::io::stdout(), "{text}");
 }
 
 /// For messages: the config path as given.

@@ -48,6 +48,10 @@ pub async fn run(g: &Globals, source: Option<&str>, read_data: bool, json: bool)
     let storage = repo.storage().clone();
     let (entries, unreadable) = repo.backups(source).await?;
     let mut checks = Vec::new();
+    // A wrong identity makes every read fail without showing any damage:
+    // when decryption is all that failed, exit with the crypto code so
+    // the operator fixes the key instead of chasing damaged backups.
+    let mut only_crypto_failed = unreadable.is_empty();
     for e in &entries {
         let s = e.summary();
         let mut problems = Vec::new();
@@ -61,9 +65,13 @@ pub async fn run(g: &Globals, source: Option<&str>, read_data: bool, json: bool)
                 Some(_) => {}
             }
         }
+        only_crypto_failed &= problems.is_empty();
         if let (Some(ids), true) = (&identities, problems.is_empty()) {
             match e.file.open(&e.manifest_key, ids) {
-                Err(err) => problems.push(err.message),
+                Err(err) => {
+                    only_crypto_failed &= err.kind == Kind::Crypto;
+                    problems.push(err.message);
+                }
                 Ok(m) => {
                     for rec in &m.objects {
                         if let Err(err) = fetch(
@@ -75,6 +83,7 @@ pub async fn run(g: &Globals, source: Option<&str>, read_data: bool, json: bool)
                         )
                         .await
                         {
+                            only_crypto_failed &= err.kind == Kind::Crypto;
                             problems.push(err.message);
                         }
                     }
@@ -152,5 +161,11 @@ pub async fn run(g: &Globals, source: Option<&str>, read_data: bool, json: bool)
             }
         );
     }
-    Ok(if ok { 0 } else { Kind::Integrity.exit_code() })
+    Ok(if ok {
+        0
+    } else if only_crypto_failed {
+        Kind::Crypto.exit_code()
+    } else {
+        Kind::Integrity.exit_code()
+    })
 }

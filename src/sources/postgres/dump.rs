@@ -353,15 +353,24 @@ pub async fn restore(
     .await;
     if let Err(e) = result {
         if opts.create {
-            // Leave nothing half-restored behind a failed restore.
-            let _ = maintenance
+            // Leave nothing half-restored behind a failed restore. FORCE
+            // (PostgreSQL 13+) ends a pg_restore connection still lingering.
+            let force = if server_num >= 130000 { " WITH (FORCE)" } else { "" };
+            let dropped = maintenance
                 .batch_execute(&format!(
-                    "DROP DATABASE IF EXISTS {}",
+                    "DROP DATABASE IF EXISTS {}{force}",
                     quote_ident(&opts.to_database)
                 ))
                 .await;
+            let what = match dropped {
+                Ok(()) => "the database it created was dropped".to_string(),
+                Err(d) => format!(
+                    "the half-restored database it created could not be dropped ({}); drop it by hand",
+                    pg_error_text(&d)
+                ),
+            };
             return Err(e.context(format!(
-                "restore of {} into {} failed; the database it created was dropped",
+                "restore of {} into {} failed; {what}",
                 summary.id, opts.to_database
             )));
         }

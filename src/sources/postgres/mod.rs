@@ -3,6 +3,7 @@
 
 pub mod dump;
 pub mod pgpass;
+pub mod wal;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,0 +1,113 @@
+//! `strata schedule next|crontab`: when the configured tiers run, and the
+//! crontab that runs them (see [`crate::schedule`]).
+
+use std::path::PathBuf;
+
+use chrono::Utc;
+
+use super::Globals;
+use crate::error::{Error, Result};
+use crate::schedule::{crontab as render_crontab, upcoming};
+
+/// `strata schedule next [--count N]`: each tier's next runs, in its own
+/// zone and in UTC.
+pub fn next(g: &Globals, count: usize, json: bool) -> Result<u8> {
+    let cfg = g.config()?;
+    if count == 0 {
+        return Err(Error::usage("--count must be at least 1"));
+    }
+    let up = upcoming(cfg.tiers.values(), Utc::now(), count);
+    if json {
+        super::print_json(&up);
+        return Ok(0);
+    }
+    if up.is_empty() {
+        println!("no tiers in {}", cfg.path.display());
+        eprintln!(
+            "HINT: define [tiers.NAME] or add include = [\"schedules/standard.toml\"] (see docs/configuration.md)"
+        );
+        return Ok(0);
+    }
+    let zone_width = up
+        .iter()
+        .map(|u| u.timezone.len())
+        .max()
+        .unwrap_or(0)
+        .max(4);
+    println!(
+        "{:<10} {:<8} {:<14} {:<zone_width$} {:<23} {:<17} NOTE",
+        "TIER", "KIND", "SCHEDULE", "ZONE", "NEXT (TIER ZONE)", "NEXT (UTC)"
+    );
+    for u in &up {
+        let note = if u.kind == "wal" {
+            "archived continuously by archive_command (`strata wal push`)".to_string()
+        } else if !u.runnable {
+            format!("kind {} not implemented yet", u.kind)
+        } else if u.sources.is_empty() {
+            "no sources".to_string()
+        } else {
+            format!("sources: {}", u.sources.join(", "))
+        };
+        let schedule = u.schedule.as_deref().unwrap_or("-");
+        if u.runs.is_empty() {
+            let what = if u.schedule.is_none() {
+                if u.kind == "wal" {
+                    "continuous"
+                } else {
+                    "not scheduled"
+                }
+            } else {
+                "never matches"
+            };
+            println!(
+                "{:<10} {:<8} {:<14} {:<zone_width$} {:<23} {:<17} {note}",
+                u.tier, u.kind, schedule, u.timezone, what, "-"
+            );
+            continue;
+        }
+        for (i, r) in u.runs.iter().enumerate() {
+            let local = chrono::DateTime::parse_from_rfc3339(&r.local)
+                .map(|t| t.format("%Y-%m-%d %H:%M %:z").to_string())
+                .unwrap_or_else(|_| r.local.clone());
+            let utc = r.utc.format("%Y-%m-%d %H:%M").to_string() + "Z";
+            if i == 0 {
+                println!(
+                    "{:<10} {:<8} {:<14} {:<zone_width$} {:<23} {:<17} {note}",
+                    u.tier, u.kind, schedule, u.timezone, local, utc
+                );
+            } else {
+                println!(
+                    "{:<10} {:<8} {:<14} {:<zone_width$} {:<23} {utc}",
+                    "", "", "", "", local
+                );
+            }
+        }
+    }
+    Ok(0)
+}
+
+/// `strata schedule crontab`: crontab lines that run the tiers.
+pub fn crontab(g: &Globals, json: bool) -> Result<u8> {
+    let cfg = g.config()?;
+    let config = absolute(&cfg.path);
+    // Cron's PATH rarely holds strata: name this binary by its full path.
+    let strata = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.canonicalize().ok())
+        .unwrap_or_else(|| PathBuf::from("strata"));
+    let text = render_crontab(&cfg, &strata, &config);
+    if json {
+        super::print_json(&serde_json::json!({ "crontab": text }));
+    } else {
+        print!("{text}");
+    }
+    Ok(0)
+}
+
+fn absolute(p: &std::path::Path) -> PathBuf {
+    p.canonicalize().unwrap_or_else(|_| {
+        std::env::current_dir()
+            .map(|d| d.join(p))
+            .unwrap_or_else(|_| p.to_path_buf())
+    })
+}

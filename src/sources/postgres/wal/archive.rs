@@ -1,0 +1,755 @@
+//! The WAL archive of one source in the repository: what `strata wal push`
+//! (PostgreSQL's `archive_command`) stores and `strata wal fetch`
+//! (`restore_command`) reads back.
+//!
+//! Layout (docs/design.md, "WAL archive"):
+//!
+//! ```text
+//! wal/<source>/archive.json                      the archive's system identifier (hashed + sealed)
+//! wal/<source>/<timeline>/<segment>              age(zstd(segment))
+//! wal/<source>/<timeline>/<segment>.partial      age(zstd(partial segment))
+//! wal/<source>/<timeline>/<seg>.<offset>.backup  age(zstd(backup history file))
+//! wal/<source>/history/<timeline>.history        age(zstd(timeline history file))
+//! <every object key above>.json                  its record: plain size and digest
+//! ```
+//!
+//! Push writes the record first, create-only: it claims the name for one
+//! content. The object follows, create-only too. A second push of the
+//! name compares digests: the same content succeeds (and uploads the
+//! object if a crashed push left only the record), different content is
+//! refused and nothing is overwritten. Fetch treats a name as archived
+//! only when both exist.
+//!
+//! Records are plain so that push, which holds only the recipients, can
+//! compare. For segments and partial segments the record holds the plain
+//! SHA-256 (as pgBackRest keeps a SHA-1 in its archive file names); it
+//! confirms a guess only to someone who already holds the whole 16 MiB
+//! segment. History and backup history files are short, guessable text, so
+//! their record holds an HMAC-SHA256 keyed by the recipient list instead
+//! (plus the SHA-256 sealed to the recipients, for fetch and for comparing
+//! after the recipients changed).
+
+use std::io::{self, Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::{LONG_HEADER_LEN, LongPageHeader, WalFile};
+use crate::catalog::Repository;
+use crate::error::{Error, Kind, Result};
+use crate::keys::{Identity, Recipient};
+use crate::pipeline::{self, Encoder, ObjectRecord};
+use crate::progress::Progress;
+use crate::storage::{PutMode, StorageError};
+
+/// Top-level prefix of every source's WAL archive.
+pub const WAL_PREFIX: &str = "wal/";
+const RECORD_FORMAT: u32 = 1;
+const INFO_FORMAT: u32 = 1;
+
+/// One source's WAL archive.
+#[derive(Debug, Clone)]
+pub struct WalArchive {
+    repo: Repository,
+    source: String,
+}
+
+/// The plain record stored beside each archived file (`<key>.json`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FileRecord {
+    pub format: u32,
+    pub name: String,
+    pub plain_size: u64,
+    /// SHA-256 of the plain bytes (segments and partial segments).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// HMAC-SHA256 of the plain bytes (history and backup history files),
+    /// keyed by [`MacKey`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hmac_sha256: Option<String>,
+    /// Which key the HMAC used ([`MacKey::id`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hmac_key: Option<String>,
+    /// The SHA-256, age-encrypted to the recipients (armored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed_sha256: Option<String>,
+}
+
+/// `wal/<source>/archive.json`: which database system the archive holds.
+#[derive(Debug, Serialize, Deserialize)]
+struct ArchiveInfo {
+    format: u32,
+    created: DateTime<Utc>,
+    /// SHA-256 of `strata-wal-system-identifier\n<repository id>\n<id>`.
+    system_identifier_sha256: String,
+    /// The system identifier, age-encrypted to the recipients.
+    system_identifier_sealed: String,
+}
+
+/// What push needs besides the file: how to encode, whom to seal to, the
+/// MAC key, and (only after the recipients changed) a way to get the
+/// identity.
+pub struct PushContext<'a> {
+    pub encoder: Encoder,
+    pub recipients: &'a [Recipient],
+    pub mac_key: MacKey,
+    pub identities: &'a (dyn Fn() -> Result<Arc<Vec<Identity>>> + Send + Sync),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PushStatus {
+    /// Stored now.
+    Stored,
+    /// Already archived with the same content; nothing written.
+    AlreadyArchived,
+    /// The record existed with the same content but the object did not (an
+    /// earlier push stopped between the two); the object was stored now.
+    Completed,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PushReport {
+    pub name: String,
+    pub key: String,
+    pub status: PushStatus,
+    pub plain_size: u64,
+    pub stored_size: Option<u64>,
+}
+
+/// An archived file, found: what [`WalArchive::download`] needs.
+#[derive(Debug, Clone)]
+pub struct Located {
+    pub file: WalFile,
+    pub record: ObjectRecord,
+}
+
+/// HMAC key for the records of short files, derived from the repository id
+/// and the recipient list: the store sees neither the recipients nor the
+/// plain text, so it cannot test guesses of a history file's content.
+#[derive(Clone)]
+pub struct MacKey {
+    key: [u8; 32],
+}
+
+impl MacKey {
+    pub fn derive(repository_id: &str, recipients: &[String]) -> MacKey {
+        let mut list: Vec<&str> = recipients.iter().map(|r| r.trim()).collect();
+        list.sort_unstable();
+        list.dedup();
+        let mut h = Sha256::new();
+        h.update(b"strata-wal-hmac-v1\n");
+        h.update(repository_id.as_bytes());
+        for r in list {
+            h.update(b"\n");
+            h.update(r.as_bytes());
+        }
+        MacKey {
+            key: h.finalize().into(),
+        }
+    }
+
+    /// Short public name of the key: tells whether a record's HMAC was made
+    /// with the same recipient list.
+    pub fn id(&self) -> String {
+        let mut h = Sha256::new();
+        h.update(b"strata-wal-hmac-key-id\n");
+        h.update(self.key);
+        hex::encode(&h.finalize()[..8])
+    }
+
+    fn hasher(&self) -> Hmac {
+        Hmac::new(&self.key)
+    }
+}
+
+/// HMAC-SHA256 (RFC 2104) over a stream.
+struct Hmac {
+    inner: Sha256,
+    outer_key: [u8; 64],
+}
+
+impl Hmac {
+    fn new(key: &[u8; 32]) -> Hmac {
+        let mut ipad = [0x36u8; 64];
+        let mut opad = [0x5cu8; 64];
+        for (i, k) in key.iter().enumerate() {
+            ipad[i] ^= k;
+            opad[i] ^= k;
+        }
+        let mut inner = Sha256::new();
+        inner.update(ipad);
+        Hmac {
+            inner,
+            outer_key: opad,
+        }
+    }
+    fn update(&mut self, data: &[u8]) {
+        self.inner.update(data);
+    }
+    fn finish(self) -> [u8; 32] {
+        let mut outer = Sha256::new();
+        outer.update(self.outer_key);
+        outer.update(self.inner.finalize());
+        outer.finalize().into()
+    }
+}
+
+/// What reading a file to push found.
+struct Scanned {
+    size: u64,
+    sha256: [u8; 32],
+    hmac: Option<[u8; 32]>,
+    header: Option<LongPageHeader>,
+}
+
+/// Reads `path` once: size, SHA-256, the HMAC for short files, the long
+/// page header for segments (checked against the name and the size).
+fn scan(path: &Path, name: WalFile, mac: Option<&MacKey>) -> Result<Scanned> {
+    let unreadable =
+        |e: io::Error| Error::source(format!("cannot read WAL file {}: {e}", path.display()));
+    let mut f = std::fs::File::open(path).map_err(unreadable)?;
+    let mut sha = Sha256::new();
+    let mut hmac = mac.map(MacKey::hasher);
+    let mut size = 0u64;
+    let mut first = Vec::with_capacity(LONG_HEADER_LEN);
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(unreadable(e)),
+        };
+        if first.len() < LONG_HEADER_LEN {
+            let take = (LONG_HEADER_LEN - first.len()).min(n);
+            first.extend_from_slice(&buf[..take]);
+        }
+        sha.update(&buf[..n]);
+        if let Some(h) = hmac.as_mut() {
+            h.update(&buf[..n]);
+        }
+        size += n as u64;
+    }
+    let header = match name.segment_data() {
+        None => None,
+        Some(seg) => {
+            let invalid = |why: String| {
+                Error::integrity(format!(
+                    "{} is not a valid WAL segment {name}: {why}",
+                    path.display()
+                ))
+                .hint("archive_command must be given the file PostgreSQL names in %p")
+            };
+            let h = LongPageHeader::parse(&first).map_err(invalid)?;
+            h.check_name(seg).map_err(invalid)?;
+            if size != h.segment_size.bytes() {
+                return Err(invalid(format!(
+                    "it holds {size} bytes, its header says segments have {}",
+                    h.segment_size.bytes()
+                )));
+            }
+            Some(h)
+        }
+    };
+    Ok(Scanned {
+        size,
+        sha256: sha.finalize().into(),
+        hmac: hmac.map(Hmac::finish),
+        header,
+    })
+}
+
+/// A file reader that hashes what it reads, so the upload can be refused
+/// (not committed) if the file changed since it was scanned.
+struct HashingFile {
+    file: std::fs::File,
+    hash: Arc<Mutex<Sha256>>,
+}
+
+impl Read for HashingFile {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.file.read(buf)?;
+        self.hash.lock().unwrap().update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Does `existing` describe the same content as the file being pushed?
+enum Verdict {
+    Same,
+    Different,
+    /// The record cannot be compared without the identity.
+    NeedsIdentity,
+}
+
+impl WalArchive {
+    pub fn new(repo: &Repository, source: &str) -> WalArchive {
+        WalArchive {
+            repo: repo.clone(),
+            source: source.to_string(),
+        }
+    }
+
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    pub fn repository(&self) -> &Repository {
+        &self.repo
+    }
+
+    /// `wal/<source>/`
+    pub fn prefix(&self) -> String {
+        format!("{WAL_PREFIX}{}/", self.source)
+    }
+
+    pub fn object_key(&self, f: WalFile) -> String {
+        match f {
+            WalFile::History(_) => format!("{}history/{f}", self.prefix()),
+            _ => format!("{}{}/{f}", self.prefix(), f.timeline()),
+        }
+    }
+
+    pub fn record_key(&self, f: WalFile) -> String {
+        format!("{}.json", self.object_key(f))
+    }
+
+    fn info_key(&self) -> String {
+        format!("{}archive.json", self.prefix())
+    }
+
+    fn sysid_hash(&self, sysid: u64) -> String {
+        let mut h = Sha256::new();
+        h.update(format!("strata-wal-system-identifier\n{}\n{sysid}", self.repo.id).as_bytes());
+        hex::encode(h.finalize())
+    }
+
+    /// Archives the file at `path` as `name`. Returns once the file is
+    /// durable in the repository (or was already there, identical).
+    pub async fn push(
+        &self,
+        ctx: &PushContext<'_>,
+        path: &Path,
+        name: WalFile,
+    ) -> Result<PushReport> {
+        let storage = self.repo.storage().clone();
+        let short = name.segment_data().is_none();
+        let mac = short.then(|| ctx.mac_key.clone());
+        let (p, m) = (path.to_path_buf(), mac.clone());
+        let scanned = tokio::task::spawn_blocking(move || scan(&p, name, m.as_ref()))
+            .await
+            .expect("scan task panicked")?;
+        if let Some(h) = &scanned.header {
+            self.check_system(ctx, name, h.system_identifier).await?;
+        }
+
+        let sha_hex = hex::encode(scanned.sha256);
+        let mine = FileRecord {
+            format: RECORD_FORMAT,
+            name: name.to_string(),
+            plain_size: scanned.size,
+            sha256: (!short).then(|| sha_hex.clone()),
+            hmac_sha256: scanned.hmac.map(hex::encode),
+            hmac_key: mac.as_ref().map(MacKey::id),
+            sealed_sha256: if short {
+                Some(pipeline::seal(ctx.recipients, sha_hex.as_bytes())?)
+            } else {
+                None
+            },
+        };
+        let key = self.object_key(name);
+        let record_key = self.record_key(name);
+        let report = |status, stored_size| PushReport {
+            name: name.to_string(),
+            key: key.clone(),
+            status,
+            plain_size: scanned.size,
+            stored_size,
+        };
+
+        // Claim the name with the record, or compare with the claim there.
+        let mut claimed_now = false;
+        let mut matched = false;
+        for _ in 0..3 {
+            if let Some(existing) = self.read_record(name).await? {
+                match self.compare(ctx, &existing, &mine, &sha_hex)? {
+                    Verdict::Same => {
+                        matched = true;
+                        break;
+                    }
+                    Verdict::Different => {
+                        let how = if existing.plain_size == scanned.size {
+                            "same size, different digest".to_string()
+                        } else {
+                            format!(
+                                "{} bytes archived, {} bytes now",
+                                existing.plain_size, scanned.size
+                            )
+                        };
+                        return Err(Error::conflict(format!(
+                            "WAL file {name} is already archived in {} with different content ({how}); refusing to overwrite it",
+                            self.repo.location()
+                        ))
+                        .hint(format!(
+                            "two clusters may be archiving into source {:?} (split brain, or a restored copy still archiving), or the file was damaged; \
+                             find out which is right before anything else — nothing was changed ({record_key})",
+                            self.source
+                        )));
+                    }
+                    Verdict::NeedsIdentity => {
+                        return Err(Error::conflict(format!(
+                            "WAL file {name} is already archived in {}, recorded under other recipients; cannot tell whether its content is the same",
+                            self.repo.location()
+                        ))
+                        .hint("pass --identity (or set $STRATA_IDENTITY_FILE) so strata can decrypt the archived digest and compare"));
+                    }
+                }
+            }
+            let bytes = serde_json::to_vec_pretty(&mine).expect("record serialises");
+            match storage
+                .put_bytes(&record_key, bytes.into(), PutMode::Create)
+                .await
+            {
+                Ok(_) => {
+                    claimed_now = true;
+                    break;
+                }
+                // Another push claimed it in between: compare with that one.
+                Err(StorageError::AlreadyExists { .. }) => continue,
+                Err(e) => return Err(Error::from(e).context(format!("archiving {name}"))),
+            }
+        }
+        if !claimed_now && !matched {
+            return Err(Error::failed(format!(
+                "the record of {name} ({record_key}) keeps appearing and disappearing; try again"
+            ))
+            .retryable());
+        }
+        if matched && storage.head(&key).await?.is_some() {
+            return Ok(report(PushStatus::AlreadyArchived, None));
+        }
+
+        // Store the object, committed only if the bytes are the scanned ones.
+        let file = std::fs::File::open(path)
+            .map_err(|e| Error::source(format!("cannot read WAL file {}: {e}", path.display())))?;
+        let hash = Arc::new(Mutex::new(Sha256::new()));
+        let src = HashingFile {
+            file,
+            hash: hash.clone(),
+        };
+        let expected = scanned.sha256;
+        let shown = path.display().to_string();
+        let stored = ctx
+            .encoder
+            .store(
+                storage.clone(),
+                &key,
+                &name.to_string(),
+                src,
+                Progress::hidden(),
+                move || {
+                    let got: [u8; 32] =
+                        std::mem::take(&mut *hash.lock().unwrap()).finalize().into();
+                    if got == expected {
+                        Ok(())
+                    } else {
+                        Err(Error::source(format!(
+                            "WAL file {shown} changed while it was being archived"
+                        )))
+                    }
+                },
+            )
+            .await;
+        match stored {
+            Ok(rec) => Ok(report(
+                if claimed_now {
+                    PushStatus::Stored
+                } else {
+                    PushStatus::Completed
+                },
+                Some(rec.stored_size),
+            )),
+            // A concurrent push of the same content finished first.
+            Err(e) if e.kind == Kind::Conflict && !claimed_now => {
+                Ok(report(PushStatus::AlreadyArchived, None))
+            }
+            Err(e) if e.kind == Kind::Conflict => Err(Error::conflict(format!(
+                "WAL file {name}: {key} exists although its record did not; refusing to overwrite it"
+            ))
+            .hint("the archive was changed by something other than strata; inspect the object")),
+            Err(e) => Err(e.context(format!("archiving {name}"))),
+        }
+    }
+
+    async fn read_record(&self, name: WalFile) -> Result<Option<FileRecord>> {
+        let key = self.record_key(name);
+        match self.repo.storage().get_bytes(&key).await {
+            Ok(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|e| Error::integrity(format!("{key} is not a strata WAL record: {e}"))),
+            Err(StorageError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn compare(
+        &self,
+        ctx: &PushContext<'_>,
+        existing: &FileRecord,
+        mine: &FileRecord,
+        my_sha: &str,
+    ) -> Result<Verdict> {
+        let same = |b: bool| if b { Verdict::Same } else { Verdict::Different };
+        if existing.plain_size != mine.plain_size {
+            return Ok(Verdict::Different);
+        }
+        if let (Some(a), Some(b)) = (&existing.sha256, &mine.sha256) {
+            return Ok(same(a == b));
+        }
+        if let (Some(a), Some(b), Some(ka), Some(kb)) = (
+            &existing.hmac_sha256,
+            &mine.hmac_sha256,
+            &existing.hmac_key,
+            &mine.hmac_key,
+        ) && ka == kb
+        {
+            return Ok(same(a == b));
+        }
+        let Some(sealed) = &existing.sealed_sha256 else {
+            return Err(Error::integrity(format!(
+                "the record of {} holds no digest strata can compare",
+                existing.name
+            )));
+        };
+        let Ok(ids) = (ctx.identities)() else {
+            return Ok(Verdict::NeedsIdentity);
+        };
+        let sha = pipeline::unseal(&format!("record of {}", existing.name), &ids, sealed)?;
+        Ok(same(sha == my_sha.as_bytes()))
+    }
+
+    /// Records the system identifier on first push; refuses another one.
+    async fn check_system(&self, ctx: &PushContext<'_>, name: WalFile, sysid: u64) -> Result<()> {
+        let storage = self.repo.storage();
+        let key = self.info_key();
+        let want = self.sysid_hash(sysid);
+        for _ in 0..2 {
+            match storage.get_bytes(&key).await {
+                Ok(b) => {
+                    let info: ArchiveInfo = serde_json::from_slice(&b).map_err(|e| {
+                        Error::integrity(format!("{key} is not a strata WAL archive record: {e}"))
+                    })?;
+                    if info.format != INFO_FORMAT {
+                        return Err(Error::new(
+                            Kind::Repository,
+                            format!(
+                                "{key} has format {}, this strata knows {INFO_FORMAT}",
+                                info.format
+                            ),
+                        ));
+                    }
+                    if info.system_identifier_sha256 == want {
+                        return Ok(());
+                    }
+                    return Err(Error::conflict(format!(
+                        "WAL file {name} belongs to database system {sysid}, but the WAL archive of source {:?} ({}) holds another system's WAL; refusing it",
+                        self.source,
+                        self.prefix()
+                    ))
+                    .hint("a new cluster (initdb, pg_upgrade, a clone) needs its own source name in [sources.NAME] and archive_command --source NAME"));
+                }
+                Err(StorageError::NotFound { .. }) => {
+                    let info = ArchiveInfo {
+                        format: INFO_FORMAT,
+                        created: Utc::now(),
+                        system_identifier_sha256: want.clone(),
+                        system_identifier_sealed: pipeline::seal(
+                            ctx.recipients,
+                            sysid.to_string().as_bytes(),
+                        )?,
+                    };
+                    let bytes = serde_json::to_vec_pretty(&info).expect("info serialises");
+                    match storage.put_bytes(&key, bytes.into(), PutMode::Create).await {
+                        Ok(_) => return Ok(()),
+                        Err(StorageError::AlreadyExists { .. }) => continue,
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::failed(format!("{key} keeps changing; try again")).retryable())
+    }
+
+    /// Finds an archived file: `None` when it is not archived (or its
+    /// upload has not finished).
+    pub async fn locate(&self, name: WalFile, identities: &[Identity]) -> Result<Option<Located>> {
+        let key = self.object_key(name);
+        let (record, head) = tokio::join!(self.read_record(name), self.repo.storage().head(&key));
+        let (Some(record), Some(head)) = (record?, head?) else {
+            return Ok(None);
+        };
+        let sha = match (&record.sha256, &record.sealed_sha256) {
+            (Some(s), _) => s.clone(),
+            (None, Some(sealed)) => {
+                let plain = pipeline::unseal(&format!("record of {name}"), identities, sealed)?;
+                String::from_utf8(plain).map_err(|_| {
+                    Error::integrity(format!("the sealed digest of {name} is not text"))
+                })?
+            }
+            (None, None) => {
+                return Err(Error::integrity(format!(
+                    "{} holds no digest",
+                    self.record_key(name)
+                )));
+            }
+        };
+        Ok(Some(Located {
+            file: name,
+            record: ObjectRecord {
+                name: name.to_string(),
+                key,
+                plain_size: record.plain_size,
+                stored_size: head.size,
+                plain_sha256: sha,
+            },
+        }))
+    }
+
+    /// Decrypts, decompresses and verifies an archived file into `dest`
+    /// through `tmp` (renamed over `dest` only once every check passed).
+    /// Segments are also checked to start at their name's LSN. With `sync`
+    /// the file is fsynced before the rename.
+    pub async fn download(
+        &self,
+        found: &Located,
+        dest: &Path,
+        tmp: &Path,
+        identities: Arc<Vec<Identity>>,
+        sync: bool,
+    ) -> Result<()> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(tmp)
+            .map_err(|e| Error::failed(format!("cannot create {}: {e}", tmp.display())))?;
+        let result = async {
+            let file = pipeline::fetch(
+                self.repo.storage(),
+                &found.record,
+                identities,
+                io::BufWriter::with_capacity(1 << 20, file),
+                Progress::hidden(),
+            )
+            .await?;
+            let (name, tmp_owned, dest_owned) = (found.file, tmp.to_path_buf(), dest.to_path_buf());
+            let key = found.record.key.clone();
+            tokio::task::spawn_blocking(move || {
+                finish_download(file, name, &key, &tmp_owned, &dest_owned, sync)
+            })
+            .await
+            .expect("download task panicked")
+        }
+        .await;
+        if result.is_err() {
+            let _ = std::fs::remove_file(tmp);
+        }
+        result
+    }
+}
+
+fn finish_download(
+    file: io::BufWriter<std::fs::File>,
+    name: WalFile,
+    key: &str,
+    tmp: &Path,
+    dest: &Path,
+    sync: bool,
+) -> Result<()> {
+    let write_err = |e: io::Error| Error::failed(format!("writing {}: {e}", tmp.display()));
+    let mut file = file.into_inner().map_err(|e| write_err(e.into_error()))?;
+    if let Some(seg) = name.segment_data() {
+        file.rewind().map_err(write_err)?;
+        let mut first = [0u8; LONG_HEADER_LEN];
+        file.read_exact(&mut first).map_err(write_err)?;
+        LongPageHeader::parse(&first)
+            .and_then(|h| h.check_name(seg))
+            .map_err(|why| {
+                Error::integrity(format!(
+                    "archived object {key} does not hold segment {name}: {why}"
+                ))
+                .hint("the object was moved or replaced in the store; do not use it for recovery")
+            })?;
+    }
+    file.flush().map_err(write_err)?;
+    if sync {
+        file.sync_all().map_err(write_err)?;
+    }
+    drop(file);
+    std::fs::rename(tmp, dest).map_err(|e| {
+        Error::failed(format!(
+            "cannot move {} to {}: {e}",
+            tmp.display(),
+            dest.display()
+        ))
+    })
+}
+
+/// `DEST.tmp`, beside DEST.
+pub fn tmp_beside(dest: &Path, suffix: &str) -> PathBuf {
+    let mut s = dest.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hmac_rfc4231_vector() {
+        // RFC 4231 test case 2 ("Jefe"), key zero-padded to 32 bytes gives
+        // the same HMAC as the 4-byte key (keys shorter than the block are
+        // zero-padded by definition).
+        let mut key = [0u8; 32];
+        key[..4].copy_from_slice(b"Jefe");
+        let mut h = Hmac::new(&key);
+        h.update(b"what do ya want for nothing?");
+        assert_eq!(
+            hex::encode(h.finish()),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[test]
+    fn mac_key_ignores_order_and_whitespace() {
+        let a = MacKey::derive("r1", &["age1b".into(), " age1a ".into()]);
+        let b = MacKey::derive("r1", &["age1a".into(), "age1b".into(), "age1a".into()]);
+        let c = MacKey::derive("r2", &["age1a".into(), "age1b".into()]);
+        assert_eq!(a.id(), b.id());
+        assert_ne!(a.id(), c.id());
+        assert_eq!(a.id().len(), 16);
+    }
+
+    #[test]
+    fn record_json_omits_unused_digests() {
+        let r = FileRecord {
+            format: 1,
+            name: "000000010000000000000003".into(),
+            plain_size: 16 << 20,
+            sha256: Some("ab".into()),
+            hmac_sha256: None,
+            hmac_key: None,
+            sealed_sha256: None,
+        };
+        let s = serde_json::to_string(&r).unwrap();
+        assert!(!s.contains("hmac") && !s.contains("sealed"), "{s}");
+        assert_eq!(serde_json::from_str::<FileRecord>(&s).unwrap(), r);
+    }
+}

@@ -1,0 +1,256 @@
+//! The prefetch spool of `strata wal fetch`: segments fetched ahead of
+//! PostgreSQL's requests, already decrypted and verified, so the next
+//! `restore_command` call is a rename instead of a round trip.
+//!
+//! One directory per repository and source (`<root>/<repository id>-<source>/`),
+//! so a spool is never served to the wrong archive. Entries are named like
+//! the segment; they appear only by rename after verification and fsync,
+//! so a present entry is complete. Temporary files start with `.`.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use super::SegmentName;
+
+/// Temporary files older than this are leftovers of a killed fetch.
+const TMP_MAX_AGE: Duration = Duration::from_secs(600);
+
+#[derive(Debug, Clone)]
+pub struct Spool {
+    root: PathBuf,
+    /// The root is shared temp space: it must be ours and closed to others.
+    shared: bool,
+    dir: PathBuf,
+}
+
+/// The spool root when none is given: `pg_wal/strata-prefetch` when DEST is
+/// in a `pg_wal` directory (PostgreSQL passes `pg_wal/RECOVERYXLOG`), else a
+/// per-user directory in the temp dir. The second value says whether the
+/// root is shared temp space (then its owner is checked).
+pub fn default_root(dest: &Path) -> (PathBuf, bool) {
+    let parent = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    // by the name as given (pg_wal may be a symlink to another disk), else
+    // by the resolved path (DEST given without a directory)
+    let in_pg_wal = parent.file_name().is_some_and(|n| n == "pg_wal")
+        || parent
+            .canonicalize()
+            .ok()
+            .is_some_and(|p| p.file_name().is_some_and(|n| n == "pg_wal"));
+    if in_pg_wal {
+        (parent.join("strata-prefetch"), false)
+    } else {
+        let uid = unsafe { libc::geteuid() };
+        (
+            std::env::temp_dir().join(format!("strata-prefetch-{uid}")),
+            true,
+        )
+    }
+}
+
+fn make_dir(dir: &Path) -> io::Result<()> {
+    match fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+impl Spool {
+    /// The spool of one repository's source under `root`; nothing is
+    /// created until [`create`](Self::create).
+    pub fn new(root: &Path, shared: bool, repository_id: &str, source: &str) -> Spool {
+        Spool {
+            root: root.to_path_buf(),
+            shared,
+            dir: root.join(format!("{repository_id}-{source}")),
+        }
+    }
+
+    /// Whether the root exists; an error when it is shared temp space that
+    /// is not a directory of ours closed to others (then its entries could
+    /// have been planted).
+    fn check_root(&self) -> io::Result<bool> {
+        let md = match fs::symlink_metadata(&self.root) {
+            Ok(md) => md,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        if self.shared
+            && (!md.is_dir() || md.uid() != unsafe { libc::geteuid() } || md.mode() & 0o022 != 0)
+        {
+            return Err(io::Error::other(format!(
+                "{} is not a directory of this user closed to others",
+                self.root.display()
+            )));
+        }
+        Ok(true)
+    }
+
+    /// Creates the spool directory (mode 0700).
+    pub fn create(&self) -> io::Result<()> {
+        make_dir(&self.root)?;
+        self.check_root()?;
+        make_dir(&self.dir)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn path(&self, seg: SegmentName) -> PathBuf {
+        self.dir.join(seg.to_string())
+    }
+
+    /// A fresh temporary name for downloading `seg`.
+    pub fn tmp_path(&self, seg: SegmentName) -> PathBuf {
+        self.dir.join(format!(
+            ".{seg}.{}.tmp",
+            hex::encode(rand::random::<[u8; 6]>())
+        ))
+    }
+
+    pub fn contains(&self, seg: SegmentName) -> bool {
+        self.path(seg).is_file()
+    }
+
+    /// Moves a spooled segment to `dest`; `false` when it is not spooled.
+    pub fn take(&self, seg: SegmentName, dest: &Path) -> io::Result<bool> {
+        if !self.check_root()? {
+            return Ok(false);
+        }
+        let from = self.path(seg);
+        match fs::rename(&from, dest) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            // another file system (a --spool elsewhere): copy, then drop
+            Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+                let tmp = super::archive::tmp_beside(dest, ".tmp");
+                fs::copy(&from, &tmp)?;
+                fs::rename(&tmp, dest)?;
+                let _ = fs::remove_file(&from);
+                Ok(true)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Spooled segments (complete entries only).
+    pub fn entries(&self) -> Vec<SegmentName> {
+        let mut v: Vec<SegmentName> = fs::read_dir(&self.dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// After `served` was handed to PostgreSQL: removes entries it will not
+    /// ask for (see [`is_stale`]) and old temporary files.
+    pub fn clean(&self, served: SegmentName) {
+        let now = SystemTime::now();
+        for e in fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+            let name = e.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let remove = match name.parse::<SegmentName>() {
+                Ok(seg) => is_stale(seg, served),
+                Err(_) if name.starts_with('.') && name.ends_with(".tmp") => e
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| now.duration_since(t).unwrap_or_default() > TMP_MAX_AGE),
+                Err(_) => false,
+            };
+            if remove {
+                tracing::debug!("prefetch spool: removing stale {name}");
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
+/// Whether a spooled `entry` is useless once `served` was restored:
+/// PostgreSQL reads forward, so anything at or before `served` is done
+/// with, and once a segment of one timeline was found, recovery follows
+/// that timeline (entries of others are from before a switch).
+pub fn is_stale(entry: SegmentName, served: SegmentName) -> bool {
+    entry.timeline != served.timeline || (entry.log, entry.seg) <= (served.log, served.seg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(n: &str) -> SegmentName {
+        n.parse().unwrap()
+    }
+
+    #[test]
+    fn staleness() {
+        let served = s("000000020000000100000005");
+        assert!(is_stale(s("000000020000000100000005"), served));
+        assert!(is_stale(s("000000020000000100000004"), served));
+        assert!(is_stale(s("0000000200000000000000FF"), served));
+        assert!(!is_stale(s("000000020000000100000006"), served));
+        assert!(!is_stale(s("000000020000000200000000"), served));
+        assert!(is_stale(s("000000010000000100000006"), served));
+        assert!(is_stale(s("000000030000000100000006"), served));
+    }
+
+    #[test]
+    fn spool_take_and_clean() {
+        let root = tempfile::tempdir().unwrap();
+        let sp = Spool::new(&root.path().join("spool"), true, "repo", "main");
+        let dest = root.path().join("RECOVERYXLOG");
+        assert!(!sp.take(s("000000010000000000000004"), &dest).unwrap());
+        assert!(!sp.dir().exists(), "nothing is created before a prefetch");
+        sp.create().unwrap();
+        assert!(sp.dir().ends_with("repo-main"));
+        for n in [
+            "000000010000000000000003",
+            "000000010000000000000004",
+            "000000010000000000000005",
+            "000000020000000000000005",
+        ] {
+            fs::write(sp.path(s(n)), n).unwrap();
+        }
+        let tmp = sp.tmp_path(s("000000010000000000000006"));
+        fs::write(&tmp, "partial download").unwrap();
+        fs::write(sp.dir().join("unrelated"), "x").unwrap();
+
+        assert!(sp.take(s("000000010000000000000004"), &dest).unwrap());
+        assert_eq!(
+            fs::read_to_string(&dest).unwrap(),
+            "000000010000000000000004"
+        );
+        assert!(!sp.take(s("000000010000000000000004"), &dest).unwrap());
+        sp.clean(s("000000010000000000000004"));
+        assert_eq!(sp.entries(), vec![s("000000010000000000000005")]);
+        assert!(tmp.exists(), "a fresh temporary file is someone's download");
+        assert!(sp.dir().join("unrelated").exists());
+
+        // a shared root open to others is not trusted
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(root.path().join("spool"), fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(sp.take(s("000000010000000000000005"), &dest).is_err());
+    }
+
+    #[test]
+    fn default_root_in_pg_wal() {
+        let d = tempfile::tempdir().unwrap();
+        let pg_wal = d.path().join("pg_wal");
+        fs::create_dir(&pg_wal).unwrap();
+        let (root, shared) = default_root(&pg_wal.join("RECOVERYXLOG"));
+        assert_eq!(root, pg_wal.join("strata-prefetch"));
+        assert!(!shared);
+        let (root, shared) = default_root(&d.path().join("x"));
+        assert!(shared);
+        assert!(root.starts_with(std::env::temp_dir()));
+    }
+}

@@ -1,0 +1,830 @@
+//! End-to-end tests of the built `strata` binary against real servers:
+//! PostgreSQL clusters from the harness and the s3s-fs S3 server. Each test
+//! is what an operator does — write a config, generate a key, `init`,
+//! `backup`, `list`, `verify`, `restore` — and checks exit codes, messages
+//! and, above all, that restored databases hold exactly what the source
+//! held.
+//!
+//! One source database with a ≥ 200 MiB table is generated once (server
+//! side, a few seconds) and shared by the tests that need volume; the
+//! others use small databases of their own. Database names are unique per
+//! test: tests run in parallel on the shared cluster.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::cli::{RepoSpec, Strata, config_text, generate_key, run_strata};
+use common::free_port;
+use common::pg::{PgCluster, PgOptions, shared_pg};
+use common::s3::s3_server;
+
+const MIB: u64 = 1024 * 1024;
+/// Rows of the big table: 192 hex characters each, so its COPY data (and
+/// the dump) is about 210 MiB and the table about 245 MiB.
+const BIG_ROWS: u64 = 1_100_000;
+const BIG_MIN: u64 = 200 * MIB;
+
+/// A table with every kind of value a restore could mangle: numeric
+/// precision, floats' special values, jsonb, arrays, bytea, time zones,
+/// intervals, non-ASCII text, control characters and NULLs. Plus a
+/// sequence-backed table, an index and a view.
+const KINDS_SQL: &str = r#"
+CREATE TABLE kinds (
+    id int PRIMARY KEY,
+    amount numeric(38, 10),
+    ratio float8,
+    flag boolean,
+    doc jsonb,
+    ints int[],
+    words text[],
+    raw bytea,
+    at timestamptz,
+    day date,
+    span interval,
+    uid uuid,
+    note text
+);
+INSERT INTO kinds VALUES
+ (1, 1234567890123456789012345678.0123456789, 3.141592653589793, true,
+  '{"a": [1, 2.5, {"b": null}], "ключ": "значение ✓", "emoji": "🐘"}',
+  '{1,2,3}', ARRAY['x', 'y z', NULL, 'ü', ''], '\x00ff10deadbeef',
+  '2024-02-29 23:59:59.123456+05:30', '2024-02-29',
+  '1 year 2 mons 3 days 04:05:06.789', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11',
+  'Grüße aus Zürich — 日本語のテキスト — Ελληνικά 🐘'),
+ (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+ (3, -0.0000000001, 'NaN', false, '[]', '{}', '{}', '', '-infinity',
+  'infinity', '-1 day', '00000000-0000-0000-0000-000000000000',
+  E'tab\there, newline\nhere, CR\rhere, backslash \\ and quote '' done'),
+ (4, 0, '-Infinity', true, '"just a string"', '{{1,2},{3,4}}', '{""}',
+  '\x5c0a09', '1970-01-01 00:00:00+00', '0044-03-15 BC', '0',
+  'ffffffff-ffff-ffff-ffff-ffffffffffff', ''),
+ (5, 99999999999999999999999999.9999999999, 1e-300, NULL, 'null',
+  '{NULL,-2147483648,2147483647}', '{"\"quoted\"","a,b","{}"}', NULL,
+  'infinity', NULL, NULL, NULL, 'NULL');
+INSERT INTO kinds
+SELECT g, (g * 12345.6789)::numeric(38, 10), g / 7.0, g % 2 = 0,
+       jsonb_build_object('n', g, 'tags', jsonb_build_array('α', g::text),
+                          'nested', jsonb_build_object('ok', g % 3 = 0)),
+       ARRAY[g, g * 2, -g], ARRAY['w' || g, 'ß' || (g % 10)],
+       decode(md5(g::text), 'hex'),
+       timestamptz '2020-01-01 00:00:00+00' + g * interval '37 minutes 11.5 seconds',
+       date '2000-01-01' + g, g * interval '1.25 second', md5(g::text)::uuid,
+       CASE WHEN g % 5 = 0 THEN NULL ELSE repeat('Ünïcødé ', g % 7) || g END
+FROM generate_series(10, 5000) g;
+CREATE TABLE events (id bigserial PRIMARY KEY, kind text NOT NULL, payload jsonb);
+INSERT INTO events (kind, payload)
+SELECT 'k' || (g % 4), jsonb_build_object('g', g) FROM generate_series(1, 1000) g;
+CREATE INDEX events_kind ON events (kind);
+CREATE VIEW recent_events AS SELECT * FROM events WHERE id > 900;
+"#;
+
+/// A table of `rows` rows of random hex text (poorly compressible, like
+/// real data), generated server-side.
+fn random_table_sql(name: &str, rows: u64) -> String {
+    format!(
+        "CREATE TABLE {name} AS SELECT g AS id, \
+           md5(random()::text) || md5(random()::text) || md5(random()::text) || \
+           md5(random()::text) || md5(random()::text) || md5(random()::text) AS payload \
+         FROM generate_series(1, {rows}) g; \
+         ALTER TABLE {name} ADD PRIMARY KEY (id);"
+    )
+}
+
+// ---------------------------------------------------------------------------
+// comparing databases
+
+/// What a restore must reproduce: relations, columns, sequence positions
+/// and every table's rows in id order (the full `COPY` text for small
+/// tables, a row count and digest for large ones).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Fingerprint {
+    relations: String,
+    columns: String,
+    sequences: String,
+    tables: BTreeMap<String, String>,
+}
+
+fn table_content(pg: &PgCluster, db: &str, table: &str) -> String {
+    let rows: u64 = pg
+        .psql(db, &format!("SELECT count(*) FROM {table}"))
+        .parse()
+        .unwrap();
+    if rows <= 20_000 {
+        pg.psql(
+            db,
+            &format!("COPY (SELECT * FROM {table} ORDER BY id) TO STDOUT"),
+        )
+    } else {
+        let digest = pg.psql(
+            db,
+            &format!(
+                "SET work_mem = '256MB'; \
+                 SELECT md5(string_agg(md5(t::text), '' ORDER BY id)) FROM {table} t"
+            ),
+        );
+        format!("{rows} rows, md5 of rows {digest}")
+    }
+}
+
+fn fingerprint(pg: &PgCluster, db: &str) -> Fingerprint {
+    let relations = pg.psql(
+        db,
+        "SELECT c.relname || ':' || c.relkind::text || ':' || pg_get_userbyid(c.relowner) \
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = 'public' ORDER BY 1",
+    );
+    let columns = pg.psql(
+        db,
+        "SELECT table_name || '.' || column_name || ' ' || data_type || ' ' || is_nullable \
+           || coalesce(' default ' || column_default, '') \
+         FROM information_schema.columns WHERE table_schema = 'public' \
+         ORDER BY table_name, ordinal_position",
+    );
+    let sequences = pg.psql(
+        db,
+        "SELECT sequencename || '=' || coalesce(last_value::text, 'unset') \
+         FROM pg_sequences WHERE schemaname = 'public' ORDER BY 1",
+    );
+    let tables = pg
+        .psql(
+            db,
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1",
+        )
+        .lines()
+        .map(|t| (t.to_string(), table_content(pg, db, t)))
+        .collect();
+    Fingerprint {
+        relations,
+        columns,
+        sequences,
+        tables,
+    }
+}
+
+/// Where two texts first differ, for a readable failure.
+fn first_difference(want: &str, got: &str) -> String {
+    for (i, (w, g)) in want.lines().zip(got.lines()).enumerate() {
+        if w != g {
+            return format!("line {}:\n  want: {w:?}\n  got:  {g:?}", i + 1);
+        }
+    }
+    format!(
+        "one is a prefix of the other: want {} lines, got {} lines",
+        want.lines().count(),
+        got.lines().count()
+    )
+}
+
+#[track_caller]
+fn assert_same(want: &Fingerprint, got: &Fingerprint, what: &str) {
+    for (name, w, g) in [
+        ("relations", &want.relations, &got.relations),
+        ("columns", &want.columns, &got.columns),
+        ("sequences", &want.sequences, &got.sequences),
+    ] {
+        assert!(w == g, "{what}: {name} differ\nwant:\n{w}\ngot:\n{g}");
+    }
+    let wt: Vec<&String> = want.tables.keys().collect();
+    let gt: Vec<&String> = got.tables.keys().collect();
+    assert_eq!(wt, gt, "{what}: different tables");
+    for (t, w) in &want.tables {
+        let g = &got.tables[t];
+        assert!(
+            w == g,
+            "{what}: table {t} differs: {}",
+            first_difference(w, g)
+        );
+    }
+}
+
+fn db_exists(pg: &PgCluster, db: &str) -> bool {
+    pg.psql(
+        "postgres",
+        &format!("SELECT count(*) FROM pg_database WHERE datname = '{db}'"),
+    ) == "1"
+}
+
+fn drop_db(pg: &PgCluster, db: &str) {
+    pg.psql(
+        "postgres",
+        &format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"),
+    );
+}
+
+// ---------------------------------------------------------------------------
+// the shared big source
+
+struct BigSource {
+    db: &'static str,
+    fingerprint: Fingerprint,
+}
+
+/// `cli_big` on the shared cluster: the varied-types tables plus `big`
+/// (≥ 200 MiB), made once per test binary.
+fn big_source() -> &'static BigSource {
+    static SOURCE: OnceLock<BigSource> = OnceLock::new();
+    static ATTEMPTED: AtomicBool = AtomicBool::new(false);
+    SOURCE.get_or_init(|| {
+        // A failed build panics in the test that ran it; the others must
+        // not retry it (they would fail on "already exists").
+        assert!(
+            !ATTEMPTED.swap(true, Ordering::SeqCst),
+            "building the shared source database failed in another test (see its failure)"
+        );
+        let pg = shared_pg();
+        let db = "cli_big";
+        let t = Instant::now();
+        pg.create_db(db);
+        pg.psql(db, KINDS_SQL);
+        pg.psql(db, &random_table_sql("big", BIG_ROWS));
+        let size: u64 = pg.psql(db, "SELECT pg_table_size('big')").parse().unwrap();
+        assert!(size >= BIG_MIN, "big is only {size} bytes");
+        let fingerprint = fingerprint(pg, db);
+        eprintln!(
+            "source database {db} ready in {:.1?} (big: {} MiB)",
+            t.elapsed(),
+            size / MIB
+        );
+        BigSource { db, fingerprint }
+    })
+}
+
+/// Checks a `backup --json` report; returns the backup id.
+#[track_caller]
+fn check_report(report: &serde_json::Value, min_plain: u64) -> String {
+    let id = report["id"].as_str().expect("id is a string").to_string();
+    assert!(!id.is_empty(), "{report}");
+    let plain = report["plain_bytes"].as_u64().expect("plain_bytes");
+    let stored = report["stored_bytes"].as_u64().expect("stored_bytes");
+    assert!(
+        plain >= min_plain,
+        "plain_bytes {plain} < {min_plain}: {report}"
+    );
+    assert!(stored > 0, "{report}");
+    if plain > MIB {
+        assert!(
+            stored < plain,
+            "text compresses, yet stored {stored} >= plain {plain}"
+        );
+    }
+    id
+}
+
+/// `<repo>/backups/app/<id>/database.pgdump`
+fn dump_path(s: &Strata, id: &str) -> PathBuf {
+    s.repo_dir()
+        .join("backups/app")
+        .join(id)
+        .join("database.pgdump")
+}
+
+// ---------------------------------------------------------------------------
+// 1. round trips
+
+/// backup → list → verify --read-data → restore (one job, then --jobs 2)
+/// through a local repository.
+#[test]
+fn round_trip_through_local_repository() {
+    let src = big_source();
+    let pg = shared_pg();
+    let s = Strata::local("rt-local", &[("app", pg.url(src.db))]);
+    s.init();
+    let id = check_report(&s.backup("app"), BIG_MIN);
+    assert!(dump_path(&s, &id).is_file());
+    assert_eq!(s.list_ids(), vec![id.clone()]);
+
+    let v = s.run(&["verify", "--read-data"]).ok();
+    assert!(
+        v.stdout.contains(&id) && v.stdout.contains("data read"),
+        "{v}"
+    );
+
+    s.run(&[
+        "restore",
+        "app",
+        "--to-database",
+        "cli_rt_local",
+        "--create",
+    ])
+    .ok();
+    assert_same(
+        &src.fingerprint,
+        &fingerprint(pg, "cli_rt_local"),
+        "local restore",
+    );
+    drop_db(pg, "cli_rt_local");
+
+    let scratch = tempfile::tempdir().unwrap();
+    s.run(&[
+        "restore",
+        "app",
+        "--backup",
+        &id,
+        "--to-database",
+        "cli_rt_local_j2",
+        "--create",
+        "--jobs",
+        "2",
+        "--scratch-dir",
+        scratch.path().to_str().unwrap(),
+    ])
+    .ok();
+    assert_same(
+        &src.fingerprint,
+        &fingerprint(pg, "cli_rt_local_j2"),
+        "parallel restore",
+    );
+    assert_eq!(
+        fs::read_dir(scratch.path()).unwrap().count(),
+        0,
+        "the parallel restore left its scratch copy behind"
+    );
+    drop_db(pg, "cli_rt_local_j2");
+}
+
+/// The same round trip through an S3 repository (s3s-fs).
+#[test]
+fn round_trip_through_s3_repository() {
+    let src = big_source();
+    let pg = shared_pg();
+    let server = s3_server();
+    let prefix = "cli/round-trip";
+    let s = Strata::with_repo(
+        "rt-s3",
+        RepoSpec::shared_s3(prefix),
+        &[("app", pg.url(src.db))],
+    );
+    s.init();
+    let id = check_report(&s.backup("app"), BIG_MIN);
+    // The object really is on the server, and no multipart upload was left
+    // open (this is the only test writing to s3s-fs).
+    let on_server = server
+        .root
+        .join(&server.bucket)
+        .join(prefix)
+        .join("backups/app")
+        .join(&id)
+        .join("database.pgdump");
+    assert!(on_server.is_file(), "{} missing", on_server.display());
+    assert_eq!(server.open_uploads(), Vec::<String>::new());
+    assert_eq!(s.list_ids(), vec![id.clone()]);
+
+    let v = s.run(&["verify", "--read-data"]).ok();
+    assert!(
+        v.stdout.contains(&id) && v.stdout.contains("data read"),
+        "{v}"
+    );
+
+    s.run(&["restore", "app", "--to-database", "cli_rt_s3", "--create"])
+        .ok();
+    assert_same(
+        &src.fingerprint,
+        &fingerprint(pg, "cli_rt_s3"),
+        "S3 restore",
+    );
+    drop_db(pg, "cli_rt_s3");
+}
+
+// ---------------------------------------------------------------------------
+// 2. roles
+
+#[test]
+fn roles_restored_from_globals_on_another_server() {
+    let pg = shared_pg();
+    let db = "cli_roles_src";
+    pg.create_db(db);
+    // Roles are cluster-wide; no other test creates this one.
+    pg.psql("postgres", "CREATE ROLE app_owner LOGIN PASSWORD 'x'");
+    pg.psql(
+        db,
+        "CREATE TABLE owned (id int PRIMARY KEY, v text); \
+         INSERT INTO owned SELECT g, 'row ' || g FROM generate_series(1, 500) g; \
+         ALTER TABLE owned OWNER TO app_owner;",
+    );
+    let want = fingerprint(pg, db);
+    assert!(want.relations.contains("owned:r:app_owner"), "{want:?}");
+
+    let s = Strata::local("roles", &[("app", pg.url(db))]);
+    s.init();
+    check_report(&s.backup("app"), 1);
+
+    let second = PgCluster::start(PgOptions {
+        name: "second",
+        ..Default::default()
+    });
+    let role_q = "SELECT count(*) FROM pg_roles WHERE rolname = 'app_owner'";
+    assert_eq!(second.psql("postgres", role_q), "0");
+    let target = second.url("postgres");
+
+    // Without the roles the owner cannot be set: the restore fails and
+    // drops the database it created.
+    let o = s
+        .run(&[
+            "restore",
+            "app",
+            "--target-url",
+            &target,
+            "--to-database",
+            "app",
+            "--create",
+        ])
+        .expect_code(5);
+    assert!(o.stderr.contains("app_owner"), "{o}");
+    assert!(
+        !db_exists(&second, "app"),
+        "failed restore left the database\n{o}"
+    );
+
+    s.run(&[
+        "restore",
+        "app",
+        "--target-url",
+        &target,
+        "--to-database",
+        "app",
+        "--create",
+        "--globals",
+    ])
+    .ok();
+    assert_eq!(second.psql("postgres", role_q), "1");
+    assert_eq!(
+        second.psql(
+            "postgres",
+            "SELECT rolcanlogin AND rolpassword IS NOT NULL FROM pg_authid WHERE rolname = 'app_owner'"
+        ),
+        "t",
+        "role restored without LOGIN or password"
+    );
+    assert_eq!(
+        second.psql(
+            "app",
+            "SELECT tableowner FROM pg_tables WHERE tablename = 'owned'"
+        ),
+        "app_owner"
+    );
+    assert_same(
+        &want,
+        &fingerprint(&second, "app"),
+        "restore with --globals",
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 3. single table
+
+#[test]
+fn single_table_restore_into_new_database() {
+    let pg = shared_pg();
+    let db = "cli_single_src";
+    pg.create_db(db);
+    pg.psql(db, KINDS_SQL);
+    pg.psql(
+        db,
+        "CREATE TABLE other (id int PRIMARY KEY, v text); INSERT INTO other VALUES (1, 'x');",
+    );
+    let want = table_content(pg, db, "kinds");
+
+    let s = Strata::local("single", &[("app", pg.url(db))]);
+    s.init();
+    check_report(&s.backup("app"), 1);
+    s.run(&[
+        "restore",
+        "app",
+        "--to-database",
+        "cli_single_dst",
+        "--create",
+        "--table",
+        "kinds",
+    ])
+    .ok();
+    // pg_restore -t restores the table's definition and data only (no
+    // index, no other relation).
+    assert_eq!(
+        pg.psql(
+            "cli_single_dst",
+            "SELECT string_agg(c.relname || ':' || c.relkind::text, ',') FROM pg_class c \
+             JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public'"
+        ),
+        "kinds:r"
+    );
+    let got = table_content(pg, "cli_single_dst", "kinds");
+    assert!(
+        want == got,
+        "kinds differs: {}",
+        first_difference(&want, &got)
+    );
+    drop_db(pg, "cli_single_dst");
+}
+
+// ---------------------------------------------------------------------------
+// 4. wrong key, damaged data
+
+#[test]
+fn wrong_identity_and_damaged_object_are_refused() {
+    let pg = shared_pg();
+    let db = "cli_damage_src";
+    pg.create_db(db);
+    pg.psql(db, KINDS_SQL);
+    // ~30 MiB: the damage lands deep inside the stream, after pg_restore
+    // has already received (and loaded) data.
+    pg.psql(db, &random_table_sql("medium", 150_000));
+    let s = Strata::local("damage", &[("app", pg.url(db))]);
+    s.init();
+    let id = check_report(&s.backup("app"), 25 * MIB);
+
+    // A key that is not a recipient of the backup.
+    let other = s.dir.join("other-key.txt");
+    generate_key(&other);
+    let other = other.to_str().unwrap();
+    let o = s
+        .run(&[
+            "restore",
+            "app",
+            "--identity",
+            other,
+            "--to-database",
+            "cli_dmg_wrongkey",
+            "--create",
+        ])
+        .expect_code(7);
+    assert!(
+        o.stderr.contains("identity does not match"),
+        "stderr does not name the problem\n{o}"
+    );
+    assert!(!db_exists(pg, "cli_dmg_wrongkey"));
+    let o = s
+        .run(&["verify", "--read-data", "--identity", other])
+        .expect_code(7);
+    assert!(o.all().contains("identity does not match"), "{o}");
+
+    // Flip one byte in the middle of the stored dump.
+    let path = dump_path(&s, &id);
+    let mut bytes = fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    fs::write(&path, &bytes).unwrap();
+    let key = format!("backups/app/{id}/database.pgdump");
+
+    let o = s.run(&["verify", "--read-data"]).expect_code(4);
+    assert!(o.stdout.contains(&key), "verify does not name {key}\n{o}");
+
+    let o = s.run(&[
+        "restore",
+        "app",
+        "--to-database",
+        "cli_dmg_restore",
+        "--create",
+    ]);
+    assert_ne!(
+        o.code,
+        Some(0),
+        "restore of a damaged backup succeeded\n{o}"
+    );
+    assert!(o.stderr.contains(&key), "restore does not name {key}\n{o}");
+    assert!(
+        !db_exists(pg, "cli_dmg_restore"),
+        "the database created by the failed restore remains\n{o}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 5. bad input
+
+#[test]
+fn missing_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nope/strata.toml");
+    let o = run_strata(["--config", path.to_str().unwrap(), "list"], &[]).expect_code(2);
+    assert!(o.stderr.contains(path.to_str().unwrap()), "{o}");
+    // The same through $STRATA_CONFIG.
+    let o = run_strata(
+        ["list"],
+        &[("STRATA_CONFIG".into(), path.to_str().unwrap().into())],
+    )
+    .expect_code(2);
+    assert!(o.stderr.contains(path.to_str().unwrap()), "{o}");
+}
+
+#[test]
+fn invalid_config_names_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let recipient = generate_key(&dir.path().join("key.txt"));
+    let mut text = config_text(
+        &RepoSpec::Local(dir.path().join("repo")),
+        &recipient,
+        None,
+        &[("app", "postgres://postgres@127.0.0.1:1/app".into())],
+    );
+    text.push_str("colour = \"blue\"\n");
+    let line = text.lines().count();
+    let path = dir.path().join("strata.toml");
+    fs::write(&path, &text).unwrap();
+    let o = run_strata(["--config", path.to_str().unwrap(), "list"], &[]).expect_code(2);
+    for want in [path.to_str().unwrap(), &format!("line {line}"), "colour"] {
+        assert!(o.stderr.contains(want), "message lacks {want:?}\n{o}");
+    }
+}
+
+#[test]
+fn unreachable_database_fails_without_a_manifest() {
+    let port = free_port();
+    let s = Strata::local(
+        "nodb",
+        &[("app", format!("postgres://postgres@127.0.0.1:{port}/app"))],
+    );
+    s.init();
+    let o = s.run(&["backup", "app"]).expect_code(5);
+    assert!(o.stderr.contains(&format!("127.0.0.1:{port}")), "{o}");
+    assert_eq!(s.list_ids(), Vec::<String>::new());
+    let v = s.run(&["verify"]).ok();
+    assert!(!v.stdout.contains("leftover"), "{v}");
+}
+
+#[test]
+fn unreachable_s3_endpoint_fails_fast() {
+    let endpoint = format!("http://127.0.0.1:{}", free_port());
+    let s = Strata::with_repo(
+        "nos3",
+        RepoSpec::S3 {
+            endpoint: endpoint.clone(),
+            bucket: "strata-test".into(),
+            prefix: "x".into(),
+            env: vec![
+                ("AWS_ACCESS_KEY_ID".into(), "test".into()),
+                ("AWS_SECRET_ACCESS_KEY".into(), "test-secret".into()),
+                ("AWS_REGION".into(), "us-east-1".into()),
+            ],
+        },
+        &[("app", "postgres://postgres@127.0.0.1:1/app".into())],
+    );
+    for cmd in [&["init"][..], &["list"][..]] {
+        let o = s.run(cmd);
+        assert_ne!(o.code, Some(0), "{o}");
+        assert_eq!(
+            o.code,
+            Some(6),
+            "an unreachable store is a storage error\n{o}"
+        );
+        assert!(
+            o.elapsed < Duration::from_secs(60),
+            "took {:?}\n{o}",
+            o.elapsed
+        );
+        assert!(
+            o.stderr.contains(&endpoint),
+            "message does not name the endpoint\n{o}"
+        );
+    }
+}
+
+#[test]
+fn existing_directory_that_is_not_a_repository() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("stuff");
+    fs::create_dir(&repo).unwrap();
+    fs::write(repo.join("notes.txt"), "not a backup").unwrap();
+    let s = Strata::with_repo(
+        "notrepo",
+        RepoSpec::Local(repo.clone()),
+        &[(
+            "app",
+            format!("postgres://postgres@127.0.0.1:{}/app", free_port()),
+        )],
+    );
+    for cmd in [&["list"][..], &["backup", "app"][..], &["verify"][..]] {
+        let o = s.run(cmd).expect_code(3);
+        assert!(o.stderr.contains("not a strata repository"), "{o}");
+    }
+    // init refuses a non-empty directory too, and nothing was written.
+    let o = s.run(&["init"]);
+    assert_ne!(o.code, Some(0), "{o}");
+    let names: Vec<_> = fs::read_dir(&repo)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, vec!["notes.txt"]);
+}
+
+#[test]
+fn init_twice_is_refused() {
+    let s = Strata::local("init2", &[]);
+    s.init();
+    let marker = fs::read(s.repo_dir().join("strata-repository.json")).unwrap();
+    let o = s.run(&["init"]).expect_code(8);
+    assert!(o.stderr.contains("already a strata repository"), "{o}");
+    assert_eq!(
+        fs::read(s.repo_dir().join("strata-repository.json")).unwrap(),
+        marker
+    );
+}
+
+#[test]
+fn key_generate_refuses_to_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key.txt");
+    generate_key(&key);
+    let before = fs::read(&key).unwrap();
+    let o = run_strata(["key", "generate", "--out", key.to_str().unwrap()], &[]).expect_code(8);
+    assert!(o.stderr.contains(key.to_str().unwrap()), "{o}");
+    assert_eq!(fs::read(&key).unwrap(), before, "the key was changed");
+}
+
+// ---------------------------------------------------------------------------
+// 6. a backup killed mid-upload
+
+/// Temporary upload files under `dir`, with their sizes.
+fn tmp_uploads(dir: &Path) -> Vec<(PathBuf, u64)> {
+    let mut out = Vec::new();
+    let Ok(rd) = fs::read_dir(dir) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        let Ok(md) = e.metadata() else { continue };
+        if md.is_dir() {
+            out.extend(tmp_uploads(&p));
+        } else if p.to_string_lossy().contains(".strata-tmp-") {
+            out.push((p, md.len()));
+        }
+    }
+    out
+}
+
+#[test]
+fn killed_backup_is_invisible_and_cleaned_up() {
+    let src = big_source();
+    let pg = shared_pg();
+    let s = Strata::local("killed", &[("app", pg.url(src.db))]);
+    s.init();
+    let backups = s.repo_dir().join("backups");
+    let log = s.dir.join("killed-backup.log");
+    let mut child = s
+        .command(&["backup", "app"])
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+
+    // Wait until the dump is well into its upload, then SIGKILL.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let tmp = loop {
+        if let Some((p, _)) = tmp_uploads(&backups)
+            .into_iter()
+            .find(|(_, len)| *len >= 8 * MIB)
+        {
+            break p;
+        }
+        if let Some(st) = child.try_wait().unwrap() {
+            panic!(
+                "backup ended ({st}) before it could be killed mid-upload:\n{}",
+                fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        assert!(Instant::now() < deadline, "no upload appeared within 120 s");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status}");
+    assert!(tmp.is_file(), "{} vanished", tmp.display());
+    let killed_id = tmp
+        .parent()
+        .unwrap()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+
+    assert_eq!(
+        s.list_ids(),
+        Vec::<String>::new(),
+        "killed backup is listed"
+    );
+
+    let id = check_report(&s.backup("app"), BIG_MIN);
+    assert_ne!(id, killed_id);
+    assert_eq!(s.list_ids(), vec![id.clone()]);
+
+    let v = s.run(&["verify"]).ok();
+    assert!(
+        v.stdout.contains("leftover") && v.stdout.contains(&killed_id),
+        "verify does not report the killed backup's leftovers\n{v}"
+    );
+
+    let c = s.run(&["cleanup", "--older-than", "0"]).ok();
+    assert!(c.stdout.contains(&killed_id), "{c}");
+    assert!(!tmp.exists(), "cleanup left {}", tmp.display());
+
+    let v = s.run(&["verify", "--read-data"]).ok();
+    assert!(!v.stdout.contains("leftover"), "{v}");
+    assert!(v.stdout.contains(&id), "{v}");
+    assert_eq!(s.list_ids(), vec![id]);
+}
