@@ -6,6 +6,7 @@
 //! strata-repository.json               format marker (plain JSON)
 //! backups/<source>/<backup-id>/<name>  data objects (age of zstd)
 //! manifests/<source>/<backup-id>.json  manifests, written last
+//! wal/<source>/…                       WAL archive (sources::postgres::wal::archive)
 //! ```
 //! Write order is the crash-safety invariant: all data objects first, the
 //! manifest last. Readers start from manifests, so a backup that crashed
@@ -225,7 +226,10 @@ impl Repository {
         let mut problems = Vec::new();
         for (key, r) in read {
             match r {
-                Ok(file) => entries.push(Entry { manifest_key: key, file: Arc::new(file) }),
+                Ok(file) => entries.push(Entry {
+                    manifest_key: key,
+                    file: Arc::new(file),
+                }),
                 Err(e) => problems.push(e),
             }
         }

@@ -355,7 +355,11 @@ pub async fn restore(
         if opts.create {
             // Leave nothing half-restored behind a failed restore. FORCE
             // (PostgreSQL 13+) ends a pg_restore connection still lingering.
-            let force = if server_num >= 130000 { " WITH (FORCE)" } else { "" };
+            let force = if server_num >= 130000 {
+                " WITH (FORCE)"
+            } else {
+                ""
+            };
             let dropped = maintenance
                 .batch_execute(&format!(
                     "DROP DATABASE IF EXISTS {}{force}",
