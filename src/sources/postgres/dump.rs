@@ -510,43 +510,67 @@ async fn run_pg_restore(
         return Ok(());
     }
     // One job: stream straight into pg_restore's stdin, no temporary copy.
+    let step = reporter.step(format!("restore {}", dump.key), Some(dump.plain_size));
+    let t = Instant::now();
+    match feed_child(
+        storage,
+        dump,
+        identities,
+        cmd,
+        "pg_restore",
+        step.progress.clone(),
+    )
+    .await
+    {
+        Ok(_) => {
+            step.done("verified");
+            phases.push(("restore".into(), t.elapsed().as_secs_f64()));
+            Ok(())
+        }
+        Err(e) => {
+            step.abandon();
+            Err(e)
+        }
+    }
+}
+
+/// Streams a stored object, verified on the way, into a child's stdin and
+/// waits for the child; returns its stderr. If the object cannot be read
+/// the child is killed before it sees the end of its input, so it never
+/// commits a truncated restore.
+async fn feed_child(
+    storage: &Arc<dyn Storage>,
+    rec: &ObjectRecord,
+    identities: Arc<Vec<Identity>>,
+    mut cmd: std::process::Command,
+    what: &str,
+    progress: crate::progress::Progress,
+) -> Result<String> {
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     let mut child = cmd
         .spawn()
-        .map_err(|e| Error::source(format!("cannot start pg_restore: {e}")))?;
+        .map_err(|e| Error::source(format!("cannot start {what}: {e}")))?;
     let tail = StderrTail::spawn(child.stderr.take().expect("piped"), STDERR_TAIL);
     let stdin = child.stdin.take().expect("piped");
-    let step = reporter.step(format!("restore {}", dump.key), Some(dump.plain_size));
-    let t = Instant::now();
-    let fed = fetch(storage, dump, identities, stdin, step.progress.clone()).await;
-    match fed {
-        Ok(stdin) => drop(stdin),
-        Err(e) => {
-            step.abandon();
-            kill_child(&mut child);
-            let stderr = tail.finish();
-            if e.kind == Kind::Failed && !stderr.is_empty() {
-                // pg_restore stopped reading: its own error explains why.
-                return Err(Error::source(format!("pg_restore failed: {stderr}")));
-            }
-            return Err(e);
+    if let Err(e) = fetch(storage, rec, identities, stdin, progress).await {
+        kill_child(&mut child);
+        let stderr = tail.finish();
+        if e.kind == Kind::Failed && !stderr.is_empty() {
+            // The child stopped reading: its own error explains why.
+            return Err(Error::source(format!("{what} failed: {stderr}")));
         }
+        return Err(e);
     }
     let status = tokio::task::spawn_blocking(move || child.wait())
         .await
         .expect("wait task")?;
     let stderr = tail.finish();
     if !status.success() {
-        step.abandon();
-        return Err(Error::source(format!(
-            "pg_restore failed ({status}): {stderr}"
-        )));
+        return Err(Error::source(format!("{what} failed ({status}): {stderr}")));
     }
-    step.done("verified");
-    phases.push(("restore".into(), t.elapsed().as_secs_f64()));
-    Ok(())
+    Ok(stderr)
 }
 
 /// Runs the saved roles/tablespaces script through psql. Objects that
@@ -563,36 +587,17 @@ async fn apply_globals(
     let psql = find_binary(None, "psql", major)?;
     let mut cmd = target.command(&psql);
     cmd.args(["-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=0"])
-        .arg(format!("--dbname={}", target.child_url()))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| Error::source(format!("cannot start psql: {e}")))?;
-    let tail = StderrTail::spawn(child.stderr.take().expect("piped"), STDERR_TAIL);
-    let stdin = child.stdin.take().expect("piped");
-    if let Err(e) = fetch(
+        .arg(format!("--dbname={}", target.child_url()));
+    let progress = crate::progress::Progress::hidden();
+    let stderr = feed_child(
         storage,
         rec,
         identities,
-        stdin,
-        crate::progress::Progress::hidden(),
+        cmd,
+        "applying roles (psql)",
+        progress,
     )
-    .await
-    {
-        kill_child(&mut child);
-        return Err(e);
-    }
-    let status = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .expect("wait task")?;
-    let stderr = tail.finish();
-    if !status.success() {
-        return Err(Error::source(format!(
-            "applying roles failed ({status}): {stderr}"
-        )));
-    }
+    .await?;
     Ok(stderr
         .lines()
         .filter(|l| l.contains("ERROR") && !l.contains("already exists"))
