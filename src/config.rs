@@ -37,6 +37,15 @@ struct RawConfig {
     include: Option<Spanned<Vec<Spanned<String>>>>,
     #[serde(default)]
     tiers: BTreeMap<String, Spanned<crate::tier::RawTier>>,
+    notify: Option<RawNotify>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNotify {
+    webhook: Spanned<String>,
+    #[serde(default)]
+    on_success: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -75,12 +84,14 @@ struct RawSource {
 #[serde(rename_all = "lowercase")]
 pub enum SourceKind {
     Postgres,
+    Redis,
 }
 
 impl SourceKind {
     pub fn as_str(self) -> &'static str {
         match self {
             SourceKind::Postgres => "postgres",
+            SourceKind::Redis => "redis",
         }
     }
 }
@@ -126,6 +137,8 @@ pub struct Config {
     pub sources: BTreeMap<String, Source>,
     /// Tiers by name, from `[tiers.*]` and included plans (see [`crate::tier`]).
     pub tiers: BTreeMap<String, crate::tier::Tier>,
+    /// `[notify]`: where backup outcomes are posted (see [`crate::notify`]).
+    pub notify: Option<crate::notify::Notify>,
 }
 
 impl Config {
@@ -240,6 +253,10 @@ impl Config {
                         ));
                     }
                 }
+                SourceKind::Redis => {
+                    crate::sources::redis::check_url(&url)
+                        .map_err(|why| bad(s.url.span(), &key, why))?;
+                }
             }
             sources.insert(
                 name.clone(),
@@ -254,6 +271,15 @@ impl Config {
 
         let tiers = crate::tier::load(path, text, raw.include, raw.tiers, &sources)?;
 
+        let notify = match raw.notify {
+            Some(n) => Some(crate::notify::Notify {
+                webhook: crate::notify::parse_webhook(n.webhook.get_ref())
+                    .map_err(|why| bad(n.webhook.span(), "notify.webhook", why))?,
+                on_success: n.on_success,
+            }),
+            None => None,
+        };
+
         Ok(Config {
             path: path.to_path_buf(),
             repository,
@@ -265,6 +291,7 @@ impl Config {
             },
             sources,
             tiers,
+            notify,
         })
     }
 
@@ -523,7 +550,7 @@ mod tier_tests {
         assert_eq!(d.tz(), chrono_tz::UTC);
         assert_eq!(d.sources, ["app", "crm"]);
         assert!(!d.sources_listed);
-        // No Redis source can exist yet: a snapshot tier covers nothing.
+        // Without a Redis source, a snapshot tier covers nothing.
         let c = parse(&text("\n[tiers.hourly]\nkind = \"snapshot\"\n")).unwrap();
         assert!(c.tiers["hourly"].sources.is_empty());
         // An empty list switches a tier off.
@@ -764,6 +791,33 @@ mod tier_tests {
             "{e}"
         );
         assert!(e.message.contains("a.toml"), "{e}");
+    }
+
+    #[test]
+    fn redis_sources_fit_snapshot_tiers() {
+        let t = text(
+            "\n[sources.cache]\nkind = \"redis\"\nurl = \"redis://:pw@h:6379\"\n\n[tiers.hourly]\nkind = \"snapshot\"\n\n[tiers.daily]\n",
+        );
+        let c = parse(&t).unwrap();
+        assert_eq!(c.sources["cache"].kind, SourceKind::Redis);
+        assert_eq!(c.tiers["hourly"].sources, ["cache"]);
+        assert_eq!(c.tiers["daily"].sources, ["app", "crm"]);
+        let t = text("\n[sources.cache]\nkind = \"redis\"\nurl = \"postgres://h/db\"\n");
+        let e = parse(&t).unwrap_err();
+        assert!(
+            e.message.contains(&format!(
+                "line {}: sources.cache.url: a redis source needs redis://",
+                line(&t, "url = \"postgres://h/db")
+            )),
+            "{e}"
+        );
+        let t = text("\n[sources.cache]\nkind = \"redis\"\nurl = \"redis://h:6379/2\"\n");
+        assert!(parse(&t).unwrap_err().message.contains("every database"));
+        let t = text(
+            "\n[sources.cache]\nkind = \"redis\"\nurl = \"redis://h\"\n[tiers.d]\nkind = \"dump\"\nsources = [\"cache\"]\n",
+        );
+        let e = parse(&t).unwrap_err();
+        assert!(e.message.contains("cache is a redis source"), "{e}");
     }
 
     #[test]

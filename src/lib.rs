@@ -6,7 +6,7 @@
 //!
 //! Layout: [`storage`] (object-store trait and backends), [`pipeline`]
 //! (hash → zstd → age streaming stages), [`catalog`] (repository format,
-//! manifests), [`sources`] (what is backed up: PostgreSQL today),
+//! manifests), [`sources`] (what is backed up: PostgreSQL, Redis),
 //! [`tier`], [`schedule`] and [`retention`] (what runs when, kept how long),
 //! [`commands`] (one module per CLI command), [`config`], [`keys`].
 
@@ -15,13 +15,16 @@ pub mod commands;
 pub mod config;
 pub mod error;
 pub mod keys;
+pub mod notify;
 pub mod pipeline;
 pub mod progress;
 pub mod retention;
 pub mod schedule;
 pub mod sources;
+pub mod status;
 pub mod storage;
 pub mod tier;
+pub mod timeparse;
 pub mod util;
 
 pub use error::{Error, Result};

@@ -44,13 +44,19 @@ enum Command {
         /// Tier to record the backup under, as in [tiers.NAME]
         #[arg(long, value_name = "NAME")]
         tier: Option<String>,
+        /// dump (logical, pg_dump) or base (physical, pg_basebackup; needs WAL archiving)
+        /// [default: the tier's kind, else dump]
+        #[arg(long, value_name = "KIND", value_parser = ["dump", "base"])]
+        kind: Option<String>,
     },
     /// List backups, newest first
     List {
         /// Only this source's backups
         source: Option<String>,
     },
-    /// Restore a logical backup into a database
+    /// Restore a logical backup into a database, or a base backup and WAL
+    /// into a data directory (point-in-time recovery, with --target-dir),
+    /// or a Redis snapshot (--to-file, --to-dir)
     Restore {
         /// Source name, as in [sources.NAME]
         source: String,
@@ -58,8 +64,80 @@ enum Command {
         #[arg(long, default_value = "latest", value_name = "ID|latest")]
         backup: String,
         /// Database to restore into
-        #[arg(long, value_name = "NAME")]
-        to_database: String,
+        #[arg(long, value_name = "NAME", required_unless_present_any = ["target_dir", "to_file", "to_dir"])]
+        to_database: Option<String>,
+        /// Point-in-time recovery: unpack the base backup into this (empty) data directory
+        #[arg(
+            long,
+            value_name = "DIR",
+            conflicts_with = "to_database",
+            group = "restore_output"
+        )]
+        target_dir: Option<PathBuf>,
+        /// Redis: write the snapshot's RDB file here (verified, never half-written)
+        #[arg(
+            long,
+            value_name = "PATH",
+            conflicts_with = "to_database",
+            group = "restore_output"
+        )]
+        to_file: Option<PathBuf>,
+        /// Redis: write DIR/dump.rdb (with --start, also run redis-server on it)
+        #[arg(
+            long,
+            value_name = "DIR",
+            conflicts_with = "to_database",
+            group = "restore_output"
+        )]
+        to_dir: Option<PathBuf>,
+        /// Recover up to this time (RFC 3339, `YYYY-MM-DD HH:MM:SS[+TZ]` (UTC if no zone), `15 minutes ago`)
+        #[arg(
+            long,
+            value_name = "TIME",
+            requires = "target_dir",
+            group = "pitr_target"
+        )]
+        to_time: Option<String>,
+        /// Recover up to this WAL location (e.g. 0/3000060)
+        #[arg(
+            long,
+            value_name = "LSN",
+            requires = "target_dir",
+            group = "pitr_target"
+        )]
+        to_lsn: Option<String>,
+        /// Recover up to this restore point (pg_create_restore_point)
+        #[arg(
+            long,
+            value_name = "NAME",
+            requires = "target_dir",
+            group = "pitr_target"
+        )]
+        to_name: Option<String>,
+        /// Recover everything archived
+        #[arg(long, requires = "target_dir", group = "pitr_target")]
+        latest: bool,
+        /// recovery_target_timeline
+        #[arg(
+            long,
+            default_value = "latest",
+            value_name = "TLI|latest",
+            requires = "target_dir"
+        )]
+        timeline: String,
+        /// Start the restored server and wait until it has recovered and promoted
+        /// (Redis, with --to-dir: until it has loaded the snapshot)
+        #[arg(long, requires = "restore_output")]
+        start: bool,
+        /// Port for --start (it listens on 127.0.0.1 only)
+        #[arg(long, default_value_t = 5433, value_name = "N", requires = "start")]
+        port: u16,
+        /// OS user that owns the data directory and runs the server, when strata runs as root
+        #[arg(long, value_name = "USER", requires = "target_dir")]
+        run_as: Option<String>,
+        /// Delete what --target-dir holds first (Redis: replace an existing dump file)
+        #[arg(long, requires = "restore_output")]
+        force: bool,
         /// Create the database (it must not exist)
         #[arg(long)]
         create: bool,
@@ -110,6 +188,24 @@ enum Command {
         /// Remove leftovers older than this (e.g. 30m, 24h, 0)
         #[arg(long, default_value = "24h", value_name = "DURATION")]
         grace: String,
+    },
+    /// Remove stale repository locks (left by processes that died)
+    Unlock {
+        /// Remove every lock, live ones too (only when their holders are surely gone)
+        #[arg(long)]
+        force: bool,
+    },
+    /// Last backup of each source per tier, staleness, sizes, WAL lag
+    Status {
+        /// Exit 4 when a backup is stale or a source of a tier has none
+        #[arg(long)]
+        check: bool,
+    },
+    /// Write Prometheus metrics for node_exporter's textfile collector
+    Metrics {
+        /// File to write (atomically), e.g. /var/lib/node_exporter/textfile/strata.prom
+        #[arg(long, value_name = "PATH")]
+        textfile: PathBuf,
     },
     /// When the configured tiers run
     Schedule {
@@ -185,10 +281,68 @@ async fn dispatch(cli: Cli) -> Result<u8, Error> {
         Command::Key {
             action: KeyAction::Generate { out },
         } => commands::key::generate(&out, json),
-        Command::Backup { source, tier } => {
-            commands::backup::run(&g, source.as_deref(), tier, json).await
+        Command::Backup { source, tier, kind } => {
+            let kind = kind.map(|k| match k.as_str() {
+                "base" => strata::tier::TierKind::Base,
+                _ => strata::tier::TierKind::Dump,
+            });
+            commands::backup::run_kind(&g, source.as_deref(), tier, kind, json).await
         }
         Command::List { source } => commands::list::run(&g, source.as_deref(), json).await,
+        Command::Restore {
+            source,
+            backup,
+            to_file,
+            to_dir,
+            start,
+            port,
+            force,
+            ..
+        } if to_file.is_some() || to_dir.is_some() => {
+            let args = commands::restore::RedisArgs {
+                source,
+                backup,
+                to_file,
+                to_dir,
+                start,
+                port,
+                force,
+                json,
+            };
+            commands::restore::run_redis(&g, &args).await
+        }
+        Command::Restore {
+            source,
+            backup,
+            target_dir: Some(target_dir),
+            to_time,
+            to_lsn,
+            to_name,
+            latest,
+            timeline,
+            start,
+            port,
+            run_as,
+            force,
+            ..
+        } => {
+            let args = commands::restore::PhysicalArgs {
+                source,
+                backup,
+                target_dir,
+                to_time,
+                to_lsn,
+                to_name,
+                latest,
+                timeline,
+                start,
+                port,
+                run_as,
+                force,
+                json,
+            };
+            commands::restore::run_physical(&g, &args).await
+        }
         Command::Restore {
             source,
             backup,
@@ -200,11 +354,12 @@ async fn dispatch(cli: Cli) -> Result<u8, Error> {
             globals,
             no_owner,
             scratch_dir,
+            ..
         } => {
             let args = commands::restore::Args {
                 source,
                 backup,
-                to_database,
+                to_database: to_database.expect("clap requires --to-database without --target-dir"),
                 create,
                 tables,
                 jobs,
@@ -243,6 +398,9 @@ async fn dispatch(cli: Cli) -> Result<u8, Error> {
                 .transpose()?;
             commands::prune::run(&g, dry_run, at, grace, json).await
         }
+        Command::Unlock { force } => commands::unlock::run(&g, force, json).await,
+        Command::Status { check } => commands::status::run(&g, check, json).await,
+        Command::Metrics { textfile } => commands::metrics::run(&g, &textfile, json).await,
         Command::Schedule {
             action: ScheduleAction::Next { count },
         } => commands::schedule::next(&g, count, json),

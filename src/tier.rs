@@ -69,14 +69,15 @@ impl TierKind {
 
     /// Whether `strata backup --tier` can run a tier of this kind yet.
     pub fn runnable(self) -> bool {
-        matches!(self, TierKind::Dump)
+        matches!(self, TierKind::Dump | TierKind::Base | TierKind::Snapshot)
     }
 
     /// Whether `strata prune` may delete this kind's backups yet. Only
     /// self-contained backups qualify: WAL may be deleted only once no
     /// kept base backup needs it, which needs the `base` and `wal` kinds.
+    /// A Redis snapshot stands alone like a dump.
     pub fn prunable(self) -> bool {
-        matches!(self, TierKind::Dump)
+        matches!(self, TierKind::Dump | TierKind::Snapshot)
     }
 
     /// Whether a tier of this kind backs up a source of kind `source`;
@@ -89,21 +90,19 @@ impl TierKind {
                 self,
                 TierKind::Dump | TierKind::Base | TierKind::Wal | TierKind::Drill
             ),
+            SourceKind::Redis => matches!(self, TierKind::Snapshot),
         }
     }
 
     /// The source kinds that fit, for messages.
     fn fitting(self) -> String {
-        let kinds: Vec<&str> = [SourceKind::Postgres]
+        let kinds: Vec<&str> = [SourceKind::Postgres, SourceKind::Redis]
             .into_iter()
             .filter(|k| self.fits(*k))
             .map(SourceKind::as_str)
             .collect();
         if kinds.is_empty() {
-            match self {
-                TierKind::Snapshot => "redis sources, which strata does not support yet".into(),
-                _ => "no source kind strata supports yet".into(),
-            }
+            "no source kind strata supports yet".into()
         } else {
             format!("{} sources", kinds.join(" and "))
         }

@@ -143,3 +143,32 @@ mod duration_tests {
         assert!(parse_duration("99999999999999999d").is_err());
     }
 }
+
+/// A duration for people: `42s`, `5m12s`, `3h05m`, `2d04h` (negative as 0s).
+pub fn human_duration(d: chrono::Duration) -> String {
+    let s = d.num_seconds().max(0);
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        3600..86400 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+        _ => format!("{}d{:02}h", s / 86400, (s % 86400) / 3600),
+    }
+}
+
+#[cfg(test)]
+mod human_duration_tests {
+    use super::human_duration;
+    use chrono::Duration;
+
+    #[test]
+    fn human() {
+        assert_eq!(human_duration(Duration::seconds(-3)), "0s");
+        assert_eq!(human_duration(Duration::seconds(42)), "42s");
+        assert_eq!(human_duration(Duration::seconds(312)), "5m12s");
+        assert_eq!(human_duration(Duration::seconds(3 * 3600 + 300)), "3h05m");
+        assert_eq!(
+            human_duration(Duration::seconds(2 * 86400 + 4 * 3600)),
+            "2d04h"
+        );
+    }
+}

@@ -36,7 +36,7 @@ pub struct Summary {
     pub id: BackupId,
     pub source: String,
     pub source_kind: SourceKind,
-    /// What kind of backup: `dump` (logical).
+    /// What kind of backup: `dump` (logical), `snapshot` (Redis RDB).
     pub kind: String,
     pub tier: Option<String>,
     pub started: DateTime<Utc>,
@@ -74,9 +74,59 @@ pub struct Manifest {
     pub summary: Summary,
     pub objects: Vec<ObjectRecord>,
     pub postgres: Option<PostgresInfo>,
+    /// Physical base backups: where in the WAL they start and stop.
+    #[serde(default)]
+    pub base: Option<BaseInfo>,
+    /// Redis facts, for snapshots of a redis source.
+    #[serde(default)]
+    pub redis: Option<RedisInfo>,
 }
 
-/// The manifest file as stored.
+/// Redis facts recorded with a snapshot.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RedisInfo {
+    pub redis_version: String,
+    /// The RDB format version of the snapshot (from its header).
+    pub rdb_version: u32,
+    /// Keys per database from `INFO keyspace`, taken just before the
+    /// snapshot: writes in between make the snapshot differ slightly.
+    pub keyspace: Vec<RedisDb>,
+    /// `used_memory` from `INFO memory`, bytes.
+    pub used_memory: u64,
+    /// How the server sent the snapshot: `disk` (a file it wrote first,
+    /// length-prefixed) or `diskless` (streamed, ended by a mark).
+    pub transfer: String,
+}
+
+/// One database's key counts.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RedisDb {
+    pub db: u32,
+    pub keys: u64,
+    /// Keys with a time to live.
+    pub expires: u64,
+}
+
+/// What a physical base backup (`pg_basebackup`) needs to be restored:
+/// the WAL range that makes it consistent, and the label PostgreSQL wrote.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BaseInfo {
+    /// `START WAL LOCATION` of the backup label (`X/Y`).
+    pub start_lsn: String,
+    /// WAL position when the backup ended: replay must reach it.
+    pub stop_lsn: String,
+    /// Timeline the backup was taken on (`START TIMELINE`).
+    pub timeline: u32,
+    pub start_time: DateTime<Utc>,
+    pub stop_time: DateTime<Utc>,
+    pub system_identifier: String,
+    pub server_version: String,
+    pub server_version_num: i32,
+    /// WAL segment size of the cluster, in bytes.
+    pub wal_segment_size: u64,
+    /// The `backup_label` file as found in the backup.
+    pub backup_label: String,
+}
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ManifestFile {
     pub summary: Summary,
@@ -103,6 +153,8 @@ impl Manifest {
             summary,
             objects,
             postgres,
+            base: None,
+            redis: None,
         }
     }
 

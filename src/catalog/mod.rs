@@ -6,6 +6,7 @@
 //! strata-repository.json               format marker (plain JSON)
 //! backups/<source>/<backup-id>/<name>  data objects (age of zstd)
 //! manifests/<source>/<backup-id>.json  manifests, written last
+//! locks/<name>.json                    who is writing (see [`lock`])
 //! wal/<source>/…                       WAL archive (sources::postgres::wal::archive)
 //! ```
 //! Write order is the crash-safety invariant: all data objects first, the
@@ -15,6 +16,7 @@
 //! Deletion runs in reverse: manifest first, then data.
 
 pub mod id;
+pub mod lock;
 pub mod manifest;
 
 use std::collections::{BTreeMap, BTreeSet};

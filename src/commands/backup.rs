@@ -8,17 +8,32 @@
 use serde::Serialize;
 
 use super::Globals;
-use crate::config::{Config, Source};
+use crate::catalog::lock::{self, LockKind};
+use crate::config::{Config, Source, SourceKind};
 use crate::error::{Error, Kind, Result};
+use crate::notify::Event;
 use crate::progress::{Mode, Reporter};
+use crate::sources::postgres::base;
 use crate::sources::postgres::dump::{self, BackupContext, BackupReport};
-use crate::tier::Tier;
+use crate::tier::{Tier, TierKind};
 use crate::util::human_bytes;
 
 pub async fn run(
     g: &Globals,
     source: Option<&str>,
     tier: Option<String>,
+    json: bool,
+) -> Result<u8> {
+    run_kind(g, source, tier, None, json).await
+}
+
+/// [`run`] with an explicit `--kind` (`dump` or `base`); without one, a
+/// tier's kind decides, else `dump`.
+pub async fn run_kind(
+    g: &Globals,
+    source: Option<&str>,
+    tier: Option<String>,
+    kind: Option<TierKind>,
     json: bool,
 ) -> Result<u8> {
     let cfg = g.config()?;
@@ -61,12 +76,28 @@ pub async fn run(
             (sources, Some(def))
         }
     };
-    if let Some(def) = tier_def {
-        check_runnable(&cfg, def)?;
+    // Everything that can fail before a source is read is a failure of
+    // every source named, and is notified as such.
+    let prepared = async {
+        if let Some(def) = tier_def {
+            check_runnable(&cfg, def)?;
+        }
+        let encoder = super::encoder(&cfg)?;
+        let recipients = crate::keys::parse_recipients(&cfg.recipients)?;
+        let repo = super::open_repository(&cfg).await?;
+        Ok::<_, Error>((encoder, recipients, repo))
     }
-    let encoder = super::encoder(&cfg)?;
-    let recipients = crate::keys::parse_recipients(&cfg.recipients)?;
-    let repo = super::open_repository(&cfg).await?;
+    .await;
+    let (encoder, recipients, repo) = match prepared {
+        Ok(p) => p,
+        Err(e) => {
+            for src in &sources {
+                notify(&cfg, &src.name, tier.as_deref(), Err(&e)).await;
+            }
+            return Err(e);
+        }
+    };
+    let kind = backup_kind(kind, tier_def)?;
     let reporter = Reporter::new(Mode::detect(json));
     let ctx = BackupContext {
         repo: &repo,
@@ -76,7 +107,10 @@ pub async fn run(
     };
 
     if source.is_some() {
-        let report = dump::backup(&ctx, sources[0], tier).await?;
+        let src = sources[0];
+        let r = backup_locked(&ctx, src, tier.clone(), kind).await;
+        notify(&cfg, &src.name, tier.as_deref(), r.as_ref().map(|_| ())).await;
+        let report = r?;
         if json {
             super::print_json(&report);
         } else {
@@ -88,7 +122,8 @@ pub async fn run(
     let tier = tier.expect("a tier when no source is named");
     let mut results = Vec::new();
     for src in sources {
-        let r = dump::backup(&ctx, src, Some(tier.clone())).await;
+        let r = backup_locked(&ctx, src, Some(tier.clone()), kind).await;
+        notify(&cfg, &src.name, Some(&tier), r.as_ref().map(|_| ())).await;
         if !json {
             match &r {
                 Ok(report) => println!("{}", done_line(report)),
@@ -124,6 +159,61 @@ pub async fn run(
         );
     }
     Ok(code)
+}
+
+/// One source's backup under its source lock (two backups of a source
+/// never run at once; prune waits for neither, it refuses).
+async fn backup_locked(
+    ctx: &BackupContext<'_>,
+    src: &Source,
+    tier: Option<String>,
+    kind: TierKind,
+) -> Result<BackupReport> {
+    let what = format!("backup {}", src.name);
+    let lock = LockKind::Source(src.name.clone());
+    match kind {
+        // A Redis source has one kind of backup: the RDB snapshot (a
+        // plain `strata backup REDIS` defaults to dump, meaning "the usual").
+        TierKind::Dump | TierKind::Snapshot if src.kind == SourceKind::Redis => {
+            let snap = crate::sources::redis::snapshot::backup(ctx, src, tier);
+            lock::with_lock(ctx.repo, lock, &what, snap).await
+        }
+        _ if src.kind == SourceKind::Redis => Err(Error::usage(format!(
+            "{} is a redis source: its backups are of kind snapshot, not {}",
+            src.name,
+            kind.as_str()
+        ))),
+        TierKind::Base => {
+            lock::with_lock(ctx.repo, lock, &what, base::backup(ctx, src, tier)).await
+        }
+        _ => lock::with_lock(ctx.repo, lock, &what, dump::backup(ctx, src, tier)).await,
+    }
+}
+
+/// The kind of backup to take: `--kind`, else the tier's, else `dump`.
+fn backup_kind(explicit: Option<TierKind>, tier: Option<&Tier>) -> Result<TierKind> {
+    let kind = match (explicit, tier) {
+        (Some(k), Some(t)) if k != t.kind => {
+            return Err(Error::usage(format!(
+                "--kind {} contradicts tier {}, which is of kind {}",
+                k.as_str(),
+                t.name,
+                t.kind.as_str()
+            ))
+            .hint("drop --kind: a tier's kind decides"));
+        }
+        (Some(k), _) => k,
+        (None, Some(t)) => t.kind,
+        (None, None) => TierKind::Dump,
+    };
+    Ok(kind)
+}
+
+/// Posts the outcome to `[notify] webhook`, if configured (best effort).
+async fn notify(cfg: &Config, source: &str, tier: Option<&str>, outcome: Result<(), &Error>) {
+    if let Some(n) = &cfg.notify {
+        n.send(&Event::backup(source, tier, outcome)).await;
+    }
 }
 
 /// Refuses tiers whose kind cannot run yet, and tiers covering nothing.

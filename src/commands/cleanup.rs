@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use super::Globals;
 use crate::catalog::Repository;
+use crate::catalog::lock::{self, LockKind};
 use crate::error::Result;
 
 #[derive(Debug, Serialize)]
@@ -71,10 +72,23 @@ pub async fn sweep(repo: &Repository, older_than: Duration, dry_run: bool) -> Re
 pub async fn run(g: &Globals, older_than: Duration, dry_run: bool, json: bool) -> Result<u8> {
     let cfg = g.config()?;
     let repo = super::open_repository(&cfg).await?;
+    // Exclusive, like prune: a running backup's objects have no manifest
+    // yet and must not be swept. A dry run only reads.
+    let swept = if dry_run {
+        sweep(&repo, older_than, dry_run).await?
+    } else {
+        lock::with_lock(
+            &repo,
+            LockKind::Exclusive,
+            "cleanup",
+            sweep(&repo, older_than, dry_run),
+        )
+        .await?
+    };
     let Sweep {
         removed,
         kept_within_grace: kept,
-    } = sweep(&repo, older_than, dry_run).await?;
+    } = swept;
     if json {
         super::print_json(
             &serde_json::json!({ "dry_run": dry_run, "removed": removed, "kept_within_grace": kept }),

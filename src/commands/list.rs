@@ -53,12 +53,12 @@ pub async fn run(g: &Globals, source: Option<&str>, json: bool) -> Result<u8> {
         println!("no backups in {}", repo.location());
     } else {
         println!(
-            "{:<24} {:<12} {:<6} {:<8} {:<20} {:>10} {:>10}",
+            "{:<24} {:<12} {:<8} {:<8} {:<20} {:>10} {:>10}",
             "ID", "SOURCE", "KIND", "TIER", "FINISHED (UTC)", "SIZE", "STORED"
         );
         for r in &rows {
             println!(
-                "{:<24} {:<12} {:<6} {:<8} {:<20} {:>10} {:>10}",
+                "{:<24} {:<12} {:<8} {:<8} {:<20} {:>10} {:>10}",
                 r.id,
                 r.source,
                 r.kind,

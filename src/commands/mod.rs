@@ -7,9 +7,12 @@ pub mod cleanup;
 pub mod init;
 pub mod key;
 pub mod list;
+pub mod metrics;
 pub mod prune;
 pub mod restore;
 pub mod schedule;
+pub mod status;
+pub mod unlock;
 pub mod verify;
 pub mod wal;
 

@@ -28,6 +28,7 @@ use serde::Serialize;
 
 use super::Globals;
 use super::cleanup::{Sweep, sweep};
+use crate::catalog::lock::{self, LockKind};
 use crate::catalog::{Entry, Repository};
 use crate::error::{Error, Kind, Result};
 use crate::retention::{self, Candidate};
@@ -275,6 +276,29 @@ pub async fn run(
 ) -> Result<u8> {
     let cfg = g.config()?;
     let repo = super::open_repository(&cfg).await?;
+    if dry_run {
+        // Reads only: no lock, so a dry run never blocks a backup.
+        return run_locked(&cfg, &repo, dry_run, at, grace, json).await;
+    }
+    // Exclusive: the plan must see a catalog no backup is adding to, and
+    // no second prune may delete alongside.
+    lock::with_lock(
+        &repo,
+        LockKind::Exclusive,
+        "prune",
+        run_locked(&cfg, &repo, dry_run, at, grace, json),
+    )
+    .await
+}
+
+async fn run_locked(
+    cfg: &crate::config::Config,
+    repo: &Repository,
+    dry_run: bool,
+    at: Option<DateTime<Utc>>,
+    grace: Duration,
+    json: bool,
+) -> Result<u8> {
     let now = at.unwrap_or_else(Utc::now);
     let (entries, unreadable) = repo.backups(None).await?;
     let mut groups = plan(&cfg.tiers, &entries, now);
@@ -283,12 +307,12 @@ pub async fn run(
     let blocked = !unreadable.is_empty();
     let mut error = None;
     if !dry_run && !blocked {
-        error = apply(&repo, &entries, &mut groups).await;
+        error = apply(repo, &entries, &mut groups).await;
     }
     let leftovers = if blocked {
         None
     } else {
-        Some(sweep(&repo, grace, dry_run).await?)
+        Some(sweep(repo, grace, dry_run).await?)
     };
 
     let all = || groups.iter().flat_map(|g| g.backups.iter());

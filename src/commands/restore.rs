@@ -28,6 +28,7 @@ pub struct Args {
 pub async fn run(g: &Globals, a: &Args) -> Result<u8> {
     let cfg = g.config()?;
     let src = cfg.source(&a.source)?;
+    expect_kind(src, crate::config::SourceKind::Postgres, "--to-database")?;
     let identities = g.identities(&cfg)?;
     let target = match &a.target_url {
         Some(u) => {
@@ -44,7 +45,26 @@ pub async fn run(g: &Globals, a: &Args) -> Result<u8> {
         return Err(Error::usage("--jobs must be at least 1"));
     }
     let repo = super::open_repository(&cfg).await?;
-    let entry = repo.find(&a.source, &a.backup).await?;
+    // `latest` is the newest logical backup: base backups of the same
+    // source restore with --target-dir
+    let entry = if a.backup == "latest" {
+        let (entries, _) = repo.backups(Some(&a.source)).await?;
+        entries
+            .into_iter()
+            .find(|e| e.summary().kind == "dump")
+            .ok_or_else(|| {
+                Error::new(
+                    crate::error::Kind::Integrity,
+                    format!("source {} has no logical (dump) backup", a.source),
+                )
+                .hint(format!(
+                    "take one with `strata backup {}`; base backups restore with --target-dir",
+                    a.source
+                ))
+            })?
+    } else {
+        repo.find(&a.source, &a.backup).await?
+    };
     let reporter = Reporter::new(Mode::detect(a.json));
     reporter.note(format!(
         "restore {} of {} into database {} on {}",
@@ -78,6 +98,327 @@ pub async fn run(g: &Globals, a: &Args) -> Result<u8> {
             report.duration_seconds,
             crate::util::human_bytes(report.bytes)
         );
+    }
+    Ok(0)
+}
+
+/// `strata restore SOURCE --target-dir DIR (--to-time T | --to-lsn L |
+/// --to-name N | --latest)`: point-in-time recovery from a base backup and
+/// the WAL archive.
+#[derive(Debug, Clone)]
+pub struct PhysicalArgs {
+    pub source: String,
+    /// A backup id, or `latest` (then the newest base backup that ends
+    /// before the target).
+    pub backup: String,
+    pub target_dir: PathBuf,
+    pub to_time: Option<String>,
+    pub to_lsn: Option<String>,
+    pub to_name: Option<String>,
+    pub latest: bool,
+    pub timeline: String,
+    pub start: bool,
+    pub port: u16,
+    pub run_as: Option<String>,
+    pub force: bool,
+    pub json: bool,
+}
+
+pub async fn run_physical(g: &Globals, a: &PhysicalArgs) -> Result<u8> {
+    use crate::sources::postgres::base::{self, RecoveryTarget, StartOptions};
+    let cfg = g.config()?;
+    let src = cfg.source(&a.source)?;
+    expect_kind(src, crate::config::SourceKind::Postgres, "--target-dir")?;
+    let target = match (&a.to_time, &a.to_lsn, &a.to_name, a.latest) {
+        (Some(t), None, None, false) => RecoveryTarget::Time(
+            crate::timeparse::parse_time(t, chrono::Utc::now())
+                .map_err(|e| Error::usage(format!("--to-time: {e}")))?,
+        ),
+        (None, Some(l), None, false) => RecoveryTarget::Lsn(
+            l.parse()
+                .map_err(|e| Error::usage(format!("--to-lsn: {e}")))?,
+        ),
+        (None, None, Some(n), false) => RecoveryTarget::Name(n.clone()),
+        (None, None, None, true) => RecoveryTarget::Latest,
+        _ => {
+            return Err(Error::usage(
+                "say where recovery stops: one of --to-time, --to-lsn, --to-name or --latest",
+            ));
+        }
+    };
+    if a.timeline != "latest" && a.timeline != "current" && a.timeline.parse::<u32>().is_err() {
+        return Err(Error::usage(format!(
+            "--timeline {:?}: give a timeline number, `latest` or `current`",
+            a.timeline
+        )));
+    }
+    let root = unsafe { libc::geteuid() } == 0;
+    let owner = match (&a.run_as, root) {
+        (Some(u), true) => Some(u.clone()),
+        (None, true) => Some("postgres".to_string()),
+        (Some(_), false) => {
+            return Err(Error::usage("--run-as needs strata to run as root").hint(
+                "without root, the restored directory belongs to you and the server runs as you",
+            ));
+        }
+        (None, false) => None,
+    };
+    let identities = g.identities(&cfg)?;
+    let restore_command = restore_command(g, &cfg.path, &a.source)?;
+    let target_dir = absolute(&a.target_dir)?;
+
+    let repo = super::open_repository(&cfg).await?;
+    let (entries, _) = repo.backups(Some(&a.source)).await?;
+    let entries = if a.backup == "latest" {
+        entries
+    } else {
+        vec![repo.find(&a.source, &a.backup).await?]
+    };
+    let cands = base::candidates(&entries, &identities)?;
+    if cands.is_empty() {
+        return Err(Error::usage(format!(
+            "{} has no base backup{}",
+            a.source,
+            if a.backup == "latest" {
+                String::new()
+            } else {
+                format!(" with id {}", a.backup)
+            }
+        ))
+        .hint(format!(
+            "take one with `strata backup {} --kind base`",
+            a.source
+        )));
+    }
+    let chosen = base::choose(cands, &target)?;
+    let reporter = Reporter::new(Mode::detect(a.json));
+    reporter.note(format!(
+        "restore base backup {} of {} (ends {} at LSN {}) into {}; recovery target: {}",
+        chosen.entry.summary().id,
+        a.source,
+        chosen
+            .base
+            .stop_time
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        chosen.base.stop_lsn,
+        target_dir.display(),
+        target.describe()
+    ));
+    let start = if a.start {
+        let pg_ctl = crate::sources::postgres::find_binary(
+            src.bin_dir.as_deref(),
+            "pg_ctl",
+            base::backup_major(&chosen),
+        )?;
+        let mut url = src.url.clone();
+        let _ = url.set_host(Some("127.0.0.1"));
+        let _ = url.set_port(Some(a.port));
+        Some(StartOptions {
+            port: a.port,
+            pg_ctl,
+            connect: Target::new(&url),
+            timeout: std::time::Duration::from_secs(3600),
+        })
+    } else {
+        None
+    };
+    let opts = base::RestoreOptions {
+        target_dir: target_dir.clone(),
+        target: target.clone(),
+        timeline: a.timeline.clone(),
+        force: a.force,
+        restore_command,
+        start,
+        owner,
+    };
+    let report = base::restore(repo.storage(), &chosen, identities, &opts, &reporter).await?;
+    if a.json {
+        super::print_json(&report);
+    } else {
+        println!(
+            "restored base backup {} of {} into {} ({} verified); recovery target: {}",
+            report.backup,
+            report.source,
+            report.target_dir,
+            crate::util::human_bytes(report.bytes),
+            report.recovery_target
+        );
+        if report.started {
+            println!(
+                "server on 127.0.0.1:{} recovered and promoted at LSN {} on timeline {}",
+                report.port.unwrap_or_default(),
+                report.promoted_at_lsn.as_deref().unwrap_or("?"),
+                report.timeline.unwrap_or_default()
+            );
+        } else {
+            println!(
+                "start it with `pg_ctl -D {} start`: it replays WAL through `strata wal fetch`, then promotes",
+                report.target_dir
+            );
+        }
+        let phases: Vec<String> = report
+            .phases
+            .iter()
+            .map(|(p, s)| format!("{p} {s:.1}s"))
+            .collect();
+        println!("{:.1}s: {}", report.duration_seconds, phases.join(", "));
+    }
+    Ok(0)
+}
+
+/// The `restore_command` the restored server runs: this strata binary,
+/// with absolute paths (the server runs it from its data directory).
+fn restore_command(g: &Globals, config: &std::path::Path, source: &str) -> Result<String> {
+    let exe = std::env::current_exe()
+        .map_err(|e| Error::failed(format!("cannot find the strata executable: {e}")))?;
+    let mut cmd = format!(
+        "{} --config {}",
+        shell_word(&exe.display().to_string()),
+        shell_word(&absolute(config)?.display().to_string())
+    );
+    let identity = g
+        .identity
+        .clone()
+        .or_else(|| std::env::var_os("STRATA_IDENTITY_FILE").map(PathBuf::from));
+    if let Some(id) = identity {
+        cmd.push_str(&format!(
+            " --identity {}",
+            shell_word(&absolute(&id)?.display().to_string())
+        ));
+    }
+    cmd.push_str(&format!(" wal fetch --source {} %f %p", shell_word(source)));
+    Ok(cmd)
+}
+
+fn absolute(p: &std::path::Path) -> Result<PathBuf> {
+    std::path::absolute(p).map_err(|e| Error::usage(format!("{}: {e}", p.display())))
+}
+
+/// Quotes a word for the shell that runs restore_command, when needed.
+fn shell_word(s: &str) -> String {
+    if s.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"/._-+=:@".contains(&b))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+/// Refuses restore flags meant for another kind of source, saying which
+/// flags this source takes.
+fn expect_kind(
+    src: &crate::config::Source,
+    want: crate::config::SourceKind,
+    flag: &str,
+) -> Result<()> {
+    use crate::config::SourceKind;
+    if src.kind == want {
+        return Ok(());
+    }
+    let hint = match src.kind {
+        SourceKind::Postgres => format!(
+            "restore {} with --to-database NAME [--create] (logical) or --target-dir DIR (point in time)",
+            src.name
+        ),
+        SourceKind::Redis => format!(
+            "restore {} with --to-file PATH, or --to-dir DIR [--start --port N]",
+            src.name
+        ),
+    };
+    Err(Error::usage(format!(
+        "{flag} restores a {} source, but {} is a {} source",
+        want.as_str(),
+        src.name,
+        src.kind.as_str()
+    ))
+    .hint(hint))
+}
+
+/// `strata restore REDIS --to-file PATH | --to-dir DIR [--start --port N]`.
+#[derive(Debug, Clone)]
+pub struct RedisArgs {
+    pub source: String,
+    pub backup: String,
+    pub to_file: Option<PathBuf>,
+    pub to_dir: Option<PathBuf>,
+    pub start: bool,
+    pub port: u16,
+    pub force: bool,
+    pub json: bool,
+}
+
+/// Restores a Redis snapshot to a file, or into a started redis-server.
+pub async fn run_redis(g: &Globals, a: &RedisArgs) -> Result<u8> {
+    use crate::sources::redis::snapshot::{self, RestoreTo};
+    let cfg = g.config()?;
+    let src = cfg.source(&a.source)?;
+    let flag = if a.to_file.is_some() {
+        "--to-file"
+    } else {
+        "--to-dir"
+    };
+    expect_kind(src, crate::config::SourceKind::Redis, flag)?;
+    let to = match (&a.to_file, &a.to_dir) {
+        (Some(_), Some(_)) => {
+            return Err(Error::usage("give --to-file or --to-dir, not both"));
+        }
+        (Some(_), None) if a.start => {
+            return Err(Error::usage(
+                "--start needs --to-dir DIR (the server's directory), not --to-file",
+            )
+            .hint("strata restore SOURCE --to-dir DIR --start --port N"));
+        }
+        (Some(f), None) => RestoreTo::File(f.clone()),
+        (None, Some(d)) => RestoreTo::Dir {
+            dir: d.clone(),
+            start: a.start.then_some(a.port),
+        },
+        (None, None) => return Err(Error::usage("give --to-file PATH or --to-dir DIR")),
+    };
+    let identities = g.identities(&cfg)?;
+    let repo = super::open_repository(&cfg).await?;
+    let entry = repo.find(&a.source, &a.backup).await?;
+    if entry.summary().kind != "snapshot" {
+        return Err(Error::usage(format!(
+            "backup {} of {} is a {} backup, not a Redis snapshot",
+            entry.summary().id,
+            a.source,
+            entry.summary().kind
+        )));
+    }
+    let reporter = Reporter::new(Mode::detect(a.json));
+    let opts = snapshot::RestoreOptions {
+        to,
+        force: a.force,
+        bin_dir: src.bin_dir.clone(),
+    };
+    let report = snapshot::restore(repo.storage(), &entry, identities, &opts, &reporter).await?;
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
+    if a.json {
+        super::print_json(&report);
+    } else {
+        println!(
+            "restored {} of {} to {} in {:.1}s ({} verified, RDB version {})",
+            report.backup,
+            report.source,
+            report.path.display(),
+            report.duration_seconds,
+            crate::util::human_bytes(report.bytes),
+            report.rdb_version
+        );
+        if let Some(s) = &report.server {
+            println!(
+                "redis-server (pid {}) is serving it on 127.0.0.1:{}: {} (manifest: {}); log {}",
+                s.pid,
+                s.port,
+                snapshot::show_keyspace(&s.keyspace),
+                snapshot::show_keyspace(&s.expected),
+                s.log.display()
+            );
+        }
     }
     Ok(0)
 }

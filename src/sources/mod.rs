@@ -2,3 +2,4 @@
 //! pipeline and how to restore from it.
 
 pub mod postgres;
+pub mod redis;

@@ -9,6 +9,7 @@
 
 pub mod cli;
 pub mod pg;
+pub mod redis;
 pub mod s3;
 
 use std::net::TcpListener;

@@ -1,6 +1,7 @@
 //! PostgreSQL: connecting (password never printed), server facts, and
 //! finding client binaries that match the server's major version.
 
+pub mod base;
 pub mod dump;
 pub mod pgpass;
 pub mod wal;

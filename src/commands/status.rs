@@ -1,0 +1,128 @@
+//! `strata status [--check]`: per source and tier, the last successful
+//! backup and whether it is overdue; stored sizes; WAL archive lag;
+//! leftovers. With `--check`, exits 4 when a backup is stale or a source
+//! of a configured tier has none (for monitoring by exit code).
+
+use chrono::Utc;
+
+use super::Globals;
+use crate::error::{Kind, Result};
+use crate::status::{self, Status};
+use crate::util::{human_bytes, human_duration};
+
+pub async fn run(g: &Globals, check: bool, json: bool) -> Result<u8> {
+    let cfg = g.config()?;
+    let repo = super::open_repository(&cfg).await?;
+    let s = status::gather(&cfg, &repo, Utc::now()).await?;
+    if json {
+        super::print_json(&s);
+    } else {
+        print_human(&s);
+    }
+    let problems = s.problems().count();
+    if check && problems > 0 {
+        if !json {
+            eprintln!(
+                "strata: status --check: {problems} source/tier pair(s) stale or without a backup"
+            );
+        }
+        return Ok(Kind::Integrity.exit_code());
+    }
+    Ok(0)
+}
+
+fn print_human(s: &Status) {
+    let mut table = vec![[
+        "SOURCE".to_string(),
+        "TIER".into(),
+        "BACKUPS".into(),
+        "LAST FINISHED (UTC)".into(),
+        "AGE".into(),
+        "STORED".into(),
+        "STATE".into(),
+    ]];
+    for r in &s.rows {
+        let (finished, age, stored) = match &r.last {
+            Some(l) => (
+                l.finished.format("%Y-%m-%d %H:%M").to_string(),
+                human_duration(s.now - l.finished),
+                human_bytes(l.stored_bytes),
+            ),
+            None => ("-".into(), "-".into(), "-".into()),
+        };
+        let state = if r.missing {
+            "NO BACKUP"
+        } else if r.stale {
+            "STALE"
+        } else if !r.configured {
+            "unscheduled"
+        } else {
+            "ok"
+        };
+        table.push([
+            r.source.clone(),
+            r.tier.clone().unwrap_or_else(|| "-".into()),
+            r.backups.to_string(),
+            finished,
+            age,
+            stored,
+            state.to_string(),
+        ]);
+    }
+    if s.rows.is_empty() {
+        println!("no backups and no tiers configured");
+    } else {
+        let widths: Vec<usize> = (0..7)
+            .map(|i| {
+                table
+                    .iter()
+                    .map(|r| r[i].chars().count())
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        for row in &table {
+            let line: Vec<String> = row
+                .iter()
+                .zip(&widths)
+                .map(|(c, w)| format!("{c:<w$}"))
+                .collect();
+            println!("{}", line.join("  ").trim_end());
+        }
+    }
+    if !s.sources.is_empty() {
+        println!();
+        for t in &s.sources {
+            println!(
+                "{}: {} backup(s), {} stored",
+                t.source,
+                t.backups,
+                human_bytes(t.stored_bytes)
+            );
+        }
+    }
+    for w in &s.wal {
+        match (&w.newest_segment, w.newest_time) {
+            (Some(seg), Some(t)) => println!(
+                "wal {}: newest segment {seg} archived {} ({} ago)",
+                w.source,
+                t.format("%Y-%m-%d %H:%M:%S UTC"),
+                human_duration(s.now - t)
+            ),
+            (Some(seg), None) => println!("wal {}: newest segment {seg}", w.source),
+            _ => println!("wal {}: no segment archived", w.source),
+        }
+    }
+    for l in &s.locks {
+        println!("lock {}", l.describe(s.now));
+    }
+    if s.locks.iter().any(|l| l.is_abandoned(s.now)) {
+        println!("abandoned locks block backups and prune: `strata unlock` removes them");
+    }
+    if s.leftovers > 0 {
+        println!(
+            "{} leftover(s) of backups that never completed: `strata cleanup` removes them",
+            s.leftovers
+        );
+    }
+}

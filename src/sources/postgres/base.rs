@@ -1,0 +1,1076 @@
+//! Physical base backups (`pg_basebackup`, one tar of the whole cluster,
+//! no WAL) and point-in-time restores from them.
+//!
+//! A base backup is only usable with the WAL from its start to its stop
+//! LSN, which `archive_command = 'strata … wal push %p'` stores in the
+//! same repository. So the manifest — the commit point — is written only
+//! once every segment of that range is in the WAL archive: a listed base
+//! backup is always restorable up to its stop point.
+//!
+//! A restore unpacks the tar into an empty directory and leaves
+//! PostgreSQL to replay WAL through `strata wal fetch` (its
+//! `restore_command`) up to the recovery target.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::dump::{BackupContext, BackupReport};
+use super::wal::archive::WalArchive;
+use super::wal::{Lsn, SegmentName, SegmentSize, Timeline, WalFile};
+use super::{Target, find_binary, major_of, pg_error_text, server_info};
+use crate::catalog::manifest::{BaseInfo, Summary};
+use crate::catalog::{BackupId, Entry, Manifest, Repository, manifest};
+use crate::config::Source;
+use crate::error::{Error, Result};
+use crate::keys::Identity;
+use crate::pipeline::{ObjectRecord, fetch};
+use crate::progress::Reporter;
+use crate::storage::Storage;
+use crate::util::{StderrTail, kill_child};
+
+/// The one object of a base backup: the cluster as a tar stream.
+pub const BASE_OBJECT: &str = "base.tar";
+/// How long a base backup waits for the archiver to store its WAL.
+pub const WAL_WAIT: Duration = Duration::from_secs(60);
+const STDERR_TAIL: usize = 64 * 1024;
+
+/// Takes a physical base backup of `source`.
+pub async fn backup(
+    ctx: &BackupContext<'_>,
+    source: &Source,
+    tier: Option<String>,
+) -> Result<BackupReport> {
+    let started = Utc::now();
+    let clock = Instant::now();
+    let target = Target::new(&source.url);
+    let client = target.connect().await?;
+    let info = server_info(&client).await?;
+    let q = |e: tokio_postgres::Error| Error::source(pg_error_text(&e));
+    let row = client
+        .query_one(
+            "SELECT current_setting('archive_mode'), \
+             (SELECT setting FROM pg_settings WHERE name = 'wal_segment_size')::bigint, \
+             (SELECT count(*) FROM pg_tablespace WHERE spcname NOT IN ('pg_default', 'pg_global'))",
+            &[],
+        )
+        .await
+        .map_err(q)?;
+    let archive_mode: String = row.get(0);
+    let seg_bytes: i64 = row.get(1);
+    let tablespaces: i64 = row.get(2);
+    if archive_mode == "off" {
+        return Err(Error::usage(format!(
+            "{}: archive_mode is off, so the WAL a base backup needs is not archived",
+            source.name
+        ))
+        .hint(format!(
+            "set archive_mode = on and archive_command = 'strata --config CONFIG wal push --source {} %p' on the server and restart it",
+            source.name
+        )));
+    }
+    if tablespaces > 0 {
+        return Err(Error::usage(format!(
+            "{}: the cluster has {tablespaces} tablespace(s) besides pg_default and pg_global; \
+             strata base backups stream one tar of the data directory and cannot hold tablespaces yet",
+            source.name
+        ))
+        .hint("use `--kind dump` for this source, or move the tables to pg_default"));
+    }
+    let seg_size = SegmentSize::new(seg_bytes as u64).ok_or_else(|| {
+        Error::source(format!(
+            "server reports wal_segment_size {seg_bytes}, not a valid segment size"
+        ))
+    })?;
+    let major = major_of(info.server_version_num);
+    let pg_basebackup = find_binary(source.bin_dir.as_deref(), "pg_basebackup", major)?;
+    let id = BackupId::new(started);
+    ctx.reporter.note(format!(
+        "base backup {}: {} (PostgreSQL {}) as {id}",
+        source.name,
+        target.display(),
+        info.server_version
+    ));
+
+    let mut cmd = target.command(&pg_basebackup);
+    cmd.args([
+        "-D",
+        "-",
+        "-Ft",
+        "-X",
+        "none",
+        "--checkpoint=fast",
+        "--no-password",
+    ])
+    .arg(format!("--dbname={}", target.child_url()));
+    let key = Repository::data_key(&source.name, &id, BASE_OBJECT);
+    let (record, tap) = store_basebackup(ctx, cmd, &source.name, &key).await?;
+    let stop_time = Utc::now();
+
+    let label = tap.label.ok_or_else(|| {
+        Error::source(format!(
+            "{}: pg_basebackup's output holds no backup_label",
+            source.name
+        ))
+    })?;
+    let (start_lsn, timeline) = parse_label(&label)
+        .map_err(|e| Error::source(format!("{}: backup_label: {e}", source.name)))?;
+    let start_time = parse_label_time(&label).unwrap_or(started);
+    let stop_lsn = parse_manifest_end_lsn(&tap.manifest_tail).ok_or_else(|| {
+        Error::source(format!(
+            "{}: pg_basebackup's output holds no backup_manifest with a WAL range",
+            source.name
+        ))
+        .hint("strata needs pg_basebackup 13 or newer, with backup manifests enabled")
+    })?;
+
+    // The commit point waits for the WAL that makes the backup consistent.
+    let archive = WalArchive::new(ctx.repo, &source.name);
+    let needed = segments_between(timeline, start_lsn, stop_lsn, seg_size);
+    ctx.reporter.note(format!(
+        "{}: waiting for WAL {} … {} in the archive",
+        source.name,
+        needed.first().expect("at least one"),
+        needed.last().expect("at least one")
+    ));
+    wait_for_segments(&archive, &needed, WAL_WAIT).await?;
+
+    let finished = Utc::now();
+    let mut manifest = Manifest::new(
+        Summary {
+            format: manifest::MANIFEST_FORMAT,
+            id: id.clone(),
+            source: source.name.clone(),
+            source_kind: source.kind,
+            kind: "base".into(),
+            tier: tier.clone(),
+            started,
+            finished,
+            strata_version: crate::VERSION.into(),
+            plain_size: 0,
+            stored_size: 0,
+            objects: vec![],
+        },
+        vec![record],
+        None,
+    );
+    manifest.base = Some(BaseInfo {
+        start_lsn: start_lsn.to_string(),
+        stop_lsn: stop_lsn.to_string(),
+        timeline: timeline.0,
+        start_time,
+        stop_time,
+        system_identifier: info.system_identifier.clone(),
+        server_version: info.server_version.clone(),
+        server_version_num: info.server_version_num,
+        wal_segment_size: seg_size.bytes(),
+        backup_label: label,
+    });
+    manifest.postgres = Some(info);
+    let manifest_key = ctx.repo.commit(&manifest, ctx.recipients).await?;
+    Ok(BackupReport {
+        id: id.to_string(),
+        source: source.name.clone(),
+        kind: "base".into(),
+        tier,
+        started,
+        finished,
+        duration_seconds: clock.elapsed().as_secs_f64(),
+        plain_bytes: manifest.summary.plain_size,
+        stored_bytes: manifest.summary.stored_size,
+        manifest: manifest_key,
+    })
+}
+
+/// What the tar tap found in pg_basebackup's stream.
+#[derive(Debug, Default)]
+struct Tapped {
+    /// The `backup_label` member.
+    label: Option<String>,
+    /// The end of the `backup_manifest` member (it ends with the WAL range).
+    manifest_tail: Vec<u8>,
+}
+
+/// A tar reader that passes every byte on and, as they pass, follows the
+/// member headers to keep `backup_label` and the end of `backup_manifest`
+/// (pg_basebackup adds the manifest as the last member when it writes a
+/// tar to stdout). Memory is bounded whatever the size of the cluster.
+struct TarTap<R> {
+    inner: R,
+    header: Vec<u8>,
+    /// Bytes of the current member still to come: data, then padding.
+    data_left: u64,
+    pad_left: u64,
+    capture: Capture,
+    /// A GNU long name (`L` member) for the next header.
+    long_name: Option<String>,
+    long_buf: Vec<u8>,
+    end: bool,
+    out: Arc<Mutex<Tapped>>,
+    label_buf: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Capture {
+    None,
+    Label,
+    Manifest,
+    LongName,
+}
+
+const MANIFEST_TAIL: usize = 64 * 1024;
+const LABEL_MAX: usize = 64 * 1024;
+
+impl<R> TarTap<R> {
+    fn new(inner: R, out: Arc<Mutex<Tapped>>) -> TarTap<R> {
+        TarTap {
+            inner,
+            header: Vec::with_capacity(512),
+            data_left: 0,
+            pad_left: 0,
+            capture: Capture::None,
+            long_name: None,
+            long_buf: Vec::new(),
+            end: false,
+            out,
+            label_buf: Vec::new(),
+        }
+    }
+
+    fn feed(&mut self, mut buf: &[u8]) {
+        while !buf.is_empty() && !self.end {
+            if self.data_left > 0 {
+                let n = (self.data_left as usize).min(buf.len());
+                self.take_data(&buf[..n]);
+                self.data_left -= n as u64;
+                buf = &buf[n..];
+                if self.data_left == 0 {
+                    self.member_done();
+                }
+            } else if self.pad_left > 0 {
+                let n = (self.pad_left as usize).min(buf.len());
+                self.pad_left -= n as u64;
+                buf = &buf[n..];
+            } else {
+                let n = (512 - self.header.len()).min(buf.len());
+                self.header.extend_from_slice(&buf[..n]);
+                buf = &buf[n..];
+                if self.header.len() == 512 {
+                    let h = std::mem::take(&mut self.header);
+                    self.start_member(&h);
+                }
+            }
+        }
+    }
+
+    fn start_member(&mut self, h: &[u8]) {
+        if h.iter().all(|b| *b == 0) {
+            self.end = true;
+            return;
+        }
+        let size = tar_number(&h[124..136]);
+        let kind = h[156];
+        let cstr = |b: &[u8]| {
+            let end = b.iter().position(|c| *c == 0).unwrap_or(b.len());
+            String::from_utf8_lossy(&b[..end]).into_owned()
+        };
+        let mut name = cstr(&h[..100]);
+        if &h[257..262] == b"ustar" {
+            let prefix = cstr(&h[345..500]);
+            if !prefix.is_empty() {
+                name = format!("{prefix}/{name}");
+            }
+        }
+        if let Some(long) = self.long_name.take() {
+            name = long;
+        }
+        let name = name.trim_start_matches("./");
+        self.capture = match (kind, name) {
+            (b'L', _) => Capture::LongName,
+            (b'0' | 0, "backup_label") => Capture::Label,
+            (b'0' | 0, "backup_manifest") => Capture::Manifest,
+            _ => Capture::None,
+        };
+        self.data_left = size;
+        self.pad_left = (512 - size % 512) % 512;
+        if size == 0 {
+            self.member_done();
+        }
+    }
+
+    fn take_data(&mut self, d: &[u8]) {
+        match self.capture {
+            Capture::None => {}
+            Capture::Label => {
+                if self.label_buf.len() < LABEL_MAX {
+                    self.label_buf.extend_from_slice(d);
+                }
+            }
+            Capture::LongName => self.long_buf.extend_from_slice(&d[..d.len().min(4096)]),
+            Capture::Manifest => {
+                let mut o = self.out.lock().unwrap();
+                o.manifest_tail.extend_from_slice(d);
+                let len = o.manifest_tail.len();
+                if len > 2 * MANIFEST_TAIL {
+                    o.manifest_tail.drain(..len - MANIFEST_TAIL);
+                }
+            }
+        }
+    }
+
+    fn member_done(&mut self) {
+        match self.capture {
+            Capture::Label => {
+                let text =
+                    String::from_utf8_lossy(&std::mem::take(&mut self.label_buf)).into_owned();
+                self.out.lock().unwrap().label = Some(text);
+            }
+            Capture::LongName => {
+                let b = std::mem::take(&mut self.long_buf);
+                let end = b.iter().position(|c| *c == 0).unwrap_or(b.len());
+                self.long_name = Some(String::from_utf8_lossy(&b[..end]).into_owned());
+            }
+            _ => {}
+        }
+        self.capture = Capture::None;
+    }
+}
+
+impl<R: Read> Read for TarTap<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.feed(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// A tar header number: octal text, or base-256 when the top bit is set.
+fn tar_number(field: &[u8]) -> u64 {
+    if field[0] & 0x80 != 0 {
+        let mut v: u64 = u64::from(field[0] & 0x7f);
+        for b in &field[1..] {
+            v = (v << 8) | u64::from(*b);
+        }
+        return v;
+    }
+    field
+        .iter()
+        .skip_while(|b| **b == b' ')
+        .take_while(|b| (b'0'..=b'7').contains(*b))
+        .fold(0, |v, b| v * 8 + u64::from(b - b'0'))
+}
+
+/// The backup's end: the largest `"End-LSN"` of the manifest's WAL ranges.
+fn parse_manifest_end_lsn(tail: &[u8]) -> Option<Lsn> {
+    let text = String::from_utf8_lossy(tail);
+    let ranges = &text[text.rfind("\"WAL-Ranges\"")?..];
+    ranges
+        .split("\"End-LSN\"")
+        .skip(1)
+        .filter_map(|rest| {
+            let v = rest.split('"').nth(1)?;
+            v.parse::<Lsn>().ok()
+        })
+        .max()
+}
+
+/// Streams pg_basebackup's tar into the object at `key`; returns the
+/// record and what the tap found. The object is committed only if
+/// pg_basebackup exits 0.
+async fn store_basebackup(
+    ctx: &BackupContext<'_>,
+    mut cmd: Command,
+    source: &str,
+    key: &str,
+) -> Result<(ObjectRecord, Tapped)> {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| Error::source(format!("cannot start pg_basebackup: {e}")))?;
+    let tail = StderrTail::spawn(child.stderr.take().expect("piped"), STDERR_TAIL);
+    let tapped = Arc::new(Mutex::new(Tapped::default()));
+    let stdout = TarTap::new(child.stdout.take().expect("piped"), tapped.clone());
+    let slot: Arc<Mutex<Option<(Child, StderrTail)>>> = Arc::new(Mutex::new(Some((child, tail))));
+    let slot2 = slot.clone();
+    let step = ctx.reporter.step(format!("{source}: pg_basebackup"), None);
+    let result = ctx
+        .encoder
+        .store(
+            ctx.repo.storage().clone(),
+            key,
+            BASE_OBJECT,
+            stdout,
+            step.progress.clone(),
+            move || {
+                let (mut ch, tail) = slot2.lock().unwrap().take().expect("checked once");
+                let status = ch
+                    .wait()
+                    .map_err(|e| Error::source(format!("pg_basebackup: {e}")))?;
+                let stderr = tail.finish();
+                if status.success() {
+                    Ok(())
+                } else {
+                    Err(Error::source(format!(
+                        "pg_basebackup failed ({status}): {stderr}"
+                    )))
+                }
+            },
+        )
+        .await;
+    match result {
+        Ok(rec) => {
+            step.done(&format!(
+                "stored {}",
+                crate::util::human_bytes(rec.stored_size)
+            ));
+            let tapped = std::mem::take(&mut *tapped.lock().unwrap());
+            Ok((rec, tapped))
+        }
+        Err(e) => {
+            step.abandon();
+            if let Some((mut ch, tail)) = slot.lock().unwrap().take() {
+                kill_child(&mut ch);
+                let _ = tail.finish();
+            }
+            Err(e)
+        }
+    }
+}
+
+/// `START WAL LOCATION: 0/2000028 (file 000000010000000000000002)` and
+/// `START TIMELINE: 1`.
+fn parse_label(label: &str) -> std::result::Result<(Lsn, Timeline), String> {
+    let field = |name: &str| {
+        label
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim)
+            .ok_or_else(|| format!("no {name} line"))
+    };
+    let lsn: Lsn = field("START WAL LOCATION:")?
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .parse()?;
+    let tli: u32 = field("START TIMELINE:")?
+        .parse()
+        .map_err(|_| "START TIMELINE is not a number".to_string())?;
+    Ok((lsn, Timeline(tli)))
+}
+
+/// `START TIME: 2026-11-23 11:20:31 UTC` (the server's zone).
+fn parse_label_time(label: &str) -> Option<DateTime<Utc>> {
+    let t = label.lines().find_map(|l| l.strip_prefix("START TIME:"))?;
+    crate::timeparse::parse_time(t.trim(), Utc::now()).ok()
+}
+
+/// The segments holding WAL from `start` up to (not including) `stop`.
+fn segments_between(tli: Timeline, start: Lsn, stop: Lsn, size: SegmentSize) -> Vec<SegmentName> {
+    let first = SegmentName::containing(tli, start, size);
+    let last = SegmentName::containing(tli, Lsn(stop.0.max(start.0 + 1) - 1), size);
+    let mut out = vec![first];
+    let mut s = first;
+    while s < last {
+        s = s.next(size);
+        out.push(s);
+    }
+    out
+}
+
+/// Waits until every segment is archived (object and record present).
+async fn wait_for_segments(
+    archive: &WalArchive,
+    needed: &[SegmentName],
+    timeout: Duration,
+) -> Result<()> {
+    let storage = archive.repository().storage().clone();
+    let deadline = Instant::now() + timeout;
+    let mut i = 0;
+    while i < needed.len() {
+        let f = WalFile::Segment(needed[i]);
+        let there = storage.head(&archive.object_key(f)).await?.is_some()
+            && storage.head(&archive.record_key(f)).await?.is_some();
+        if there {
+            i += 1;
+            continue;
+        }
+        if Instant::now() > deadline {
+            return Err(Error::source(format!(
+                "WAL segment {} (needed by this base backup) is not in the archive after {}s; no backup was recorded",
+                needed[i],
+                timeout.as_secs()
+            ))
+            .hint(format!(
+                "check the server's archive_command (it must run `strata wal push`) and pg_stat_archiver; key {}",
+                archive.object_key(f)
+            ))
+            .retryable());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// restore
+
+/// Where recovery stops.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecoveryTarget {
+    Time(DateTime<Utc>),
+    Lsn(Lsn),
+    Name(String),
+    /// Replay everything archived.
+    Latest,
+}
+
+impl RecoveryTarget {
+    /// The `recovery_target_*` setting, if any.
+    fn setting(&self) -> Option<String> {
+        match self {
+            RecoveryTarget::Time(t) => Some(format!(
+                "recovery_target_time = '{}'",
+                t.format("%Y-%m-%d %H:%M:%S%.6f+00")
+            )),
+            RecoveryTarget::Lsn(l) => Some(format!("recovery_target_lsn = '{l}'")),
+            RecoveryTarget::Name(n) => Some(format!("recovery_target_name = {}", conf_quote(n))),
+            RecoveryTarget::Latest => None,
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            RecoveryTarget::Time(t) => format!(
+                "time {}",
+                t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+            ),
+            RecoveryTarget::Lsn(l) => format!("LSN {l}"),
+            RecoveryTarget::Name(n) => format!("restore point {n:?}"),
+            RecoveryTarget::Latest => "the end of the archived WAL".into(),
+        }
+    }
+}
+
+/// Quotes a value for postgresql.conf.
+fn conf_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+/// A base backup with its opened manifest.
+pub struct Candidate {
+    pub entry: Entry,
+    pub base: BaseInfo,
+    pub record: ObjectRecord,
+}
+
+/// Opens the manifests of every base backup among `entries` (newest first).
+pub fn candidates(entries: &[Entry], identities: &[Identity]) -> Result<Vec<Candidate>> {
+    let mut out = Vec::new();
+    for e in entries.iter().filter(|e| e.summary().kind == "base") {
+        let m = e.file.open(&e.manifest_key, identities)?;
+        let (Some(base), Some(record)) = (m.base.clone(), m.object(BASE_OBJECT).cloned()) else {
+            return Err(Error::integrity(format!(
+                "base backup {} has no base information or no {BASE_OBJECT}",
+                e.summary().id
+            )));
+        };
+        out.push(Candidate {
+            entry: e.clone(),
+            base,
+            record,
+        });
+    }
+    Ok(out)
+}
+
+/// Picks the newest base backup that ends before `target`; refuses a
+/// target before the oldest one (exit 2).
+pub fn choose(cands: Vec<Candidate>, target: &RecoveryTarget) -> Result<Candidate> {
+    let oldest = cands
+        .iter()
+        .min_by_key(|c| c.base.stop_time)
+        .map(|c| (c.base.stop_time, c.base.stop_lsn.clone()));
+    let Some((oldest_time, oldest_lsn)) = oldest else {
+        return Err(Error::integrity("no base backup of this source")
+            .hint("take one with `strata backup SOURCE --kind base`"));
+    };
+    let fits = |c: &Candidate| match target {
+        RecoveryTarget::Time(t) => c.base.stop_time < *t,
+        RecoveryTarget::Lsn(l) => c.base.stop_lsn.parse::<Lsn>().is_ok_and(|s| s <= *l),
+        // where a restore point lies is not known before replay
+        RecoveryTarget::Name(_) | RecoveryTarget::Latest => true,
+    };
+    let mut fitting: Vec<Candidate> = cands.into_iter().filter(fits).collect();
+    fitting.sort_by_key(|c| std::cmp::Reverse(c.base.stop_time));
+    fitting.into_iter().next().ok_or_else(|| {
+        Error::usage(format!(
+            "{} is before the oldest base backup: the earliest possible point is {} (LSN {oldest_lsn})",
+            target.describe(),
+            oldest_time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        ))
+        .hint("choose a later target; WAL alone cannot go back before a base backup")
+    })
+}
+
+/// How to restore a base backup.
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    pub target_dir: PathBuf,
+    pub target: RecoveryTarget,
+    /// `recovery_target_timeline` (default `latest`).
+    pub timeline: String,
+    pub force: bool,
+    /// The `restore_command` PostgreSQL runs.
+    pub restore_command: String,
+    /// Start the server and wait for it to promote.
+    pub start: Option<StartOptions>,
+    /// Give the directory to this OS user (when running as root).
+    pub owner: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StartOptions {
+    pub port: u16,
+    pub pg_ctl: PathBuf,
+    /// Connect as this (the source's URL, host and port replaced).
+    pub connect: Target,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RestoreReport {
+    pub backup: String,
+    pub source: String,
+    pub target_dir: String,
+    /// What recovery aims for, e.g. `time 2026-11-23T10:00:00.000000Z`.
+    pub recovery_target: String,
+    pub backup_stop_lsn: String,
+    pub backup_stop_time: DateTime<Utc>,
+    pub bytes: u64,
+    pub started: bool,
+    pub port: Option<u16>,
+    /// The server's WAL position after promotion, when started.
+    pub promoted_at_lsn: Option<String>,
+    pub timeline: Option<u32>,
+    pub duration_seconds: f64,
+    pub phases: Vec<(String, f64)>,
+}
+
+/// Restores `cand` into `opts.target_dir` and configures recovery.
+pub async fn restore(
+    storage: &Arc<dyn Storage>,
+    cand: &Candidate,
+    identities: Arc<Vec<Identity>>,
+    opts: &RestoreOptions,
+    reporter: &Reporter,
+) -> Result<RestoreReport> {
+    let clock = Instant::now();
+    let dir = &opts.target_dir;
+    prepare_dir(dir, opts.force)?;
+    let mut phases = Vec::new();
+
+    // download + extract: decode into a pipe, untar from the other end
+    let t = Instant::now();
+    let step = reporter.step(
+        format!("extract {}", cand.entry.summary().id),
+        Some(cand.record.plain_size),
+    );
+    let (reader, writer) = std::io::pipe()?;
+    let d2 = dir.clone();
+    let untar = std::thread::spawn(move || -> std::io::Result<()> {
+        let mut reader = reader;
+        let mut archive = tar::Archive::new(&mut reader);
+        archive.set_preserve_permissions(true);
+        archive.set_overwrite(true);
+        archive.unpack(&d2)?;
+        drop(archive);
+        // tar padding after the end marker: read it so the writer never
+        // sees a closed pipe
+        std::io::copy(&mut reader, &mut std::io::sink())?;
+        Ok(())
+    });
+    let fetched = fetch(
+        storage,
+        &cand.record,
+        identities,
+        writer,
+        step.progress.clone(),
+    )
+    .await;
+    // drop the writer (end of stream) before joining the reader
+    let fetched = fetched.map(drop);
+    let untarred = untar.join().expect("untar thread panicked");
+    match (fetched, untarred) {
+        (Ok(()), Ok(())) => {
+            step.done("verified");
+        }
+        (Err(e), _) => {
+            step.abandon();
+            return Err(e.context(format!("{} is incomplete", dir.display())));
+        }
+        (Ok(()), Err(e)) => {
+            step.abandon();
+            return Err(Error::failed(format!(
+                "unpacking {} into {}: {e}",
+                cand.record.key,
+                dir.display()
+            )));
+        }
+    }
+    std::fs::create_dir_all(dir.join("pg_wal/archive_status"))?;
+    write_recovery_conf(dir, opts)?;
+    set_mode(dir, 0o700)?;
+    if let Some(user) = &opts.owner {
+        chown_recursive(dir, user)?;
+    }
+    phases.push(("download+extract".to_string(), t.elapsed().as_secs_f64()));
+
+    let mut report = RestoreReport {
+        backup: cand.entry.summary().id.to_string(),
+        source: cand.entry.summary().source.clone(),
+        target_dir: dir.display().to_string(),
+        recovery_target: opts.target.describe(),
+        backup_stop_lsn: cand.base.stop_lsn.clone(),
+        backup_stop_time: cand.base.stop_time,
+        bytes: cand.record.plain_size,
+        started: false,
+        port: None,
+        promoted_at_lsn: None,
+        timeline: None,
+        duration_seconds: 0.0,
+        phases: vec![],
+    };
+    if let Some(start) = &opts.start {
+        let t = Instant::now();
+        reporter.note(format!(
+            "starting PostgreSQL on 127.0.0.1:{} to replay WAL to {}",
+            start.port,
+            opts.target.describe()
+        ));
+        pg_ctl_start(dir, start, opts.owner.as_deref())?;
+        let client = wait_promoted(dir, start, opts.owner.as_deref()).await?;
+        phases.push(("recovery".to_string(), t.elapsed().as_secs_f64()));
+        let t = Instant::now();
+        let row = client
+            .query_one(
+                "SELECT 1, pg_current_wal_lsn()::text, \
+                 (SELECT timeline_id FROM pg_control_checkpoint())",
+                &[],
+            )
+            .await
+            .map_err(|e| {
+                Error::source(format!(
+                    "checking the restored server: {}",
+                    pg_error_text(&e)
+                ))
+            })?;
+        let lsn: String = row.get(1);
+        let tli: i32 = row.get(2);
+        phases.push(("checks".to_string(), t.elapsed().as_secs_f64()));
+        report.started = true;
+        report.port = Some(start.port);
+        report.promoted_at_lsn = Some(lsn);
+        report.timeline = Some(tli as u32);
+    }
+    report.duration_seconds = clock.elapsed().as_secs_f64();
+    report.phases = phases;
+    Ok(report)
+}
+
+/// Refuses a non-empty directory unless `force` (then empties it, but
+/// never one a server may be running in).
+fn prepare_dir(dir: &Path, force: bool) -> Result<()> {
+    match std::fs::read_dir(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir)?;
+            return Ok(());
+        }
+        Err(e) => return Err(Error::usage(format!("--target-dir {}: {e}", dir.display()))),
+        Ok(mut it) => {
+            if it.next().is_none() {
+                return Ok(());
+            }
+        }
+    }
+    if !force {
+        return Err(Error::conflict(format!("{} is not empty", dir.display()))
+            .hint("restore into an empty directory, or add --force to delete what it holds"));
+    }
+    if dir.join("postmaster.pid").exists() {
+        return Err(Error::conflict(format!(
+            "{} holds postmaster.pid: a server may be running there",
+            dir.display()
+        ))
+        .hint(
+            "stop that server (pg_ctl -D DIR stop) first; --force never deletes a running cluster",
+        ));
+    }
+    for e in std::fs::read_dir(dir)? {
+        let p = e?.path();
+        if p.is_dir() && !p.is_symlink() {
+            std::fs::remove_dir_all(&p)?;
+        } else {
+            std::fs::remove_file(&p)?;
+        }
+    }
+    Ok(())
+}
+
+/// `recovery.signal`, and the restore command and target appended to
+/// `postgresql.auto.conf` (later lines win over earlier ones).
+fn write_recovery_conf(dir: &Path, opts: &RestoreOptions) -> Result<()> {
+    std::fs::write(dir.join("recovery.signal"), "")?;
+    let mut text = String::from("\n# added by strata restore\n");
+    text.push_str(&format!(
+        "restore_command = {}\n",
+        conf_quote(&opts.restore_command)
+    ));
+    if let Some(s) = opts.target.setting() {
+        text.push_str(&s);
+        text.push('\n');
+    }
+    text.push_str("recovery_target_action = 'promote'\n");
+    text.push_str(&format!(
+        "recovery_target_timeline = {}\n",
+        conf_quote(&opts.timeline)
+    ));
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("postgresql.auto.conf"))?;
+    f.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+fn set_mode(dir: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))?;
+    Ok(())
+}
+
+fn chown_recursive(dir: &Path, user: &str) -> Result<()> {
+    let out = Command::new("chown")
+        .arg("-R")
+        .arg(format!("{user}:"))
+        .arg(dir)
+        .output()
+        .map_err(|e| Error::failed(format!("cannot run chown: {e}")))?;
+    if !out.status.success() {
+        return Err(Error::failed(format!(
+            "chown -R {user}: {}: {}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+        .hint("pass --run-as with an existing OS user"));
+    }
+    Ok(())
+}
+
+/// A server program, as `owner` via runuser when given.
+fn as_owner(prog: &Path, owner: Option<&str>) -> Command {
+    match owner {
+        Some(u) => {
+            let mut c = Command::new("runuser");
+            c.args(["-u", u, "--"]).arg(prog);
+            c
+        }
+        None => Command::new(prog),
+    }
+}
+
+fn server_log(dir: &Path) -> PathBuf {
+    dir.join("strata-restore.log")
+}
+
+fn log_tail(dir: &Path) -> String {
+    let text = std::fs::read_to_string(server_log(dir)).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(15)..].join("\n")
+}
+
+fn pg_ctl_start(dir: &Path, start: &StartOptions, owner: Option<&str>) -> Result<()> {
+    let out = as_owner(&start.pg_ctl, owner)
+        .arg("-D")
+        .arg(dir)
+        .arg("-l")
+        .arg(server_log(dir))
+        .arg("-o")
+        .arg(format!(
+            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={}",
+            start.port,
+            dir.display()
+        ))
+        .args(["-w", "-t", "600", "start"])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| Error::failed(format!("cannot run pg_ctl: {e}")))?;
+    if !out.status.success() {
+        return Err(Error::source(format!(
+            "pg_ctl start failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr).trim(),
+            log_tail(dir)
+        ))
+        .hint(format!("the server log is {}", server_log(dir).display())));
+    }
+    Ok(())
+}
+
+/// Polls until the server has left recovery (promoted at the target).
+async fn wait_promoted(
+    dir: &Path,
+    start: &StartOptions,
+    owner: Option<&str>,
+) -> Result<tokio_postgres::Client> {
+    let deadline = Instant::now() + start.timeout;
+    loop {
+        if let Ok(c) = start.connect.connect().await
+            && let Ok(row) = c.query_one("SELECT pg_is_in_recovery()", &[]).await
+            && !row.get::<_, bool>(0)
+        {
+            return Ok(c);
+        }
+        let running = as_owner(&start.pg_ctl, owner)
+            .arg("-D")
+            .arg(dir)
+            .arg("status")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !running {
+            return Err(Error::source(format!(
+                "the restored server stopped during recovery:\n{}",
+                log_tail(dir)
+            ))
+            .hint("a target before the backup's end or past the archived WAL stops recovery; see the server log"));
+        }
+        if Instant::now() > deadline {
+            return Err(Error::source(format!(
+                "the restored server did not finish recovery within {}s:\n{}",
+                start.timeout.as_secs(),
+                log_tail(dir)
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The major version a base backup was taken with.
+pub fn backup_major(c: &Candidate) -> u32 {
+    major_of(c.base.server_version_num)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LABEL: &str = "START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\n\
+CHECKPOINT LOCATION: 0/2000060\nBACKUP METHOD: streamed\nBACKUP FROM: primary\n\
+START TIME: 2026-11-23 11:20:31 UTC\nLABEL: pg_basebackup base backup\nSTART TIMELINE: 1\n";
+
+    #[test]
+    fn label_and_end_point() {
+        let (lsn, tli) = parse_label(LABEL).unwrap();
+        assert_eq!(lsn.to_string(), "0/2000028");
+        assert_eq!(tli, Timeline(1));
+        assert_eq!(
+            parse_label_time(LABEL).unwrap().to_rfc3339(),
+            "2026-11-23T11:20:31+00:00"
+        );
+    }
+
+    const MANIFEST: &str = "{ \"PostgreSQL-Backup-Manifest-Version\": 1,\n\"Files\": [\n],\n\
+\"WAL-Ranges\": [\n{ \"Timeline\": 1, \"Start-LSN\": \"0/2000028\", \"End-LSN\": \"0/2000100\" }\n],\n\
+\"Manifest-Checksum\": \"abc\"}\n";
+
+    #[test]
+    fn tap_finds_label_and_manifest_in_a_stream() {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut add = |name: &str, data: &[u8]| {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o600);
+            b.append_data(&mut h, name, data).unwrap();
+        };
+        add("backup_label", LABEL.as_bytes());
+        add("base/1/1259", &vec![7u8; 100_001]);
+        // a name longer than 100 bytes takes a GNU long-name member
+        add(&format!("base/1/{}", "x".repeat(150)), b"backup_label");
+        add("global/pg_control", &[1u8; 8192]);
+        add("backup_manifest", MANIFEST.as_bytes());
+        let bytes = b.into_inner().unwrap();
+        let out = Arc::new(Mutex::new(Tapped::default()));
+        let mut tap = TarTap::new(&bytes[..], out.clone());
+        // odd-sized reads cross every boundary
+        let mut buf = [0u8; 333];
+        let mut copy = Vec::new();
+        loop {
+            let n = tap.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            copy.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(copy, bytes, "bytes pass through unchanged");
+        let got = out.lock().unwrap();
+        assert_eq!(got.label.as_deref(), Some(LABEL));
+        assert_eq!(
+            parse_manifest_end_lsn(&got.manifest_tail)
+                .unwrap()
+                .to_string(),
+            "0/2000100"
+        );
+    }
+
+    #[test]
+    fn tar_numbers() {
+        assert_eq!(tar_number(b"00000001750\0"), 1000);
+        assert_eq!(tar_number(b"     1750 \0\0"), 1000);
+        let mut big = [0u8; 12];
+        big[0] = 0x80;
+        big[11] = 0x02;
+        big[10] = 0x01;
+        assert_eq!(tar_number(&big), 0x0102);
+    }
+
+    #[test]
+    fn segment_range() {
+        let s = SegmentSize::DEFAULT;
+        let names = |a: &str, b: &str| -> Vec<String> {
+            segments_between(Timeline(1), a.parse().unwrap(), b.parse().unwrap(), s)
+                .iter()
+                .map(|n| n.to_string())
+                .collect()
+        };
+        assert_eq!(
+            names("0/2000028", "0/2000100"),
+            ["000000010000000000000002"]
+        );
+        assert_eq!(
+            names("0/2000028", "0/4000000"),
+            ["000000010000000000000002", "000000010000000000000003"]
+        );
+        assert_eq!(names("0/FF000028", "1/1000010").len(), 3);
+    }
+
+    #[test]
+    fn target_settings() {
+        let t = RecoveryTarget::Time("2026-11-23T10:00:00.5Z".parse().unwrap());
+        assert_eq!(
+            t.setting().unwrap(),
+            "recovery_target_time = '2026-11-23 10:00:00.500000+00'"
+        );
+        assert_eq!(
+            RecoveryTarget::Name("it's".into()).setting().unwrap(),
+            "recovery_target_name = 'it''s'"
+        );
+        assert_eq!(RecoveryTarget::Latest.setting(), None);
+    }
+}

@@ -1,0 +1,450 @@
+//! Just enough of the Redis protocol (RESP2) for snapshots: commands and
+//! their replies, `INFO` parsing, and the replica handshake that makes the
+//! server send its RDB (`SYNC`, as `redis-cli --rdb` does).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+use super::Target;
+use crate::catalog::manifest::RedisDb;
+use crate::error::{Error, Result};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest silence tolerated. The server sends a `\n` every second while
+/// it prepares a snapshot, so only a dead connection is this quiet.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Diskless transfers end with a random 40-byte mark.
+const EOF_MARK_LEN: usize = 40;
+const CHUNK: usize = 64 * 1024;
+/// Longest reply line accepted (status lines, bulk headers).
+const MAX_LINE: usize = 64 * 1024;
+
+/// A reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    Status(String),
+    Error(String),
+    Int(i64),
+    Bulk(Option<Vec<u8>>),
+    Array(Option<Vec<Reply>>),
+}
+
+/// How the server frames the snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Framing {
+    /// `$<len>`: an RDB file the server wrote to its disk first.
+    Length(u64),
+    /// `$EOF:<mark>`: streamed while produced, ended by the mark.
+    Mark(Vec<u8>),
+}
+
+impl Framing {
+    pub fn transfer(&self) -> &'static str {
+        match self {
+            Framing::Length(_) => "disk",
+            Framing::Mark(_) => "diskless",
+        }
+    }
+}
+
+pub struct Client {
+    conn: BufReader<TcpStream>,
+    target: Target,
+}
+
+fn source_err(target: &Target, what: impl std::fmt::Display) -> Error {
+    Error::source(format!("redis {}: {what}", target.display()))
+}
+
+impl Client {
+    /// Connects and authenticates (when the URL has a password).
+    pub async fn connect(target: &Target) -> Result<Client> {
+        let addr = (target.host.as_str(), target.port);
+        let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(unreachable(target, e.to_string())),
+            Err(_) => {
+                return Err(unreachable(
+                    target,
+                    format!("no answer within {CONNECT_TIMEOUT:?}"),
+                ));
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let mut c = Client {
+            conn: BufReader::with_capacity(CHUNK, stream),
+            target: target.clone(),
+        };
+        if let Some(pw) = target.password.clone() {
+            let mut args: Vec<&[u8]> = vec![b"AUTH"];
+            if let Some(u) = &target.user {
+                args.push(u.as_bytes());
+            }
+            args.push(pw.as_bytes());
+            match c.command(&args).await? {
+                Reply::Status(_) => {}
+                Reply::Error(e) => {
+                    return Err(source_err(target, format!("authentication failed: {e}"))
+                        .hint("check the user and password in the source URL"));
+                }
+                other => return Err(source_err(target, format!("AUTH answered {other:?}"))),
+            }
+        }
+        Ok(c)
+    }
+
+    /// Sends one command and reads its reply.
+    pub async fn command(&mut self, args: &[&[u8]]) -> Result<Reply> {
+        let mut req = format!("*{}\r\n", args.len()).into_bytes();
+        for a in args {
+            req.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+            req.extend_from_slice(a);
+            req.extend_from_slice(b"\r\n");
+        }
+        let target = self.target.clone();
+        idle(self_write(&mut self.conn, req))
+            .await
+            .map_err(|e| source_err(&target, format!("sending a command: {e}")))?;
+        self.reply().await
+    }
+
+    async fn line(&mut self) -> Result<String> {
+        let mut buf = Vec::new();
+        let target = self.target.clone();
+        let n = match tokio::time::timeout(
+            IDLE_TIMEOUT,
+            (&mut self.conn)
+                .take(MAX_LINE as u64)
+                .read_until(b'\n', &mut buf),
+        )
+        .await
+        {
+            Ok(r) => r.map_err(|e| source_err(&target, format!("reading a reply: {e}")))?,
+            Err(_) => {
+                return Err(source_err(
+                    &target,
+                    format!("no reply within {IDLE_TIMEOUT:?}"),
+                ));
+            }
+        };
+        if n == 0 {
+            return Err(source_err(&target, "the server closed the connection"));
+        }
+        if !buf.ends_with(b"\r\n") {
+            return Err(source_err(&target, "malformed reply (not a RESP line)"));
+        }
+        buf.truncate(buf.len() - 2);
+        Ok(String::from_utf8_lossy(&buf).into_owned())
+    }
+
+    /// Reads one reply.
+    pub async fn reply(&mut self) -> Result<Reply> {
+        let line = self.line().await?;
+        let (kind, rest) = line.split_at(line.len().min(1));
+        let num = |s: &str| -> Result<i64> {
+            s.parse()
+                .map_err(|_| source_err(&self.target, format!("malformed reply {line:?}")))
+        };
+        Ok(match kind {
+            "+" => Reply::Status(rest.to_string()),
+            "-" => Reply::Error(rest.to_string()),
+            ":" => Reply::Int(num(rest)?),
+            "$" => {
+                let n = num(rest)?;
+                if n < 0 {
+                    Reply::Bulk(None)
+                } else {
+                    let mut v = vec![0u8; n as usize + 2];
+                    let target = self.target.clone();
+                    let conn = &mut self.conn;
+                    match tokio::time::timeout(IDLE_TIMEOUT, conn.read_exact(&mut v)).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => {
+                            return Err(source_err(&target, format!("reading a reply: {e}")));
+                        }
+                        Err(_) => return Err(source_err(&target, "reply timed out")),
+                    }
+                    v.truncate(n as usize);
+                    Reply::Bulk(Some(v))
+                }
+            }
+            "*" => {
+                let n = num(rest)?;
+                if n < 0 {
+                    Reply::Array(None)
+                } else {
+                    let mut items = Vec::with_capacity(n.min(1024) as usize);
+                    for _ in 0..n {
+                        items.push(Box::pin(self.reply()).await?);
+                    }
+                    Reply::Array(Some(items))
+                }
+            }
+            _ => {
+                return Err(source_err(
+                    &self.target,
+                    format!("malformed reply {line:?}"),
+                ));
+            }
+        })
+    }
+
+    /// `INFO section` as text.
+    pub async fn info(&mut self, section: &str) -> Result<String> {
+        match self.command(&[b"INFO", section.as_bytes()]).await? {
+            Reply::Bulk(Some(b)) => Ok(String::from_utf8_lossy(&b).into_owned()),
+            Reply::Error(e) => Err(source_err(&self.target, format!("INFO {section}: {e}"))
+                .hint("the user needs the INFO, REPLCONF and SYNC commands (ACL: +info +replconf +sync)")),
+            other => Err(source_err(
+                &self.target,
+                format!("INFO {section} answered {other:?}"),
+            )),
+        }
+    }
+
+    /// Asks for a full snapshot, as a replica would; returns its framing.
+    /// The connection then carries the RDB: read it with [`stream_rdb`].
+    pub async fn start_sync(&mut self) -> Result<Framing> {
+        // `capa eof` lets the server stream without writing a file first;
+        // `rdb-only` (Redis 7+) says no replication stream follows. Older
+        // servers refuse what they do not know, which is fine.
+        for args in [
+            &[&b"REPLCONF"[..], b"capa", b"eof", b"capa", b"psync2"][..],
+            &[b"REPLCONF", b"rdb-only", b"1"],
+        ] {
+            if let Reply::Error(e) = self.command(args).await?
+                && (e.starts_with("NOAUTH") || e.starts_with("NOPERM"))
+            {
+                return Err(source_err(&self.target, format!("REPLCONF: {e}"))
+                    .hint("the user needs the REPLCONF and SYNC commands (ACL: +replconf +sync)"));
+            }
+        }
+        let target = self.target.clone();
+        idle(self_write(&mut self.conn, b"SYNC\r\n".to_vec()))
+            .await
+            .map_err(|e| source_err(&target, format!("sending SYNC: {e}")))?;
+        // While the server prepares the snapshot it sends bare newlines.
+        loop {
+            let buf = idle(self.conn.fill_buf())
+                .await
+                .map_err(|e| source_err(&target, format!("waiting for the snapshot: {e}")))?;
+            match buf.first() {
+                None => {
+                    return Err(source_err(
+                        &target,
+                        "the server closed the connection instead of sending a snapshot",
+                    )
+                    .hint("check the server log; a replica-serving limit (e.g. client-output-buffer-limit replica) may have cut it"));
+                }
+                Some(b'\n') => self.conn.consume(1),
+                Some(_) => break,
+            }
+        }
+        let line = self.line().await?;
+        if let Some(e) = line.strip_prefix('-') {
+            return Err(source_err(&target, format!("SYNC refused: {e}"))
+                .hint("the user needs the SYNC command (ACL: +sync); a server in the middle of its own full sync also refuses"));
+        }
+        let Some(rest) = line.strip_prefix('$') else {
+            return Err(source_err(
+                &target,
+                format!("unexpected answer to SYNC: {line:?}"),
+            ));
+        };
+        if let Some(mark) = rest.strip_prefix("EOF:") {
+            if mark.len() != EOF_MARK_LEN {
+                return Err(source_err(
+                    &target,
+                    format!("malformed snapshot header {line:?}"),
+                ));
+            }
+            return Ok(Framing::Mark(mark.as_bytes().to_vec()));
+        }
+        rest.parse()
+            .map(Framing::Length)
+            .map_err(|_| source_err(&target, format!("malformed snapshot header {line:?}")))
+    }
+
+    /// Streams the snapshot that follows [`Client::start_sync`] into `tx`,
+    /// one chunk at a time (the channel is bounded: a slow upload slows
+    /// the read, nothing piles up). Sets `complete` only after the whole
+    /// payload arrived; on failure also sends the error to the reader.
+    pub async fn stream_rdb(
+        mut self,
+        framing: Framing,
+        tx: mpsc::Sender<std::result::Result<Bytes, String>>,
+        complete: Arc<AtomicBool>,
+    ) -> Result<u64> {
+        let r = self.pump(&framing, &tx).await;
+        match &r {
+            Ok(_) => complete.store(true, Ordering::SeqCst),
+            Err(e) => {
+                let _ = tx.send(Err(e.message.clone())).await;
+            }
+        }
+        r
+    }
+
+    async fn pump(
+        &mut self,
+        framing: &Framing,
+        tx: &mpsc::Sender<std::result::Result<Bytes, String>>,
+    ) -> Result<u64> {
+        let target = self.target.clone();
+        let closed = || {
+            source_err(
+                &target,
+                "the connection closed in the middle of the snapshot",
+            )
+        };
+        let send = |chunk: Vec<u8>| {
+            let tx = tx.clone();
+            async move {
+                tx.send(Ok(Bytes::from(chunk)))
+                    .await
+                    .map_err(|_| Error::failed("the upload stopped reading the snapshot"))
+            }
+        };
+        let mut total = 0u64;
+        match framing {
+            Framing::Length(len) => {
+                while total < *len {
+                    let want = (*len - total).min(CHUNK as u64) as usize;
+                    let mut buf = vec![0u8; want];
+                    let n = idle(self.conn.read(&mut buf))
+                        .await
+                        .map_err(|e| source_err(&target, format!("reading the snapshot: {e}")))?;
+                    if n == 0 {
+                        return Err(closed());
+                    }
+                    buf.truncate(n);
+                    total += n as u64;
+                    send(buf).await?;
+                }
+            }
+            Framing::Mark(mark) => {
+                // Hold back the last 40 bytes: they may be the mark.
+                let mut pending: Vec<u8> = Vec::with_capacity(CHUNK + EOF_MARK_LEN);
+                let mut buf = vec![0u8; CHUNK];
+                loop {
+                    let n = idle(self.conn.read(&mut buf))
+                        .await
+                        .map_err(|e| source_err(&target, format!("reading the snapshot: {e}")))?;
+                    if n == 0 {
+                        return Err(closed());
+                    }
+                    pending.extend_from_slice(&buf[..n]);
+                    if pending.ends_with(mark) {
+                        pending.truncate(pending.len() - EOF_MARK_LEN);
+                        total += pending.len() as u64;
+                        if !pending.is_empty() {
+                            send(pending).await?;
+                        }
+                        break;
+                    }
+                    if pending.len() > EOF_MARK_LEN {
+                        let keep = pending.split_off(pending.len() - EOF_MARK_LEN);
+                        total += pending.len() as u64;
+                        send(std::mem::replace(&mut pending, keep)).await?;
+                    }
+                }
+            }
+        }
+        Ok(total)
+    }
+}
+
+/// `fut`, failing after [`IDLE_TIMEOUT`].
+async fn idle<T>(fut: impl std::future::Future<Output = std::io::Result<T>>) -> std::io::Result<T> {
+    match tokio::time::timeout(IDLE_TIMEOUT, fut).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no data for {IDLE_TIMEOUT:?}"),
+        )),
+    }
+}
+
+async fn self_write(conn: &mut BufReader<TcpStream>, data: Vec<u8>) -> std::io::Result<()> {
+    conn.get_mut().write_all(&data).await
+}
+
+fn unreachable(target: &Target, why: String) -> Error {
+    Error::source(format!(
+        "cannot connect to redis at {}: {why}",
+        target.display()
+    ))
+    .hint("check that the server is running and the source URL's host and port")
+    .retryable()
+}
+
+/// `key:value` lines of an `INFO` reply.
+pub fn info_field<'a>(info: &'a str, key: &str) -> Option<&'a str> {
+    info.lines().find_map(|l| {
+        l.trim_end()
+            .split_once(':')
+            .filter(|(k, _)| *k == key)
+            .map(|(_, v)| v)
+    })
+}
+
+/// Key counts per database from `INFO keyspace`
+/// (`db0:keys=3,expires=1,avg_ttl=0`).
+pub fn parse_keyspace(info: &str) -> Vec<RedisDb> {
+    let mut dbs: Vec<RedisDb> = info
+        .lines()
+        .filter_map(|l| {
+            let (name, fields) = l.trim_end().split_once(':')?;
+            let db = name.strip_prefix("db")?.parse().ok()?;
+            let field = |k: &str| {
+                fields.split(',').find_map(|f| {
+                    f.split_once('=')
+                        .filter(|(n, _)| *n == k)
+                        .and_then(|(_, v)| v.parse().ok())
+                })
+            };
+            Some(RedisDb {
+                db,
+                keys: field("keys")?,
+                expires: field("expires").unwrap_or(0),
+            })
+        })
+        .collect();
+    dbs.sort_by_key(|d| d.db);
+    dbs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn info_parsing() {
+        let info =
+            "# Keyspace\r\ndb0:keys=3,expires=1,avg_ttl=0\r\ndb12:keys=40,expires=0,avg_ttl=0\r\n";
+        assert_eq!(
+            parse_keyspace(info),
+            vec![
+                RedisDb {
+                    db: 0,
+                    keys: 3,
+                    expires: 1
+                },
+                RedisDb {
+                    db: 12,
+                    keys: 40,
+                    expires: 0
+                },
+            ]
+        );
+        let server = "# Server\r\nredis_version:7.0.15\r\nredis_git_sha1:0\r\n";
+        assert_eq!(info_field(server, "redis_version"), Some("7.0.15"));
+        assert_eq!(info_field(server, "nope"), None);
+    }
+}

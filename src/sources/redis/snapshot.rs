@@ -1,0 +1,578 @@
+//! Redis snapshots: back up the server's RDB through the pipeline, restore
+//! it to a file or into a freshly started `redis-server`.
+//!
+//! Backup: connect, record `INFO` facts, then ask for a full sync like a
+//! replica (`SYNC`). The payload streams from the socket through a bounded
+//! channel into the pipeline's blocking encoder, checked on the way by
+//! [`RdbCheck`]; the object is committed only when the whole payload
+//! arrived and its RDB checksum holds, so a cut connection or a damaged
+//! snapshot leaves no object and no manifest. The server decides whether
+//! it streams (diskless, `repl-diskless-sync yes`, Redis 7's default) or
+//! writes a file first; with diskless sync it waits
+//! `repl-diskless-sync-delay` seconds (default 5) for more replicas before
+//! it starts. strata never changes server settings: lower the delay on
+//! the server if those seconds matter (docs/redis.md).
+
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chrono::Utc;
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use super::Target;
+use super::client::{Client, info_field, parse_keyspace};
+use super::rdb::RdbCheck;
+use crate::catalog::manifest::{self, RedisDb, RedisInfo, Summary};
+use crate::catalog::{BackupId, Entry, Manifest, Repository};
+use crate::config::Source;
+use crate::error::{Error, Kind, Result};
+use crate::keys::Identity;
+use crate::pipeline::{ObjectRecord, fetch};
+use crate::progress::Reporter;
+use crate::sources::postgres::dump::{BackupContext, BackupReport};
+use crate::storage::Storage;
+
+/// The object name of a snapshot.
+pub const RDB_OBJECT: &str = "dump.rdb";
+/// Chunks buffered between the socket and the encoder (64 KiB each).
+const CHANNEL_CHUNKS: usize = 16;
+/// How long a started `redis-server` may take to load the snapshot.
+const LOAD_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// A std reader over the chunks the socket task sends, checking the RDB
+/// as it passes.
+struct ChannelReader {
+    rx: mpsc::Receiver<std::result::Result<Bytes, String>>,
+    cur: Bytes,
+    check: Arc<Mutex<RdbCheck>>,
+    /// Why the check refused the stream, for the error report.
+    refused: Arc<Mutex<Option<String>>>,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.cur.is_empty() {
+            match self.rx.blocking_recv() {
+                None => return Ok(0),
+                Some(Err(m)) => return Err(io::Error::other(m)),
+                Some(Ok(b)) => {
+                    if let Err(m) = self.check.lock().unwrap().feed(&b) {
+                        *self.refused.lock().unwrap() = Some(m.clone());
+                        return Err(io::Error::other(m));
+                    }
+                    self.cur = b;
+                }
+            }
+        }
+        let n = buf.len().min(self.cur.len());
+        buf[..n].copy_from_slice(&self.cur[..n]);
+        self.cur = self.cur.slice(n..);
+        Ok(n)
+    }
+}
+
+/// Takes a snapshot of a redis source.
+pub async fn backup(
+    ctx: &BackupContext<'_>,
+    source: &Source,
+    tier: Option<String>,
+) -> Result<BackupReport> {
+    let started = Utc::now();
+    let clock = Instant::now();
+    let target = Target::new(&source.url);
+    let mut client = Client::connect(&target).await?;
+    let server = client.info("server").await?;
+    let memory = client.info("memory").await?;
+    let keyspace = parse_keyspace(&client.info("keyspace").await?);
+    let redis_version = info_field(&server, "redis_version")
+        .unwrap_or("unknown")
+        .to_string();
+    let used_memory = info_field(&memory, "used_memory")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let id = BackupId::new(started);
+    ctx.reporter.note(format!(
+        "backup {}: {} (Redis {redis_version}, {} keys) as {id}",
+        source.name,
+        target.display(),
+        keyspace.iter().map(|d| d.keys).sum::<u64>()
+    ));
+
+    let framing = client.start_sync().await?;
+    let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
+    let complete = Arc::new(AtomicBool::new(false));
+    let mut net = tokio::spawn(client.stream_rdb(framing.clone(), tx, complete.clone()));
+    let check = Arc::new(Mutex::new(RdbCheck::new()));
+    let refused = Arc::new(Mutex::new(None));
+    let reader = ChannelReader {
+        rx,
+        cur: Bytes::new(),
+        check: check.clone(),
+        refused: refused.clone(),
+    };
+    let key = Repository::data_key(&source.name, &id, RDB_OBJECT);
+    let size = match framing {
+        super::client::Framing::Length(n) => Some(n),
+        super::client::Framing::Mark(_) => None,
+    };
+    let step = ctx
+        .reporter
+        .step(format!("{}: snapshot", source.name), size);
+    let check2 = check.clone();
+    let name = source.name.clone();
+    let stored = ctx
+        .encoder
+        .store(
+            ctx.repo.storage().clone(),
+            &key,
+            RDB_OBJECT,
+            reader,
+            step.progress.clone(),
+            move || {
+                if !complete.load(Ordering::SeqCst) {
+                    return Err(Error::source(format!("the snapshot of {name} ended early")));
+                }
+                check2
+                    .lock()
+                    .unwrap()
+                    .finish()
+                    .map(|_| ())
+                    .map_err(|m| refuse(&name, &m))
+            },
+        )
+        .await;
+    // The socket task's own failure explains a failed store best. It has
+    // ended by then, unless the store failed first (then it is stopped).
+    let net_err = if stored.is_err() {
+        match tokio::time::timeout(Duration::from_secs(5), &mut net).await {
+            Ok(Ok(Err(e))) if e.kind == Kind::Source => Some(e),
+            Ok(_) => None,
+            Err(_) => {
+                net.abort();
+                None
+            }
+        }
+    } else {
+        let _ = net.await;
+        None
+    };
+    let rec = match stored {
+        Ok(rec) => {
+            step.done(&format!(
+                "stored {}",
+                crate::util::human_bytes(rec.stored_size)
+            ));
+            rec
+        }
+        Err(e) => {
+            step.abandon();
+            // The first cause: the connection, else the RDB check.
+            if let Some(n) = net_err {
+                return Err(n);
+            }
+            if let Some(m) = refused.lock().unwrap().take() {
+                return Err(refuse(&source.name, &m));
+            }
+            return Err(e);
+        }
+    };
+    let rdb_version = check.lock().unwrap().version().unwrap_or(0);
+    let finished = Utc::now();
+    let mut manifest = Manifest::new(
+        Summary {
+            format: manifest::MANIFEST_FORMAT,
+            id: id.clone(),
+            source: source.name.clone(),
+            source_kind: source.kind,
+            kind: "snapshot".into(),
+            tier: tier.clone(),
+            started,
+            finished,
+            strata_version: crate::VERSION.into(),
+            plain_size: 0,
+            stored_size: 0,
+            objects: vec![],
+        },
+        vec![rec],
+        None,
+    );
+    manifest.redis = Some(RedisInfo {
+        redis_version,
+        rdb_version,
+        keyspace,
+        used_memory,
+        transfer: framing.transfer().into(),
+    });
+    let manifest_key = ctx.repo.commit(&manifest, ctx.recipients).await?;
+    Ok(BackupReport {
+        id: id.to_string(),
+        source: source.name.clone(),
+        kind: "snapshot".into(),
+        tier,
+        started,
+        finished,
+        duration_seconds: clock.elapsed().as_secs_f64(),
+        plain_bytes: manifest.summary.plain_size,
+        stored_bytes: manifest.summary.stored_size,
+        manifest: manifest_key,
+    })
+}
+
+fn refuse(source: &str, why: &str) -> Error {
+    Error::integrity(format!(
+        "the snapshot of {source} is not a valid RDB file, nothing was stored: {why}"
+    ))
+    .hint("run the backup again; if it keeps failing, check the server with `redis-check-rdb` on its dump file")
+}
+
+/// Where to restore a snapshot.
+#[derive(Debug, Clone)]
+pub enum RestoreTo {
+    /// Write the RDB file at this path.
+    File(PathBuf),
+    /// Write `DIR/dump.rdb`; with a port, start `redis-server` on it.
+    Dir { dir: PathBuf, start: Option<u16> },
+}
+
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    pub to: RestoreTo,
+    /// Replace an existing file.
+    pub force: bool,
+    /// Directory of `redis-server` [default: `PATH`].
+    pub bin_dir: Option<PathBuf>,
+}
+
+/// A server started on the restored snapshot.
+#[derive(Debug, Serialize)]
+pub struct StartedServer {
+    pub pid: u32,
+    pub port: u16,
+    pub log: PathBuf,
+    /// Keys per database after loading.
+    pub keyspace: Vec<RedisDb>,
+    /// Keys per database the manifest recorded.
+    pub expected: Vec<RedisDb>,
+    /// Whether every database has the recorded number of keys.
+    pub counts_match: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RestoreReport {
+    pub backup: String,
+    pub source: String,
+    pub path: PathBuf,
+    pub bytes: u64,
+    pub redis_version: String,
+    pub rdb_version: u32,
+    pub server: Option<StartedServer>,
+    pub duration_seconds: f64,
+    pub warnings: Vec<String>,
+}
+
+/// Checks the RDB while writing it.
+struct CheckingWriter<W> {
+    inner: W,
+    check: RdbCheck,
+}
+
+impl<W: Write> Write for CheckingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.check
+            .feed(&buf[..n])
+            .map_err(|m| io::Error::new(io::ErrorKind::InvalidData, m))?;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Restores a snapshot to a file, and optionally starts a server on it.
+pub async fn restore(
+    storage: &Arc<dyn Storage>,
+    entry: &Entry,
+    identities: Arc<Vec<Identity>>,
+    opts: &RestoreOptions,
+    reporter: &Reporter,
+) -> Result<RestoreReport> {
+    let clock = Instant::now();
+    let summary = entry.summary();
+    let manifest = entry.file.open(&entry.manifest_key, &identities)?;
+    let rec: ObjectRecord = manifest
+        .object(RDB_OBJECT)
+        .ok_or_else(|| Error::integrity(format!("backup {} has no {RDB_OBJECT}", summary.id)))?
+        .clone();
+    let info = manifest.redis.clone().ok_or_else(|| {
+        Error::integrity(format!(
+            "backup {} is not a Redis snapshot (its manifest has no Redis facts)",
+            summary.id
+        ))
+    })?;
+    let path = match &opts.to {
+        RestoreTo::File(p) => p.clone(),
+        RestoreTo::Dir { dir, .. } => {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                Error::failed(format!("cannot create directory {}: {e}", dir.display()))
+            })?;
+            dir.join(RDB_OBJECT)
+        }
+    };
+    if !opts.force && path.exists() {
+        return Err(
+            Error::conflict(format!("{} already exists", path.display()))
+                .hint("choose another path, or pass --force to replace it"),
+        );
+    }
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix(".strata-restore-")
+        .suffix(".rdb.tmp")
+        .tempfile_in(&dir)
+        .map_err(|e| Error::failed(format!("cannot create a file in {}: {e}", dir.display())))?;
+    let step = reporter.step(format!("restore {}", rec.key), Some(rec.plain_size));
+    let file = tmp.reopen()?;
+    let sink = CheckingWriter {
+        inner: io::BufWriter::with_capacity(1 << 20, file),
+        check: RdbCheck::new(),
+    };
+    let sink = match fetch(storage, &rec, identities, sink, step.progress.clone()).await {
+        Ok(s) => s,
+        Err(e) => {
+            step.abandon();
+            return Err(e);
+        }
+    };
+    let rdb_version = sink.check.finish().map_err(|m| {
+        Error::integrity(format!(
+            "backup {}: {RDB_OBJECT} is not a valid RDB file: {m}",
+            summary.id
+        ))
+    })?;
+    let file = sink
+        .inner
+        .into_inner()
+        .map_err(|e| Error::failed(format!("writing {}: {}", path.display(), e.error())))?;
+    file.sync_all()?;
+    drop(file);
+    step.done("verified");
+    // Rename into place only once complete: a reader never sees half a
+    // file. Without --force the rename refuses an existing name.
+    let placed = if opts.force {
+        tmp.persist(&path).map(|_| ()).map_err(|e| e.error)
+    } else {
+        tmp.persist_noclobber(&path)
+            .map(|_| ())
+            .map_err(|e| e.error)
+    };
+    placed.map_err(|e| {
+        if e.kind() == io::ErrorKind::AlreadyExists {
+            Error::conflict(format!("{} already exists", path.display()))
+                .hint("choose another path, or pass --force to replace it")
+        } else {
+            Error::failed(format!("cannot write {}: {e}", path.display()))
+        }
+    })?;
+    if let Ok(d) = std::fs::File::open(&dir) {
+        let _ = d.sync_all();
+    }
+
+    let mut warnings = Vec::new();
+    let server = match &opts.to {
+        RestoreTo::Dir {
+            dir,
+            start: Some(port),
+        } => {
+            let s = start_server(
+                dir,
+                *port,
+                opts.bin_dir.as_deref(),
+                &info.keyspace,
+                reporter,
+            )
+            .await?;
+            if !s.counts_match {
+                warnings.push(format!(
+                    "key counts differ from the manifest's (taken by INFO just before the snapshot; keys written or expired in between explain small differences): loaded {}, recorded {}",
+                    show_keyspace(&s.keyspace),
+                    show_keyspace(&s.expected)
+                ));
+            }
+            Some(s)
+        }
+        _ => None,
+    };
+    Ok(RestoreReport {
+        backup: summary.id.to_string(),
+        source: summary.source.clone(),
+        path,
+        bytes: rec.plain_size,
+        redis_version: info.redis_version,
+        rdb_version,
+        server,
+        duration_seconds: clock.elapsed().as_secs_f64(),
+        warnings,
+    })
+}
+
+/// `db0=3 db2=1` for messages.
+pub fn show_keyspace(k: &[RedisDb]) -> String {
+    if k.is_empty() {
+        return "no keys".into();
+    }
+    k.iter()
+        .map(|d| format!("db{}={}", d.db, d.keys))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Starts `redis-server` on the restored file in `dir`, in the background,
+/// persistence off (so it never rewrites the restored file), and waits
+/// until it has loaded the snapshot.
+async fn start_server(
+    dir: &Path,
+    port: u16,
+    bin_dir: Option<&Path>,
+    expected: &[RedisDb],
+    reporter: &Reporter,
+) -> Result<StartedServer> {
+    let dir = dir
+        .canonicalize()
+        .map_err(|e| Error::failed(format!("{}: {e}", dir.display())))?;
+    let bin = bin_dir.map_or_else(|| PathBuf::from("redis-server"), |d| d.join("redis-server"));
+    let log = dir.join("redis-server.log");
+    let mut cmd = Command::new(&bin);
+    cmd.arg("--port")
+        .arg(port.to_string())
+        .arg("--bind")
+        .arg("127.0.0.1")
+        .arg("--dir")
+        .arg(&dir)
+        .args(["--dbfilename", RDB_OBJECT])
+        // appendonly yes would make Redis load an (empty) AOF and ignore
+        // dump.rdb; save '' keeps it from rewriting the restored file.
+        .args(["--appendonly", "no", "--save", "", "--daemonize", "no"])
+        .arg("--logfile")
+        .arg(&log)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // Its own process group: a Ctrl-C meant for strata does not stop it.
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+        return Err(Error::conflict(format!(
+            "port {port} on 127.0.0.1 is in use; the snapshot was restored to {}",
+            dir.join(RDB_OBJECT).display()
+        ))
+        .hint("pick a free port with --port N"));
+    }
+    let mut child = cmd.spawn().map_err(|e| {
+        Error::failed(format!("cannot start {}: {e}", bin.display()))
+            .hint("install redis-server, or set bin_dir under the source")
+    })?;
+    let pid = child.id();
+    let step = reporter.step(format!("redis-server on port {port}: loading"), None);
+    let target =
+        Target::new(&url::Url::parse(&format!("redis://127.0.0.1:{port}")).expect("valid URL"));
+    let began = Instant::now();
+    let failed = |why: String| {
+        let tail = std::fs::read_to_string(&log).unwrap_or_default();
+        let tail: Vec<&str> = tail.lines().rev().take(5).collect();
+        Error::failed(format!(
+            "redis-server on port {port} {why}; log {}: {}",
+            log.display(),
+            tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+        ))
+    };
+    let keyspace = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            step.abandon();
+            return Err(failed(format!("exited ({status})")).hint(
+                "is the port in use? pick another with --port; the snapshot file itself was restored",
+            ));
+        }
+        if began.elapsed() > LOAD_TIMEOUT {
+            step.abandon();
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(failed(format!("did not load within {LOAD_TIMEOUT:?}")));
+        }
+        // The server answering must be ours (process_id), not another
+        // one already listening on the port.
+        if let Ok(mut c) = Client::connect(&target).await
+            && let Ok(srv) = c.info("server").await
+            && info_field(&srv, "process_id") == Some(pid.to_string().as_str())
+            && let Ok(p) = c.info("persistence").await
+            && info_field(&p, "loading") == Some("0")
+            && let Ok(k) = c.info("keyspace").await
+        {
+            break parse_keyspace(&k);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // Reap it if it ever exits while we run; it outlives strata otherwise.
+    drop(child);
+    step.done("loaded");
+    let counts_match = keyspace
+        .iter()
+        .map(|d| (d.db, d.keys))
+        .eq(expected.iter().map(|d| (d.db, d.keys)));
+    Ok(StartedServer {
+        pid,
+        port,
+        log,
+        keyspace,
+        expected: expected.to_vec(),
+        counts_match,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_reader_refuses_a_bad_stream() {
+        let (tx, rx) = mpsc::channel(4);
+        tx.try_send(Ok(Bytes::from_static(b"NOTREDIS0010")))
+            .unwrap();
+        drop(tx);
+        let refused = Arc::new(Mutex::new(None));
+        let mut r = ChannelReader {
+            rx,
+            cur: Bytes::new(),
+            check: Arc::new(Mutex::new(RdbCheck::new())),
+            refused: refused.clone(),
+        };
+        let mut out = Vec::new();
+        assert!(r.read_to_end(&mut out).is_err());
+        assert!(
+            refused
+                .lock()
+                .unwrap()
+                .as_ref()
+                .unwrap()
+                .contains("not an RDB")
+        );
+    }
+
+    #[test]
+    fn checking_writer_refuses_a_partial_file() {
+        let mut w = CheckingWriter {
+            inner: Vec::new(),
+            check: RdbCheck::new(),
+        };
+        assert!(w.write_all(b"REDIS0010").is_ok());
+        assert!(w.check.finish().is_err());
+    }
+}

@@ -1,0 +1,292 @@
+//! Redis test servers and a tiny synchronous RESP client.
+//!
+//! Each server is a private `redis-server` on `127.0.0.1`, a free port and
+//! its own temp dir, persistence off and `repl-diskless-sync-delay 0` (the
+//! default 5 s would add 5 s to every snapshot). Servers are stopped on
+//! drop and, as a safety net, when the test binary exits.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{free_port, kill_at_exit};
+
+/// A running redis-server owned by a test.
+pub struct RedisServer {
+    pub port: u16,
+    pub dir: PathBuf,
+    child: Child,
+    _temp: tempfile::TempDir,
+}
+
+impl RedisServer {
+    /// Starts a server; `extra` are more `--name value` arguments.
+    pub fn start(name: &str, extra: &[&str]) -> RedisServer {
+        let temp = tempfile::Builder::new()
+            .prefix(&format!("strata-redis-{name}-"))
+            .tempdir()
+            .expect("temp dir");
+        let dir = temp.path().to_path_buf();
+        let port = free_port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .arg("--dir")
+            .arg(&dir)
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .args(["--repl-diskless-sync-delay", "0"])
+            .arg("--logfile")
+            .arg(dir.join("redis.log"))
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (apt-get install redis-server)");
+        kill_at_exit(child.id());
+        let s = RedisServer {
+            port,
+            dir,
+            child,
+            _temp: temp,
+        };
+        wait_ready(port);
+        s
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn conn(&self) -> Conn {
+        Conn::open(self.port)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until a server on `port` answers and has loaded its data.
+pub fn wait_ready(port: u16) {
+    let began = Instant::now();
+    loop {
+        if let Ok(s) = TcpStream::connect(("127.0.0.1", port)) {
+            let mut c = Conn::from_stream(s);
+            if let Value::Str(info) = c.cmd(&["INFO", "persistence"])
+                && String::from_utf8_lossy(&info).contains("loading:0")
+            {
+                return;
+            }
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(30),
+            "redis on port {port} did not become ready"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A reply.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Value {
+    Nil,
+    Status(String),
+    Err(String),
+    Int(i64),
+    Str(Vec<u8>),
+    Arr(Vec<Value>),
+}
+
+/// One connection; every command waits for its reply.
+pub struct Conn {
+    r: BufReader<TcpStream>,
+}
+
+impl Conn {
+    pub fn open(port: u16) -> Conn {
+        Conn::from_stream(TcpStream::connect(("127.0.0.1", port)).expect("connect to redis"))
+    }
+
+    fn from_stream(s: TcpStream) -> Conn {
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        Conn {
+            r: BufReader::new(s),
+        }
+    }
+
+    /// Sends a command of binary-safe arguments.
+    pub fn cmd_bytes(&mut self, args: &[&[u8]]) -> Value {
+        let mut req = format!("*{}\r\n", args.len()).into_bytes();
+        for a in args {
+            req.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+            req.extend_from_slice(a);
+            req.extend_from_slice(b"\r\n");
+        }
+        self.r.get_mut().write_all(&req).expect("send to redis");
+        self.read()
+    }
+
+    pub fn cmd(&mut self, args: &[&str]) -> Value {
+        let a: Vec<&[u8]> = args.iter().map(|s| s.as_bytes()).collect();
+        self.cmd_bytes(&a)
+    }
+
+    /// A command that must not fail.
+    #[track_caller]
+    pub fn ok(&mut self, args: &[&str]) -> Value {
+        let v = self.cmd(args);
+        if let Value::Err(e) = &v {
+            panic!("redis {args:?}: {e}");
+        }
+        v
+    }
+
+    fn read(&mut self) -> Value {
+        let mut line = String::new();
+        self.r.read_line(&mut line).expect("read from redis");
+        let line = line.trim_end_matches("\r\n");
+        let (t, rest) = line.split_at(1);
+        match t {
+            "+" => Value::Status(rest.into()),
+            "-" => Value::Err(rest.into()),
+            ":" => Value::Int(rest.parse().unwrap()),
+            "$" => {
+                let n: i64 = rest.parse().unwrap();
+                if n < 0 {
+                    return Value::Nil;
+                }
+                let mut b = vec![0; n as usize + 2];
+                self.r.read_exact(&mut b).unwrap();
+                b.truncate(n as usize);
+                Value::Str(b)
+            }
+            "*" => {
+                let n: i64 = rest.parse().unwrap();
+                if n < 0 {
+                    return Value::Nil;
+                }
+                Value::Arr((0..n).map(|_| self.read()).collect())
+            }
+            _ => panic!("bad RESP line {line:?}"),
+        }
+    }
+
+    /// Every key of every database as `(db, key) → (type, content, has a
+    /// TTL)`, read type by type; sets sorted, TTLs reduced to "has one"
+    /// (they tick).
+    pub fn dump_all(&mut self) -> BTreeMap<(u32, Vec<u8>), (String, Value, bool)> {
+        let mut out = BTreeMap::new();
+        for db in 0..16u32 {
+            self.ok(&["SELECT", &db.to_string()]);
+            let Value::Arr(keys) = self.ok(&["KEYS", "*"]) else {
+                panic!("KEYS")
+            };
+            for k in keys {
+                let Value::Str(k) = k else { panic!("key") };
+                let Value::Status(t) = self.cmd_bytes(&[b"TYPE", &k]) else {
+                    panic!("TYPE")
+                };
+                let content = match t.as_str() {
+                    "string" => self.cmd_bytes(&[b"GET", &k]),
+                    "hash" => sorted(self.cmd_bytes(&[b"HGETALL", &k]), 2),
+                    "set" => sorted(self.cmd_bytes(&[b"SMEMBERS", &k]), 1),
+                    "zset" => self.cmd_bytes(&[b"ZRANGE", &k, b"0", b"-1", b"WITHSCORES"]),
+                    "list" => self.cmd_bytes(&[b"LRANGE", &k, b"0", b"-1"]),
+                    "stream" => self.cmd_bytes(&[b"XRANGE", &k, b"-", b"+"]),
+                    other => panic!("unexpected type {other}"),
+                };
+                let Value::Int(ttl) = self.cmd_bytes(&[b"TTL", &k]) else {
+                    panic!("TTL")
+                };
+                out.insert((db, k), (t, content, ttl > 0));
+            }
+        }
+        self.ok(&["SELECT", "0"]);
+        out
+    }
+}
+
+/// An array sorted in groups of `n` (hash pairs, set members).
+fn sorted(v: Value, n: usize) -> Value {
+    let Value::Arr(items) = v else { return v };
+    let mut groups: Vec<Vec<Value>> = items.chunks(n).map(<[Value]>::to_vec).collect();
+    groups.sort();
+    Value::Arr(groups.into_iter().flatten().collect())
+}
+
+/// Fills a server with every data type across several databases: strings
+/// (one of 5 MB), hashes, sets, sorted sets, lists, a stream, keys with
+/// TTLs. Returns the expected key count per database.
+pub fn fill(c: &mut Conn) -> BTreeMap<u32, u64> {
+    let mut counts = BTreeMap::new();
+    // db 0: strings, a big value, TTLs.
+    c.ok(&["SELECT", "0"]);
+    for i in 0..200 {
+        c.ok(&["SET", &format!("str:{i}"), &format!("value {i}")]);
+    }
+    // xorshift: incompressible, so Redis stores it whole (LZF gains nothing).
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let big: Vec<u8> = (0..5 * 1024 * 1024)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    c.cmd_bytes(&[b"SET", b"big", &big]);
+    c.ok(&["SET", "ttl:a", "expires", "EX", "3600"]);
+    c.ok(&["SET", "ttl:b", "expires too", "PX", "7200000"]);
+    c.ok(&["SET", "bin\x00key", "\u{1}\u{2}binary"]);
+    counts.insert(0, 204);
+    // db 1: hashes and sets.
+    c.ok(&["SELECT", "1"]);
+    for i in 0..50 {
+        c.ok(&[
+            "HSET",
+            &format!("user:{i}"),
+            "name",
+            &format!("n{i}"),
+            "age",
+            &i.to_string(),
+        ]);
+        c.ok(&["SADD", &format!("tags:{i}"), "a", "b", &format!("t{i}")]);
+    }
+    c.ok(&["HSET", "ttl:hash", "f", "v"]);
+    c.ok(&["EXPIRE", "ttl:hash", "3600"]);
+    counts.insert(1, 101);
+    // db 3: sorted sets, lists, a stream.
+    c.ok(&["SELECT", "3"]);
+    for i in 0..20 {
+        c.ok(&[
+            "ZADD",
+            &format!("rank:{i}"),
+            "1.5",
+            "x",
+            "-2",
+            "y",
+            &i.to_string(),
+            "z",
+        ]);
+        c.ok(&[
+            "RPUSH",
+            &format!("queue:{i}"),
+            "first",
+            "second",
+            &format!("n{i}"),
+        ]);
+    }
+    for i in 0..100 {
+        c.ok(&["XADD", "events", "*", "n", &i.to_string(), "kind", "test"]);
+    }
+    counts.insert(3, 41);
+    c.ok(&["SELECT", "0"]);
+    counts
+}

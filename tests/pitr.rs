@@ -1,0 +1,330 @@
+//! Point-in-time recovery end to end: a cluster archives its WAL through
+//! `strata wal push`, `strata backup --kind base` takes a base backup,
+//! and `strata restore --target-dir … --start` brings back exactly the
+//! rows committed before a time, a restore point, or everything archived.
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use common::pg::{PgCluster, PgOptions, chown_to_pg, pg_bin_dir, pg_scratch_dir, pg_user};
+use common::{at_exit, free_port, run_ok, strata_bin};
+
+struct Repo {
+    dir: PathBuf,
+    cfg: PathBuf,
+    recipient: String,
+}
+
+impl Repo {
+    fn new(name: &str) -> Repo {
+        let dir = pg_scratch_dir(name);
+        let out = run_ok(
+            Command::new(strata_bin())
+                .args(["key", "generate", "--out"])
+                .arg(dir.join("key.txt")),
+        );
+        let recipient = out
+            .split_whitespace()
+            .find(|w| w.starts_with("age1"))
+            .expect("key generate prints the public key")
+            .to_string();
+        let repo = Repo {
+            cfg: dir.join("strata.toml"),
+            dir,
+            recipient,
+        };
+        // the server's port is not known yet: written again once it runs
+        repo.write_config("postgres://postgres@127.0.0.1:1/postgres");
+        let out = repo.strata(&["init"]);
+        assert!(out.status.success(), "init: {}", text(&out));
+        chown_to_pg(&repo.dir);
+        repo
+    }
+
+    fn write_config(&self, url: &str) {
+        fs::write(
+            &self.cfg,
+            format!(
+                "[repository]\nurl = \"file://{}\"\n\n[encryption]\nrecipients = [\"{}\"]\nidentity_file = \"key.txt\"\n\n\
+                 [sources.main]\nkind = \"postgres\"\nurl = \"{url}\"\n",
+                self.dir.join("repo").display(),
+                self.recipient
+            ),
+        )
+        .unwrap();
+    }
+
+    fn strata(&self, args: &[&str]) -> Output {
+        Command::new(strata_bin())
+            .env_remove("STRATA_LOG")
+            .env_remove("STRATA_CONFIG")
+            .env_remove("STRATA_IDENTITY_FILE")
+            .arg("--config")
+            .arg(&self.cfg)
+            .args(args)
+            .output()
+            .expect("spawn strata")
+    }
+
+    fn archive_conf(&self) -> Vec<String> {
+        vec![
+            "archive_mode = on".into(),
+            format!(
+                "archive_command = '{} --config {} wal push %p'",
+                strata_bin().display(),
+                self.cfg.display()
+            ),
+            "archive_timeout = 0".into(),
+        ]
+    }
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}\nstdout: {}\nstderr: {}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// The archiving cluster, one base backup, and the points to recover to.
+struct Fixture {
+    _pg: PgCluster,
+    repo: Repo,
+    /// Before the base backup: no restore can reach it.
+    before_backup: String,
+    /// After row 6 committed, a second before row 7.
+    after_row_6: String,
+}
+
+fn fixture() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| {
+        let repo = Repo::new("pitr");
+        let pg = PgCluster::start(PgOptions {
+            extra_conf: repo.archive_conf(),
+            name: "pitr",
+            ..Default::default()
+        });
+        repo.write_config(&pg.url("postgres"));
+        pg.psql(
+            "postgres",
+            "CREATE TABLE ev (id serial PRIMARY KEY, at timestamptz DEFAULT clock_timestamp()); \
+             INSERT INTO ev DEFAULT VALUES; INSERT INTO ev DEFAULT VALUES; INSERT INTO ev DEFAULT VALUES",
+        );
+        let now = |pg: &PgCluster| {
+            pg.psql(
+                "postgres",
+                "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+            )
+        };
+        let before_backup = now(&pg);
+        std::thread::sleep(Duration::from_millis(1100));
+
+        let out = repo.strata(&["--json", "backup", "main", "--kind", "base"]);
+        assert!(out.status.success(), "base backup: {}\n{}", text(&out), pg.log_tail(30));
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["kind"], "base", "{report}");
+
+        let mut after_row_6 = String::new();
+        for id in 4..=9 {
+            pg.psql("postgres", "INSERT INTO ev DEFAULT VALUES");
+            if id == 6 {
+                std::thread::sleep(Duration::from_millis(300));
+                after_row_6 = now(&pg);
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            if id % 2 == 0 {
+                pg.psql("postgres", "SELECT pg_switch_wal()");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        pg.psql("postgres", "INSERT INTO ev DEFAULT VALUES"); // 10
+        pg.psql("postgres", "SELECT pg_create_restore_point('before_drop')");
+        pg.psql("postgres", "INSERT INTO ev DEFAULT VALUES"); // 11, after the point
+        let last = pg.psql("postgres", "SELECT pg_walfile_name(pg_current_wal_lsn())");
+        pg.psql("postgres", "SELECT pg_switch_wal()");
+        pg.wait_for(
+            "postgres",
+            &format!("SELECT coalesce(last_archived_wal, '') >= '{last}' FROM pg_stat_archiver"),
+            "t",
+            Duration::from_secs(60),
+        );
+        assert_eq!(
+            pg.psql("postgres", "SELECT failed_count FROM pg_stat_archiver"),
+            "0",
+            "{}",
+            pg.log_tail(40)
+        );
+        Fixture {
+            _pg: pg,
+            repo,
+            before_backup,
+            after_row_6,
+        }
+    })
+}
+
+/// `pg_ctl` as the data dir's owner.
+fn pg_ctl(dir: &Path, args: &[&str]) -> Output {
+    let bin = pg_bin_dir().join("pg_ctl");
+    let mut c = if pg_user().is_some() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(bin);
+        c
+    } else {
+        Command::new(bin)
+    };
+    c.arg("-D").arg(dir).args(args).output().unwrap()
+}
+
+/// Restores into a fresh dir with `--start`; returns `max(id)|count(*)`
+/// of `ev` on the recovered server, then stops it.
+fn restore_and_count(name: &str, target: &[&str]) -> String {
+    let f = fixture();
+    let dir = pg_scratch_dir(name).join("data");
+    let port = free_port();
+    let stop_dir = dir.clone();
+    at_exit(move || {
+        let _ = pg_ctl(&stop_dir, &["stop", "-m", "immediate"]);
+    });
+    let port_s = port.to_string();
+    let mut args = vec!["--json", "restore", "main", "--target-dir"];
+    let dir_s = dir.display().to_string();
+    args.push(&dir_s);
+    args.extend_from_slice(target);
+    // stay on the backup's timeline: the other tests' restored servers
+    // promote and archive new timelines into the same repository
+    args.extend_from_slice(&["--timeline", "current", "--start", "--port", &port_s]);
+    let out = f.repo.strata(&args);
+    let log = fs::read_to_string(dir.join("strata-restore.log")).unwrap_or_default();
+    assert!(out.status.success(), "restore: {}\n{log}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["started"], true, "{report}");
+    let phases: Vec<&str> = report["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p[0].as_str().unwrap())
+        .collect();
+    assert_eq!(phases, ["download+extract", "recovery", "checks"]);
+    assert!(log.contains("restored log file"), "{log}");
+    let psql = Command::new(pg_bin_dir().join("psql"))
+        .args([
+            "-X",
+            "-A",
+            "-t",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-p",
+            &port_s,
+        ])
+        .args([
+            "-d",
+            "postgres",
+            "-c",
+            "SELECT max(id) || '|' || count(*) FROM ev",
+        ])
+        .output()
+        .unwrap();
+    assert!(psql.status.success(), "{}", text(&psql));
+    let _ = pg_ctl(&dir, &["stop", "-m", "fast"]);
+    String::from_utf8_lossy(&psql.stdout).trim().to_string()
+}
+
+#[test]
+fn restore_to_a_time_keeps_exactly_the_rows_before_it() {
+    let t = fixture().after_row_6.clone();
+    assert_eq!(restore_and_count("pitr-time", &["--to-time", &t]), "6|6");
+}
+
+#[test]
+fn restore_to_a_named_restore_point() {
+    assert_eq!(
+        restore_and_count("pitr-name", &["--to-name", "before_drop"]),
+        "10|10"
+    );
+}
+
+#[test]
+fn restore_latest_replays_everything_archived() {
+    assert_eq!(restore_and_count("pitr-latest", &["--latest"]), "11|11");
+}
+
+#[test]
+fn target_before_the_base_backup_is_refused() {
+    let f = fixture();
+    let dir = pg_scratch_dir("pitr-early").join("data");
+    let out = f.repo.strata(&[
+        "restore",
+        "main",
+        "--target-dir",
+        &dir.display().to_string(),
+        "--to-time",
+        &f.before_backup,
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("earliest possible point is"),
+        "{}",
+        text(&out)
+    );
+    assert!(!dir.exists(), "nothing was written");
+}
+
+#[test]
+fn non_empty_target_dir_is_refused_without_force() {
+    let f = fixture();
+    let dir = pg_scratch_dir("pitr-busy");
+    fs::write(dir.join("something"), "x").unwrap();
+    let out = f.repo.strata(&[
+        "restore",
+        "main",
+        "--target-dir",
+        &dir.display().to_string(),
+        "--latest",
+    ]);
+    assert_eq!(out.status.code(), Some(8), "{}", text(&out));
+    assert!(dir.join("something").exists());
+}
+
+#[test]
+fn base_backup_without_wal_archiving_is_refused() {
+    let pg = common::pg::shared_pg();
+    let repo = Repo::new("pitr-noarchive");
+    repo.write_config(&pg.url("postgres"));
+    let out = repo.strata(&["backup", "main", "--kind", "base"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("archive_mode is off"),
+        "{}",
+        text(&out)
+    );
+    // a tier of kind base takes the same path
+    let mut cfg = fs::read_to_string(&repo.cfg).unwrap();
+    cfg += "\n[tiers.weekly]\nkind = \"base\"\nkeep_last = 2\n";
+    fs::write(&repo.cfg, cfg).unwrap();
+    let out = repo.strata(&["backup", "--tier", "weekly"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("archive_mode is off"), "{}", text(&out));
+    let out = repo.strata(&["backup", "main", "--tier", "weekly", "--kind", "dump"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("contradicts tier weekly"),
+        "{}",
+        text(&out)
+    );
+    let list = repo.strata(&["--json", "list"]);
+    assert!(list.status.success(), "{}", text(&list));
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&list.stdout).unwrap(),
+        serde_json::json!([])
+    );
+}
