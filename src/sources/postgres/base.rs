@@ -13,14 +13,14 @@
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::dump::{BackupContext, BackupReport};
+use super::dump::{BackupContext, BackupReport, spawn_piped, store_child_output};
 use super::wal::archive::WalArchive;
 use super::wal::{Lsn, SegmentName, SegmentSize, Timeline, WalFile};
 use super::{Target, find_binary, major_of, pg_error_text, server_info};
@@ -32,13 +32,11 @@ use crate::keys::Identity;
 use crate::pipeline::{ObjectRecord, fetch};
 use crate::progress::Reporter;
 use crate::storage::Storage;
-use crate::util::{StderrTail, kill_child};
 
 /// The one object of a base backup: the cluster as a tar stream.
 pub const BASE_OBJECT: &str = "base.tar";
 /// How long a base backup waits for the archiver to store its WAL.
 pub const WAL_WAIT: Duration = Duration::from_secs(60);
-const STDERR_TAIL: usize = 64 * 1024;
 
 /// Takes a physical base backup of `source`.
 pub async fn backup(
@@ -384,64 +382,17 @@ fn parse_manifest_end_lsn(tail: &[u8]) -> Option<Lsn> {
 /// pg_basebackup exits 0.
 async fn store_basebackup(
     ctx: &BackupContext<'_>,
-    mut cmd: Command,
+    cmd: Command,
     source: &str,
     key: &str,
 ) -> Result<(ObjectRecord, Tapped)> {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| Error::source(format!("cannot start pg_basebackup: {e}")))?;
-    let tail = StderrTail::spawn(child.stderr.take().expect("piped"), STDERR_TAIL);
+    let (mut child, tail) = spawn_piped(cmd, "pg_basebackup")?;
     let tapped = Arc::new(Mutex::new(Tapped::default()));
     let stdout = TarTap::new(child.stdout.take().expect("piped"), tapped.clone());
-    let slot: Arc<Mutex<Option<(Child, StderrTail)>>> = Arc::new(Mutex::new(Some((child, tail))));
-    let slot2 = slot.clone();
-    let step = ctx.reporter.step(format!("{source}: pg_basebackup"), None);
-    let result = ctx
-        .encoder
-        .store(
-            ctx.repo.storage().clone(),
-            key,
-            BASE_OBJECT,
-            stdout,
-            step.progress.clone(),
-            move || {
-                let (mut ch, tail) = slot2.lock().unwrap().take().expect("checked once");
-                let status = ch
-                    .wait()
-                    .map_err(|e| Error::source(format!("pg_basebackup: {e}")))?;
-                let stderr = tail.finish();
-                if status.success() {
-                    Ok(())
-                } else {
-                    Err(Error::source(format!(
-                        "pg_basebackup failed ({status}): {stderr}"
-                    )))
-                }
-            },
-        )
-        .await;
-    match result {
-        Ok(rec) => {
-            step.done(&format!(
-                "stored {}",
-                crate::util::human_bytes(rec.stored_size)
-            ));
-            let tapped = std::mem::take(&mut *tapped.lock().unwrap());
-            Ok((rec, tapped))
-        }
-        Err(e) => {
-            step.abandon();
-            if let Some((mut ch, tail)) = slot.lock().unwrap().take() {
-                kill_child(&mut ch);
-                let _ = tail.finish();
-            }
-            Err(e)
-        }
-    }
+    let what = format!("{source}: pg_basebackup");
+    let rec = store_child_output(ctx, child, tail, stdout, &what, key, BASE_OBJECT).await?;
+    let tapped = std::mem::take(&mut *tapped.lock().unwrap());
+    Ok((rec, tapped))
 }
 
 /// `START WAL LOCATION: 0/2000028 (file 000000010000000000000002)` and

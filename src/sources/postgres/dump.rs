@@ -52,7 +52,10 @@ pub struct BackupContext<'a> {
 
 /// Spawns a client program with stdout piped and stderr drained on its own
 /// thread.
-fn spawn_piped(mut cmd: std::process::Command, what: &str) -> Result<(Child, StderrTail)> {
+pub(crate) fn spawn_piped(
+    mut cmd: std::process::Command,
+    what: &str,
+) -> Result<(Child, StderrTail)> {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -74,6 +77,20 @@ async fn store_child(
     name: &str,
 ) -> Result<ObjectRecord> {
     let stdout = child.stdout.take().expect("piped");
+    store_child_output(ctx, child, tail, stdout, what, key, name).await
+}
+
+/// [`store_child`] reading the child's output through `stdout` (the raw
+/// pipe, or an adapter that inspects the stream on its way).
+pub(crate) async fn store_child_output<R: std::io::Read + Send + 'static>(
+    ctx: &BackupContext<'_>,
+    child: Child,
+    tail: StderrTail,
+    stdout: R,
+    what: &str,
+    key: &str,
+    name: &str,
+) -> Result<ObjectRecord> {
     let pid = child.id();
     let child = Arc::new(std::sync::Mutex::new(Some((child, tail))));
     let c2 = child.clone();
