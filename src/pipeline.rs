@@ -23,6 +23,9 @@ use crate::keys::{Identity, Recipient};
 use crate::progress::Progress;
 use crate::storage::{Body, BodyWriter, PutMode, Storage, StorageError};
 
+/// Most zstd workers used when `[compression] threads` is 0.
+pub const MAX_DEFAULT_THREADS: u32 = 8;
+
 /// Read buffer of the copy loops.
 const COPY_BUF: usize = 1 << 20;
 
@@ -84,11 +87,17 @@ pub struct Encoded {
 }
 
 impl Encoder {
+    /// zstd workers: as configured, else one per core up to
+    /// [`MAX_DEFAULT_THREADS`]. Memory grows with every worker (about 20 MiB
+    /// each at level 3) while one `pg_dump` stream is already outrun by 8,
+    /// so the default stops there and keeps peak RSS far under 200 MiB.
     fn threads(&self) -> u32 {
         if self.threads > 0 {
             self.threads
         } else {
-            std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+            std::thread::available_parallelism()
+                .map_or(1, |n| n.get() as u32)
+                .min(MAX_DEFAULT_THREADS)
         }
     }
 
