@@ -124,6 +124,80 @@ pub struct PhysicalArgs {
     pub json: bool,
 }
 
+/// Refuses (exit 2) a recovery the archived WAL cannot deliver: a gap
+/// between the base backup's start and the target (for `--to-lsn`) or the
+/// newest archived segment (otherwise: replay would stop early at the gap
+/// and the restore would silently miss data), or a `--to-lsn` after the
+/// newest archived WAL.
+async fn check_wal(
+    repo: &crate::catalog::Repository,
+    source: &str,
+    chosen: &crate::sources::postgres::base::Candidate,
+    target: &crate::sources::postgres::base::RecoveryTarget,
+    timeline: &str,
+    identities: &std::sync::Arc<Vec<crate::keys::Identity>>,
+) -> Result<()> {
+    use crate::sources::postgres::base::RecoveryTarget;
+    use crate::sources::postgres::wal::{
+        Lsn, SegmentSize, Timeline, archive::WalArchive, continuity::continuity,
+    };
+    let (Ok(start), Some(size)) = (
+        chosen.base.start_lsn.parse::<Lsn>(),
+        SegmentSize::new(chosen.base.wal_segment_size),
+    ) else {
+        return Ok(());
+    };
+    let archive = WalArchive::new(repo, source);
+    let listing = archive.listing(Some(identities.clone())).await?;
+    let (segments, mut switches) = (listing.segments, listing.switches);
+    match timeline {
+        "current" => switches.clear(),
+        "latest" => {}
+        n => {
+            let n: u32 = n.parse().unwrap_or(u32::MAX);
+            switches.retain(|s| s.timeline.0 <= n);
+        }
+    }
+    let c = continuity(
+        &segments,
+        &switches,
+        Timeline(chosen.base.timeline),
+        start,
+        size,
+    );
+    let backup = chosen.entry.summary().id.to_string();
+    let gap = match target {
+        RecoveryTarget::Lsn(l) => c.gaps.iter().find(|(from, _)| from <= l),
+        _ => c.gaps.first(),
+    };
+    if let Some((_, g)) = gap {
+        return Err(Error::usage(format!(
+            "cannot recover to {} from base backup {backup}: {}; replay would stop at {}",
+            target.describe(),
+            g.describe(),
+            g.from
+        ))
+        .hint(format!(
+            "choose a target before the gap with --to-lsn (before {}), or archive segment {} again",
+            g.from,
+            g.missing.first().map(String::as_str).unwrap_or("?")
+        )));
+    }
+    if let RecoveryTarget::Lsn(l) = target
+        && *l >= c.reachable
+    {
+        let newest = c
+            .newest
+            .map(|n| format!("segment {n}, up to LSN {}", c.reachable))
+            .unwrap_or_else(|| format!("nothing from LSN {start} on"));
+        return Err(Error::usage(format!(
+            "LSN {l} is after the newest archived WAL ({newest})"
+        ))
+        .hint("choose an earlier --to-lsn, or wait until the WAL holding it is archived"));
+    }
+    Ok(())
+}
+
 pub async fn run_physical(g: &Globals, a: &PhysicalArgs) -> Result<u8> {
     use crate::sources::postgres::base::{self, RecoveryTarget, StartOptions};
     let cfg = g.config()?;
@@ -191,6 +265,7 @@ pub async fn run_physical(g: &Globals, a: &PhysicalArgs) -> Result<u8> {
         )));
     }
     let chosen = base::choose(cands, &target)?;
+    check_wal(&repo, &a.source, &chosen, &target, &a.timeline, &identities).await?;
     let reporter = Reporter::new(Mode::detect(a.json));
     reporter.note(format!(
         "restore base backup {} of {} (ends {} at LSN {}) into {}; recovery target: {}",

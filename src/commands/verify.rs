@@ -12,6 +12,7 @@ use crate::catalog::Leftover;
 use crate::error::{Kind, Result};
 use crate::pipeline::fetch;
 use crate::progress::Progress;
+use crate::sources::postgres::wal::continuity::Gap;
 use crate::util::human_bytes;
 
 #[derive(Serialize)]
@@ -32,6 +33,92 @@ struct Report {
     problems: Vec<String>,
     leftovers: Vec<Leftover>,
     incomplete_uploads: Vec<String>,
+    /// Per source with base backups: the WAL archive's continuity.
+    wal: Vec<WalCheck>,
+}
+
+#[derive(Serialize)]
+struct WalCheck {
+    source: String,
+    /// Newest archived segment per timeline.
+    newest: std::collections::BTreeMap<String, String>,
+    /// Gaps after the start of some base backup.
+    gaps: Vec<Gap>,
+}
+
+/// Checks that the archive of `source` is continuous from the start of
+/// each base backup to its newest segment; returns the report and, per
+/// backup id, the problems found. Uses only the listing: a base backup's
+/// start is the backup history file (`<segment>.<offset>.backup`) archived
+/// while it ran; timeline switches are followed only when the identity is
+/// at hand (history files are sealed).
+async fn check_wal(
+    repo: &crate::catalog::Repository,
+    source: &str,
+    bases: &[&crate::catalog::Entry],
+    identities: Option<std::sync::Arc<Vec<crate::keys::Identity>>>,
+) -> Result<(WalCheck, Vec<(String, String)>)> {
+    use crate::sources::postgres::wal::{
+        Lsn, SegmentSize, Timeline, archive::WalArchive, continuity::continuity,
+    };
+    let listing = WalArchive::new(repo, source)
+        .listing(identities.clone())
+        .await?;
+    let mut newest = std::collections::BTreeMap::new();
+    for s in &listing.segments {
+        newest.insert(s.timeline.to_string(), s.to_string());
+    }
+    let slack = chrono::Duration::minutes(5);
+    let mut gaps: Vec<Gap> = Vec::new();
+    let mut problems = Vec::new();
+    for e in bases {
+        let b = e.summary();
+        // with the identity, the sealed manifest says exactly where it starts
+        let sealed = identities
+            .as_ref()
+            .and_then(|ids| e.file.open(&e.manifest_key, ids).ok())
+            .and_then(|m| m.base)
+            .and_then(|bi| {
+                Some((
+                    bi.start_lsn.parse::<Lsn>().ok()?,
+                    Timeline(bi.timeline),
+                    SegmentSize::new(bi.wal_segment_size)?,
+                ))
+            });
+        let size = sealed.map_or(SegmentSize::DEFAULT, |s| s.2);
+        let start = listing
+            .backup_starts
+            .iter()
+            .filter(|(_, _, m)| {
+                m.is_some_and(|m| m >= b.started - slack && m <= b.finished + slack)
+            })
+            .min_by_key(|(_, _, m)| m.map(|m| (m - b.finished).num_milliseconds().abs()));
+        let (lsn, timeline) = match (sealed, start) {
+            (Some((lsn, tli, _)), _) => (lsn, tli),
+            (None, Some(&(seg, offset, _))) => {
+                (Lsn(seg.start_lsn(size).0 + u64::from(offset)), seg.timeline)
+            }
+            (None, None) => continue,
+        };
+        let c = continuity(&listing.segments, &listing.switches, timeline, lsn, size);
+        for (_, g) in c.gaps {
+            problems.push((
+                b.id.to_string(),
+                format!("WAL from its start {lsn}: {}", g.describe()),
+            ));
+            if !gaps.contains(&g) {
+                gaps.push(g);
+            }
+        }
+    }
+    Ok((
+        WalCheck {
+            source: source.to_string(),
+            newest,
+            gaps,
+        },
+        problems,
+    ))
 }
 
 pub async fn run(g: &Globals, source: Option<&str>, read_data: bool, json: bool) -> Result<u8> {
@@ -47,6 +134,24 @@ pub async fn run(g: &Globals, source: Option<&str>, read_data: bool, json: bool)
     let repo = super::open_repository(&cfg).await?;
     let storage = repo.storage().clone();
     let (entries, unreadable) = repo.backups(source).await?;
+    let mut wal = Vec::new();
+    let mut wal_problems: Vec<(String, String)> = Vec::new();
+    let mut sources: Vec<&str> = entries
+        .iter()
+        .filter(|e| e.summary().kind == "base")
+        .map(|e| e.summary().source.as_str())
+        .collect();
+    sources.sort();
+    sources.dedup();
+    for src in sources {
+        let bases: Vec<_> = entries
+            .iter()
+            .filter(|e| e.summary().kind == "base" && e.summary().source == src)
+            .collect();
+        let (check, problems) = check_wal(&repo, src, &bases, identities.clone()).await?;
+        wal.push(check);
+        wal_problems.extend(problems);
+    }
     let mut checks = Vec::new();
     // A wrong identity makes every read fail without showing any damage:
     // when decryption is all that failed, exit with the crypto code so
@@ -66,6 +171,12 @@ pub async fn run(g: &Globals, source: Option<&str>, read_data: bool, json: bool)
             }
         }
         only_crypto_failed &= problems.is_empty();
+        let gap_problems: Vec<String> = wal_problems
+            .iter()
+            .filter(|(id, _)| *id == s.id.to_string())
+            .map(|(_, p)| p.clone())
+            .collect();
+        only_crypto_failed &= gap_problems.is_empty();
         if let (Some(ids), true) = (&identities, problems.is_empty()) {
             match e.file.open(&e.manifest_key, ids) {
                 Err(err) => {
@@ -90,6 +201,7 @@ pub async fn run(g: &Globals, source: Option<&str>, read_data: bool, json: bool)
                 }
             }
         }
+        problems.extend(gap_problems);
         if !json {
             if problems.is_empty() {
                 println!(
@@ -127,6 +239,7 @@ pub async fn run(g: &Globals, source: Option<&str>, read_data: bool, json: bool)
         problems,
         leftovers,
         incomplete_uploads: incomplete.iter().map(|u| u.key.clone()).collect(),
+        wal,
     };
     if json {
         super::print_json(&report);
@@ -142,6 +255,11 @@ pub async fn run(g: &Globals, source: Option<&str>, read_data: bool, json: bool)
                 l.objects.len(),
                 human_bytes(l.bytes)
             );
+        }
+        for w in &report.wal {
+            for (tli, seg) in &w.newest {
+                println!("wal     {} timeline {tli}: newest segment {seg}", w.source);
+            }
         }
         for u in &report.incomplete_uploads {
             println!("leftover incomplete upload of {u} (remove with `strata cleanup`)");

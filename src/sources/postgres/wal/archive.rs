@@ -120,6 +120,16 @@ pub struct PushReport {
     pub stored_size: Option<u64>,
 }
 
+/// What [`WalArchive::listing`] found.
+#[derive(Debug, Clone, Default)]
+pub struct WalListing {
+    pub segments: Vec<super::SegmentName>,
+    pub switches: Vec<super::continuity::TimelineSwitch>,
+    /// Backup history files (`<segment>.<offset>.backup`): where base
+    /// backups started, with the object's modification time.
+    pub backup_starts: Vec<(super::SegmentName, u32, Option<DateTime<Utc>>)>,
+}
+
 /// An archived file, found: what [`WalArchive::download`] needs.
 #[derive(Debug, Clone)]
 pub struct Located {
@@ -583,6 +593,66 @@ impl WalArchive {
             }
         }
         Err(Error::failed(format!("{key} keeps changing; try again")).retryable())
+    }
+
+    /// What the archive holds, from the object listing alone: every
+    /// segment whose object and record both exist, and the timelines that
+    /// have a history file. With `identities`, the history files are read
+    /// too (their switch points are sealed).
+    pub async fn listing(&self, identities: Option<Arc<Vec<Identity>>>) -> Result<WalListing> {
+        let listed = self.repo.storage().list(&self.prefix()).await?;
+        let keys: std::collections::HashSet<&str> = listed.iter().map(|o| o.key.as_str()).collect();
+        let mut segments = Vec::new();
+        let mut histories = Vec::new();
+        let mut backup_starts = Vec::new();
+        for o in &listed {
+            let Some(name) = o.key.rsplit('/').next() else {
+                continue;
+            };
+            if name.ends_with(".json") || !keys.contains(format!("{}.json", o.key).as_str()) {
+                continue;
+            }
+            match name.parse::<WalFile>() {
+                Ok(WalFile::Segment(s)) if o.key == self.object_key(WalFile::Segment(s)) => {
+                    segments.push(s)
+                }
+                Ok(WalFile::History(t)) if o.key == self.object_key(WalFile::History(t)) => {
+                    histories.push(t)
+                }
+                Ok(f @ WalFile::BackupHistory { segment, offset })
+                    if o.key == self.object_key(f) =>
+                {
+                    backup_starts.push((segment, offset, o.modified));
+                }
+                _ => {}
+            }
+        }
+        let mut switches = Vec::new();
+        if let Some(ids) = identities {
+            for t in histories {
+                let Some(found) = self.locate(WalFile::History(t), &ids).await? else {
+                    continue;
+                };
+                let text = pipeline::fetch(
+                    self.repo.storage(),
+                    &found.record,
+                    ids.clone(),
+                    Vec::new(),
+                    Progress::hidden(),
+                )
+                .await?;
+                let text = String::from_utf8_lossy(&text);
+                switches.extend(super::continuity::parse_history(t, &text).map_err(|why| {
+                    Error::integrity(format!("archived history file {t}.history: {why}"))
+                })?);
+            }
+        }
+        segments.sort();
+        Ok(WalListing {
+            segments,
+            switches,
+            backup_starts,
+        })
     }
 
     /// Finds an archived file: `None` when it is not archived (or its

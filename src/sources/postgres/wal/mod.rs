@@ -16,6 +16,7 @@
 //! parsing a name does not.
 
 pub mod archive;
+pub mod continuity;
 pub mod spool;
 
 use std::fmt;
