@@ -20,6 +20,7 @@ pub mod pipeline;
 pub mod progress;
 pub mod retention;
 pub mod schedule;
+pub mod scheduler;
 pub mod sources;
 pub mod status;
 pub mod storage;

@@ -1,0 +1,216 @@
+//! The scheduler's planner: which tiers are due now.
+//!
+//! Pure, with the clock passed in, so the daemon and tests see the same
+//! plan. Rules, chosen on purpose:
+//!
+//! - A tier is due when one of its slots falls after its last run and at
+//!   or before `now`. After downtime a tier that missed several slots runs
+//!   **once**: the run is recorded at `now`, which covers every missed slot.
+//! - A tier never run before is counted from `since` (when the daemon
+//!   started), so it runs at its next slot rather than at startup; starting
+//!   the daemon must not set off every backup at once.
+//! - Tiers without a schedule (run by hand, or continuous such as `wal`) and
+//!   kinds that cannot be run are never due.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+
+use crate::error::{Error, Result};
+use crate::tier::Tier;
+
+/// The state file's default name, next to the config.
+pub const STATE_FILE: &str = ".strata-schedule-state.json";
+
+/// Reads the last runs; a missing file means no tier has run yet.
+pub fn load_state(path: &Path) -> Result<LastRuns> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+            Error::usage(format!("schedule state {}: {e}", path.display()))
+                .hint("fix or delete the file; deleted, each tier runs at its next slot")
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(LastRuns::new()),
+        Err(e) => Err(Error::from(e).context(format!("reading {}", path.display()))),
+    }
+}
+
+/// Writes the last runs atomically: a temporary file in the same
+/// directory, synced, then renamed over the old one, so a crash leaves
+/// either the old state or the new, never a torn file.
+pub fn save_state(path: &Path, last: &LastRuns) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    let json = serde_json::to_vec_pretty(last).map_err(|e| Error::failed(e.to_string()))?;
+    tmp.write_all(&json)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path)
+        .map_err(|e| Error::from(e.error).context(format!("writing {}", path.display())))?;
+    Ok(())
+}
+
+/// When each tier last ran, by tier name (the persisted state).
+pub type LastRuns = BTreeMap<String, DateTime<Utc>>;
+
+/// The plan for one moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// Tiers to run now, in name order.
+    pub due: Vec<String>,
+    /// The earliest slot after `now` over all scheduled tiers, if any.
+    pub next: Option<DateTime<Utc>>,
+}
+
+/// Plans the tiers due at `now`. `since` stands in for the last run of a
+/// tier that has never run (see the module docs).
+pub fn plan<'a>(
+    tiers: impl IntoIterator<Item = &'a Tier>,
+    last: &LastRuns,
+    since: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Plan {
+    let mut due = Vec::new();
+    let mut next: Option<DateTime<Utc>> = None;
+    for tier in tiers {
+        let Some(schedule) = &tier.schedule else {
+            continue;
+        };
+        if !tier.kind.runnable() {
+            continue;
+        }
+        let from = last.get(&tier.name).copied().unwrap_or(since);
+        let first = schedule
+            .next_runs(tier.tz(), from, 1)
+            .first()
+            .map(|t| t.with_timezone(&Utc));
+        if first.is_some_and(|t| t <= now) {
+            due.push(tier.name.clone());
+        }
+        let upcoming = schedule
+            .next_runs(tier.tz(), now, 1)
+            .first()
+            .map(|t| t.with_timezone(&Utc));
+        if let Some(t) = upcoming {
+            next = Some(next.map_or(t, |n| n.min(t)));
+        }
+    }
+    due.sort();
+    Plan { due, next }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schedule::Schedule;
+    use crate::tier::TierKind;
+    use chrono_tz::Tz;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn tier(name: &str, expr: &str, tz: Option<Tz>) -> Tier {
+        Tier {
+            name: name.into(),
+            kind: TierKind::Dump,
+            schedule: Some(Schedule::parse(expr).unwrap()),
+            timezone: tz,
+            sources: vec![],
+            sources_listed: false,
+            policy: Default::default(),
+            defined_in: Default::default(),
+        }
+    }
+
+    fn last(name: &str, t: &str) -> LastRuns {
+        LastRuns::from([(name.to_string(), at(t))])
+    }
+
+    #[test]
+    fn state_round_trips_and_starts_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(STATE_FILE);
+        assert!(load_state(&path).unwrap().is_empty());
+        let ran = last("daily", "2026-11-22T02:00:05Z");
+        save_state(&path, &ran).unwrap();
+        assert_eq!(load_state(&path).unwrap(), ran);
+    }
+
+    #[test]
+    fn due_when_a_slot_passed_since_the_last_run() {
+        let t = [tier("daily", "0 2 * * *", None)];
+        let since = at("2026-11-01T00:00:00Z");
+        let ran = last("daily", "2026-11-22T02:00:05Z");
+        let p = plan(&t, &ran, since, at("2026-11-23T01:59:00Z"));
+        assert!(p.due.is_empty());
+        assert_eq!(p.next, Some(at("2026-11-23T02:00:00Z")));
+        let p = plan(&t, &ran, since, at("2026-11-23T02:00:00Z"));
+        assert_eq!(p.due, ["daily"]);
+    }
+
+    #[test]
+    fn catch_up_runs_once_after_a_long_downtime() {
+        let t = [tier("daily", "0 2 * * *", None)];
+        let since = at("2026-11-23T12:00:00Z");
+        let now = at("2026-11-23T12:00:00Z");
+        // Three missed slots give one due entry, not three.
+        let p = plan(&t, &last("daily", "2026-11-20T02:00:00Z"), since, now);
+        assert_eq!(p.due, ["daily"]);
+        // Recording the run at `now` covers every missed slot.
+        let p = plan(&t, &last("daily", "2026-11-23T12:00:00Z"), since, now);
+        assert!(p.due.is_empty());
+    }
+
+    #[test]
+    fn a_tier_never_run_waits_for_its_next_slot() {
+        let t = [tier("daily", "0 2 * * *", None)];
+        let since = at("2026-11-23T12:00:00Z");
+        let p = plan(&t, &LastRuns::new(), since, since);
+        assert!(p.due.is_empty());
+        assert_eq!(p.next, Some(at("2026-11-24T02:00:00Z")));
+        let p = plan(&t, &LastRuns::new(), since, at("2026-11-24T02:00:00Z"));
+        assert_eq!(p.due, ["daily"]);
+    }
+
+    #[test]
+    fn slots_are_counted_in_the_tier_zone() {
+        // 02:00 in Berlin is 01:00 UTC in winter.
+        let t = [tier("daily", "0 2 * * *", Some(chrono_tz::Europe::Berlin))];
+        let ran = last("daily", "2026-11-22T01:00:00Z");
+        let since = at("2026-11-01T00:00:00Z");
+        assert!(
+            plan(&t, &ran, since, at("2026-11-23T00:59:00Z"))
+                .due
+                .is_empty()
+        );
+        assert_eq!(
+            plan(&t, &ran, since, at("2026-11-23T01:00:00Z")).due,
+            ["daily"]
+        );
+    }
+
+    #[test]
+    fn unscheduled_and_unrunnable_tiers_are_never_due() {
+        let mut wal = tier("wal", "* * * * *", None);
+        wal.kind = TierKind::Wal;
+        let mut manual = tier("manual", "* * * * *", None);
+        manual.schedule = None;
+        let p = plan(
+            &[wal, manual],
+            &LastRuns::new(),
+            at("2026-01-01T00:00:00Z"),
+            at("2026-11-23T12:00:00Z"),
+        );
+        assert_eq!(
+            p,
+            Plan {
+                due: vec![],
+                next: None
+            }
+        );
+    }
+}
