@@ -5,92 +5,14 @@
 mod common;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use common::pg::{PgCluster, PgOptions, chown_to_pg, pg_bin_dir, pg_scratch_dir, pg_user};
-use common::{at_exit, free_port, run_ok, strata_bin};
-
-struct Repo {
-    dir: PathBuf,
-    cfg: PathBuf,
-    recipient: String,
-}
-
-impl Repo {
-    fn new(name: &str) -> Repo {
-        let dir = pg_scratch_dir(name);
-        let out = run_ok(
-            Command::new(strata_bin())
-                .args(["key", "generate", "--out"])
-                .arg(dir.join("key.txt")),
-        );
-        let recipient = out
-            .split_whitespace()
-            .find(|w| w.starts_with("age1"))
-            .expect("key generate prints the public key")
-            .to_string();
-        let repo = Repo {
-            cfg: dir.join("strata.toml"),
-            dir,
-            recipient,
-        };
-        // the server's port is not known yet: written again once it runs
-        repo.write_config("postgres://postgres@127.0.0.1:1/postgres");
-        let out = repo.strata(&["init"]);
-        assert!(out.status.success(), "init: {}", text(&out));
-        chown_to_pg(&repo.dir);
-        repo
-    }
-
-    fn write_config(&self, url: &str) {
-        fs::write(
-            &self.cfg,
-            format!(
-                "[repository]\nurl = \"file://{}\"\n\n[encryption]\nrecipients = [\"{}\"]\nidentity_file = \"key.txt\"\n\n\
-                 [sources.main]\nkind = \"postgres\"\nurl = \"{url}\"\n",
-                self.dir.join("repo").display(),
-                self.recipient
-            ),
-        )
-        .unwrap();
-    }
-
-    fn strata(&self, args: &[&str]) -> Output {
-        Command::new(strata_bin())
-            .env_remove("STRATA_LOG")
-            .env_remove("STRATA_CONFIG")
-            .env_remove("STRATA_IDENTITY_FILE")
-            .arg("--config")
-            .arg(&self.cfg)
-            .args(args)
-            .output()
-            .expect("spawn strata")
-    }
-
-    fn archive_conf(&self) -> Vec<String> {
-        vec![
-            "archive_mode = on".into(),
-            format!(
-                "archive_command = '{} --config {} wal push %p'",
-                strata_bin().display(),
-                self.cfg.display()
-            ),
-            "archive_timeout = 0".into(),
-        ]
-    }
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}\nstdout: {}\nstderr: {}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use common::archiving::{Repo, text};
+use common::pg::{PgCluster, PgOptions, pg_bin_dir, pg_scratch_dir, pg_user};
+use common::{at_exit, free_port};
 
 /// The archiving cluster, one base backup, and the points to recover to.
 struct Fixture {

@@ -7,6 +7,7 @@
 //! `cargo test` leaves no server behind.
 #![allow(dead_code)]
 
+pub mod archiving;
 pub mod cli;
 pub mod pg;
 pub mod redis;
