@@ -34,16 +34,7 @@ impl Repo {
     /// new repository, in `dir`, all given to the `postgres` user.
     fn new_in(dir: PathBuf, repository: &str) -> Repo {
         fs::create_dir_all(&dir).unwrap();
-        let out = run_ok(
-            Command::new(strata_bin())
-                .args(["key", "generate", "--out"])
-                .arg(dir.join("key.txt")),
-        );
-        let recipient = out
-            .split_whitespace()
-            .find(|w| w.starts_with("age1"))
-            .expect("key generate prints the public key")
-            .to_string();
+        let recipient = common::generate_key(&dir.join("key.txt"));
         let cfg = dir.join("strata.toml");
         fs::write(
             &cfg,
@@ -111,14 +102,7 @@ impl Repo {
     }
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "{}\nstdout: {}\nstderr: {}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use common::text;
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
@@ -618,16 +602,7 @@ fn history_record_after_the_recipients_changed() {
 
     // a second recipient added: the HMAC key changed, so the record is
     // compared through its sealed digest, which needs the identity
-    let out = run_ok(
-        Command::new(strata_bin())
-            .args(["key", "generate", "--out"])
-            .arg(dir.join("new-key.txt")),
-    );
-    let new_recipient = out
-        .split_whitespace()
-        .find(|w| w.starts_with("age1"))
-        .unwrap()
-        .to_string();
+    let new_recipient = common::generate_key(&dir.join("new-key.txt"));
     let cfg_text = fs::read_to_string(&repo.cfg).unwrap();
     let rotated = cfg_text.replace(
         "recipients = [\"",

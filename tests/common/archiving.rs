@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use super::pg::{chown_to_pg, pg_scratch_dir};
-use super::{run_ok, strata_bin};
+use super::strata_bin;
 
 pub struct Repo {
     pub dir: PathBuf,
@@ -18,16 +18,7 @@ pub struct Repo {
 impl Repo {
     pub fn new(name: &str) -> Repo {
         let dir = pg_scratch_dir(name);
-        let out = run_ok(
-            Command::new(strata_bin())
-                .args(["key", "generate", "--out"])
-                .arg(dir.join("key.txt")),
-        );
-        let recipient = out
-            .split_whitespace()
-            .find(|w| w.starts_with("age1"))
-            .expect("key generate prints the public key")
-            .to_string();
+        let recipient = super::generate_key(&dir.join("key.txt"));
         let repo = Repo {
             cfg: dir.join("strata.toml"),
             dir,
@@ -79,12 +70,4 @@ impl Repo {
     }
 }
 
-/// A command's status and output, for assertion messages.
-pub fn text(o: &Output) -> String {
-    format!(
-        "{}\nstdout: {}\nstderr: {}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+pub use super::text;

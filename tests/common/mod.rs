@@ -80,3 +80,26 @@ pub fn run_ok(cmd: &mut Command) -> String {
     }
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Runs `strata key generate --out PATH` and returns the public recipient.
+pub fn generate_key(path: &std::path::Path) -> String {
+    let out = run_ok(
+        Command::new(strata_bin())
+            .args(["key", "generate", "--out"])
+            .arg(path),
+    );
+    out.split_whitespace()
+        .find(|w| w.starts_with("age1"))
+        .expect("key generate prints the public key")
+        .to_string()
+}
+
+/// A command's status and output, for assertion messages.
+pub fn text(o: &std::process::Output) -> String {
+    format!(
+        "{}\nstdout: {}\nstderr: {}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
