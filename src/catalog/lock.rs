@@ -366,7 +366,11 @@ async fn heartbeat_loop(
             _ = tokio::time::sleep(every) => {}
             _ = stopped.changed() => return,
         }
-        // Removed by `strata unlock --force`: do not bring it back.
+        // Removed by `strata unlock --force`: do not bring it back. The
+        // record is built before the check so the gap between the check and
+        // the rewrite is as short as the storage allows.
+        info.heartbeat = Utc::now();
+        let bytes = serde_json::to_vec_pretty(&info).expect("lock serialises");
         match storage.head(&key).await {
             Ok(Some(_)) => {}
             Ok(None) => {
@@ -378,8 +382,6 @@ async fn heartbeat_loop(
                 continue;
             }
         }
-        info.heartbeat = Utc::now();
-        let bytes = serde_json::to_vec_pretty(&info).expect("lock serialises");
         if let Err(e) = storage
             .put_bytes(&key, bytes.into(), PutMode::Overwrite)
             .await
@@ -591,9 +593,26 @@ mod tests {
         let later = read(&r, &key).await.unwrap();
         assert!(later.heartbeat > first.heartbeat, "{first:?} {later:?}");
         assert_eq!(later.created, first.created);
+        l.release().await.unwrap();
+
         // `unlock --force` removes it: the heartbeat must not bring it back.
+        // Delete right after a refresh has landed, so the removal does not
+        // race a rewrite already in flight (a window the loop narrows but
+        // cannot close on storage without compare-and-swap).
+        let slow = StdDuration::from_millis(300);
+        let l = RepoLock::acquire_every(&r, LockKind::Exclusive, "prune", slow)
+            .await
+            .unwrap();
+        let first = read(&r, &key).await.unwrap();
+        loop {
+            tokio::time::sleep(StdDuration::from_millis(5)).await;
+            let now = read(&r, &key).await.unwrap();
+            if now.heartbeat > first.heartbeat {
+                break;
+            }
+        }
         r.storage().delete(&key).await.unwrap();
-        tokio::time::sleep(every * 6).await;
+        tokio::time::sleep(slow * 3).await;
         assert!(read(&r, &key).await.is_none());
         l.release().await.unwrap();
 
