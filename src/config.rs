@@ -79,6 +79,18 @@ struct RawSource {
     kind: SourceKind,
     url: Spanned<String>,
     bin_dir: Option<PathBuf>,
+    /// Chroma: tenant and database (defaults: default_tenant, default_database).
+    tenant: Option<String>,
+    database: Option<String>,
+    /// Chroma: auth token (sent as `x-chroma-token`); never printed.
+    token: Option<String>,
+    /// SQL queries whose results are recorded at backup time and compared
+    /// after a restore or drill (postgres sources).
+    #[serde(default)]
+    verify_queries: Vec<String>,
+    /// Drill targets for this source (durations like "15m", "1h").
+    rto_target: Option<Spanned<String>>,
+    rpo_target: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -86,6 +98,7 @@ struct RawSource {
 pub enum SourceKind {
     Postgres,
     Redis,
+    Chroma,
 }
 
 impl SourceKind {
@@ -93,6 +106,7 @@ impl SourceKind {
         match self {
             SourceKind::Postgres => "postgres",
             SourceKind::Redis => "redis",
+            SourceKind::Chroma => "chroma",
         }
     }
 }
@@ -125,6 +139,18 @@ pub struct Source {
     /// print it; use [`crate::util::redact_url`].
     pub url: Url,
     pub bin_dir: Option<PathBuf>,
+    /// Chroma: tenant (default `default_tenant`).
+    pub tenant: String,
+    /// Chroma: database (default `default_database`).
+    pub database: String,
+    /// Chroma: auth token; never print it.
+    pub token: Option<String>,
+    /// SQL whose results are recorded at backup time and compared after a
+    /// restore or drill.
+    pub verify_queries: Vec<String>,
+    /// Drill targets for this source, overriding the global ones.
+    pub rto_target: Option<chrono::Duration>,
+    pub rpo_target: Option<chrono::Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -258,7 +284,27 @@ impl Config {
                     crate::sources::redis::check_url(&url)
                         .map_err(|why| bad(s.url.span(), &key, why))?;
                 }
+                SourceKind::Chroma => {
+                    if !matches!(url.scheme(), "http" | "https") {
+                        return Err(bad(
+                            s.url.span(),
+                            &key,
+                            "a chroma source needs the server's http://host:port URL".into(),
+                        ));
+                    }
+                }
             }
+            let duration = |v: &Option<Spanned<String>>, what: &str| {
+                v.as_ref()
+                    .map(|d| {
+                        crate::util::parse_duration(d.get_ref()).map_err(|why| {
+                            bad(d.span(), &format!("sources.{name}.{what}"), why.to_string())
+                        })
+                    })
+                    .transpose()
+            };
+            let rto_target = duration(&s.rto_target, "rto_target")?;
+            let rpo_target = duration(&s.rpo_target, "rpo_target")?;
             sources.insert(
                 name.clone(),
                 Source {
@@ -266,6 +312,12 @@ impl Config {
                     kind: s.kind,
                     url,
                     bin_dir: s.bin_dir.map(|p| base_dir.join(p)),
+                    tenant: s.tenant.unwrap_or_else(|| "default_tenant".into()),
+                    database: s.database.unwrap_or_else(|| "default_database".into()),
+                    token: s.token,
+                    verify_queries: s.verify_queries,
+                    rto_target,
+                    rpo_target,
                 },
             );
         }

@@ -64,7 +64,7 @@ enum Command {
         #[arg(long, default_value = "latest", value_name = "ID|latest")]
         backup: String,
         /// Database to restore into
-        #[arg(long, value_name = "NAME", required_unless_present_any = ["target_dir", "to_file", "to_dir"])]
+        #[arg(long, value_name = "NAME", required_unless_present_any = ["target_dir", "to_file", "to_dir", "into"])]
         to_database: Option<String>,
         /// Point-in-time recovery: unpack the base backup into this (empty) data directory
         #[arg(
@@ -159,6 +159,22 @@ enum Command {
         /// Where --jobs > 1 keeps its temporary copy [default: $TMPDIR]
         #[arg(long, value_name = "DIR")]
         scratch_dir: Option<PathBuf>,
+        /// Load into this running server: redis://… (it must be empty unless
+        /// --replace) or a Chroma server's http://HOST:PORT
+        #[arg(long, value_name = "URL", group = "restore_output")]
+        into: Option<String>,
+        /// With --into: overwrite what the target holds (Redis keys, Chroma collections)
+        #[arg(long, requires = "into")]
+        replace: bool,
+        /// Chroma: restore only this collection (repeatable)
+        #[arg(long = "collection", value_name = "NAME")]
+        collections: Vec<String>,
+        /// Snapshot sources: restore the newest snapshot taken at or before this time
+        #[arg(long, value_name = "TIME", conflicts_with = "pitr_target")]
+        at: Option<String>,
+        /// With --target-dir: rewrite only files whose checksum differs (keeps the rest)
+        #[arg(long, requires = "target_dir", conflicts_with = "force")]
+        delta: bool,
     },
     /// Check that backups are intact
     Verify {

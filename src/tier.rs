@@ -91,12 +91,14 @@ impl TierKind {
                 TierKind::Dump | TierKind::Base | TierKind::Wal | TierKind::Drill
             ),
             SourceKind::Redis => matches!(self, TierKind::Snapshot),
+            // A vector-store export is the daily "dump" of the standard plan.
+            SourceKind::Chroma => matches!(self, TierKind::Dump),
         }
     }
 
     /// The source kinds that fit, for messages.
     fn fitting(self) -> String {
-        let kinds: Vec<&str> = [SourceKind::Postgres, SourceKind::Redis]
+        let kinds: Vec<&str> = [SourceKind::Postgres, SourceKind::Redis, SourceKind::Chroma]
             .into_iter()
             .filter(|k| self.fits(*k))
             .map(SourceKind::as_str)

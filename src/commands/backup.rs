@@ -183,6 +183,11 @@ async fn backup_locked(
             src.name,
             kind.as_str()
         ))),
+        // A Chroma source has one kind of backup: the export (kind dump).
+        _ if src.kind == SourceKind::Chroma => Err(Error::usage(format!(
+            "backing up chroma source {} is not implemented yet",
+            src.name
+        ))),
         TierKind::Base => {
             lock::with_lock(ctx.repo, lock, &what, base::backup(ctx, src, tier)).await
         }

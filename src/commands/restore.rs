@@ -400,6 +400,10 @@ fn expect_kind(
             "restore {} with --to-file PATH, or --to-dir DIR [--start --port N]",
             src.name
         ),
+        SourceKind::Chroma => format!(
+            "restore {} with --into http://HOST:PORT [--collection NAME] [--replace]",
+            src.name
+        ),
     };
     Err(Error::usage(format!(
         "{flag} restores a {} source, but {} is a {} source",
