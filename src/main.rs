@@ -308,6 +308,26 @@ async fn dispatch(cli: Cli) -> Result<u8, Error> {
         Command::Restore {
             source,
             backup,
+            into: Some(into),
+            replace,
+            collections,
+            at,
+            ..
+        } => {
+            let args = commands::restore::IntoArgs {
+                source,
+                backup,
+                at,
+                into,
+                replace,
+                collections,
+                json,
+            };
+            commands::restore::run_into(&g, &args).await
+        }
+        Command::Restore {
+            source,
+            backup,
             to_file,
             to_dir,
             start,

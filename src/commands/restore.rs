@@ -501,3 +501,41 @@ pub async fn run_redis(g: &Globals, a: &RedisArgs) -> Result<u8> {
     }
     Ok(0)
 }
+
+/// `strata restore SOURCE --into URL [--replace] [--collection NAME]...`:
+/// load a snapshot into a running server (Redis or Chroma).
+#[derive(Debug, Clone)]
+pub struct IntoArgs {
+    pub source: String,
+    pub backup: String,
+    /// `--at T`: the newest snapshot taken at or before T (instead of --backup).
+    pub at: Option<String>,
+    pub into: String,
+    pub replace: bool,
+    pub collections: Vec<String>,
+    pub json: bool,
+}
+
+/// Loads a snapshot into a running server; which kind of server follows
+/// from the source's kind.
+pub async fn run_into(g: &Globals, a: &IntoArgs) -> Result<u8> {
+    use crate::config::SourceKind;
+    let cfg = g.config()?;
+    let src = cfg.source(&a.source)?;
+    match src.kind {
+        SourceKind::Redis => Err(Error::usage(
+            "restore --into for a redis source is not implemented yet",
+        )),
+        SourceKind::Chroma => Err(Error::usage(
+            "restore --into for a chroma source is not implemented yet",
+        )),
+        SourceKind::Postgres => Err(Error::usage(format!(
+            "--into loads a Redis or Chroma snapshot; {} is a postgres source",
+            src.name
+        ))
+        .hint(format!(
+            "restore {} with --to-database NAME [--target-url URL] or --target-dir DIR",
+            src.name
+        ))),
+    }
+}
