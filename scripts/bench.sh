@@ -4,6 +4,9 @@
 #
 #   scripts/bench.sh                 # full run: pgbench scale 50 (~750 MB per database)
 #   SCALE=2 REPS=1 scripts/bench.sh  # quick check of the script itself
+#   scripts/bench.sh pitr            # base backup and WAL push vs pgBackRest (bench_pitr.sh)
+#   scripts/bench.sh redis           # Redis snapshot and restore --into (bench_redis.sh)
+#   scripts/bench.sh chroma          # Chroma export and import (bench_chroma.sh)
 #
 # Environment:
 #   SCALE             pgbench scale factor of both databases (default 50)
@@ -35,6 +38,16 @@
 # Peak RSS is that of the largest single process of the tree (for strata:
 # max(strata, pg_dump); the floor row shows pg_dump's alone).
 set -euo pipefail
+
+# `scripts/bench.sh pitr`: base backups and WAL push against pgBackRest
+# (scripts/bench_pitr.sh; its own environment variables)
+if [ "${1:-}" = pitr ]; then exec "$(dirname "${BASH_SOURCE[0]}")/bench_pitr.sh"; fi
+# `scripts/bench.sh redis`: Redis snapshots against redis-cli --rdb | zstd |
+# age, and restore --into (scripts/bench_redis.sh; its own environment)
+if [ "${1:-}" = redis ]; then exec "$(dirname "${BASH_SOURCE[0]}")/bench_redis.sh"; fi
+# `scripts/bench.sh chroma`: Chroma export and import, records per second
+# (scripts/bench_chroma.sh; its own environment variables)
+if [ "${1:-}" = chroma ]; then exec "$(dirname "${BASH_SOURCE[0]}")/bench_chroma.sh"; fi
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 REPO_ROOT=$PWD

@@ -12,6 +12,8 @@
 #   STRATA_TEST_CHROMA=1  also set up the ChromaDB venv (automatic once
 #                         tests/chroma*.rs exist)
 #   STRATA_CHROMA_VENV    where that venv lives (/var/tmp/strata-chroma-venv)
+#   STRATA_MOTO_VENV      moto[server] venv for the S3 Object Lock tests
+#                         (/var/tmp/strata-moto-venv)
 #   STRATA_TEST_KEEP=1    keep test servers' temp dirs (for debugging)
 set -euo pipefail
 
@@ -70,6 +72,8 @@ apt_install() {
 step "checking Debian packages"
 PACKAGES=(postgresql-15 redis-server age zstd pgbackrest ca-certificates)
 command -v cc >/dev/null || PACKAGES+=(build-essential)
+# headless Chromium renders the drill's HTML report in tests/drill.rs
+PACKAGES+=(chromium)
 apt_install "${PACKAGES[@]}"
 
 # --- Rust toolchain ----------------------------------------------------------
@@ -114,7 +118,8 @@ ensure_chroma() {
         rm -rf "$venv"
         python3 -m venv "$venv"
         "$venv/bin/pip" install -q --upgrade pip </dev/null
-        "$venv/bin/pip" install -q chromadb </dev/null
+        # pinned: the chroma tests and docs/chroma.md describe 1.5.9's API
+        "$venv/bin/pip" install -q "chromadb==${STRATA_CHROMA_VERSION:-1.5.9}" </dev/null
         "$venv/bin/python" -c 'import chromadb' || die "chromadb import failed in $venv"
     fi
     export STRATA_CHROMA_VENV="$venv"
@@ -124,6 +129,29 @@ if [ "${STRATA_TEST_CHROMA:-0}" = 1 ] || compgen -G "$REPO_ROOT/tests/chroma*.rs
     ensure_chroma
 fi
 # --- end ChromaDB hook -------------------------------------------------------
+
+# --- moto (S3 Object Lock server) ------------------------------------------
+# tests/object_lock.rs needs an S3 server with Object Lock, which s3s-fs
+# lacks: moto's server mode, in a venv OUTSIDE the clone (reused by fresh
+# CI clones). The tests find it through STRATA_MOTO_VENV.
+STRATA_MOTO_VENV=${STRATA_MOTO_VENV:-/var/tmp/strata-moto-venv}
+if [ -x "$STRATA_MOTO_VENV/bin/moto_server" ] &&
+    "$STRATA_MOTO_VENV/bin/python" -c 'import moto.server, boto3' 2>/dev/null; then
+    step "moto venv present ($STRATA_MOTO_VENV)"
+else
+    step "creating moto venv in $STRATA_MOTO_VENV"
+    command -v python3 >/dev/null || apt_install python3
+    if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' 2>/dev/null; then
+        apt_install python3-venv
+    fi
+    rm -rf "$STRATA_MOTO_VENV"
+    python3 -m venv "$STRATA_MOTO_VENV"
+    "$STRATA_MOTO_VENV/bin/pip" install -q "moto[server]==${STRATA_MOTO_VERSION:-5.2.5}" </dev/null
+    "$STRATA_MOTO_VENV/bin/python" -c 'import moto.server, boto3' ||
+        die "moto import failed in $STRATA_MOTO_VENV"
+fi
+export STRATA_MOTO_VENV
+# --- end moto ----------------------------------------------------------------
 
 # --- tests -------------------------------------------------------------------
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/strata-target}

@@ -39,6 +39,22 @@ struct RawConfig {
     #[serde(default)]
     tiers: BTreeMap<String, Spanned<crate::tier::RawTier>>,
     notify: Option<RawNotify>,
+    /// `[drill]`: targets for sources that set none.
+    drill: Option<RawDrill>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDrill {
+    rto_target: Option<Spanned<String>>,
+    rpo_target: Option<Spanned<String>>,
+}
+
+/// `[drill]`: RTO and RPO targets for sources without their own.
+#[derive(Debug, Clone, Default)]
+pub struct DrillSettings {
+    pub rto_target: Option<chrono::Duration>,
+    pub rpo_target: Option<chrono::Duration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -87,10 +103,17 @@ struct RawSource {
     /// SQL queries whose results are recorded at backup time and compared
     /// after a restore or drill (postgres sources).
     #[serde(default)]
-    verify_queries: Vec<String>,
+    verify_queries: Option<Spanned<Vec<String>>>,
     /// Drill targets for this source (durations like "15m", "1h").
     rto_target: Option<Spanned<String>>,
     rpo_target: Option<Spanned<String>>,
+    /// Postgres: push WAL asynchronously (spool + background pusher).
+    #[serde(default)]
+    archive_async: bool,
+    archive_push_processes: Option<Spanned<u32>>,
+    archive_push_queue_max: Option<Spanned<String>>,
+    archive_spool_path: Option<PathBuf>,
+    archive_push_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -151,6 +174,8 @@ pub struct Source {
     /// Drill targets for this source, overriding the global ones.
     pub rto_target: Option<chrono::Duration>,
     pub rpo_target: Option<chrono::Duration>,
+    /// Postgres: asynchronous `wal push` settings (`archive_async`, …).
+    pub archive_push: crate::sources::postgres::wal::push_async::AsyncSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -166,6 +191,8 @@ pub struct Config {
     pub tiers: BTreeMap<String, crate::tier::Tier>,
     /// `[notify]`: where backup outcomes are posted (see [`crate::notify`]).
     pub notify: Option<crate::notify::Notify>,
+    /// `[drill]` (see docs/drills.md).
+    pub drill: DrillSettings,
 }
 
 impl Config {
@@ -294,6 +321,21 @@ impl Config {
                     }
                 }
             }
+            // verify_queries are SQL: a snapshot source would silently
+            // never run them.
+            if let Some(q) = &s.verify_queries
+                && s.kind != SourceKind::Postgres
+                && !q.get_ref().is_empty()
+            {
+                return Err(bad(
+                    q.span(),
+                    &format!("sources.{name}.verify_queries"),
+                    format!(
+                        "verify_queries are SQL, run by postgres sources; a {} source cannot run them (docs/pgvector.md)",
+                        s.kind.as_str()
+                    ),
+                ));
+            }
             let duration = |v: &Option<Spanned<String>>, what: &str| {
                 v.as_ref()
                     .map(|d| {
@@ -305,6 +347,44 @@ impl Config {
             };
             let rto_target = duration(&s.rto_target, "rto_target")?;
             let rpo_target = duration(&s.rpo_target, "rpo_target")?;
+            let archive_push = {
+                use crate::sources::postgres::wal::push_async::{self as pa, AsyncSettings};
+                let d = AsyncSettings::default();
+                let processes = match &s.archive_push_processes {
+                    Some(p) if !(1..=pa::MAX_PROCESSES).contains(p.get_ref()) => {
+                        return Err(bad(
+                            p.span(),
+                            &format!("sources.{name}.archive_push_processes"),
+                            format!("{} is not between 1 and {}", p.get_ref(), pa::MAX_PROCESSES),
+                        ));
+                    }
+                    Some(p) => *p.get_ref(),
+                    None => d.processes,
+                };
+                let queue_max = s
+                    .archive_push_queue_max
+                    .as_ref()
+                    .map(|q| {
+                        pa::parse_size(q.get_ref()).map_err(|why| {
+                            bad(
+                                q.span(),
+                                &format!("sources.{name}.archive_push_queue_max"),
+                                why,
+                            )
+                        })
+                    })
+                    .transpose()?;
+                let timeout = duration(&s.archive_push_timeout, "archive_push_timeout")?
+                    .and_then(|d| d.to_std().ok())
+                    .unwrap_or(d.timeout);
+                AsyncSettings {
+                    enabled: s.archive_async,
+                    processes,
+                    queue_max,
+                    spool: s.archive_spool_path.map(|p| base_dir.join(p)),
+                    timeout,
+                }
+            };
             sources.insert(
                 name.clone(),
                 Source {
@@ -315,14 +395,19 @@ impl Config {
                     tenant: s.tenant.unwrap_or_else(|| "default_tenant".into()),
                     database: s.database.unwrap_or_else(|| "default_database".into()),
                     token: s.token,
-                    verify_queries: s.verify_queries,
+                    verify_queries: s
+                        .verify_queries
+                        .map(Spanned::into_inner)
+                        .unwrap_or_default(),
                     rto_target,
                     rpo_target,
+                    archive_push,
                 },
             );
         }
 
         let tiers = crate::tier::load(path, text, raw.include, raw.tiers, &sources)?;
+        crate::tier::check_object_lock(&tiers, &repository)?;
 
         let notify = match raw.notify {
             Some(n) => Some(crate::notify::Notify {
@@ -333,7 +418,26 @@ impl Config {
             None => None,
         };
 
+        let drill = match &raw.drill {
+            Some(d) => {
+                let duration = |v: &Option<Spanned<String>>, what: &str| {
+                    v.as_ref()
+                        .map(|x| {
+                            crate::util::parse_duration(x.get_ref())
+                                .map_err(|why| bad(x.span(), &format!("drill.{what}"), why))
+                        })
+                        .transpose()
+                };
+                DrillSettings {
+                    rto_target: duration(&d.rto_target, "rto_target")?,
+                    rpo_target: duration(&d.rpo_target, "rpo_target")?,
+                }
+            }
+            None => DrillSettings::default(),
+        };
+
         Ok(Config {
+            drill,
             path: path.to_path_buf(),
             repository,
             recipients,
@@ -871,6 +975,25 @@ mod tier_tests {
         );
         let e = parse(&t).unwrap_err();
         assert!(e.message.contains("cache is a redis source"), "{e}");
+    }
+
+    #[test]
+    fn verify_queries_are_for_postgres_sources() {
+        let t = text(
+            "\n[sources.cache]\nkind = \"redis\"\nurl = \"redis://h\"\nverify_queries = [\"SELECT 1\"]\n",
+        );
+        let e = parse(&t).unwrap_err();
+        assert!(
+            e.message.contains(&format!(
+                "line {}: sources.cache.verify_queries: verify_queries are SQL",
+                line(&t, "verify_queries = ")
+            )),
+            "{e}"
+        );
+        let t = text(
+            "\n[sources.vec]\nkind = \"postgres\"\nurl = \"postgres://h/db\"\nverify_queries = [\"SELECT 1\", \"SELECT 2\"]\n",
+        );
+        assert_eq!(parse(&t).unwrap().sources["vec"].verify_queries.len(), 2);
     }
 
     #[test]

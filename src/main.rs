@@ -58,13 +58,22 @@ enum Command {
     /// into a data directory (point-in-time recovery, with --target-dir),
     /// or a Redis snapshot (--to-file, --to-dir)
     Restore {
-        /// Source name, as in [sources.NAME]
+        /// Source name, as in [sources.NAME] (not with --all)
+        #[arg(
+            required_unless_present = "all",
+            default_value = "",
+            hide_default_value = true
+        )]
         source: String,
+        /// Every configured source to one point: --to-time T (or --latest) into
+        /// --target-dir DIR/<source>; prints each source's skew from T
+        #[arg(long, requires = "target_dir", conflicts_with_all = ["start", "to_lsn", "to_name", "into", "to_file", "to_dir", "to_database"])]
+        all: bool,
         /// Backup id, or `latest`
         #[arg(long, default_value = "latest", value_name = "ID|latest")]
         backup: String,
         /// Database to restore into
-        #[arg(long, value_name = "NAME", required_unless_present_any = ["target_dir", "to_file", "to_dir", "into"])]
+        #[arg(long, value_name = "NAME", required_unless_present_any = ["target_dir", "to_file", "to_dir", "into", "all"])]
         to_database: Option<String>,
         /// Point-in-time recovery: unpack the base backup into this (empty) data directory
         #[arg(
@@ -172,9 +181,41 @@ enum Command {
         /// Snapshot sources: restore the newest snapshot taken at or before this time
         #[arg(long, value_name = "TIME", conflicts_with = "pitr_target")]
         at: Option<String>,
+        /// Redis --into: address strata serves the snapshot on, which the target
+        /// connects to [default: 127.0.0.1:0 for a loopback target, else 0.0.0.0:0]
+        #[arg(long, value_name = "ADDR", requires = "into")]
+        listen: Option<String>,
         /// With --target-dir: rewrite only files whose checksum differs (keeps the rest)
         #[arg(long, requires = "target_dir", conflicts_with = "force")]
         delta: bool,
+    },
+    /// Recovery drill: restore every source into a throwaway sandbox, check
+    /// it, measure RTO and RPO, store the report (docs/drills.md)
+    #[command(args_conflicts_with_subcommands = true)]
+    Drill {
+        #[command(subcommand)]
+        action: Option<DrillAction>,
+        /// Recover to this time (as for restore --to-time) [default: --latest]
+        #[arg(long, value_name = "TIME", conflicts_with = "latest")]
+        to_time: Option<String>,
+        /// Recover everything there is; RPO is measured against now
+        #[arg(long)]
+        latest: bool,
+        /// Only this source (repeatable) [default: every source, or the tier's]
+        #[arg(long = "source", value_name = "NAME")]
+        sources: Vec<String>,
+        /// The sources of this tier (of kind drill), recorded in the report
+        #[arg(long, value_name = "NAME")]
+        tier: Option<String>,
+        /// Also write the report as DIR/<id>.json and DIR/<id>.html
+        #[arg(long, value_name = "DIR")]
+        report: Option<PathBuf>,
+        /// Plan only: which backups, which WAL, how many bytes, where each sandbox would run
+        #[arg(long)]
+        dry_run: bool,
+        /// Where the sandbox directory is created [default: $TMPDIR]
+        #[arg(long, value_name = "DIR")]
+        work_dir: Option<PathBuf>,
     },
     /// Check that backups are intact
     Verify {
@@ -236,6 +277,16 @@ enum Command {
 }
 
 #[derive(Subcommand)]
+enum DrillAction {
+    /// Past drills, oldest first (plain summaries; --id shows one whole report, needs the identity)
+    History {
+        /// Show this drill's whole report
+        #[arg(long, value_name = "ID")]
+        id: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
 enum WalAction {
     /// Archive one WAL file: archive_command = 'strata --config C wal push %p'
     Push {
@@ -244,6 +295,31 @@ enum WalAction {
         /// Source the WAL belongs to [default: the only postgres source]
         #[arg(long, value_name = "NAME")]
         source: Option<String>,
+        /// Push through a background pusher with parallel uploads; exit 0
+        /// once this file is durable (also: archive_async = true)
+        #[arg(long = "async")]
+        asynchronous: bool,
+        /// --async: uploads in flight [default: archive_push_processes, 4]
+        #[arg(long, value_name = "N")]
+        processes: Option<u32>,
+        /// --async: spool directory [default: archive_spool_path, else pg_wal/strata-push]
+        #[arg(long, value_name = "DIR")]
+        spool: Option<PathBuf>,
+    },
+    /// The background pusher of `wal push --async` (started by it)
+    #[command(hide = true)]
+    PushWorker {
+        #[arg(long)]
+        source: String,
+        #[arg(long)]
+        pg_wal: PathBuf,
+        #[arg(long)]
+        spool: PathBuf,
+        #[arg(long, default_value_t = 4)]
+        processes: u32,
+        /// Seconds with nothing to push before it exits
+        #[arg(long, default_value_t = 10)]
+        idle_exit: u64,
     },
     /// Fetch one archived WAL file: restore_command = 'strata --config C wal fetch %f %p'.
     /// Exits 1, silently, when the file is not archived
@@ -274,6 +350,26 @@ enum ScheduleAction {
     },
     /// crontab lines that run the tiers
     Crontab,
+    /// Run the tiers as they come due: a long-running daemon (systemd unit
+    /// in docs/deployment.md). One log line per event on stdout
+    Run {
+        /// text (key=value) or json (one object per line; also with --json)
+        #[arg(long, default_value = "text", value_name = "FORMAT", value_parser = ["text", "json"])]
+        log_format: String,
+        /// Run what is due now (slots missed since the last recorded run), wait for it, exit
+        #[arg(long)]
+        once: bool,
+        /// Where each tier's last run is kept [default: $STATE_DIRECTORY, else
+        /// $XDG_STATE_HOME/strata, else ~/.local/state/strata]
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+        /// On SIGTERM/SIGINT, how long running jobs may take to finish before they are abandoned
+        #[arg(long, default_value = "5m", value_name = "DURATION")]
+        shutdown_grace: String,
+        /// Jobs running at once (never two on the same source)
+        #[arg(long, default_value_t = 2, value_name = "N")]
+        max_jobs: usize,
+    },
 }
 
 #[derive(Subcommand)]
@@ -305,6 +401,55 @@ async fn dispatch(cli: Cli) -> Result<u8, Error> {
             commands::backup::run_kind(&g, source.as_deref(), tier, kind, json).await
         }
         Command::List { source } => commands::list::run(&g, source.as_deref(), json).await,
+        Command::Drill {
+            action: Some(DrillAction::History { id }),
+            ..
+        } => commands::drill::history(&g, id.as_deref(), json).await,
+        Command::Drill {
+            action: None,
+            to_time,
+            latest,
+            sources,
+            tier,
+            report,
+            dry_run,
+            work_dir,
+        } => {
+            let args = commands::drill::DrillArgs {
+                to_time,
+                latest,
+                sources,
+                tier,
+                report,
+                dry_run,
+                work_dir,
+                json,
+            };
+            commands::drill::run(&g, &args).await
+        }
+        Command::Restore {
+            all: true,
+            source,
+            target_dir: Some(target_dir),
+            to_time,
+            latest,
+            run_as,
+            ..
+        } => {
+            if !source.is_empty() {
+                return Err(Error::usage(format!(
+                    "--all restores every source; drop {source:?}, or drop --all to restore only it"
+                )));
+            }
+            let args = commands::restore_all::AllArgs {
+                to_time,
+                latest,
+                target_dir,
+                run_as,
+                json,
+            };
+            commands::restore_all::run(&g, &args).await
+        }
         Command::Restore {
             source,
             backup,
@@ -312,6 +457,7 @@ async fn dispatch(cli: Cli) -> Result<u8, Error> {
             replace,
             collections,
             at,
+            listen,
             ..
         } => {
             let args = commands::restore::IntoArgs {
@@ -321,6 +467,7 @@ async fn dispatch(cli: Cli) -> Result<u8, Error> {
                 into,
                 replace,
                 collections,
+                listen,
                 json,
             };
             commands::restore::run_into(&g, &args).await
@@ -333,11 +480,13 @@ async fn dispatch(cli: Cli) -> Result<u8, Error> {
             start,
             port,
             force,
+            at,
             ..
         } if to_file.is_some() || to_dir.is_some() => {
             let args = commands::restore::RedisArgs {
                 source,
                 backup,
+                at,
                 to_file,
                 to_dir,
                 start,
@@ -360,8 +509,15 @@ async fn dispatch(cli: Cli) -> Result<u8, Error> {
             port,
             run_as,
             force,
+            delta,
+            at,
             ..
         } => {
+            if at.is_some() {
+                return Err(Error::usage(
+                    "--at picks a snapshot or dump; with --target-dir give --to-time TIME",
+                ));
+            }
             let args = commands::restore::PhysicalArgs {
                 source,
                 backup,
@@ -375,6 +531,7 @@ async fn dispatch(cli: Cli) -> Result<u8, Error> {
                 port,
                 run_as,
                 force,
+                delta,
                 json,
             };
             commands::restore::run_physical(&g, &args).await
@@ -390,11 +547,13 @@ async fn dispatch(cli: Cli) -> Result<u8, Error> {
             globals,
             no_owner,
             scratch_dir,
+            at,
             ..
         } => {
             let args = commands::restore::Args {
                 source,
                 backup,
+                at,
                 to_database: to_database.expect("clap requires --to-database without --target-dir"),
                 create,
                 tables,
@@ -443,9 +602,64 @@ async fn dispatch(cli: Cli) -> Result<u8, Error> {
         Command::Schedule {
             action: ScheduleAction::Crontab,
         } => commands::schedule::crontab(&g, json),
+        Command::Schedule {
+            action:
+                ScheduleAction::Run {
+                    log_format,
+                    once,
+                    state_dir,
+                    shutdown_grace,
+                    max_jobs,
+                },
+        } => {
+            let args = commands::schedule::RunArgs {
+                log_format,
+                once,
+                state_dir,
+                shutdown_grace,
+                max_jobs,
+            };
+            commands::schedule::run(&g, &args, json).await
+        }
         Command::Wal {
-            action: WalAction::Push { path, source },
-        } => commands::wal::push(&g, &path, source.as_deref(), json).await,
+            action:
+                WalAction::Push {
+                    path,
+                    source,
+                    asynchronous,
+                    processes,
+                    spool,
+                },
+        } => {
+            let args = commands::wal::PushArgs {
+                path,
+                source,
+                asynchronous,
+                processes,
+                spool,
+                json,
+            };
+            commands::wal::push_cmd(&g, &args).await
+        }
+        Command::Wal {
+            action:
+                WalAction::PushWorker {
+                    source,
+                    pg_wal,
+                    spool,
+                    processes,
+                    idle_exit,
+                },
+        } => {
+            let args = commands::wal::WorkerArgs {
+                source,
+                pg_wal,
+                spool,
+                processes,
+                idle_exit: std::time::Duration::from_secs(idle_exit),
+            };
+            commands::wal::push_worker(&g, &args).await
+        }
         Command::Wal {
             action:
                 WalAction::Fetch {

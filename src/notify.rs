@@ -54,7 +54,7 @@ pub fn parse_webhook(text: &str) -> Result<Url, String> {
 /// One notification, as posted.
 #[derive(Debug, Clone, Serialize)]
 pub struct Event {
-    /// `backup_failed` or `backup_succeeded`.
+    /// `backup_failed` or `backup_succeeded`; `drill_failed` (a recovery drill).
     pub event: &'static str,
     pub source: String,
     pub tier: Option<String>,
@@ -85,7 +85,7 @@ impl Event {
 impl Notify {
     /// Whether this event should be sent.
     pub fn wants(&self, e: &Event) -> bool {
-        e.event == "backup_failed" || self.on_success
+        e.event.ends_with("_failed") || self.on_success
     }
 
     /// Sends `e` if wanted; a failure is printed as a warning, never returned.

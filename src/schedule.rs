@@ -106,6 +106,16 @@ impl Schedule {
     }
 }
 
+impl Schedule {
+    /// The latest run at or before `at`, as wall-clock time in `tz` (the
+    /// slot a scheduler found due; see [`crate::scheduler`]).
+    pub fn previous_run(&self, tz: Tz, at: DateTime<Utc>) -> Option<DateTime<Tz>> {
+        self.cron
+            .find_previous_occurrence(&at.with_timezone(&tz), true)
+            .ok()
+    }
+}
+
 impl fmt::Display for Schedule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.text)
@@ -204,14 +214,17 @@ pub fn crontab(cfg: &Config, strata: &Path, config: &Path) -> String {
             ));
             continue;
         };
+        let drill = t.kind == crate::tier::TierKind::Drill;
         let line = format!(
-            "{schedule} {strata} --config {config} backup --tier {}",
+            "{schedule} {strata} --config {config} {} --tier {}",
+            if drill { "drill" } else { "backup" },
             shell_word(&t.name)
         );
         out.push_str(&format!("CRON_TZ={}\n", t.tz().name()));
-        if !t.kind.runnable() {
+        if !t.kind.runnable() && !drill {
+            // Only `wal` gets here: PostgreSQL archives it, not cron.
             out.push_str(&format!(
-                "# not implemented yet for kind {}:\n# {line}\n",
+                "# kind {} is archived continuously by archive_command (`strata wal push`), not by cron:\n# {line}\n",
                 t.kind.as_str()
             ));
         } else if t.sources.is_empty() {

@@ -9,20 +9,52 @@
 //! - A tier never run before is counted from `since` (when the daemon
 //!   started), so it runs at its next slot rather than at startup; starting
 //!   the daemon must not set off every backup at once.
-//! - Tiers without a schedule (run by hand, or continuous such as `wal`) and
-//!   kinds that cannot be run are never due.
+//! - Tiers without a schedule (run by hand) and `wal` tiers (continuous:
+//!   PostgreSQL's `archive_command` runs `strata wal push`) are never due.
+//!   Every other scheduled tier is planned, whatever its kind; the daemon
+//!   says so in its log when it cannot run a kind.
+//!
+//! The daemon itself (`strata schedule run`) is [`daemon`]; its clock,
+//! real or fake for tests, is [`clock`]; its log lines are [`events`].
+
+pub mod clock;
+pub mod daemon;
+pub mod events;
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
+use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
 
 use crate::error::{Error, Result};
-use crate::tier::Tier;
+use crate::tier::{Tier, TierKind};
 
-/// The state file's default name, next to the config.
-pub const STATE_FILE: &str = ".strata-schedule-state.json";
+/// The state file's name in the state directory.
+pub const STATE_FILE: &str = "schedule-state.json";
+
+/// The state directory when `--state-dir` is not given: systemd's
+/// `$STATE_DIRECTORY` (set by `StateDirectory=strata`, i.e.
+/// `/var/lib/strata`), else `$XDG_STATE_HOME/strata`, else
+/// `~/.local/state/strata`. `None` when none of them is set.
+pub fn default_state_dir() -> Option<PathBuf> {
+    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+    if let Some(d) = var("STATE_DIRECTORY") {
+        // systemd joins several directories with ':'; the first is ours.
+        let first = d
+            .to_string_lossy()
+            .split(':')
+            .next()
+            .unwrap_or("")
+            .to_string();
+        return Some(PathBuf::from(first));
+    }
+    if let Some(d) = var("XDG_STATE_HOME") {
+        return Some(PathBuf::from(d).join("strata"));
+    }
+    var("HOME").map(|h| PathBuf::from(h).join(".local/state/strata"))
+}
 
 /// Reads the last runs; a missing file means no tier has run yet.
 pub fn load_state(path: &Path) -> Result<LastRuns> {
@@ -79,7 +111,7 @@ pub fn plan<'a>(
         let Some(schedule) = &tier.schedule else {
             continue;
         };
-        if !tier.kind.runnable() {
+        if !schedulable(tier) {
             continue;
         }
         let from = last.get(&tier.name).copied().unwrap_or(since);
@@ -100,6 +132,49 @@ pub fn plan<'a>(
     }
     due.sort();
     Plan { due, next }
+}
+
+/// Whether the daemon plans this tier at all (see the module docs).
+pub fn schedulable(tier: &Tier) -> bool {
+    tier.schedule.is_some() && tier.kind != TierKind::Wal
+}
+
+/// The slot that makes `tier` due at `now`: its latest slot after `from`
+/// and at or before `now` (`None` when there is none).
+pub fn due_slot(tier: &Tier, from: DateTime<Utc>, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let t = tier
+        .schedule
+        .as_ref()?
+        .previous_run(tier.tz(), now)?
+        .with_timezone(&Utc);
+    (t > from).then_some(t)
+}
+
+/// How many of `tier`'s slots fall after `from` and at or before `now`,
+/// counting at most `cap` (a minutely tier down for a year has half a
+/// million; the log needs only "many").
+pub fn missed_slots(tier: &Tier, from: DateTime<Utc>, now: DateTime<Utc>, cap: usize) -> usize {
+    let Some(schedule) = &tier.schedule else {
+        return 0;
+    };
+    let mut n = 0;
+    let mut after = from;
+    // Walk in batches: next_runs allocates what it returns.
+    while n < cap {
+        let batch = schedule.next_runs(tier.tz(), after, 64.min(cap - n));
+        if batch.is_empty() {
+            break;
+        }
+        for t in &batch {
+            let t = t.with_timezone(&Utc);
+            if t > now {
+                return n;
+            }
+            n += 1;
+            after = t;
+        }
+    }
+    n
 }
 
 #[cfg(test)]
@@ -123,11 +198,74 @@ mod tests {
             sources_listed: false,
             policy: Default::default(),
             defined_in: Default::default(),
+            object_lock: None,
         }
     }
 
     fn last(name: &str, t: &str) -> LastRuns {
         LastRuns::from([(name.to_string(), at(t))])
+    }
+
+    #[test]
+    fn drill_tiers_are_planned_like_backups() {
+        let mut drill = tier("drill", "0 5 1 * *", None);
+        drill.kind = TierKind::Drill;
+        let p = plan(
+            &[drill],
+            &last("drill", "2026-10-01T05:00:00Z"),
+            at("2026-11-01T00:00:00Z"),
+            at("2026-11-01T05:00:00Z"),
+        );
+        assert_eq!(p.due, ["drill"]);
+    }
+
+    #[test]
+    fn the_due_slot_is_the_latest_one_passed() {
+        let hourly = tier("hourly", "0 * * * *", None);
+        let from = at("2026-11-20T10:00:00Z");
+        assert_eq!(
+            due_slot(&hourly, from, at("2026-11-20T12:34:00Z")),
+            Some(at("2026-11-20T12:00:00Z"))
+        );
+        assert_eq!(
+            due_slot(&hourly, from, at("2026-11-20T11:00:00Z")),
+            Some(at("2026-11-20T11:00:00Z"))
+        );
+        assert_eq!(due_slot(&hourly, from, at("2026-11-20T10:59:00Z")), None);
+        // In the tier's zone: 02:00 Berlin is 01:00Z in winter.
+        let berlin = tier("daily", "0 2 * * *", Some(chrono_tz::Europe::Berlin));
+        assert_eq!(
+            due_slot(&berlin, from, at("2026-11-21T05:00:00Z")),
+            Some(at("2026-11-21T01:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn missed_slots_are_counted_and_capped() {
+        let hourly = tier("hourly", "0 * * * *", None);
+        let from = at("2026-11-20T10:00:00Z");
+        assert_eq!(
+            missed_slots(&hourly, from, at("2026-11-20T10:59:59Z"), 1000),
+            0
+        );
+        assert_eq!(
+            missed_slots(&hourly, from, at("2026-11-20T11:00:00Z"), 1000),
+            1
+        );
+        // Three days down: 72 slots, one run (see the catch-up test).
+        assert_eq!(
+            missed_slots(&hourly, from, at("2026-11-23T10:00:00Z"), 1000),
+            72
+        );
+        assert_eq!(
+            missed_slots(&hourly, from, at("2026-11-23T10:00:00Z"), 10),
+            10
+        );
+        let never = tier("never", "0 0 31 2 *", None);
+        assert_eq!(
+            missed_slots(&never, from, at("2027-11-23T10:00:00Z"), 1000),
+            0
+        );
     }
 
     #[test]
@@ -194,7 +332,7 @@ mod tests {
     }
 
     #[test]
-    fn unscheduled_and_unrunnable_tiers_are_never_due() {
+    fn unscheduled_and_wal_tiers_are_never_due() {
         let mut wal = tier("wal", "* * * * *", None);
         wal.kind = TierKind::Wal;
         let mut manual = tier("manual", "* * * * *", None);

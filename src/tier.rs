@@ -72,12 +72,15 @@ impl TierKind {
         matches!(self, TierKind::Dump | TierKind::Base | TierKind::Snapshot)
     }
 
-    /// Whether `strata prune` may delete this kind's backups yet. Only
-    /// self-contained backups qualify: WAL may be deleted only once no
-    /// kept base backup needs it, which needs the `base` and `wal` kinds.
-    /// A Redis snapshot stands alone like a dump.
+    /// Whether `strata prune` applies this kind's retention to its
+    /// backups: dumps and snapshots stand alone; base backups are pruned
+    /// by their tier's policy and the WAL archive is then cut only below
+    /// what the kept base backups and the WAL tier's window need
+    /// (`commands::prune::wal`). A `wal` tier has no backups in the
+    /// catalog (its `keep_within` applies to the archive); drills keep
+    /// their reports.
     pub fn prunable(self) -> bool {
-        matches!(self, TierKind::Dump | TierKind::Snapshot)
+        matches!(self, TierKind::Dump | TierKind::Snapshot | TierKind::Base)
     }
 
     /// Whether a tier of this kind backs up a source of kind `source`;
@@ -90,9 +93,10 @@ impl TierKind {
                 self,
                 TierKind::Dump | TierKind::Base | TierKind::Wal | TierKind::Drill
             ),
-            SourceKind::Redis => matches!(self, TierKind::Snapshot),
+            // A drill restores every kind of source.
+            SourceKind::Redis => matches!(self, TierKind::Snapshot | TierKind::Drill),
             // A vector-store export is the daily "dump" of the standard plan.
-            SourceKind::Chroma => matches!(self, TierKind::Dump),
+            SourceKind::Chroma => matches!(self, TierKind::Dump | TierKind::Drill),
         }
     }
 
@@ -128,6 +132,80 @@ pub struct Tier {
     pub policy: Policy,
     /// The file that defines it (the config or an included plan).
     pub defined_in: PathBuf,
+    /// `object_lock`: S3 Object Lock on every object its backups upload.
+    pub object_lock: Option<TierLock>,
+}
+
+/// A tier's `object_lock`: the mode, and how long each backup's objects
+/// stay locked (the tier's retention period, see [`lock_period`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TierLock {
+    pub mode: crate::storage::LockMode,
+    pub period: chrono::Duration,
+}
+
+impl TierLock {
+    /// The lock for a backup starting at `now`.
+    pub fn at(&self, now: chrono::DateTime<chrono::Utc>) -> crate::storage::ObjectLock {
+        crate::storage::ObjectLock {
+            mode: self.mode,
+            retain_until: now + self.period,
+        }
+    }
+}
+
+/// How long a policy may keep a backup, the object lock period: the
+/// longest of `keep_within` and the GFS horizons (`keep_hourly N`: N hours,
+/// `keep_daily N`: N days, `keep_weekly N`: N weeks, `keep_monthly N`:
+/// N × 31 days, `keep_yearly N`: N × 366 days). `keep_last` alone has no
+/// horizon (it depends on how often backups run): `None`.
+pub fn lock_period(p: &Policy) -> Option<chrono::Duration> {
+    use chrono::Duration;
+    let n = |v: Option<u32>| i64::from(v.unwrap_or(0));
+    [
+        p.keep_within.unwrap_or(Duration::zero()),
+        Duration::hours(n(p.keep_hourly)),
+        Duration::days(n(p.keep_daily)),
+        Duration::weeks(n(p.keep_weekly)),
+        Duration::days(31 * n(p.keep_monthly)),
+        Duration::days(366 * n(p.keep_yearly)),
+    ]
+    .into_iter()
+    .max()
+    .filter(|d| *d > Duration::zero())
+}
+
+/// The `object_lock` of the WAL tier covering `source`, if any (with
+/// several, the longest lock): `strata wal push` writes its WAL objects
+/// under it.
+pub fn wal_lock<'a>(
+    tiers: &'a BTreeMap<String, Tier>,
+    source: &str,
+) -> Option<(&'a Tier, TierLock)> {
+    tiers
+        .values()
+        .filter(|t| t.kind == TierKind::Wal && t.sources.iter().any(|s| s == source))
+        .filter_map(|t| t.object_lock.map(|l| (t, l)))
+        .max_by_key(|(_, l)| l.period)
+}
+
+/// Refuses `object_lock` on a repository that cannot lock objects.
+pub(crate) fn check_object_lock(
+    tiers: &BTreeMap<String, Tier>,
+    repository: &crate::config::RepositoryLocation,
+) -> Result<()> {
+    if !matches!(repository, crate::config::RepositoryLocation::Local(_)) {
+        return Ok(());
+    }
+    if let Some(t) = tiers.values().find(|t| t.object_lock.is_some()) {
+        return Err(Error::usage(format!(
+            "invalid config {}: tiers.{}.object_lock: object lock needs an S3 repository; [repository] url is a local directory",
+            t.defined_in.display(),
+            t.name
+        ))
+        .hint("remove object_lock, or store the repository in an S3 bucket created with Object Lock enabled"));
+    }
+    Ok(())
 }
 
 impl Tier {
@@ -151,6 +229,7 @@ pub struct RawTier {
     keep_weekly: Option<Spanned<i64>>,
     keep_monthly: Option<Spanned<i64>>,
     keep_yearly: Option<Spanned<i64>>,
+    object_lock: Option<Spanned<String>>,
 }
 
 /// An included plan file: tiers only. The other top-level keys are
@@ -390,6 +469,31 @@ fn resolve(
         file.bad(span.unwrap_or(table_span.clone()), &key(k), rest)
     })?;
 
+    let object_lock = match &raw.object_lock {
+        None => None,
+        Some(v) => {
+            let mode = crate::storage::LockMode::parse(v.get_ref()).ok_or_else(|| {
+                file.bad(
+                    v.span(),
+                    &key("object_lock"),
+                    format!(
+                        "{:?} is not a lock mode; use \"governance\" or \"compliance\"",
+                        v.get_ref()
+                    ),
+                )
+            })?;
+            let period = lock_period(&policy).ok_or_else(|| {
+                file.bad(
+                    v.span(),
+                    &key("object_lock"),
+                    "the lock lasts the tier's retention period, and this tier has none: \
+                     add keep_within or a keep_hourly/daily/weekly/monthly/yearly rule",
+                )
+            })?;
+            Some(TierLock { mode, period })
+        }
+    };
+
     Ok(Tier {
         name: name.to_string(),
         kind,
@@ -399,5 +503,88 @@ fn resolve(
         sources_listed,
         policy,
         defined_in: file.path.clone(),
+        object_lock,
     })
+}
+
+#[cfg(test)]
+mod object_lock_tests {
+    use super::*;
+    use chrono::Duration;
+
+    fn tiers(extra: &str) -> crate::error::Result<BTreeMap<String, Tier>> {
+        let text = format!(
+            "[repository]\nurl = \"s3://b/p\"\n[encryption]\nrecipients = [\"age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p\"]\n\
+             [sources.app]\nkind = \"postgres\"\nurl = \"postgres://u@h/app\"\n{extra}"
+        );
+        crate::config::Config::parse(Path::new("/t/strata.toml"), &text).map(|c| c.tiers)
+    }
+
+    #[test]
+    fn lock_period_is_the_longest_retention_horizon() {
+        let p = |raw: RawPolicy| lock_period(&Policy::parse(&raw).unwrap());
+        assert_eq!(
+            p(RawPolicy {
+                keep_within: Some("30d".into()),
+                ..RawPolicy::default()
+            }),
+            Some(Duration::days(30))
+        );
+        assert_eq!(
+            p(RawPolicy {
+                keep_daily: Some(7),
+                keep_weekly: Some(4),
+                keep_monthly: Some(3),
+                ..RawPolicy::default()
+            }),
+            Some(Duration::days(93))
+        );
+        assert_eq!(
+            p(RawPolicy {
+                keep_hourly: Some(24),
+                keep_yearly: Some(2),
+                ..RawPolicy::default()
+            }),
+            Some(Duration::days(732))
+        );
+        // keep_last has no horizon
+        assert_eq!(
+            p(RawPolicy {
+                keep_last: Some(3),
+                ..RawPolicy::default()
+            }),
+            None
+        );
+    }
+
+    #[test]
+    fn object_lock_key_parses_and_wal_tiers_lock_their_sources() {
+        let t = tiers(
+            "[tiers.daily]\nkeep_daily = 7\nobject_lock = \"compliance\"\n\
+             [tiers.wal]\nkind = \"wal\"\nkeep_within = \"7d\"\nobject_lock = \"governance\"\n\
+             [tiers.plain]\nkeep_last = 2\n",
+        )
+        .unwrap();
+        assert_eq!(
+            t["daily"].object_lock,
+            Some(TierLock {
+                mode: crate::storage::LockMode::Compliance,
+                period: Duration::days(7)
+            })
+        );
+        assert_eq!(t["plain"].object_lock, None);
+        let (w, l) = wal_lock(&t, "app").unwrap();
+        assert_eq!(w.name, "wal");
+        assert_eq!(l.mode, crate::storage::LockMode::Governance);
+        assert!(wal_lock(&t, "other").is_none());
+        let now = chrono::Utc::now();
+        assert_eq!(l.at(now).retain_until, now + Duration::days(7));
+
+        let e = tiers("[tiers.d]\nkeep_last = 2\nobject_lock = \"governance\"\n").unwrap_err();
+        assert!(e.message.contains("tiers.d.object_lock"), "{}", e.message);
+        assert!(e.message.contains("has none"), "{}", e.message);
+        let e =
+            tiers("[tiers.d]\nkeep_within = \"1d\"\nobject_lock = \"Governance\"\n").unwrap_err();
+        assert!(e.message.contains("is not a lock mode"), "{}", e.message);
+    }
 }

@@ -80,6 +80,13 @@ pub struct Manifest {
     /// Redis facts, for snapshots of a redis source.
     #[serde(default)]
     pub redis: Option<RedisInfo>,
+    /// Chroma facts, for exports of a chroma source.
+    #[serde(default)]
+    pub chroma: Option<crate::sources::chroma::ChromaInfo>,
+    /// Results of the source's `verify_queries` at backup time (for a
+    /// base backup: at its start), compared after a restore.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub verify_queries: Vec<crate::sources::postgres::verify_queries::QueryResult>,
 }
 
 /// Redis facts recorded with a snapshot.
@@ -96,6 +103,11 @@ pub struct RedisInfo {
     /// How the server sent the snapshot: `disk` (a file it wrote first,
     /// length-prefixed) or `diskless` (streamed, ended by a mark).
     pub transfer: String,
+    /// When the server cut the snapshot (forked for the sync), as near as
+    /// strata can tell: when it sent the streamed payload's header
+    /// (diskless, after `repl-diskless-sync-delay`), else when strata asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub captured: Option<DateTime<Utc>>,
 }
 
 /// One database's key counts.
@@ -131,6 +143,32 @@ pub struct BaseInfo {
 pub struct ManifestFile {
     pub summary: Summary,
     pub sealed: String,
+    /// Base backups: the WAL range they need, in plain text, so that
+    /// `strata prune` on a host with only the public key can tell which
+    /// archived WAL a kept base backup needs. WAL positions reveal no
+    /// content. [`ManifestFile::open`] checks it against the sealed part.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wal: Option<PlainWalRange>,
+}
+
+/// The plain copy of a base backup's WAL range (see [`BaseInfo`]).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PlainWalRange {
+    pub timeline: u32,
+    pub start_lsn: String,
+    pub stop_lsn: String,
+    pub wal_segment_size: u64,
+}
+
+impl PlainWalRange {
+    pub fn of(base: &BaseInfo) -> PlainWalRange {
+        PlainWalRange {
+            timeline: base.timeline,
+            start_lsn: base.start_lsn.clone(),
+            stop_lsn: base.stop_lsn.clone(),
+            wal_segment_size: base.wal_segment_size,
+        }
+    }
 }
 
 impl Manifest {
@@ -155,6 +193,8 @@ impl Manifest {
             postgres,
             base: None,
             redis: None,
+            chroma: None,
+            verify_queries: Vec::new(),
         }
     }
 
@@ -168,6 +208,7 @@ impl Manifest {
         let file = ManifestFile {
             summary: self.summary.clone(),
             sealed: seal(recipients, &whole)?,
+            wal: self.base.as_ref().map(PlainWalRange::of),
         };
         Ok(serde_json::to_vec_pretty(&file).expect("manifest serialises"))
     }
@@ -198,6 +239,11 @@ impl ManifestFile {
         if m.summary != self.summary {
             return Err(Error::integrity(format!(
                 "manifest {key}: the plain summary does not match the sealed manifest (it was altered)"
+            )));
+        }
+        if self.wal.is_some() && self.wal != m.base.as_ref().map(PlainWalRange::of) {
+            return Err(Error::integrity(format!(
+                "manifest {key}: the plain WAL range does not match the sealed manifest (it was altered)"
             )));
         }
         Ok(m)

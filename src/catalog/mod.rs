@@ -18,6 +18,7 @@
 pub mod id;
 pub mod lock;
 pub mod manifest;
+pub mod pick;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -170,6 +171,36 @@ impl Repository {
 
     pub fn storage(&self) -> &Arc<dyn Storage> {
         &self.storage
+    }
+
+    /// The same repository, writing every new object (locks excepted)
+    /// under S3 Object Lock retention. Checks that the store can lock and
+    /// that the bucket has Object Lock enabled, so a misconfiguration
+    /// fails before a backup starts rather than on its first upload.
+    pub async fn with_object_lock(
+        &self,
+        lock: crate::storage::ObjectLock,
+        tier: &str,
+    ) -> Result<Repository> {
+        let loc = self.storage.location();
+        let Some(storage) = self.storage.with_object_lock(lock) else {
+            return Err(Error::usage(format!(
+                "tier {tier} sets object_lock = \"{}\", but object lock needs an S3 repository and {loc} is not one",
+                lock.mode.as_str()
+            ))
+            .hint(format!("remove object_lock from [tiers.{tier}], or use an s3:// repository")));
+        };
+        if !self.storage.object_lock_enabled().await? {
+            return Err(Error::usage(format!(
+                "tier {tier} sets object_lock = \"{}\", but the bucket of {loc} does not have S3 Object Lock enabled",
+                lock.mode.as_str()
+            ))
+            .hint("Object Lock can only be enabled on a bucket with versioning: create the bucket with Object Lock enabled (aws s3api create-bucket --object-lock-enabled-for-bucket) or enable it (aws s3api put-object-lock-configuration), or remove object_lock from the tier"));
+        }
+        Ok(Repository {
+            storage,
+            id: self.id.clone(),
+        })
     }
 
     pub fn location(&self) -> String {

@@ -82,10 +82,7 @@ pub async fn run_kind(
         if let Some(def) = tier_def {
             check_runnable(&cfg, def)?;
         }
-        let encoder = super::encoder(&cfg)?;
-        let recipients = crate::keys::parse_recipients(&cfg.recipients)?;
-        let repo = super::open_repository(&cfg).await?;
-        Ok::<_, Error>((encoder, recipients, repo))
+        prepare(&cfg, tier_def).await
     }
     .await;
     let (encoder, recipients, repo) = match prepared {
@@ -161,6 +158,54 @@ pub async fn run_kind(
     Ok(code)
 }
 
+/// What every backup needs before it starts: the encoder, the parsed
+/// recipients and the open repository. A tier with `object_lock` gets a
+/// repository whose every object is written under S3 Object Lock for the
+/// tier's retention period, counted from now (refused early on a store
+/// that cannot lock).
+async fn prepare(
+    cfg: &Config,
+    tier: Option<&Tier>,
+) -> Result<(
+    crate::pipeline::Encoder,
+    Vec<crate::keys::Recipient>,
+    crate::catalog::Repository,
+)> {
+    let encoder = super::encoder(cfg)?;
+    let recipients = crate::keys::parse_recipients(&cfg.recipients)?;
+    let repo = super::open_repository(cfg).await?;
+    match tier.and_then(|t| t.object_lock.map(|l| (t, l))) {
+        Some((t, l)) => {
+            let repo = repo
+                .with_object_lock(l.at(chrono::Utc::now()), &t.name)
+                .await?;
+            Ok((encoder, recipients, repo))
+        }
+        None => Ok((encoder, recipients, repo)),
+    }
+}
+
+/// One source of a tier, backed up as `strata backup --tier` does it:
+/// prepared, under the source lock, notified; prints nothing (progress
+/// off). The scheduler daemon's entry point (`strata schedule run`).
+pub async fn tier_source(cfg: &Config, tier: &Tier, source: &str) -> Result<BackupReport> {
+    let src = cfg.source(source)?;
+    let r = async {
+        let (encoder, recipients, repo) = prepare(cfg, Some(tier)).await?;
+        let reporter = Reporter::new(Mode::Quiet);
+        let ctx = BackupContext {
+            repo: &repo,
+            encoder,
+            recipients: &recipients,
+            reporter: &reporter,
+        };
+        backup_locked(&ctx, src, Some(tier.name.clone()), tier.kind).await
+    }
+    .await;
+    notify(cfg, &src.name, Some(&tier.name), r.as_ref().map(|_| ())).await;
+    r
+}
+
 /// One source's backup under its source lock (two backups of a source
 /// never run at once; prune waits for neither, it refuses).
 async fn backup_locked(
@@ -184,9 +229,14 @@ async fn backup_locked(
             kind.as_str()
         ))),
         // A Chroma source has one kind of backup: the export (kind dump).
+        TierKind::Dump if src.kind == SourceKind::Chroma => {
+            let export = crate::sources::chroma::export::backup(ctx, src, tier);
+            lock::with_lock(ctx.repo, lock, &what, export).await
+        }
         _ if src.kind == SourceKind::Chroma => Err(Error::usage(format!(
-            "backing up chroma source {} is not implemented yet",
-            src.name
+            "{} is a chroma source: its backups are of kind dump (an export), not {}",
+            src.name,
+            kind.as_str()
         ))),
         TierKind::Base => {
             lock::with_lock(ctx.repo, lock, &what, base::backup(ctx, src, tier)).await
@@ -223,14 +273,24 @@ async fn notify(cfg: &Config, source: &str, tier: Option<&str>, outcome: Result<
 
 /// Refuses tiers whose kind cannot run yet, and tiers covering nothing.
 fn check_runnable(cfg: &Config, tier: &Tier) -> Result<()> {
+    if tier.kind == TierKind::Drill {
+        return Err(Error::usage(format!(
+            "tier {} is a recovery drill, not a backup",
+            tier.name
+        ))
+        .hint(format!(
+            "run it with `strata drill --tier {}` (see docs/drills.md); `strata schedule crontab` prints that line",
+            tier.name
+        )));
+    }
     if !tier.kind.runnable() {
         return Err(Error::usage(format!(
-            "tier {} is of kind {}: backing up that kind is not implemented yet (only dump is)",
+            "tier {} is of kind {}: it is not backed up by `strata backup` (dump, base and snapshot tiers are)",
             tier.name,
             tier.kind.as_str()
         ))
         .hint(format!(
-            "use a dump tier, or plain `strata backup SOURCE`; tier {} is defined in {}",
+            "WAL is archived continuously by PostgreSQL's archive_command (`strata wal push`, docs/deployment.md); tier {} is defined in {}",
             tier.name,
             tier.defined_in.display()
         )));

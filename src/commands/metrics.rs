@@ -15,7 +15,11 @@ pub async fn run(g: &Globals, textfile: &Path, json: bool) -> Result<u8> {
     let cfg = g.config()?;
     let repo = super::open_repository(&cfg).await?;
     let s = status::gather(&cfg, &repo, Utc::now()).await?;
-    let text = status::prometheus(&s);
+    let mut text = status::prometheus(&s);
+    let drills = crate::drill::store::history(&repo)
+        .await
+        .unwrap_or_default();
+    text.push_str(&crate::drill::store::prometheus(&drills));
     write_atomic(textfile, text.as_bytes())?;
     if json {
         super::print_json(

@@ -4,12 +4,16 @@
 
 pub mod backup;
 pub mod cleanup;
+pub mod drill;
 pub mod init;
 pub mod key;
 pub mod list;
 pub mod metrics;
 pub mod prune;
 pub mod restore;
+pub mod restore_all;
+pub mod restore_chroma;
+pub mod restore_redis;
 pub mod schedule;
 pub mod status;
 pub mod unlock;

@@ -20,6 +20,18 @@
 //! Deleting a backup removes its manifest first, then its data (see
 //! [`crate::catalog`]): a prune killed halfway leaves leftovers, which the
 //! next prune (or `cleanup`) removes, never a manifest without data.
+//!
+//! Base backups are pruned like dumps; then [`wal`] cuts each source's
+//! WAL archive, keeping what the kept base backups and the WAL tier's
+//! window need. WAL goes only after the base backups, so an interrupted
+//! prune never leaves a listed base backup without its WAL.
+//!
+//! On an S3 bucket with Object Lock, a backup any of whose objects (its
+//! manifest included) is still under retention is kept whole and reported
+//! as `kept: object lock until T`: deleting its manifest would strand
+//! locked data, and deleting its data would break a listed backup.
+
+mod wal;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -50,6 +62,10 @@ pub struct Decision {
     pub deleted: bool,
     /// Set by [`apply`]: why deleting it failed or was refused.
     pub error: Option<String>,
+    /// Planned for deletion, but an object of it is under S3 Object Lock
+    /// retention until then: kept whole.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub locked_until: Option<DateTime<Utc>>,
     /// Index into the entries given to [`plan`].
     #[serde(skip)]
     pub entry: usize,
@@ -197,19 +213,23 @@ fn decision(e: &Entry, entry: usize, action: Action, reasons: Vec<String>) -> De
         reasons,
         deleted: false,
         error: None,
+        locked_until: None,
         entry,
     }
 }
 
-/// The newest backup of each source, by any tier, and of each source in
-/// each tier: what [`apply`] refuses to delete whatever the plan says.
+/// The newest backup of each source, by any tier, of each source in each
+/// tier, and of each source of each kind (so a source's newest base backup
+/// survives even when a newer dump exists): what [`apply`] refuses to
+/// delete whatever the plan says.
 fn protected(entries: &[Entry]) -> BTreeSet<usize> {
-    let mut newest: BTreeMap<(&str, Option<&str>), usize> = BTreeMap::new();
+    let mut newest: BTreeMap<(&str, u8, Option<&str>), usize> = BTreeMap::new();
     for (i, e) in entries.iter().enumerate() {
         let s = e.summary();
         for key in [
-            (s.source.as_str(), None),
-            (s.source.as_str(), s.tier.as_deref()),
+            (s.source.as_str(), 0, None),
+            (s.source.as_str(), 1, s.tier.as_deref()),
+            (s.source.as_str(), 2, Some(s.kind.as_str())),
         ] {
             let slot = newest.entry(key).or_insert(i);
             let cur = entries[*slot].summary();
@@ -234,6 +254,9 @@ pub async fn apply(repo: &Repository, entries: &[Entry], groups: &mut [Group]) -
         .collect();
     order.sort_by_key(|d| d.started);
     for d in order {
+        if d.locked_until.is_some() {
+            continue; // kept whole: see the module docs
+        }
         if protected.contains(&d.entry) {
             // Retention never plans this; if it ever does, keep the backup.
             let msg = format!(
@@ -265,6 +288,51 @@ struct Report<'a> {
     failed: usize,
     unreadable_manifests: Vec<String>,
     leftovers: Option<&'a Sweep>,
+    /// Backups kept because of S3 Object Lock retention.
+    locked: usize,
+    wal: &'a [wal::WalPrune],
+}
+
+/// Marks the planned deletions that S3 Object Lock retention forbids.
+/// Returns whether the store enforces object lock at all (then WAL
+/// deletions are checked too).
+async fn check_object_locks(
+    cfg: &crate::config::Config,
+    repo: &Repository,
+    entries: &[Entry],
+    groups: &mut [Group],
+) -> Result<bool> {
+    let configured = cfg.tiers.values().any(|t| t.object_lock.is_some());
+    let enabled = match repo.storage().object_lock_enabled().await {
+        Ok(b) => b,
+        // Without the permission to read the bucket's lock configuration
+        // and with no tier asking for locks, assume there are none.
+        Err(_) if !configured => false,
+        Err(e) => return Err(Error::from(e).context("checking the bucket's Object Lock")),
+    };
+    if !enabled {
+        return Ok(false);
+    }
+    // Locks expire on the store's clock, not on `--at`: what matters is
+    // whether a delete now would be refused.
+    let now = Utc::now();
+    for d in groups
+        .iter_mut()
+        .flat_map(|g| g.backups.iter_mut())
+        .filter(|d| d.action == Action::Delete)
+    {
+        let e = &entries[d.entry];
+        let keys =
+            std::iter::once(&e.manifest_key).chain(e.summary().objects.iter().map(|o| &o.key));
+        for k in keys {
+            if let Some(t) = repo.storage().locked_until(k).await?
+                && t > now
+            {
+                d.locked_until = Some(d.locked_until.map_or(t, |u| u.max(t)));
+            }
+        }
+    }
+    Ok(true)
 }
 
 pub async fn run(
@@ -306,8 +374,37 @@ async fn run_locked(
     // nothing until `verify` has been looked at.
     let blocked = !unreadable.is_empty();
     let mut error = None;
+    let lock_aware = if blocked {
+        false
+    } else {
+        check_object_locks(cfg, repo, &entries, &mut groups).await?
+    };
     if !dry_run && !blocked {
         error = apply(repo, &entries, &mut groups).await;
+    }
+    // WAL after base backups, planned on the base backups really gone.
+    let mut wal_plans = Vec::new();
+    if !blocked {
+        let gone: BTreeSet<usize> = groups
+            .iter()
+            .flat_map(|g| g.backups.iter())
+            .filter(|d| {
+                if dry_run {
+                    d.action == Action::Delete && d.locked_until.is_none()
+                } else {
+                    d.deleted
+                }
+            })
+            .map(|d| d.entry)
+            .collect();
+        wal_plans = wal::plan(cfg, repo, &entries, &gone, now).await?;
+        if !dry_run {
+            for w in &mut wal_plans {
+                if let Some(e) = w.apply(repo, lock_aware).await {
+                    error.get_or_insert(e);
+                }
+            }
+        }
     }
     let leftovers = if blocked {
         None
@@ -328,6 +425,8 @@ async fn run_locked(
         failed,
         unreadable_manifests: unreadable.iter().map(|e| e.message.clone()).collect(),
         leftovers: leftovers.as_ref(),
+        locked: all().filter(|d| d.locked_until.is_some()).count(),
+        wal: &wal_plans,
     };
     if json {
         super::print_json(&report);
@@ -343,6 +442,39 @@ async fn run_locked(
         return Ok(Kind::Integrity.exit_code());
     }
     Ok(0)
+}
+
+fn print_wal(w: &wal::WalPrune, dry_run: bool) {
+    println!(
+        "\nWAL of {}{}: {}",
+        w.source,
+        w.tier
+            .as_ref()
+            .map_or(String::new(), |t| format!(" (tier {t})")),
+        w.rule
+    );
+    for r in &w.ranges {
+        let verb = match (r.action, dry_run) {
+            (crate::sources::postgres::wal::retention::WalAction::Keep, _) => "keep",
+            (_, true) => "would delete",
+            (_, false) => "delete",
+        };
+        println!("  {verb:<12} {}", r.describe());
+    }
+    if let Some(t) = w.locked_until {
+        println!(
+            "  kept: object lock until {} (deleted {} of {} WAL files, oldest first; the rest stay until the lock expires)",
+            t.format("%Y-%m-%d %H:%M:%SZ"),
+            w.deleted,
+            w.to_delete
+        );
+    }
+    if let Some(e) = &w.error {
+        println!(
+            "  FAILED after deleting {} of {} WAL files (oldest first): {e}",
+            w.deleted, w.to_delete
+        );
+    }
 }
 
 fn print_human(r: &Report, planned: usize, config: &std::path::Path) {
@@ -373,17 +505,25 @@ fn print_human(r: &Report, planned: usize, config: &std::path::Path) {
         for d in &g.backups {
             let verb = match (d.action, r.dry_run, d.deleted) {
                 (Action::Keep, _, _) => "keep",
+                (Action::Delete, _, _) if d.locked_until.is_some() => "kept",
                 (Action::Delete, true, _) => "would delete",
                 (Action::Delete, false, true) => "deleted",
                 (Action::Delete, false, false) => "NOT deleted",
             };
             let why = match (&d.error, d.reasons.is_empty()) {
+                _ if d.locked_until.is_some() => format!(
+                    "  (object lock until {})",
+                    d.locked_until.unwrap().format("%Y-%m-%d %H:%M:%SZ")
+                ),
                 (Some(e), _) => format!("  ({e})"),
                 (None, false) => format!("  ({})", d.reasons.join(", ")),
                 (None, true) => String::new(),
             };
             println!("  {verb:<12} {:<12} {}{why}", d.source, d.id);
         }
+    }
+    for w in r.wal {
+        print_wal(w, r.dry_run);
     }
     for p in &r.unreadable_manifests {
         println!("FAILED  {p}");
@@ -412,13 +552,24 @@ fn print_human(r: &Report, planned: usize, config: &std::path::Path) {
             s.kept_within_grace
         )
     });
+    let planned = planned - r.locked;
+    let kept = r.kept + r.locked;
+    let wal_total: usize = r.wal.iter().map(|w| w.to_delete).sum();
+    let wal_done: usize = r.wal.iter().map(|w| w.deleted).sum();
+    let sweep = if r.wal.is_empty() {
+        sweep
+    } else if r.dry_run {
+        format!("{sweep}; would delete {wal_total} WAL files")
+    } else {
+        format!("{sweep}; deleted {wal_done} of {wal_total} WAL files planned")
+    };
     if r.dry_run {
-        println!("\nwould delete {planned} backups, keep {}{sweep}", r.kept);
+        println!("\nwould delete {planned} backups, keep {kept}{sweep}");
     } else {
         println!(
             "\ndeleted {} backups, kept {}{}{sweep}",
             r.deleted,
-            r.kept,
+            kept,
             if r.failed > 0 {
                 format!(", {} failed", r.failed)
             } else {
@@ -468,6 +619,7 @@ mod tests {
                     objects: vec![],
                 },
                 sealed: String::new(),
+                wal: None,
             }),
         }
     }
@@ -507,8 +659,9 @@ mod tests {
             entry("app", Some("weekly"), "base", "2026-11-03T02:00:00Z"),
             entry("app", Some("weekly"), "base", "2026-11-04T02:00:00Z"),
         ];
-        let t =
-            tiers("[tiers.daily]\nkeep_last = 2\n[tiers.weekly]\nkind = \"base\"\nkeep_last = 1\n");
+        let t = tiers(
+            "[tiers.daily]\nkeep_last = 2\n[tiers.weekly]\nkind = \"drill\"\nkeep_last = 1\n",
+        );
         let groups = plan(&t, &entries, at("2026-11-21T00:00:00Z"));
         let d = Some("daily".to_string());
         assert_eq!(
@@ -531,7 +684,7 @@ mod tests {
         assert_eq!(groups[1].rule, "tier typo is not configured: kept");
         assert_eq!(
             groups[2].rule,
-            "tier kind base: pruning not implemented yet: kept"
+            "tier kind drill: pruning not implemented yet: kept"
         );
         assert_eq!(
             groups[3].backups[0].reasons,
@@ -596,5 +749,33 @@ mod tests {
         let p = protected(&entries);
         // app overall: #2; app in daily: #0; crm: #3 (both).
         assert_eq!(p.into_iter().collect::<Vec<_>>(), [0, 2, 3]);
+    }
+
+    #[test]
+    fn newest_base_backup_is_protected_even_behind_newer_dumps() {
+        let entries = vec![
+            entry("app", None, "base", "2026-11-10T02:00:00Z"),
+            entry("app", None, "base", "2026-11-03T02:00:00Z"),
+            entry("app", Some("daily"), "dump", "2026-11-20T02:00:00Z"),
+        ];
+        let p = protected(&entries);
+        assert_eq!(p.into_iter().collect::<Vec<_>>(), [0, 2]);
+        // and a base tier's plan keeps the newest base whatever the policy
+        let entries = vec![
+            entry("app", Some("weekly"), "base", "2026-11-03T02:00:00Z"),
+            entry("app", Some("weekly"), "base", "2026-11-10T02:00:00Z"),
+            entry("app", Some("daily"), "dump", "2026-11-20T02:00:00Z"),
+        ];
+        let t = tiers(
+            "[tiers.weekly]\nkind = \"base\"\nkeep_within = \"1d\"\n[tiers.daily]\nkeep_last = 1\n",
+        );
+        let groups = plan(&t, &entries, at("2026-11-21T00:00:00Z"));
+        let weekly = groups
+            .iter()
+            .find(|g| g.tier.as_deref() == Some("weekly"))
+            .unwrap();
+        let acts: Vec<Action> = weekly.backups.iter().map(|d| d.action).collect();
+        assert_eq!(acts, [Action::Delete, Action::Keep]);
+        assert_eq!(weekly.backups[1].reasons, ["newest of source"]);
     }
 }

@@ -14,6 +14,8 @@ use crate::sources::postgres::dump::{self, RestoreOptions};
 pub struct Args {
     pub source: String,
     pub backup: String,
+    /// `--at T`: the newest logical backup taken at or before T.
+    pub at: Option<String>,
     pub to_database: String,
     pub create: bool,
     pub tables: Vec<String>,
@@ -47,7 +49,15 @@ pub async fn run(g: &Globals, a: &Args) -> Result<u8> {
     let repo = super::open_repository(&cfg).await?;
     // `latest` is the newest logical backup: base backups of the same
     // source restore with --target-dir
-    let entry = if a.backup == "latest" {
+    let entry = if let Some(t) = &a.at {
+        if a.backup != "latest" {
+            return Err(Error::usage("give --backup ID or --at TIME, not both"));
+        }
+        let at = crate::catalog::pick::parse_at(t, chrono::Utc::now())?;
+        let picked = repo.pick_at(&a.source, Some("dump"), at).await?;
+        eprintln!("{}", picked.describe());
+        picked.entry
+    } else if a.backup == "latest" {
         let (entries, _) = repo.backups(Some(&a.source)).await?;
         entries
             .into_iter()
@@ -98,6 +108,12 @@ pub async fn run(g: &Globals, a: &Args) -> Result<u8> {
             report.duration_seconds,
             crate::util::human_bytes(report.bytes)
         );
+        if report.verify_queries_checked > 0 {
+            println!(
+                "{} verify queries give the results recorded at backup time",
+                report.verify_queries_checked
+            );
+        }
     }
     Ok(0)
 }
@@ -121,6 +137,8 @@ pub struct PhysicalArgs {
     pub port: u16,
     pub run_as: Option<String>,
     pub force: bool,
+    /// `--delta`: rewrite only the files that differ from the backup.
+    pub delta: bool,
     pub json: bool,
 }
 
@@ -129,7 +147,7 @@ pub struct PhysicalArgs {
 /// newest archived segment (otherwise: replay would stop early at the gap
 /// and the restore would silently miss data), or a `--to-lsn` after the
 /// newest archived WAL.
-async fn check_wal(
+pub(crate) async fn check_wal(
     repo: &crate::catalog::Repository,
     source: &str,
     chosen: &crate::sources::postgres::base::Candidate,
@@ -306,18 +324,41 @@ pub async fn run_physical(g: &Globals, a: &PhysicalArgs) -> Result<u8> {
         start,
         owner,
     };
-    let report = base::restore(repo.storage(), &chosen, identities, &opts, &reporter).await?;
+    let report = if a.delta {
+        base::restore_delta(repo.storage(), &chosen, identities, &opts, &reporter).await?
+    } else {
+        base::restore(repo.storage(), &chosen, identities, &opts, &reporter).await?
+    };
     if a.json {
         super::print_json(&report);
     } else {
         println!(
-            "restored base backup {} of {} into {} ({} verified); recovery target: {}",
+            "restored base backup {} of {} (start LSN {} on timeline {}, end LSN {} at {}) into {} ({} verified)",
             report.backup,
             report.source,
+            report.backup_start_lsn,
+            report.backup_timeline,
+            report.backup_stop_lsn,
+            report
+                .backup_stop_time
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             report.target_dir,
             crate::util::human_bytes(report.bytes),
-            report.recovery_target
         );
+        println!(
+            "recovery target: {} (timeline {})",
+            report.recovery_target, a.timeline
+        );
+        if let Some(d) = &report.delta {
+            println!(
+                "delta: {} files kept, {} written ({} of {}), {} removed",
+                d.files_kept,
+                d.files_written,
+                crate::util::human_bytes(d.bytes_written),
+                crate::util::human_bytes(d.bytes_total),
+                d.removed
+            );
+        }
         if report.started {
             println!(
                 "server on 127.0.0.1:{} recovered and promoted at LSN {} on timeline {}",
@@ -336,14 +377,22 @@ pub async fn run_physical(g: &Globals, a: &PhysicalArgs) -> Result<u8> {
             .iter()
             .map(|(p, s)| format!("{p} {s:.1}s"))
             .collect();
-        println!("{:.1}s: {}", report.duration_seconds, phases.join(", "));
+        println!(
+            "took {:.1}s: {}",
+            report.duration_seconds,
+            phases.join(", ")
+        );
     }
     Ok(0)
 }
 
 /// The `restore_command` the restored server runs: this strata binary,
 /// with absolute paths (the server runs it from its data directory).
-fn restore_command(g: &Globals, config: &std::path::Path, source: &str) -> Result<String> {
+pub(crate) fn restore_command(
+    g: &Globals,
+    config: &std::path::Path,
+    source: &str,
+) -> Result<String> {
     let exe = std::env::current_exe()
         .map_err(|e| Error::failed(format!("cannot find the strata executable: {e}")))?;
     let mut cmd = format!(
@@ -365,7 +414,7 @@ fn restore_command(g: &Globals, config: &std::path::Path, source: &str) -> Resul
     Ok(cmd)
 }
 
-fn absolute(p: &std::path::Path) -> Result<PathBuf> {
+pub(crate) fn absolute(p: &std::path::Path) -> Result<PathBuf> {
     std::path::absolute(p).map_err(|e| Error::usage(format!("{}: {e}", p.display())))
 }
 
@@ -419,6 +468,8 @@ fn expect_kind(
 pub struct RedisArgs {
     pub source: String,
     pub backup: String,
+    /// `--at T`: the newest snapshot taken at or before T.
+    pub at: Option<String>,
     pub to_file: Option<PathBuf>,
     pub to_dir: Option<PathBuf>,
     pub start: bool,
@@ -457,7 +508,8 @@ pub async fn run_redis(g: &Globals, a: &RedisArgs) -> Result<u8> {
     };
     let identities = g.identities(&cfg)?;
     let repo = super::open_repository(&cfg).await?;
-    let entry = repo.find(&a.source, &a.backup).await?;
+    let reporter = Reporter::new(Mode::detect(a.json));
+    let entry = redis_snapshot(&repo, &a.source, &a.backup, a.at.as_deref()).await?;
     if entry.summary().kind != "snapshot" {
         return Err(Error::usage(format!(
             "backup {} of {} is a {} backup, not a Redis snapshot",
@@ -466,7 +518,6 @@ pub async fn run_redis(g: &Globals, a: &RedisArgs) -> Result<u8> {
             entry.summary().kind
         )));
     }
-    let reporter = Reporter::new(Mode::detect(a.json));
     let opts = snapshot::RestoreOptions {
         to,
         force: a.force,
@@ -502,6 +553,44 @@ pub async fn run_redis(g: &Globals, a: &RedisArgs) -> Result<u8> {
     Ok(0)
 }
 
+/// The Redis snapshot `--backup ID|latest` or `--at T` names; with `--at`,
+/// says which one was chosen and how far before T it was taken.
+pub(crate) async fn redis_snapshot(
+    repo: &crate::catalog::Repository,
+    source: &str,
+    backup: &str,
+    at: Option<&str>,
+) -> Result<crate::catalog::Entry> {
+    use crate::catalog::pick;
+    let Some(at) = at else {
+        if backup == "latest" {
+            // newest first
+            let (entries, _) = repo.backups(Some(source)).await?;
+            return entries
+                .into_iter()
+                .find(|e| e.summary().kind == "snapshot")
+                .ok_or_else(|| {
+                    Error::new(
+                        crate::error::Kind::Integrity,
+                        format!("source {source} has no snapshot"),
+                    )
+                    .hint(format!(
+                        "take one with `strata backup {source}`; `strata list {source}` shows what exists"
+                    ))
+                });
+        }
+        return repo.find(source, backup).await;
+    };
+    if backup != "latest" {
+        return Err(Error::usage("give --backup ID or --at TIME, not both"));
+    }
+    let at = pick::parse_at(at, chrono::Utc::now())?;
+    let picked = repo.pick_at(source, Some("snapshot"), at).await?;
+    // stderr even with --json: which snapshot was chosen matters
+    eprintln!("{}", picked.describe());
+    Ok(picked.entry)
+}
+
 /// `strata restore SOURCE --into URL [--replace] [--collection NAME]...`:
 /// load a snapshot into a running server (Redis or Chroma).
 #[derive(Debug, Clone)]
@@ -513,6 +602,8 @@ pub struct IntoArgs {
     pub into: String,
     pub replace: bool,
     pub collections: Vec<String>,
+    /// Redis: the address strata serves the snapshot on (`--listen`).
+    pub listen: Option<String>,
     pub json: bool,
 }
 
@@ -523,12 +614,8 @@ pub async fn run_into(g: &Globals, a: &IntoArgs) -> Result<u8> {
     let cfg = g.config()?;
     let src = cfg.source(&a.source)?;
     match src.kind {
-        SourceKind::Redis => Err(Error::usage(
-            "restore --into for a redis source is not implemented yet",
-        )),
-        SourceKind::Chroma => Err(Error::usage(
-            "restore --into for a chroma source is not implemented yet",
-        )),
+        SourceKind::Redis => super::restore_redis::run(g, a).await,
+        SourceKind::Chroma => super::restore_chroma::run(g, a).await,
         SourceKind::Postgres => Err(Error::usage(format!(
             "--into loads a Redis or Chroma snapshot; {} is a postgres source",
             src.name

@@ -41,6 +41,16 @@ pub fn next(g: &Globals, count: usize, json: bool) -> Result<u8> {
     for u in &up {
         let note = if u.kind == "wal" {
             "archived continuously by archive_command (`strata wal push`)".to_string()
+        } else if u.kind == "drill" {
+            format!(
+                "`strata drill --tier {}` (needs the identity); sources: {}",
+                u.tier,
+                if u.sources.is_empty() {
+                    "none".to_string()
+                } else {
+                    u.sources.join(", ")
+                }
+            )
         } else if !u.runnable {
             format!("kind {} not implemented yet", u.kind)
         } else if u.sources.is_empty() {
@@ -110,4 +120,54 @@ fn absolute(p: &std::path::Path) -> PathBuf {
             .map(|d| d.join(p))
             .unwrap_or_else(|_| p.to_path_buf())
     })
+}
+
+/// `strata schedule run`'s options, as parsed.
+#[derive(Debug, Clone)]
+pub struct RunArgs {
+    /// `text` or `json`.
+    pub log_format: String,
+    pub once: bool,
+    pub state_dir: Option<PathBuf>,
+    /// e.g. `5m`.
+    pub shutdown_grace: String,
+    pub max_jobs: usize,
+}
+
+/// `strata schedule run`: the scheduler daemon (see
+/// [`crate::scheduler::daemon`]).
+pub async fn run(g: &Globals, args: &RunArgs, json: bool) -> Result<u8> {
+    use crate::scheduler::{clock::Clock, daemon, default_state_dir, events};
+    let cfg = g.config()?;
+    let format = if json {
+        events::LogFormat::Json
+    } else {
+        events::LogFormat::parse(&args.log_format).ok_or_else(|| {
+            Error::usage(format!(
+                "--log-format {:?}: use text or json",
+                args.log_format
+            ))
+        })?
+    };
+    let grace = crate::util::parse_duration(&args.shutdown_grace)
+        .map_err(|e| Error::usage(format!("--shutdown-grace: {e}")))?
+        .to_std()
+        .map_err(|_| Error::usage("--shutdown-grace must not be negative"))?;
+    if args.max_jobs == 0 {
+        return Err(Error::usage("--max-jobs must be at least 1"));
+    }
+    let state_dir = args.state_dir.clone().or_else(default_state_dir).ok_or_else(|| {
+        Error::usage("no state directory: $STATE_DIRECTORY, $XDG_STATE_HOME and $HOME are unset")
+            .hint("pass --state-dir DIR (e.g. /var/lib/strata), or StateDirectory=strata in the systemd unit")
+    })?;
+    let opts = daemon::Options {
+        state_dir,
+        log: events::Log { format },
+        once: args.once,
+        shutdown_grace: grace,
+        max_jobs: args.max_jobs,
+        clock: Clock::from_env()?,
+        identity: g.identity.clone(),
+    };
+    daemon::run(cfg, opts).await
 }

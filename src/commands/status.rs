@@ -14,10 +14,22 @@ pub async fn run(g: &Globals, check: bool, json: bool) -> Result<u8> {
     let cfg = g.config()?;
     let repo = super::open_repository(&cfg).await?;
     let s = status::gather(&cfg, &repo, Utc::now()).await?;
+    let last_drill = super::drill::last(&repo).await;
     if json {
-        super::print_json(&s);
+        // `last_drill` added beside the status fields
+        #[derive(serde::Serialize)]
+        struct WithDrill<'a> {
+            #[serde(flatten)]
+            status: &'a Status,
+            last_drill: Option<crate::drill::store::DrillSummary>,
+        }
+        super::print_json(&WithDrill {
+            status: &s,
+            last_drill,
+        });
     } else {
         print_human(&s);
+        print_drill(last_drill.as_ref(), s.now);
     }
     let problems = s.problems().count();
     if check && problems > 0 {
@@ -29,6 +41,38 @@ pub async fn run(g: &Globals, check: bool, json: bool) -> Result<u8> {
         return Ok(Kind::Integrity.exit_code());
     }
     Ok(0)
+}
+
+/// The last recovery drill, one line.
+fn print_drill(d: Option<&crate::drill::store::DrillSummary>, now: chrono::DateTime<Utc>) {
+    match d {
+        None => println!(
+            "drill: none yet (`strata drill` restores every source into a sandbox and checks it)"
+        ),
+        Some(d) => println!(
+            "drill: last {} {} ({} ago), target {}, total RTO {:.1}s, worst RPO {}{}",
+            d.id,
+            if d.passed { "PASSED" } else { "FAILED" },
+            human_duration(now - d.finished),
+            d.target,
+            d.rto_seconds,
+            d.rpo_seconds()
+                .map_or("-".to_string(), |s| format!("{s:.0}s")),
+            if d.passed {
+                String::new()
+            } else {
+                format!(
+                    "; failed: {}",
+                    d.sources
+                        .iter()
+                        .filter(|s| !s.passed)
+                        .map(|s| s.source.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }
+        ),
+    }
 }
 
 fn print_human(s: &Status) {

@@ -44,6 +44,11 @@ struct WalCheck {
     newest: std::collections::BTreeMap<String, String>,
     /// Gaps after the start of some base backup.
     gaps: Vec<Gap>,
+    /// Gaps after a base backup's stop LSN that a newer base backup starts
+    /// beyond (what `strata prune` leaves by design): not failures, but no
+    /// point-in-time restore can target a time inside them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    gaps_between_backups: Vec<Gap>,
 }
 
 /// Checks that the archive of `source` is continuous from the start of
@@ -70,6 +75,7 @@ async fn check_wal(
     }
     let slack = chrono::Duration::minutes(5);
     let mut gaps: Vec<Gap> = Vec::new();
+    let mut between: Vec<Gap> = Vec::new();
     let mut problems = Vec::new();
     for e in bases {
         let b = e.summary();
@@ -85,6 +91,15 @@ async fn check_wal(
                     SegmentSize::new(bi.wal_segment_size)?,
                 ))
             });
+        // without it, the plain WAL range of the manifest file says the same
+        let sealed = sealed.or_else(|| {
+            let w = e.file.wal.as_ref()?;
+            Some((
+                w.start_lsn.parse::<Lsn>().ok()?,
+                Timeline(w.timeline),
+                SegmentSize::new(w.wal_segment_size)?,
+            ))
+        });
         let size = sealed.map_or(SegmentSize::DEFAULT, |s| s.2);
         let start = listing
             .backup_starts
@@ -101,7 +116,33 @@ async fn check_wal(
             (None, None) => continue,
         };
         let c = continuity(&listing.segments, &listing.switches, timeline, lsn, size);
+        // A gap after this backup's stop LSN that a newer base backup
+        // starts beyond is what `strata prune` leaves by design (an old
+        // base backup kept by a GFS rule keeps only the WAL of its own
+        // consistency range; docs/retention.md): every point after the gap
+        // is restorable from the newer one. Not a problem.
+        let stop = e
+            .file
+            .wal
+            .as_ref()
+            .and_then(|w| w.stop_lsn.parse::<Lsn>().ok());
+        let later_starts: Vec<Lsn> = bases
+            .iter()
+            .filter_map(|o| o.file.wal.as_ref()?.start_lsn.parse::<Lsn>().ok())
+            .collect();
+        let pruned_by_design = |g: &Gap| -> bool {
+            let (Ok(from), Ok(to)) = (g.from.parse::<Lsn>(), g.to.parse::<Lsn>()) else {
+                return false;
+            };
+            stop.is_some_and(|stop| from >= stop) && later_starts.iter().any(|s| *s >= to)
+        };
         for (_, g) in c.gaps {
+            if pruned_by_design(&g) {
+                if !between.contains(&g) {
+                    between.push(g);
+                }
+                continue;
+            }
             problems.push((
                 b.id.to_string(),
                 format!("WAL from its start {lsn}: {}", g.describe()),
@@ -116,6 +157,7 @@ async fn check_wal(
             source: source.to_string(),
             newest,
             gaps,
+            gaps_between_backups: between,
         },
         problems,
     ))
@@ -259,6 +301,13 @@ pub async fn run(g: &Globals, source: Option<&str>, read_data: bool, json: bool)
         for w in &report.wal {
             for (tli, seg) in &w.newest {
                 println!("wal     {} timeline {tli}: newest segment {seg}", w.source);
+            }
+            for g in &w.gaps_between_backups {
+                println!(
+                    "note    {}: {}: no point-in-time restore into it; a newer base backup starts after it (prune leaves such gaps below its WAL window)",
+                    w.source,
+                    g.describe()
+                );
             }
         }
         for u in &report.incomplete_uploads {

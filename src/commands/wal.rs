@@ -1,5 +1,7 @@
 //! `strata wal push PATH` (PostgreSQL's `archive_command`) and
-//! `strata wal fetch NAME DEST` (`restore_command`).
+//! `strata wal fetch NAME DEST` (`restore_command`); `wal push --async`
+//! and its background pusher `wal push-worker` (see
+//! [`crate::sources::postgres::wal::push_async`]).
 //!
 //! Both are run by the server, once per file: quiet on success (the server
 //! log is their output), a clear message on failure. `fetch` exits 1
@@ -77,6 +79,14 @@ pub async fn push(g: &Globals, path: &Path, source: Option<&str>, json: bool) ->
     let recipients = crate::keys::parse_recipients(&cfg.recipients)?;
     let encoder = super::encoder(&cfg)?;
     let repo = super::open_repository(&cfg).await?;
+    // The WAL tier's `object_lock`, counted from now.
+    let repo = match crate::tier::wal_lock(&cfg.tiers, &src.name) {
+        Some((t, l)) => {
+            repo.with_object_lock(l.at(chrono::Utc::now()), &t.name)
+                .await?
+        }
+        None => repo,
+    };
     let archive = WalArchive::new(&repo, &src.name);
     let identities = || g.identities(&cfg);
     let ctx = PushContext {
@@ -258,4 +268,350 @@ async fn prefetch_into(
     let mut v: Vec<SegmentName> = results.into_iter().flatten().collect();
     v.sort();
     v
+}
+
+/// `strata wal push [--async] [--processes N] [--spool DIR] PATH`.
+#[derive(Debug, Clone, Default)]
+pub struct PushArgs {
+    pub path: PathBuf,
+    pub source: Option<String>,
+    /// `--async` (also `archive_async = true` in the source's config).
+    pub asynchronous: bool,
+    pub processes: Option<u32>,
+    pub spool: Option<PathBuf>,
+    pub json: bool,
+}
+
+/// `wal push`, synchronous or through the background pusher (see
+/// [`crate::sources::postgres::wal::push_async`]).
+pub async fn push_cmd(g: &Globals, a: &PushArgs) -> Result<u8> {
+    use crate::sources::postgres::wal::push_async::MAX_PROCESSES;
+    let cfg = g.config()?;
+    let src = pick_source(&cfg, a.source.as_deref())?;
+    let mut s = src.archive_push.clone();
+    s.enabled |= a.asynchronous;
+    if let Some(n) = a.processes {
+        if !(1..=MAX_PROCESSES).contains(&n) {
+            return Err(Error::usage(format!(
+                "--processes {n} is not between 1 and {MAX_PROCESSES}"
+            )));
+        }
+        s.processes = n;
+    }
+    if let Some(d) = &a.spool {
+        s.spool = Some(d.clone());
+    }
+    if !s.enabled {
+        return push(g, &a.path, Some(&src.name), a.json).await;
+    }
+    push_async(g, &cfg, src, a, &s).await
+}
+
+#[derive(Debug, Serialize)]
+struct AsyncPushReport {
+    name: String,
+    source: String,
+    /// `archived` (durable in the repository) or `dropped`
+    /// (archive_push_queue_max exceeded).
+    status: &'static str,
+    spool: String,
+}
+
+/// The foreground of an asynchronous push: wait (bounded) for the pusher's
+/// result for this file, starting the pusher when none runs.
+async fn push_async(
+    g: &Globals,
+    cfg: &Config,
+    src: &Source,
+    a: &PushArgs,
+    s: &crate::sources::postgres::wal::push_async::AsyncSettings,
+) -> Result<u8> {
+    use crate::sources::postgres::wal::push_async::{self as pa, Outcome, PushSpool};
+    use std::time::{Duration, Instant};
+    let path = &a.path;
+    let file_name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| Error::usage(format!("{} names no WAL file", path.display())))?;
+    let name = parse_name(&path.display().to_string(), file_name)?.to_string();
+    if !pa::is_queued(path) {
+        // not from PostgreSQL's archiver (run by hand, or %p outside
+        // pg_wal): the pusher could not find it
+        tracing::info!("{name}: no archive_status/{name}.ready beside it; pushing synchronously");
+        return push(g, path, Some(&src.name), a.json).await;
+    }
+    let pg_wal = std::path::absolute(path.parent().unwrap_or(Path::new(".")))
+        .map_err(|e| Error::usage(format!("{}: {e}", path.display())))?;
+    let root = s
+        .spool
+        .clone()
+        .unwrap_or_else(|| PushSpool::default_root(&pg_wal));
+    let sp = PushSpool::new(&root, &src.name);
+    sp.create().map_err(|e| {
+        Error::failed(format!(
+            "cannot create the WAL push spool {}: {e}",
+            sp.dir().display()
+        ))
+        .hint("set archive_spool_path for the source to a directory the PostgreSQL user can write")
+    })?;
+    let report = |status| {
+        if a.json {
+            super::print_json(&AsyncPushReport {
+                name: name.clone(),
+                source: src.name.clone(),
+                status,
+                spool: sp.dir().display().to_string(),
+            });
+        }
+    };
+    if let Some(max) = s.queue_max
+        && !sp.has_result(&name)
+    {
+        let queued = pa::queue_bytes(&pg_wal).unwrap_or(0);
+        if queued > max {
+            eprintln!(
+                "strata: WARNING: {} of WAL wait in {} for archiving, more than archive_push_queue_max ({}): \
+                 {name} is DROPPED, NOT ARCHIVED. The archive has a gap from here on: point-in-time recovery \
+                 past it is impossible until the next base backup (strata verify reports the gap).",
+                crate::util::human_bytes(queued),
+                pg_wal.display(),
+                crate::util::human_bytes(max)
+            );
+            report("dropped");
+            return Ok(0);
+        }
+    }
+    let deadline = Instant::now() + s.timeout;
+    let mut last_spawn: Option<Instant> = None;
+    let mut nap = Duration::from_millis(5);
+    loop {
+        match sp.take(&name)? {
+            Some(Outcome::Ok) => {
+                tracing::debug!("{name}: archived by the background pusher");
+                report("archived");
+                return Ok(0);
+            }
+            Some(Outcome::Error(e)) => return Err(e.into_error(&name, &sp.log_path())),
+            None => {}
+        }
+        if !sp.pusher_running() && last_spawn.is_none_or(|t| t.elapsed() > Duration::from_secs(2)) {
+            spawn_pusher(g, cfg, src, &sp, &root, &pg_wal, s.processes)?;
+            last_spawn = Some(Instant::now());
+        }
+        if Instant::now() > deadline {
+            return Err(Error::failed(format!(
+                "{name} was not archived within {}s by the background pusher",
+                s.timeout.as_secs()
+            ))
+            .hint(format!(
+                "PostgreSQL retries; see {} (raise archive_push_timeout if uploads are just slow)",
+                sp.log_path().display()
+            ))
+            .retryable());
+        }
+        tokio::time::sleep(nap).await;
+        nap = (nap * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// Starts `strata wal push-worker` in its own session (it outlives this
+/// `archive_command`), its output appended to the spool's `pusher.log`.
+fn spawn_pusher(
+    g: &Globals,
+    cfg: &Config,
+    src: &Source,
+    sp: &crate::sources::postgres::wal::push_async::PushSpool,
+    root: &Path,
+    pg_wal: &Path,
+    processes: u32,
+) -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    let abs = |p: &Path| {
+        std::path::absolute(p).map_err(|e| Error::usage(format!("{}: {e}", p.display())))
+    };
+    let exe = std::env::current_exe()
+        .map_err(|e| Error::failed(format!("cannot find the strata executable: {e}")))?;
+    // keep the log bounded: one older generation
+    if std::fs::metadata(sp.log_path()).is_ok_and(|m| m.len() > 16 << 20) {
+        let _ = std::fs::rename(sp.log_path(), sp.log_path().with_extension("log.1"));
+    }
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(sp.log_path())
+        .map_err(|e| Error::failed(format!("{}: {e}", sp.log_path().display())))?;
+    let mut c = std::process::Command::new(exe);
+    c.arg("--config").arg(abs(&cfg.path)?);
+    if let Some(id) = &g.identity {
+        c.arg("--identity").arg(abs(id)?);
+    }
+    if std::env::var_os("STRATA_LOG").is_none() {
+        c.env("STRATA_LOG", "warn,strata=info");
+    }
+    c.args(["wal", "push-worker", "--source", &src.name, "--pg-wal"])
+        .arg(pg_wal)
+        .arg("--spool")
+        .arg(abs(root)?)
+        .arg("--processes")
+        .arg(processes.to_string())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(log);
+    // SAFETY: setsid is async-signal-safe; it detaches the pusher from the
+    // archiver's process group, so signals meant for it do not reach the
+    // pusher mid-upload.
+    unsafe {
+        c.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let child = c
+        .spawn()
+        .map_err(|e| Error::failed(format!("cannot start the background WAL pusher: {e}")))?;
+    tracing::debug!("started the background WAL pusher (pid {})", child.id());
+    Ok(())
+}
+
+/// `strata wal push-worker` (started by `wal push --async`, not by hand).
+#[derive(Debug, Clone)]
+pub struct WorkerArgs {
+    pub source: String,
+    pub pg_wal: PathBuf,
+    pub spool: PathBuf,
+    pub processes: u32,
+    /// Exit after this long with nothing to push.
+    pub idle_exit: std::time::Duration,
+}
+
+/// The background pusher: pushes every file PostgreSQL has queued for
+/// archiving (`archive_status/*.ready`), `processes` at a time, and writes
+/// each one's result into the spool. One per spool (a `flock`).
+pub async fn push_worker(g: &Globals, a: &WorkerArgs) -> Result<u8> {
+    use crate::sources::postgres::wal::push_async::{self as pa, ErrorFile, Outcome, PushSpool};
+    use futures::stream::FuturesUnordered;
+    use std::collections::HashSet;
+    use std::time::{Duration, Instant};
+    let cfg = g.config()?;
+    let src = pick_source(&cfg, Some(&a.source))?;
+    let sp = PushSpool::new(&a.spool, &src.name);
+    sp.create()?;
+    let Some(_lock) = sp.try_lock()? else {
+        return Ok(0); // another pusher runs
+    };
+    sp.sweep(Duration::from_secs(24 * 3600));
+    let recipients = crate::keys::parse_recipients(&cfg.recipients)?;
+    let encoder = super::encoder(&cfg)?;
+    let repo = super::open_repository(&cfg).await?;
+    // The WAL tier's `object_lock`, counted from now.
+    let repo = match crate::tier::wal_lock(&cfg.tiers, &src.name) {
+        Some((t, l)) => {
+            repo.with_object_lock(l.at(chrono::Utc::now()), &t.name)
+                .await?
+        }
+        None => repo,
+    };
+    let archive = WalArchive::new(&repo, &src.name);
+    let identities = || g.identities(&cfg);
+    let ctx = PushContext {
+        encoder,
+        recipients: &recipients,
+        mac_key: MacKey::derive(&repo.id, &cfg.recipients),
+        identities: &identities,
+    };
+    tracing::info!(
+        "pusher {} started: {} uploads at a time from {}",
+        std::process::id(),
+        a.processes,
+        a.pg_wal.display()
+    );
+    let (mut pushed, mut failed) = (0u64, 0u64);
+    let mut in_flight: HashSet<String> = HashSet::new();
+    let mut running = FuturesUnordered::new();
+    let mut idle_since = Instant::now();
+    // candidates from the last scan of archive_status, in push order: a
+    // backlog of thousands of files is scanned about once a second, not
+    // once per upload
+    let mut queue: std::collections::VecDeque<crate::sources::postgres::wal::WalFile> =
+        Default::default();
+    let mut last_scan: Option<Instant> = None;
+    loop {
+        let slots = running.len() < a.processes as usize;
+        let scan_due = last_scan.is_none_or(|t| {
+            let e = t.elapsed();
+            (queue.is_empty() && e >= Duration::from_millis(50)) || e >= Duration::from_secs(1)
+        });
+        if slots && scan_due {
+            last_scan = Some(Instant::now());
+            let ready = match pa::ready_files(&a.pg_wal) {
+                Ok(r) => r,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    tracing::info!(
+                        "{}/archive_status is gone; pusher exits",
+                        a.pg_wal.display()
+                    );
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!("reading {}/archive_status: {e}", a.pg_wal.display());
+                    Vec::new()
+                }
+            };
+            let queued: HashSet<String> = ready.iter().map(|f| f.to_string()).collect();
+            sp.forget_archived(&queued);
+            queue = ready.into();
+        }
+        while running.len() < a.processes as usize
+            && let Some(f) = queue.pop_front()
+        {
+            let n = f.to_string();
+            if in_flight.contains(&n) || sp.has_result(&n) {
+                continue;
+            }
+            in_flight.insert(n.clone());
+            let path = a.pg_wal.join(&n);
+            let (archive, ctx) = (&archive, &ctx);
+            running.push(async move {
+                let r = archive.push(ctx, &path, f).await;
+                (n, r)
+            });
+        }
+        if running.is_empty() {
+            if idle_since.elapsed() > a.idle_exit {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
+        tokio::select! {
+            Some((n, r)) = running.next() => {
+                in_flight.remove(&n);
+                idle_since = Instant::now();
+                let outcome = match r {
+                    Ok(rep) => {
+                        pushed += 1;
+                        if rep.status != PushStatus::Stored {
+                            tracing::info!("{n}: {:?} (already archived with the same content)", rep.status);
+                        }
+                        Outcome::Ok
+                    }
+                    Err(e) => {
+                        failed += 1;
+                        tracing::error!("{n}: {e}");
+                        Outcome::Error(ErrorFile::of(&e))
+                    }
+                };
+                if let Err(e) = sp.write(&n, &outcome) {
+                    tracing::error!("writing the result of {n} into {}: {e}", sp.dir().display());
+                }
+            }
+            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+        }
+    }
+    tracing::info!(
+        "pusher {} exits after {}s idle: {pushed} pushed, {failed} failed",
+        std::process::id(),
+        a.idle_exit.as_secs()
+    );
+    Ok(0)
 }

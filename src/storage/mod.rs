@@ -74,6 +74,40 @@ pub enum PutMode {
     Create,
 }
 
+/// S3 Object Lock retention mode (see docs/retention.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LockMode {
+    /// Users with `s3:BypassGovernanceRetention` can still delete.
+    Governance,
+    /// Nobody, not even the account root, can delete before the date.
+    Compliance,
+}
+
+impl LockMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LockMode::Governance => "governance",
+            LockMode::Compliance => "compliance",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<LockMode> {
+        match s {
+            "governance" => Some(LockMode::Governance),
+            "compliance" => Some(LockMode::Compliance),
+            _ => None,
+        }
+    }
+}
+
+/// The retention every object written through a locked handle gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjectLock {
+    pub mode: LockMode,
+    pub retain_until: DateTime<Utc>,
+}
+
 /// What a store can promise; callers that need more must say so.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Capabilities {
@@ -119,6 +153,26 @@ pub trait Storage: Send + Sync + fmt::Debug {
     async fn list_incomplete(&self, prefix: &str) -> StorageResult<Vec<IncompleteUpload>>;
     /// Discards an incomplete upload.
     async fn abort_incomplete(&self, upload: &IncompleteUpload) -> StorageResult<()>;
+
+    /// A handle to the same store that puts every object it creates under
+    /// `lock` (S3 Object Lock retention); `None` when the store cannot
+    /// lock objects (a local directory).
+    fn with_object_lock(&self, _lock: ObjectLock) -> Option<std::sync::Arc<dyn Storage>> {
+        None
+    }
+
+    /// Whether the store enforces object lock retention (on S3: the
+    /// bucket was created with Object Lock enabled).
+    async fn object_lock_enabled(&self) -> StorageResult<bool> {
+        Ok(false)
+    }
+
+    /// Until when an object is under object lock retention (`None`: not
+    /// locked, or missing). Deleting it before then fails or, on a
+    /// versioned bucket, only hides it.
+    async fn locked_until(&self, _key: &str) -> StorageResult<Option<DateTime<Utc>>> {
+        Ok(None)
+    }
 
     /// Stores a small in-memory object.
     async fn put_bytes(&self, key: &str, data: Bytes, mode: PutMode) -> StorageResult<ObjectMeta> {

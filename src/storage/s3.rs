@@ -33,8 +33,8 @@ use chrono::{DateTime, Utc};
 use tokio::task::JoinSet;
 
 use super::{
-    Body, Capabilities, IncompleteUpload, ObjectMeta, ObjectReader, PutMode, Storage, StorageError,
-    StorageResult, validate_key,
+    Body, Capabilities, IncompleteUpload, LockMode, ObjectLock, ObjectMeta, ObjectReader, PutMode,
+    Storage, StorageError, StorageResult, validate_key,
 };
 
 /// Size of a multipart part (and the threshold above which an object is
@@ -77,6 +77,9 @@ pub struct S3Storage {
     prefix: String,
     /// The endpoint as shown in error messages.
     endpoint: String,
+    /// Object Lock retention put on every object created (except locks,
+    /// see [`S3Storage::lock_for`]).
+    lock: Option<ObjectLock>,
 }
 
 impl fmt::Debug for S3Storage {
@@ -147,6 +150,7 @@ impl S3Storage {
             bucket: cfg.bucket,
             prefix,
             endpoint,
+            lock: None,
         };
         storage
             .client
@@ -156,6 +160,13 @@ impl S3Storage {
             .await
             .map_err(|e| storage.bucket_error(e))?;
         Ok(storage)
+    }
+
+    /// The retention to put on `key`. Repository lock files
+    /// (`locks/…`) are never locked: they must be deletable when their
+    /// holder finishes.
+    fn lock_for(&self, key: &str) -> Option<ObjectLock> {
+        self.lock.filter(|_| !key.starts_with("locks/"))
     }
 
     fn full_key(&self, key: &str) -> String {
@@ -359,6 +370,16 @@ impl S3Storage {
         if mode == PutMode::Create {
             req = req.if_none_match("*");
         }
+        if let Some(lock) = self.lock_for(key) {
+            // S3 requires an integrity checksum on a PutObject that sets a
+            // retention; CRC32 makes the SDK compute one.
+            req = req
+                .object_lock_mode(lock_mode(lock.mode))
+                .object_lock_retain_until_date(AwsDateTime::from_millis(
+                    lock.retain_until.timestamp_millis(),
+                ))
+                .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Crc32);
+        }
         req.send().await.map_err(|e| self.map_err("put", key, e))?;
         Ok(ObjectMeta {
             key: key.to_string(),
@@ -378,11 +399,20 @@ impl S3Storage {
         mode: PutMode,
     ) -> StorageResult<ObjectMeta> {
         let full = self.full_key(key);
-        let created = self
+        let mut create = self
             .client
             .create_multipart_upload()
             .bucket(&self.bucket)
-            .key(&full)
+            .key(&full);
+        if let Some(lock) = self.lock_for(key) {
+            create = create
+                .object_lock_mode(lock_mode(lock.mode))
+                .object_lock_retain_until_date(AwsDateTime::from_millis(
+                    lock.retain_until.timestamp_millis(),
+                ))
+                .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Crc32);
+        }
+        let created = create
             .send()
             .await
             .map_err(|e| self.map_err("put", key, e))?;
@@ -504,7 +534,7 @@ impl S3Storage {
         number: i32,
         data: Bytes,
     ) -> StorageResult<CompletedPart> {
-        let out = self
+        let mut req = self
             .client
             .upload_part()
             .bucket(&self.bucket)
@@ -512,14 +542,21 @@ impl S3Storage {
             .upload_id(upload_id)
             .part_number(number)
             .content_length(data.len() as i64)
-            .body(ByteStream::from(data))
-            .send()
-            .await
-            .map_err(|e| self.map_err("put", key, e))?;
-        Ok(CompletedPart::builder()
+            .body(ByteStream::from(data));
+        let locked = self.lock_for(key).is_some();
+        if locked {
+            // The upload was created with CRC32 checksums (a locked upload
+            // needs them): every part carries its own.
+            req = req.checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Crc32);
+        }
+        let out = req.send().await.map_err(|e| self.map_err("put", key, e))?;
+        let mut part = CompletedPart::builder()
             .part_number(number)
-            .set_e_tag(out.e_tag().map(str::to_string))
-            .build())
+            .set_e_tag(out.e_tag().map(str::to_string));
+        if locked {
+            part = part.set_checksum_crc32(out.checksum_crc32().map(str::to_string));
+        }
+        Ok(part.build())
     }
 
     /// Best effort: the upload already failed; a failed abort leaves an
@@ -551,6 +588,13 @@ impl S3Storage {
 /// objects.
 fn part_size(number: i32) -> usize {
     PART_SIZE * (1 + (number.max(1) as usize - 1) / 1000)
+}
+
+fn lock_mode(m: LockMode) -> aws_sdk_s3::types::ObjectLockMode {
+    match m {
+        LockMode::Governance => aws_sdk_s3::types::ObjectLockMode::Governance,
+        LockMode::Compliance => aws_sdk_s3::types::ObjectLockMode::Compliance,
+    }
 }
 
 fn to_chrono(t: Option<&AwsDateTime>) -> Option<DateTime<Utc>> {
@@ -787,6 +831,56 @@ impl Storage for S3Storage {
             // Already aborted or completed: nothing left to discard.
             Err(e) => match self.map_err("abort upload", &upload.key, e) {
                 StorageError::NotFound { .. } => Ok(()),
+                other => Err(other),
+            },
+        }
+    }
+
+    fn with_object_lock(&self, lock: ObjectLock) -> Option<std::sync::Arc<dyn Storage>> {
+        let mut locked = self.clone();
+        locked.lock = Some(lock);
+        Some(std::sync::Arc::new(locked))
+    }
+
+    async fn object_lock_enabled(&self) -> StorageResult<bool> {
+        match self
+            .client
+            .get_object_lock_configuration()
+            .bucket(&self.bucket)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(out
+                .object_lock_configuration()
+                .and_then(|c| c.object_lock_enabled())
+                .is_some_and(|e| e.as_str() == "Enabled")),
+            Err(e) => {
+                if e.as_service_error().and_then(|s| s.code())
+                    == Some("ObjectLockConfigurationNotFoundError")
+                {
+                    return Ok(false);
+                }
+                Err(self.map_err("get object lock configuration of", "", e))
+            }
+        }
+    }
+
+    async fn locked_until(&self, key: &str) -> StorageResult<Option<DateTime<Utc>>> {
+        validate_key(key)?;
+        // HEAD carries the retention (x-amz-object-lock-retain-until-date)
+        // on every server that implements Object Lock, and needs only the
+        // permission to read the object.
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .send()
+            .await
+        {
+            Ok(out) => Ok(to_chrono(out.object_lock_retain_until_date())),
+            Err(e) => match self.map_err("head", key, e) {
+                StorageError::NotFound { .. } => Ok(None),
                 other => Err(other),
             },
         }

@@ -8,7 +8,9 @@
 #![allow(dead_code)]
 
 pub mod archiving;
+pub mod chroma;
 pub mod cli;
+pub mod moto;
 pub mod pg;
 pub mod redis;
 pub mod s3;

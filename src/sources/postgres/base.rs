@@ -95,6 +95,11 @@ pub async fn backup(
         info.server_version
     ));
 
+    // verify_queries are recorded as the backup starts: a base backup has
+    // no single snapshot to run them in (docs/pgvector.md).
+    let verify_results =
+        super::verify_queries::run(&client, &source.name, &source.verify_queries).await?;
+
     let mut cmd = target.command(&pg_basebackup);
     cmd.args([
         "-D",
@@ -157,6 +162,7 @@ pub async fn backup(
         vec![record],
         None,
     );
+    manifest.verify_queries = verify_results;
     manifest.base = Some(BaseInfo {
         start_lsn: start_lsn.to_string(),
         stop_lsn: stop_lsn.to_string(),
@@ -612,6 +618,13 @@ pub struct RestoreReport {
     pub timeline: Option<u32>,
     pub duration_seconds: f64,
     pub phases: Vec<(String, f64)>,
+    /// Where the base backup starts: the oldest point it can reach.
+    pub backup_start_lsn: String,
+    /// The timeline the base backup was taken on.
+    pub backup_timeline: u32,
+    /// `--delta`: what was kept, written and removed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delta: Option<super::delta::DeltaStats>,
 }
 
 /// Restores `cand` into `opts.target_dir` and configures recovery.
@@ -622,9 +635,37 @@ pub async fn restore(
     opts: &RestoreOptions,
     reporter: &Reporter,
 ) -> Result<RestoreReport> {
+    restore_into(storage, cand, identities, opts, false, reporter).await
+}
+
+/// [`restore`] over a stopped copy of the cluster in `opts.target_dir`,
+/// writing only what differs (`restore --delta`, see
+/// [`super::delta`]).
+pub async fn restore_delta(
+    storage: &Arc<dyn Storage>,
+    cand: &Candidate,
+    identities: Arc<Vec<Identity>>,
+    opts: &RestoreOptions,
+    reporter: &Reporter,
+) -> Result<RestoreReport> {
+    restore_into(storage, cand, identities, opts, true, reporter).await
+}
+
+async fn restore_into(
+    storage: &Arc<dyn Storage>,
+    cand: &Candidate,
+    identities: Arc<Vec<Identity>>,
+    opts: &RestoreOptions,
+    delta: bool,
+    reporter: &Reporter,
+) -> Result<RestoreReport> {
     let clock = Instant::now();
     let dir = &opts.target_dir;
-    prepare_dir(dir, opts.force)?;
+    if delta {
+        check_delta_dir(dir)?;
+    } else {
+        prepare_dir(dir, opts.force)?;
+    }
     let mut phases = Vec::new();
 
     // download + extract: decode into a pipe, untar from the other end
@@ -635,18 +676,22 @@ pub async fn restore(
     );
     let (reader, writer) = std::io::pipe()?;
     let d2 = dir.clone();
-    let untar = std::thread::spawn(move || -> std::io::Result<()> {
-        let mut reader = reader;
-        let mut archive = tar::Archive::new(&mut reader);
-        archive.set_preserve_permissions(true);
-        archive.set_overwrite(true);
-        archive.unpack(&d2)?;
-        drop(archive);
-        // tar padding after the end marker: read it so the writer never
-        // sees a closed pipe
-        std::io::copy(&mut reader, &mut std::io::sink())?;
-        Ok(())
-    });
+    let untar = std::thread::spawn(
+        move || -> std::io::Result<Option<super::delta::DeltaStats>> {
+            if delta {
+                return super::delta::unpack(reader, &d2).map(Some);
+            }
+            let mut reader = reader;
+            let mut archive = tar::Archive::new(&mut reader);
+            archive.set_preserve_permissions(true);
+            archive.set_overwrite(true);
+            archive.unpack(&d2)?;
+            // tar padding after the end marker: read it so the writer never
+            // sees a closed pipe
+            std::io::copy(&mut reader, &mut std::io::sink())?;
+            Ok(None)
+        },
+    );
     let fetched = fetch(
         storage,
         &cand.record,
@@ -658,9 +703,10 @@ pub async fn restore(
     // drop the writer (end of stream) before joining the reader
     let fetched = fetched.map(drop);
     let untarred = untar.join().expect("untar thread panicked");
-    match (fetched, untarred) {
-        (Ok(()), Ok(())) => {
+    let delta_stats = match (fetched, untarred) {
+        (Ok(()), Ok(stats)) => {
             step.done("verified");
+            stats
         }
         (Err(e), _) => {
             step.abandon();
@@ -674,7 +720,7 @@ pub async fn restore(
                 dir.display()
             )));
         }
-    }
+    };
     std::fs::create_dir_all(dir.join("pg_wal/archive_status"))?;
     write_recovery_conf(dir, opts)?;
     set_mode(dir, 0o700)?;
@@ -697,6 +743,9 @@ pub async fn restore(
         timeline: None,
         duration_seconds: 0.0,
         phases: vec![],
+        backup_start_lsn: cand.base.start_lsn.clone(),
+        backup_timeline: cand.base.timeline,
+        delta: delta_stats,
     };
     if let Some(start) = &opts.start {
         let t = Instant::now();
@@ -735,6 +784,36 @@ pub async fn restore(
     Ok(report)
 }
 
+/// `--delta` needs a stopped data directory (or an empty or missing one):
+/// everything the backup does not hold is deleted from it.
+fn check_delta_dir(dir: &Path) -> Result<()> {
+    let empty = match std::fs::read_dir(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+        Err(e) => return Err(Error::usage(format!("--target-dir {}: {e}", dir.display()))),
+        Ok(mut it) => it.next().is_none(),
+    };
+    if empty {
+        return Ok(());
+    }
+    if dir.join("postmaster.pid").exists() {
+        return Err(Error::conflict(format!(
+            "{} holds postmaster.pid: a server may be running there",
+            dir.display()
+        ))
+        .hint(
+            "stop that server (pg_ctl -D DIR stop) first; --delta never rewrites a running cluster",
+        ));
+    }
+    if !dir.join("PG_VERSION").exists() {
+        return Err(Error::usage(format!(
+            "{} is not empty and holds no PG_VERSION: not a PostgreSQL data directory",
+            dir.display()
+        ))
+        .hint("--delta rewrites a data directory and deletes everything the backup does not hold; point it at one, or use an empty directory"));
+    }
+    Ok(())
+}
+
 /// Refuses a non-empty directory unless `force` (then empties it, but
 /// never one a server may be running in).
 fn prepare_dir(dir: &Path, force: bool) -> Result<()> {
@@ -752,7 +831,7 @@ fn prepare_dir(dir: &Path, force: bool) -> Result<()> {
     }
     if !force {
         return Err(Error::conflict(format!("{} is not empty", dir.display()))
-            .hint("restore into an empty directory, or add --force to delete what it holds"));
+            .hint("restore into an empty directory, add --delta to rewrite only the files that differ, or --force to delete what it holds"));
     }
     if dir.join("postmaster.pid").exists() {
         return Err(Error::conflict(format!(
@@ -806,7 +885,7 @@ fn set_mode(dir: &Path, mode: u32) -> Result<()> {
     Ok(())
 }
 
-fn chown_recursive(dir: &Path, user: &str) -> Result<()> {
+pub(crate) fn chown_recursive(dir: &Path, user: &str) -> Result<()> {
     let out = Command::new("chown")
         .arg("-R")
         .arg(format!("{user}:"))
@@ -825,7 +904,7 @@ fn chown_recursive(dir: &Path, user: &str) -> Result<()> {
 }
 
 /// A server program, as `owner` via runuser when given.
-fn as_owner(prog: &Path, owner: Option<&str>) -> Command {
+pub(crate) fn as_owner(prog: &Path, owner: Option<&str>) -> Command {
     match owner {
         Some(u) => {
             let mut c = Command::new("runuser");
@@ -836,17 +915,17 @@ fn as_owner(prog: &Path, owner: Option<&str>) -> Command {
     }
 }
 
-fn server_log(dir: &Path) -> PathBuf {
+pub(crate) fn server_log(dir: &Path) -> PathBuf {
     dir.join("strata-restore.log")
 }
 
-fn log_tail(dir: &Path) -> String {
+pub(crate) fn log_tail(dir: &Path) -> String {
     let text = std::fs::read_to_string(server_log(dir)).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(15)..].join("\n")
 }
 
-fn pg_ctl_start(dir: &Path, start: &StartOptions, owner: Option<&str>) -> Result<()> {
+pub(crate) fn pg_ctl_start(dir: &Path, start: &StartOptions, owner: Option<&str>) -> Result<()> {
     let out = as_owner(&start.pg_ctl, owner)
         .arg("-D")
         .arg(dir)
@@ -874,7 +953,7 @@ fn pg_ctl_start(dir: &Path, start: &StartOptions, owner: Option<&str>) -> Result
 }
 
 /// Polls until the server has left recovery (promoted at the target).
-async fn wait_promoted(
+pub(crate) async fn wait_promoted(
     dir: &Path,
     start: &StartOptions,
     owner: Option<&str>,

@@ -164,9 +164,24 @@ pub async fn backup(
         info.database
     ));
 
+    // verify_queries run in the snapshot pg_dump then dumps (its own
+    // connection: the transaction stays open until pg_dump is done).
+    let verify_conn = match source.verify_queries.is_empty() {
+        true => None,
+        false => Some(target.connect().await?),
+    };
+    let (snapshot, verify_results) = match &verify_conn {
+        Some(c) => {
+            super::verify_queries::record_for_dump(c, &source.name, &source.verify_queries).await?
+        }
+        None => (None, Vec::new()),
+    };
     let mut cmd = target.command(&pg_dump);
     cmd.args(["--format=custom", "--compress=0", "--no-password"])
         .arg(format!("--dbname={}", target.child_url()));
+    if let Some(s) = &snapshot {
+        cmd.arg(format!("--snapshot={s}"));
+    }
     let (child, tail) = spawn_piped(cmd, "pg_dump")?;
     let dump = store_child(
         ctx,
@@ -176,7 +191,11 @@ pub async fn backup(
         &Repository::data_key(&source.name, &id, DUMP_OBJECT),
         DUMP_OBJECT,
     )
-    .await?;
+    .await;
+    if let Some(c) = &verify_conn {
+        super::verify_queries::end(c).await;
+    }
+    let dump = dump?;
 
     // Roles with passwords need a superuser; without one, roles are still
     // saved (no passwords) rather than the whole backup failing.
@@ -213,7 +232,7 @@ pub async fn backup(
     .await?;
 
     let finished = Utc::now();
-    let manifest = Manifest::new(
+    let mut manifest = Manifest::new(
         Summary {
             format: manifest::MANIFEST_FORMAT,
             id: id.clone(),
@@ -231,6 +250,7 @@ pub async fn backup(
         vec![dump, globals],
         Some(info),
     );
+    manifest.verify_queries = verify_results;
     let manifest_key = ctx.repo.commit(&manifest, ctx.recipients).await?;
     Ok(BackupReport {
         id: id.to_string(),
@@ -275,6 +295,9 @@ pub struct RestoreReport {
     pub duration_seconds: f64,
     pub phases: Vec<(String, f64)>,
     pub warnings: Vec<String>,
+    /// How many recorded verify_queries gave the same results (0: none
+    /// recorded, or a --table restore).
+    pub verify_queries_checked: usize,
 }
 
 /// Restores a logical backup into a database.
@@ -400,7 +423,29 @@ pub async fn restore(
             summary.id, opts.to_database
         )));
     }
+    // The recorded verify_queries, run on the whole restored database
+    // (a --table restore holds only part of what they read).
+    let mut verify_queries_checked = 0;
+    if !manifest.verify_queries.is_empty() {
+        if opts.tables.is_empty() {
+            let t = Instant::now();
+            let client = target_db.connect().await?;
+            verify_queries_checked = super::verify_queries::check_restored(
+                &client,
+                &format!("database {} restored from {}", opts.to_database, summary.id),
+                &manifest.verify_queries,
+            )
+            .await?;
+            phases.push(("verify queries".to_string(), t.elapsed().as_secs_f64()));
+        } else {
+            warnings.push(format!(
+                "the backup's {} verify queries were not run: --table restores only part of the database",
+                manifest.verify_queries.len()
+            ));
+        }
+    }
     Ok(RestoreReport {
+        verify_queries_checked,
         backup: summary.id.to_string(),
         source: summary.source.clone(),
         database: opts.to_database.clone(),

@@ -2,8 +2,10 @@
 //! finding client binaries that match the server's major version.
 
 pub mod base;
+pub mod delta;
 pub mod dump;
 pub mod pgpass;
+pub mod verify_queries;
 pub mod wal;
 
 use std::path::{Path, PathBuf};

@@ -99,6 +99,15 @@ impl Client {
         Ok(c)
     }
 
+    /// This end's address on the connection: the address the server sees
+    /// strata at.
+    pub fn local_addr(&self) -> Result<std::net::SocketAddr> {
+        self.conn
+            .get_ref()
+            .local_addr()
+            .map_err(|e| Error::failed(format!("local address: {e}")))
+    }
+
     /// Sends one command and reads its reply.
     pub async fn command(&mut self, args: &[&[u8]]) -> Result<Reply> {
         let mut req = format!("*{}\r\n", args.len()).into_bytes();

@@ -7,6 +7,7 @@
 //! restores.
 
 pub mod client;
+pub mod load;
 pub mod rdb;
 pub mod snapshot;
 

@@ -38,12 +38,45 @@ const fn make_table() -> [u64; 256] {
     table
 }
 
-static TABLE: [u64; 256] = make_table();
+/// Tables for slicing-by-8: `T[k][i]` is the CRC of byte `i` followed by
+/// `k` zero bytes.
+const fn make_tables() -> [[u64; 256]; 8] {
+    let mut t = [[0u64; 256]; 8];
+    t[0] = make_table();
+    let mut k = 1;
+    while k < 8 {
+        let mut i = 0;
+        while i < 256 {
+            let prev = t[k - 1][i];
+            t[k][i] = (prev >> 8) ^ t[0][(prev & 0xff) as usize];
+            i += 1;
+        }
+        k += 1;
+    }
+    t
+}
 
-/// Continues a CRC-64/Jones over `data` (start from 0).
+static TABLES: [[u64; 256]; 8] = make_tables();
+
+/// Continues a CRC-64/Jones over `data` (start from 0). Eight bytes per
+/// step (slicing-by-8): a snapshot's every byte passes here, and the
+/// byte-at-a-time loop cost more CPU than zstd level 1 on the same data.
 pub fn crc64(mut crc: u64, data: &[u8]) -> u64 {
-    for &b in data {
-        crc = TABLE[((crc ^ b as u64) & 0xff) as usize] ^ (crc >> 8);
+    let t = &TABLES;
+    let mut words = data.chunks_exact(8);
+    for w in &mut words {
+        let x = crc ^ u64::from_le_bytes(w.try_into().expect("8 bytes"));
+        crc = t[7][(x & 0xff) as usize]
+            ^ t[6][((x >> 8) & 0xff) as usize]
+            ^ t[5][((x >> 16) & 0xff) as usize]
+            ^ t[4][((x >> 24) & 0xff) as usize]
+            ^ t[3][((x >> 32) & 0xff) as usize]
+            ^ t[2][((x >> 40) & 0xff) as usize]
+            ^ t[1][((x >> 48) & 0xff) as usize]
+            ^ t[0][(x >> 56) as usize];
+    }
+    for &b in words.remainder() {
+        crc = t[0][((crc ^ b as u64) & 0xff) as usize] ^ (crc >> 8);
     }
     crc
 }
@@ -185,6 +218,40 @@ mod tests {
         assert_eq!(crc64(0, b"123456789"), 0xe9c6d914c4b8d9ca);
         // Incremental use gives the same value.
         assert_eq!(crc64(crc64(0, b"1234"), b"56789"), 0xe9c6d914c4b8d9ca);
+    }
+
+    #[test]
+    fn crc64_sliced_equals_bytewise() {
+        let table = make_table();
+        let bytewise = |mut crc: u64, data: &[u8]| {
+            for &b in data {
+                crc = table[((crc ^ b as u64) & 0xff) as usize] ^ (crc >> 8);
+            }
+            crc
+        };
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let data: Vec<u8> = (0..4099)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        for len in [0, 1, 7, 8, 9, 15, 16, 17, 63, 64, 1000, 4099] {
+            assert_eq!(
+                crc64(0, &data[..len]),
+                bytewise(0, &data[..len]),
+                "len {len}"
+            );
+            // split anywhere, incremental
+            let cut = len / 3;
+            assert_eq!(
+                crc64(crc64(0, &data[..cut]), &data[cut..len]),
+                bytewise(0, &data[..len]),
+                "len {len} cut {cut}"
+            );
+        }
     }
 
     /// A minimal valid RDB: header, one aux field, EOF, checksum.

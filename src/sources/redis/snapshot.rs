@@ -104,7 +104,14 @@ pub async fn backup(
         keyspace.iter().map(|d| d.keys).sum::<u64>()
     ));
 
+    let asked = Utc::now();
     let framing = client.start_sync().await?;
+    // A diskless payload starts right after the fork; a disk one only
+    // once the file is written, the fork being at the request.
+    let captured = match framing {
+        super::client::Framing::Mark(_) => Utc::now(),
+        super::client::Framing::Length(_) => asked,
+    };
     let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
     let complete = Arc::new(AtomicBool::new(false));
     let mut net = tokio::spawn(client.stream_rdb(framing.clone(), tx, complete.clone()));
@@ -208,6 +215,7 @@ pub async fn backup(
         keyspace,
         used_memory,
         transfer: framing.transfer().into(),
+        captured: Some(captured),
     });
     let manifest_key = ctx.repo.commit(&manifest, ctx.recipients).await?;
     Ok(BackupReport {

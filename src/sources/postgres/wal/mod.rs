@@ -17,6 +17,8 @@
 
 pub mod archive;
 pub mod continuity;
+pub mod push_async;
+pub mod retention;
 pub mod spool;
 
 use std::fmt;

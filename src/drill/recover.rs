@@ -1,0 +1,639 @@
+//! One source brought back to a point in time: the per-source path that
+//! `strata restore --all --to-time T` and `strata drill` share.
+//!
+//! [`plan`] chooses what to restore — for PostgreSQL with base backups,
+//! the newest base backup ending before T and the WAL after it (replay
+//! stops exactly at T when the archive reaches past T, else at the end of
+//! the archive); for dump-only PostgreSQL sources and Redis, the newest
+//! backup taken at or before T — and says how far from T that lands (the
+//! skew, which a drill reports as RPO). [`recover`] carries the plan out:
+//! into files (restore --all), or into a server on a free port (drill).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use url::Url;
+
+use super::report::{Phase, WalRange};
+use super::sandbox::Sandbox;
+use crate::catalog::{Entry, Repository, pick};
+use crate::config::{Source, SourceKind};
+use crate::error::{Error, Result};
+use crate::keys::Identity;
+use crate::pipeline::fetch;
+use crate::progress::{Progress, Reporter};
+use crate::sources::postgres::base::{self, Candidate, RecoveryTarget, StartOptions};
+use crate::sources::postgres::wal::archive::WalArchive;
+use crate::sources::postgres::wal::{Lsn, SegmentName, SegmentSize, Timeline};
+use crate::sources::postgres::{Target, dump, find_binary, major_of};
+use crate::sources::redis::snapshot;
+
+/// Where to recover to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Point {
+    Time(DateTime<Utc>),
+    /// Everything there is (RPO is measured against now).
+    Latest,
+}
+
+impl Point {
+    pub fn time(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        match self {
+            Point::Time(t) => *t,
+            Point::Latest => now,
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Point::Time(t) => t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            Point::Latest => "latest".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// A base backup and WAL replay.
+    BaseWal,
+    /// A logical dump (pg_restore).
+    Dump,
+    /// A Redis RDB snapshot.
+    Snapshot,
+    /// A Chroma export (JSON Lines per collection).
+    Export,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::BaseWal => "base+wal",
+            Method::Dump => "dump",
+            Method::Snapshot => "snapshot",
+            Method::Export => "export",
+        }
+    }
+}
+
+/// What will be restored for one source.
+pub struct Plan {
+    pub source: Source,
+    pub method: Method,
+    pub entry: Entry,
+    pub base: Option<Candidate>,
+    pub target: Option<RecoveryTarget>,
+    /// The newest point the restore brings back.
+    pub restorable_point: DateTime<Utc>,
+    /// The time asked for (now for `latest`).
+    pub at: DateTime<Utc>,
+    /// Plain bytes: the backup's objects plus the WAL to replay.
+    pub bytes: u64,
+    pub wal: Option<WalRange>,
+}
+
+impl Plan {
+    /// How far before the asked time the restore lands (never negative).
+    pub fn skew_seconds(&self) -> f64 {
+        ((self.at - self.restorable_point).num_milliseconds().max(0)) as f64 / 1000.0
+    }
+
+    pub fn backup_id(&self) -> String {
+        self.entry.summary().id.to_string()
+    }
+}
+
+/// Chooses what to restore for `src` at `point`.
+pub async fn plan(
+    repo: &Repository,
+    src: &Source,
+    point: Point,
+    identities: &Arc<Vec<Identity>>,
+    now: DateTime<Utc>,
+) -> Result<Plan> {
+    let at = point.time(now);
+    let (entries, _) = repo.backups(Some(&src.name)).await?;
+    if entries.is_empty() {
+        return Err(Error::integrity(format!(
+            "source {} has no {} in the repository",
+            src.name,
+            match src.kind {
+                SourceKind::Postgres => "backup (base backup or dump)",
+                SourceKind::Redis => "snapshot",
+                SourceKind::Chroma => "export",
+            }
+        ))
+        .hint(format!(
+            "take one with `strata backup {}`{}; `strata list` shows what exists",
+            src.name,
+            if src.kind == SourceKind::Postgres {
+                " (or `--kind base` with WAL archiving, for point-in-time recovery)"
+            } else {
+                ""
+            }
+        )));
+    }
+    match src.kind {
+        SourceKind::Postgres => {
+            let cands = base::candidates(&entries, identities)?;
+            if cands.is_empty() {
+                let picked = pick::at_or_before(&entries, &src.name, Some("dump"), at)?;
+                return Ok(simple(src, Method::Dump, picked, at));
+            }
+            plan_base(repo, src, point, cands, identities, at).await
+        }
+        SourceKind::Redis => {
+            let picked = pick::at_or_before(&entries, &src.name, Some("snapshot"), at)?;
+            Ok(simple(src, Method::Snapshot, picked, at))
+        }
+        SourceKind::Chroma => {
+            let picked = pick::at_or_before(&entries, &src.name, Some("dump"), at)?;
+            Ok(simple(src, Method::Export, picked, at))
+        }
+    }
+}
+
+fn simple(src: &Source, method: Method, p: pick::Picked, at: DateTime<Utc>) -> Plan {
+    Plan {
+        source: src.clone(),
+        method,
+        bytes: p.entry.summary().plain_size,
+        restorable_point: p.taken,
+        entry: p.entry,
+        base: None,
+        target: None,
+        at,
+        wal: None,
+    }
+}
+
+async fn plan_base(
+    repo: &Repository,
+    src: &Source,
+    point: Point,
+    cands: Vec<Candidate>,
+    identities: &Arc<Vec<Identity>>,
+    at: DateTime<Utc>,
+) -> Result<Plan> {
+    let archive = WalArchive::new(repo, &src.name);
+    let objects = repo.storage().list(&archive.prefix()).await?;
+    // When the newest archived segment was stored: WAL up to about then
+    // can be replayed.
+    let archived_until =
+        crate::status::newest_segment(objects.iter().map(|o| (o.key.as_str(), o.modified)))
+            .and_then(|(_, t)| t);
+    let wanted = match point {
+        Point::Time(t) => RecoveryTarget::Time(t),
+        Point::Latest => RecoveryTarget::Latest,
+    };
+    let chosen = base::choose(cands, &wanted)?;
+    let (target, restorable) = match point {
+        Point::Time(t) if archived_until.is_some_and(|a| a >= t) => (RecoveryTarget::Time(t), t),
+        // The archive ends before T: replay all of it, and say how far
+        // short of T that is.
+        _ => (
+            RecoveryTarget::Latest,
+            archived_until
+                .unwrap_or(chosen.base.stop_time)
+                .max(chosen.base.stop_time)
+                .min(at),
+        ),
+    };
+    crate::commands::restore::check_wal(repo, &src.name, &chosen, &target, "latest", identities)
+        .await?;
+    let wal = wal_range(&archive, &chosen).await?;
+    Ok(Plan {
+        source: src.clone(),
+        method: Method::BaseWal,
+        bytes: chosen.record.plain_size + wal.as_ref().map_or(0, |w| w.bytes),
+        entry: chosen.entry.clone(),
+        restorable_point: restorable,
+        base: Some(chosen),
+        target: Some(target),
+        at,
+        wal,
+    })
+}
+
+/// The archived segments from the base backup's start on.
+async fn wal_range(archive: &WalArchive, c: &Candidate) -> Result<Option<WalRange>> {
+    let (Ok(start), Some(size)) = (
+        c.base.start_lsn.parse::<Lsn>(),
+        SegmentSize::new(c.base.wal_segment_size),
+    ) else {
+        return Ok(None);
+    };
+    let first = SegmentName::containing(Timeline(c.base.timeline), start, size);
+    let listing = archive.listing(None).await?;
+    let segs: Vec<&SegmentName> = listing.segments.iter().filter(|s| **s >= first).collect();
+    Ok(Some(WalRange {
+        first: first.to_string(),
+        last: segs.last().map(|s| s.to_string()),
+        segments: segs.len(),
+        bytes: segs.len() as u64 * size.bytes(),
+    }))
+}
+
+/// Where and how a drill serves a restored source.
+pub struct Serve<'a> {
+    pub sandbox: &'a Sandbox,
+    pub port: u16,
+}
+
+/// What [`recover`] did.
+pub struct Recovered {
+    pub dir: PathBuf,
+    pub phases: Vec<Phase>,
+    /// Until the source answered (server up, promoted, loaded).
+    pub answered_after: Duration,
+    /// A PostgreSQL server to check, when served.
+    pub pg: Option<Target>,
+    /// The database a dump was restored into.
+    pub database: Option<String>,
+    /// A redis-server serving the snapshot, when served.
+    pub redis: Option<snapshot::StartedServer>,
+    /// A Chroma export loaded (and verified) into a scratch server.
+    pub chroma: Option<crate::sources::chroma::import::ChromaRestoreReport>,
+    /// Recorded verify_queries compared by the dump restore.
+    pub verify_queries_checked: Option<usize>,
+    pub warnings: Vec<String>,
+}
+
+/// Everything [`recover`] needs besides the plan.
+pub struct Context<'a> {
+    pub repo: &'a Repository,
+    pub identities: Arc<Vec<Identity>>,
+    /// The `restore_command` a recovering server runs.
+    pub restore_command: String,
+    /// OS user owning PostgreSQL data dirs and running servers (root only).
+    pub owner: Option<String>,
+    pub reporter: &'a Reporter,
+}
+
+/// Carries out `plan` into `dir` (which must not exist or be empty):
+/// files only, or, with `serve`, a server answering on `serve.port`.
+pub async fn recover(
+    ctx: &Context<'_>,
+    plan: &Plan,
+    dir: &Path,
+    serve: Option<&Serve<'_>>,
+) -> Result<Recovered> {
+    let mut out = Recovered {
+        dir: dir.to_path_buf(),
+        phases: vec![],
+        answered_after: Duration::ZERO,
+        pg: None,
+        database: None,
+        redis: None,
+        chroma: None,
+        verify_queries_checked: None,
+        warnings: vec![],
+    };
+    let clock = Instant::now();
+    let phase = |out: &mut Recovered, name: &str, began: Instant| {
+        out.phases.push(Phase {
+            name: name.into(),
+            start_seconds: (began - clock).as_secs_f64(),
+            seconds: began.elapsed().as_secs_f64(),
+        })
+    };
+    let storage = ctx.repo.storage();
+    match plan.method {
+        Method::BaseWal => {
+            let cand = plan.base.as_ref().expect("a base plan has a candidate");
+            let target = plan.target.clone().expect("a base plan has a target");
+            let t = Instant::now();
+            let opts = base::RestoreOptions {
+                target_dir: dir.to_path_buf(),
+                target,
+                timeline: "latest".into(),
+                force: false,
+                restore_command: ctx.restore_command.clone(),
+                start: None,
+                owner: ctx.owner.clone(),
+            };
+            base::restore(storage, cand, ctx.identities.clone(), &opts, ctx.reporter).await?;
+            phase(&mut out, "download+decrypt+decompress", t);
+            if let Some(s) = serve {
+                // A drill's server must never archive into the repository:
+                // its promotion would add a timeline that later restores
+                // (timeline `latest`) would follow.
+                append_conf(dir, "archive_mode = 'off'\n")?;
+                // The sandbox listens on loopback only and lives as long
+                // as the drill: trust lets the checks connect as the
+                // cluster's superuser whatever the source's user may do.
+                std::fs::write(
+                    dir.join("pg_hba.conf"),
+                    "# strata drill sandbox\nlocal all all trust\nhost all all 127.0.0.1/32 trust\n",
+                )?;
+                let pg_ctl = find_binary(
+                    plan.source.bin_dir.as_deref(),
+                    "pg_ctl",
+                    base::backup_major(cand),
+                )?;
+                let start = start_options(&plan.source.url, s.port, pg_ctl);
+                s.sandbox
+                    .register_pg(dir, &start.pg_ctl, ctx.owner.as_deref());
+                let t = Instant::now();
+                ctx.reporter.note(format!(
+                    "{}: replaying WAL on 127.0.0.1:{} to {}",
+                    plan.source.name,
+                    s.port,
+                    plan.target.as_ref().expect("target").describe()
+                ));
+                base::pg_ctl_start(dir, &start, ctx.owner.as_deref())?;
+                base::wait_promoted(dir, &start, ctx.owner.as_deref()).await?;
+                phase(&mut out, "WAL replay", t);
+                out.pg = Some(start.connect);
+            }
+        }
+        Method::Dump | Method::Export if serve.is_none() => {
+            let t = Instant::now();
+            write_objects(ctx, plan, dir).await?;
+            phase(&mut out, "download+decrypt+decompress", t);
+        }
+        Method::Export => {
+            let s = serve.expect("files are handled above");
+            let t = Instant::now();
+            let url = scratch_chroma(&plan.source, dir, s).await?;
+            phase(&mut out, "server start", t);
+            let t = Instant::now();
+            let opts = crate::sources::chroma::import::RestoreOptions {
+                into: url,
+                tenant: plan.source.tenant.clone(),
+                database: plan.source.database.clone(),
+                token: None,
+                collections: vec![],
+                replace: false,
+            };
+            let r = crate::sources::chroma::import::restore_and_verify(
+                storage,
+                &plan.entry,
+                ctx.identities.clone(),
+                &opts,
+                ctx.reporter,
+            )
+            .await?;
+            out.warnings.extend(r.warnings.iter().cloned());
+            phase(&mut out, "download+decrypt+decompress+import", t);
+            out.chroma = Some(r);
+        }
+        Method::Dump => {
+            let s = serve.expect("files are handled above");
+            {
+                let m = plan
+                    .entry
+                    .file
+                    .open(&plan.entry.manifest_key, &ctx.identities)?;
+                let info = m.postgres.clone().ok_or_else(|| {
+                    Error::integrity(format!(
+                        "backup {} has no PostgreSQL facts in its manifest",
+                        plan.backup_id()
+                    ))
+                })?;
+                let major = major_of(info.server_version_num);
+                let t = Instant::now();
+                let start = scratch_cluster(ctx, &plan.source, dir, major, s).await?;
+                phase(&mut out, "server start", t);
+                let t = Instant::now();
+                let opts = dump::RestoreOptions {
+                    to_database: info.database.clone(),
+                    create: info.database != "postgres",
+                    tables: vec![],
+                    jobs: 1,
+                    target: start.clone(),
+                    globals: true,
+                    no_owner: false,
+                    scratch_dir: s.sandbox.root().to_path_buf(),
+                };
+                let r = dump::restore(
+                    storage,
+                    &plan.entry,
+                    ctx.identities.clone(),
+                    &opts,
+                    ctx.reporter,
+                )
+                .await?;
+                out.warnings.extend(r.warnings);
+                out.verify_queries_checked = Some(r.verify_queries_checked);
+                phase(&mut out, "download+decrypt+decompress+pg_restore", t);
+                out.pg = Some(start.with_database(&info.database));
+                out.database = Some(info.database);
+            }
+        }
+        Method::Snapshot => {
+            let t = Instant::now();
+            let opts = snapshot::RestoreOptions {
+                to: snapshot::RestoreTo::Dir {
+                    dir: dir.to_path_buf(),
+                    start: serve.map(|s| s.port),
+                },
+                force: false,
+                bin_dir: plan.source.bin_dir.clone(),
+            };
+            let r = snapshot::restore(
+                storage,
+                &plan.entry,
+                ctx.identities.clone(),
+                &opts,
+                ctx.reporter,
+            )
+            .await?;
+            if let (Some(s), Some(server)) = (serve, &r.server) {
+                s.sandbox.register_pid(server.pid);
+            }
+            phase(
+                &mut out,
+                if serve.is_some() {
+                    "download+decrypt+decompress+load"
+                } else {
+                    "download+decrypt+decompress"
+                },
+                t,
+            );
+            out.redis = r.server;
+        }
+    }
+    out.answered_after = clock.elapsed();
+    Ok(out)
+}
+
+fn start_options(url: &Url, port: u16, pg_ctl: PathBuf) -> StartOptions {
+    let mut url = url.clone();
+    let _ = url.set_host(Some("127.0.0.1"));
+    let _ = url.set_port(Some(port));
+    StartOptions {
+        port,
+        pg_ctl,
+        connect: Target::new(&url),
+        timeout: Duration::from_secs(3600),
+    }
+}
+
+fn append_conf(dir: &Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(dir.join("postgresql.auto.conf"))?;
+    f.write_all(format!("\n# strata drill sandbox\n{text}").as_bytes())?;
+    Ok(())
+}
+
+/// initdb + start: an empty cluster on 127.0.0.1:`port` for a dump to be
+/// restored into, superuser `postgres`, trust authentication (it listens
+/// on loopback only, and lives only as long as the drill).
+async fn scratch_cluster(
+    ctx: &Context<'_>,
+    src: &Source,
+    dir: &Path,
+    major: u32,
+    s: &Serve<'_>,
+) -> Result<Target> {
+    use std::os::unix::fs::PermissionsExt;
+    let initdb = find_binary(src.bin_dir.as_deref(), "initdb", major)?;
+    let pg_ctl = find_binary(src.bin_dir.as_deref(), "pg_ctl", major)?;
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    if let Some(u) = &ctx.owner {
+        base::chown_recursive(dir, u)?;
+    }
+    s.sandbox.register_pg(dir, &pg_ctl, ctx.owner.as_deref());
+    let out = base::as_owner(&initdb, ctx.owner.as_deref())
+        .arg("-D")
+        .arg(dir)
+        .args([
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-sync",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| Error::failed(format!("cannot run {}: {e}", initdb.display())))?;
+    if !out.status.success() {
+        return Err(Error::failed(format!(
+            "initdb of the scratch cluster in {} failed: {}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    append_conf(dir, "fsync = off\narchive_mode = 'off'\n")?;
+    let url = Url::parse(&format!(
+        "postgres://postgres@127.0.0.1:{}/postgres",
+        s.port
+    ))
+    .expect("valid URL");
+    let start = StartOptions {
+        port: s.port,
+        pg_ctl,
+        connect: Target::new(&url),
+        timeout: Duration::from_secs(600),
+    };
+    base::pg_ctl_start(dir, &start, ctx.owner.as_deref())?;
+    Ok(start.connect)
+}
+
+/// Writes every object of the plan's backup into `dir`, verified, under
+/// its name in the manifest (`database.pgdump`, `globals.sql`, a Chroma
+/// collection's `.jsonl`).
+async fn write_objects(ctx: &Context<'_>, plan: &Plan, dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let m = plan
+        .entry
+        .file
+        .open(&plan.entry.manifest_key, &ctx.identities)?;
+    for rec in &m.objects {
+        let path = dir.join(&rec.name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| {
+                Error::conflict(format!("{}: {e}", path.display()))
+                    .hint("restore into an empty --target-dir")
+            })?;
+        let f = fetch(
+            ctx.repo.storage(),
+            rec,
+            ctx.identities.clone(),
+            file,
+            Progress::hidden(),
+        )
+        .await?;
+        f.sync_all()?;
+    }
+    Ok(())
+}
+
+/// How long a scratch Chroma server may take to answer.
+const CHROMA_START: Duration = Duration::from_secs(120);
+
+/// Starts `chroma run` on 127.0.0.1:`port` with its data in `dir` (its
+/// working directory, so the sandbox teardown finds it) and waits until
+/// it answers. The binary: `bin_dir/chroma` of the source, else `chroma`
+/// on PATH.
+async fn scratch_chroma(src: &Source, dir: &Path, s: &Serve<'_>) -> Result<Url> {
+    std::fs::create_dir_all(dir)?;
+    let bin = src
+        .bin_dir
+        .as_ref()
+        .map_or_else(|| PathBuf::from("chroma"), |d| d.join("chroma"));
+    let log_path = dir.join("chroma.log");
+    let log = std::fs::File::create(&log_path)?;
+    let mut cmd = std::process::Command::new(&bin);
+    cmd.arg("run")
+        .arg("--path")
+        .arg(dir.join("data"))
+        .args(["--host", "127.0.0.1", "--port", &s.port.to_string()])
+        .env("ANONYMIZED_TELEMETRY", "False")
+        .current_dir(dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let mut child = cmd.spawn().map_err(|e| {
+        Error::failed(format!("cannot start {}: {e}", bin.display())).hint(format!(
+            "install chromadb (`pip install chromadb`) or set bin_dir under [sources.{}] to the directory holding `chroma`",
+            src.name
+        ))
+    })?;
+    s.sandbox.register_pid(child.id());
+    let url = Url::parse(&format!("http://127.0.0.1:{}", s.port)).expect("valid URL");
+    let client =
+        crate::sources::chroma::client::Client::new(&url, &src.tenant, &src.database, None)?;
+    let began = Instant::now();
+    loop {
+        if client.version().await.is_ok() {
+            return Ok(url);
+        }
+        let tail = || {
+            let t = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let lines: Vec<&str> = t.lines().collect();
+            lines[lines.len().saturating_sub(5)..].join(" | ")
+        };
+        if let Ok(Some(st)) = child.try_wait() {
+            return Err(Error::failed(format!(
+                "the scratch Chroma server exited ({st}); log {}: {}",
+                log_path.display(),
+                tail()
+            )));
+        }
+        if began.elapsed() > CHROMA_START {
+            return Err(Error::failed(format!(
+                "the scratch Chroma server did not answer within {}s; log {}: {}",
+                CHROMA_START.as_secs(),
+                log_path.display(),
+                tail()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
