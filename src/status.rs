@@ -18,8 +18,8 @@ use crate::catalog::{Repository, Summary};
 use crate::config::Config;
 use crate::error::Result;
 use crate::schedule::Schedule;
-use crate::sources::postgres::wal::SegmentName;
 use crate::sources::postgres::wal::archive::WAL_PREFIX;
+use crate::sources::postgres::wal::{Lsn, SegmentName, SegmentSize, Timeline};
 use crate::tier::Tier;
 
 /// The last successful backup of a source in a tier.
@@ -74,6 +74,72 @@ pub struct WalStatus {
     pub newest_time: Option<DateTime<Utc>>,
     /// `now - newest_time`.
     pub lag_seconds: Option<i64>,
+    /// The point-in-time window a restore can reach now, if any.
+    pub pitr: Option<PitrWindow>,
+}
+
+/// The instants `restore --to-time` can reach now, judged from plain data
+/// (object names and the base backups' plain WAL ranges): `earliest` is
+/// when the oldest base backup whose WAL is all present up to the newest
+/// segment was consistent; `latest` is when the newest segment was stored
+/// (the last commit it holds is at or before that). Presence of names, not
+/// contents: `strata verify` proves continuity, and a restore re-checks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PitrWindow {
+    pub earliest: DateTime<Utc>,
+    pub latest: DateTime<Utc>,
+    /// The base backup a restore to `earliest` would use.
+    pub base: String,
+}
+
+/// A base backup as [`pitr_window`] needs it.
+#[derive(Debug, Clone)]
+pub struct WindowBase {
+    pub id: String,
+    pub finished: DateTime<Utc>,
+    pub timeline: Timeline,
+    pub start: Lsn,
+    pub stop: Lsn,
+    pub size: SegmentSize,
+}
+
+/// The point-in-time window of one source (pure; see [`PitrWindow`]). A
+/// base backup counts when every segment number from its start to the
+/// newest archived one is present on its timeline or a later one.
+pub fn pitr_window(
+    bases: &[WindowBase],
+    segments: &[(SegmentName, Option<DateTime<Utc>>)],
+) -> Option<PitrWindow> {
+    let mut ordered: Vec<&WindowBase> = bases.iter().collect();
+    ordered.sort_by_key(|b| b.finished);
+    for b in ordered {
+        let present: BTreeSet<u64> = segments
+            .iter()
+            .filter(|(s, _)| s.timeline >= b.timeline && s.fits(b.size))
+            .map(|(s, _)| s.segno(b.size))
+            .collect();
+        let first = b.start.0 / b.size.bytes();
+        let stop = b.stop.0 / b.size.bytes();
+        let Some(&newest) = present.iter().next_back() else {
+            continue;
+        };
+        if newest < stop || !(first..=newest).all(|n| present.contains(&n)) {
+            continue;
+        }
+        let latest = segments
+            .iter()
+            .filter(|(s, _)| {
+                s.timeline >= b.timeline && s.fits(b.size) && s.segno(b.size) == newest
+            })
+            .filter_map(|(_, t)| *t)
+            .max()?;
+        return Some(PitrWindow {
+            earliest: b.finished,
+            latest: latest.max(b.finished),
+            base: b.id.clone(),
+        });
+    }
+    None
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -210,11 +276,34 @@ pub async fn gather(cfg: &Config, repo: &Repository, now: DateTime<Utc>) -> Resu
         }
         let newest = newest_segment(objects.iter().map(|o| (o.key.as_str(), o.modified)));
         let time = newest.and_then(|(_, t)| t);
+        let segments: Vec<(SegmentName, Option<DateTime<Utc>>)> = objects
+            .iter()
+            .filter_map(|o| {
+                let name = o.key.rsplit('/').next()?;
+                name.parse::<SegmentName>().ok().map(|s| (s, o.modified))
+            })
+            .collect();
+        let bases: Vec<WindowBase> = entries
+            .iter()
+            .filter(|e| e.summary().source == *source && e.summary().kind == "base")
+            .filter_map(|e| {
+                let w = e.file.wal.as_ref()?;
+                Some(WindowBase {
+                    id: e.summary().id.to_string(),
+                    finished: e.summary().finished,
+                    timeline: Timeline(w.timeline),
+                    start: w.start_lsn.parse().ok()?,
+                    stop: w.stop_lsn.parse().ok()?,
+                    size: SegmentSize::new(w.wal_segment_size)?,
+                })
+            })
+            .collect();
         wal.push(WalStatus {
             source: source.clone(),
             newest_segment: newest.map(|(s, _)| s.to_string()),
             newest_time: time,
             lag_seconds: time.map(|t| (now - t).num_seconds()),
+            pitr: pitr_window(&bases, &segments),
         });
     }
     let (leftovers, incomplete) = repo.leftovers().await?;
@@ -289,6 +378,16 @@ pub fn prometheus(s: &Status) -> String {
             help: "When the newest archived WAL segment was stored (Unix time).",
             samples: Vec::new(),
         },
+        Family {
+            name: "strata_pitr_earliest_timestamp_seconds",
+            help: "The earliest instant a point-in-time restore can reach now (Unix time).",
+            samples: Vec::new(),
+        },
+        Family {
+            name: "strata_pitr_latest_timestamp_seconds",
+            help: "The latest instant a point-in-time restore can reach now (Unix time).",
+            samples: Vec::new(),
+        },
     ];
     for r in &s.rows {
         let l = labels(r);
@@ -309,11 +408,15 @@ pub fn prometheus(s: &Status) -> String {
             .push((l, u8::from(r.is_problem()).to_string()));
     }
     for w in &s.wal {
+        let l = format!("source=\"{}\"", escape_label(&w.source));
         if let Some(t) = w.newest_time {
-            fams[5].samples.push((
-                format!("source=\"{}\"", escape_label(&w.source)),
-                t.timestamp().to_string(),
-            ));
+            fams[5].samples.push((l.clone(), t.timestamp().to_string()));
+        }
+        if let Some(p) = &w.pitr {
+            fams[6]
+                .samples
+                .push((l.clone(), p.earliest.timestamp().to_string()));
+            fams[7].samples.push((l, p.latest.timestamp().to_string()));
         }
     }
     let mut out = String::new();
@@ -493,6 +596,7 @@ mod tests {
                 newest_segment: Some("000000010000000000000001".into()),
                 newest_time: Some(t("2026-01-01T00:30:00Z")),
                 lag_seconds: Some(1800),
+                pitr: None,
             }],
             leftovers: 0,
             locks: vec![],
@@ -536,5 +640,63 @@ mod tests {
                 "{line}"
             );
         }
+    }
+
+    fn base(id: &str, finished: &str, start: u64, stop: u64) -> WindowBase {
+        let size = SegmentSize::DEFAULT;
+        WindowBase {
+            id: id.into(),
+            finished: t(finished),
+            timeline: Timeline(1),
+            start: Lsn(start * size.bytes() + 40),
+            stop: Lsn(stop * size.bytes() + 100),
+            size,
+        }
+    }
+
+    fn segs(tl: u32, nums: &[u64], at: &str) -> Vec<(SegmentName, Option<DateTime<Utc>>)> {
+        nums.iter()
+            .map(|&n| {
+                (
+                    SegmentName::from_segno(Timeline(tl), n, SegmentSize::DEFAULT),
+                    Some(t(at)),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn pitr_window_starts_at_the_oldest_base_with_all_its_wal() {
+        let bases = [
+            base("b1", "2026-01-01T01:00:00Z", 2, 3),
+            base("b2", "2026-01-02T01:00:00Z", 6, 7),
+        ];
+        // 4 is missing: b1 cannot reach the newest segment, b2 can
+        let mut s = segs(1, &[2, 3, 5, 6, 7], "2026-01-02T02:00:00Z");
+        s.extend(segs(1, &[8], "2026-01-02T03:00:00Z"));
+        let w = pitr_window(&bases, &s).unwrap();
+        assert_eq!(w.base, "b2");
+        assert_eq!(w.earliest, t("2026-01-02T01:00:00Z"));
+        assert_eq!(w.latest, t("2026-01-02T03:00:00Z"));
+        // with 4 present, b1 opens the window
+        s.extend(segs(1, &[4], "2026-01-02T02:00:00Z"));
+        assert_eq!(pitr_window(&bases, &s).unwrap().base, "b1");
+    }
+
+    #[test]
+    fn pitr_window_follows_later_timelines_and_needs_the_stop_segment() {
+        let bases = [base("b1", "2026-01-01T01:00:00Z", 2, 4)];
+        // the stop segment 4 is not archived yet: no window
+        assert_eq!(
+            pitr_window(&bases, &segs(1, &[2, 3], "2026-01-01T02:00:00Z")),
+            None
+        );
+        // after a promotion, timeline 2 continues the positions
+        let mut s = segs(1, &[2, 3], "2026-01-01T02:00:00Z");
+        s.extend(segs(2, &[4, 5], "2026-01-01T04:00:00Z"));
+        let w = pitr_window(&bases, &s).unwrap();
+        assert_eq!(w.latest, t("2026-01-01T04:00:00Z"));
+        // no base backup: no window
+        assert_eq!(pitr_window(&[], &s), None);
     }
 }

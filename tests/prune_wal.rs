@@ -243,6 +243,8 @@ fn prune_keeps_the_wal_every_kept_base_backup_and_the_window_need() {
     // verify checks the WAL continuity of every base backup left.
     let out = repo.strata(&["verify"]);
     assert!(out.status.success(), "verify after prune: {}", text(&out));
+    // status: the point-in-time window now opens at the second base backup.
+    assert_eq!(pitr_base(&repo), b2);
 
     // A second prune at the same time has nothing left to do.
     let out = repo.strata(&["prune", "--at", &at]);
@@ -304,6 +306,9 @@ fn prune_keeps_the_wal_every_kept_base_backup_and_the_window_need() {
         "verify notes the gap between the base backups: {}",
         text(&out)
     );
+    // ... and status's window opens at the third: the second's WAL no
+    // longer reaches the newest segment.
+    assert_eq!(pitr_base(&repo), b3);
     assert_eq!(
         restore_rows(&repo, "prune-wal-latest", &["--latest"], &b3),
         "12|12"
@@ -353,4 +358,21 @@ fn restore_rows(repo: &Repo, name: &str, target: &[&str], base: &str) -> String 
     assert!(psql.status.success(), "{}", text(&psql));
     let _ = pg_ctl(&dir, &["stop", "-m", "fast"]);
     String::from_utf8_lossy(&psql.stdout).trim().to_string()
+}
+
+/// The base backup that opens `strata status`'s point-in-time window (and
+/// the window is not empty).
+fn pitr_base(repo: &Repo) -> String {
+    let out = repo.strata(&["--json", "status"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("status --json: {e}: {}", text(&out)));
+    let w = &v["wal"][0]["pitr"];
+    assert!(
+        w["earliest"].as_str().unwrap_or_default() <= w["latest"].as_str().unwrap_or_default(),
+        "{w}"
+    );
+    w["base"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no window in {}", text(&out)))
+        .to_string()
 }

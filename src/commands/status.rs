@@ -1,7 +1,9 @@
 //! `strata status [--check]`: per source and tier, the last successful
 //! backup and whether it is overdue; stored sizes; WAL archive lag;
-//! leftovers. With `--check`, exits 4 when a backup is stale or a source
-//! of a configured tier has none (for monitoring by exit code).
+//! the point-in-time window; leftovers; the last drill. With `--check`,
+//! exits 4 when a backup is stale, a source of a configured tier has none,
+//! a WAL archive has no point-in-time window (no base backup reaches it),
+//! or the last drill failed (for monitoring by exit code).
 
 use chrono::Utc;
 
@@ -25,18 +27,31 @@ pub async fn run(g: &Globals, check: bool, json: bool) -> Result<u8> {
         }
         super::print_json(&WithDrill {
             status: &s,
-            last_drill,
+            last_drill: last_drill.clone(),
         });
     } else {
         print_human(&s);
         print_drill(last_drill.as_ref(), s.now);
     }
-    let problems = s.problems().count();
-    if check && problems > 0 {
+    let mut problems: Vec<String> = Vec::new();
+    let stale = s.problems().count();
+    if stale > 0 {
+        problems.push(format!(
+            "{stale} source/tier pair(s) stale or without a backup"
+        ));
+    }
+    for w in s.wal.iter().filter(|w| w.pitr.is_none()) {
+        problems.push(format!(
+            "wal {}: WAL is archived but no base backup can use it (no point-in-time window)",
+            w.source
+        ));
+    }
+    if let Some(d) = last_drill.as_ref().filter(|d| !d.passed) {
+        problems.push(format!("the last drill, {}, failed", d.id));
+    }
+    if check && !problems.is_empty() {
         if !json {
-            eprintln!(
-                "strata: status --check: {problems} source/tier pair(s) stale or without a backup"
-            );
+            eprintln!("strata: status --check: {}", problems.join("; "));
         }
         return Ok(Kind::Integrity.exit_code());
     }
@@ -155,6 +170,19 @@ fn print_human(s: &Status) {
             ),
             (Some(seg), None) => println!("wal {}: newest segment {seg}", w.source),
             _ => println!("wal {}: no segment archived", w.source),
+        }
+        match &w.pitr {
+            Some(p) => println!(
+                "wal {}: point-in-time window {} .. {} (from base backup {})",
+                w.source,
+                p.earliest.format("%Y-%m-%d %H:%M:%S UTC"),
+                p.latest.format("%Y-%m-%d %H:%M:%S UTC"),
+                p.base
+            ),
+            None => println!(
+                "wal {}: no point-in-time window (no base backup with all its WAL up to the newest segment)",
+                w.source
+            ),
         }
     }
     for l in &s.locks {
