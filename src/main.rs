@@ -242,6 +242,10 @@ enum Command {
         /// Plan as of this time instead of now (RFC 3339, e.g. 2026-11-20T12:00:00Z)
         #[arg(long, value_name = "TIME")]
         at: Option<String>,
+        /// Let a real (not --dry-run) prune run with --at in the future:
+        /// it deletes what is due only then, WAL inside today's window too
+        #[arg(long)]
+        allow_future_at: bool,
         /// Remove leftovers older than this (e.g. 30m, 24h, 0)
         #[arg(long, default_value = "24h", value_name = "DURATION")]
         grace: String,
@@ -577,7 +581,12 @@ async fn dispatch(cli: Cli) -> Result<u8, Error> {
                 .map_err(|e| Error::usage(format!("--older-than: {e}")))?;
             commands::cleanup::run(&g, d, dry_run, json).await
         }
-        Command::Prune { dry_run, at, grace } => {
+        Command::Prune {
+            dry_run,
+            at,
+            allow_future_at,
+            grace,
+        } => {
             let grace = strata::util::parse_duration(&grace)
                 .map_err(|e| Error::usage(format!("--grace: {e}")))?;
             let at = at
@@ -591,6 +600,17 @@ async fn dispatch(cli: Cli) -> Result<u8, Error> {
                         })
                 })
                 .transpose()?;
+            if let Some(t) = at
+                && !dry_run
+                && !allow_future_at
+                && t > chrono::Utc::now() + chrono::Duration::minutes(1)
+            {
+                return Err(Error::usage(format!(
+                    "--at {}: that is in the future, and prune would delete now what is due only then (WAL inside today's window too)",
+                    t.to_rfc3339()
+                ))
+                .hint("preview with --dry-run; to delete anyway add --allow-future-at"));
+            }
             commands::prune::run(&g, dry_run, at, grace, json).await
         }
         Command::Unlock { force } => commands::unlock::run(&g, force, json).await,

@@ -178,6 +178,25 @@ pub fn lock_period(p: &Policy) -> Option<chrono::Duration> {
 /// The `object_lock` of the WAL tier covering `source`, if any (with
 /// several, the longest lock): `strata wal push` writes its WAL objects
 /// under it.
+/// The WAL window of `source`: the longest `keep_within` of the `wal`
+/// tiers covering it, with its tier (prune deletes WAL only below what a
+/// restore to the window's start needs; none: the archive is kept whole).
+pub fn wal_window<'a>(
+    tiers: &'a BTreeMap<String, Tier>,
+    source: &str,
+) -> Option<(&'a Tier, chrono::Duration)> {
+    tiers
+        .values()
+        .filter(|t| t.kind == TierKind::Wal && t.sources.iter().any(|s| s == source))
+        .filter_map(|t| {
+            t.policy
+                .keep_within
+                .filter(|d| *d > chrono::Duration::zero())
+                .map(|d| (t, d))
+        })
+        .max_by_key(|(_, d)| *d)
+}
+
 pub fn wal_lock<'a>(
     tiers: &'a BTreeMap<String, Tier>,
     source: &str,

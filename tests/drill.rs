@@ -673,14 +673,20 @@ fn a_missed_target_fails_the_drill() {
 fn copy_repo(name: &str) -> (PathBuf, PathBuf) {
     let f = fixture();
     let dir = pg_scratch_dir(name);
-    let copy = Command::new("cp")
-        .args(["-a", "--"])
-        .arg(f.repo.dir.join("repo"))
-        .arg(f.repo.dir.join("key.txt"))
-        .arg(&dir)
-        .status()
-        .unwrap();
-    assert!(copy.success());
+    // The fixture's cluster keeps archiving while we copy: a push's
+    // temporary file may vanish under cp, so a failed copy is retried.
+    let copied = (0..5).any(|_| {
+        let _ = fs::remove_dir_all(dir.join("repo"));
+        Command::new("cp")
+            .args(["-a", "--"])
+            .arg(f.repo.dir.join("repo"))
+            .arg(f.repo.dir.join("key.txt"))
+            .arg(&dir)
+            .status()
+            .unwrap()
+            .success()
+    });
+    assert!(copied, "copying the fixture's repository failed 5 times");
     let cfg = dir.join("strata.toml");
     let text_cfg = fs::read_to_string(&f.repo.cfg)
         .unwrap()

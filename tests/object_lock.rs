@@ -107,7 +107,7 @@ fn locked_tier_objects_are_kept_by_prune_until_their_lock_expires() {
     assert_eq!(d0["action"], "delete", "{o}");
     assert!(d0["locked_until"].is_string(), "{o}");
 
-    let o = s.run(&["prune", "--at", &at]).ok();
+    let o = s.run(&["prune", "--allow-future-at", "--at", &at]).ok();
     assert!(
         o.stdout.contains(&format!(
             "kept         app          {}  (object lock until",

@@ -200,7 +200,14 @@ fn prune_argument_errors() {
     let o = s.run(&["prune", "--grace", "soon"]).expect_code(2);
     assert!(o.stderr.contains("--grace"), "{o}");
     // No tiers, no backups: nothing to do, and a clock can be given.
-    let o = s.run(&["prune", "--at", "2030-01-01T00:00:00Z"]).ok();
+    // A future --at deletes for real only when asked to.
+    let o = s
+        .run(&["prune", "--at", "2030-01-01T00:00:00Z"])
+        .expect_code(2);
+    assert!(o.stderr.contains("--allow-future-at"), "{o}");
+    let o = s
+        .run(&["prune", "--allow-future-at", "--at", "2030-01-01T00:00:00Z"])
+        .ok();
     assert!(
         o.stdout.contains("retention as of 2030-01-01 00:00:00Z"),
         "{o}"

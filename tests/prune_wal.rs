@@ -197,7 +197,7 @@ fn prune_keeps_the_wal_every_kept_base_backup_and_the_window_need() {
         String::from_utf8_lossy(&dry_stdout)
     );
 
-    let out = repo.strata(&["prune", "--at", &at]);
+    let out = repo.strata(&["prune", "--allow-future-at", "--at", &at]);
     let log = text(&out);
     assert!(out.status.success(), "{log}");
     assert!(
@@ -247,7 +247,7 @@ fn prune_keeps_the_wal_every_kept_base_backup_and_the_window_need() {
     assert_eq!(pitr_base(&repo), b2);
 
     // A second prune at the same time has nothing left to do.
-    let out = repo.strata(&["prune", "--at", &at]);
+    let out = repo.strata(&["prune", "--allow-future-at", "--at", &at]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("deleted 0 backups"), "{}", text(&out));
     assert_eq!(archived(&repo).0, after);
@@ -280,19 +280,21 @@ fn prune_keeps_the_wal_every_kept_base_backup_and_the_window_need() {
     // A shorter WAL window that starts after the third base backup: that
     // one is now the anchor, and the second keeps only the WAL of its own
     // consistency range (it is still kept by its tier), so the segment
-    // between the two goes. verify knows such a gap is by design.
+    // between the two goes. verify knows such a gap is by design (the
+    // third base backup was consistent before the window's start, also on
+    // the real clock verify uses).
     let cfg = fs::read_to_string(&repo.cfg)
         .unwrap()
-        .replace("keep_within = \"2h\"", "keep_within = \"30m\"");
+        .replace("keep_within = \"2h\"", "keep_within = \"1s\"");
     fs::write(&repo.cfg, cfg).unwrap();
     let (b3_seg, _) = base_start(&repo, &b3);
-    let out = repo.strata(&["prune", "--at", &at]);
+    let out = repo.strata(&["prune", "--allow-future-at", "--at", &at]);
     let log = text(&out);
     assert!(out.status.success(), "{log}");
     assert!(
         log.contains(&format!(
-            "needed by base {b3} to reach the start of the 30m window"
-        )) || log.contains("inside the 30m window"),
+            "needed by base {b3} to reach the start of the 1s window"
+        )) || log.contains("inside the 1s window"),
         "{log}"
     );
     assert!(log.contains("needed by no kept base backup"), "{log}");
@@ -312,6 +314,19 @@ fn prune_keeps_the_wal_every_kept_base_backup_and_the_window_need() {
     assert_eq!(
         restore_rows(&repo, "prune-wal-latest", &["--latest"], &b3),
         "12|12"
+    );
+    // With a 2h window the same gap is inside it: WAL a restore into the
+    // window needs is missing, and verify says so (prune never cuts there
+    // on the real clock; the --allow-future-at prune above did).
+    let cfg = fs::read_to_string(&repo.cfg)
+        .unwrap()
+        .replace("keep_within = \"1s\"", "keep_within = \"2h\"");
+    fs::write(&repo.cfg, cfg).unwrap();
+    let out = repo.strata(&["verify"]);
+    assert!(
+        !out.status.success() && text(&out).contains("is not archived"),
+        "verify must report a gap inside the WAL window: {}",
+        text(&out)
     );
 }
 

@@ -34,16 +34,29 @@ impl Picked {
         self.at - self.taken
     }
 
-    /// `using snapshot ID taken at X, N min before T` for the operator.
+    /// `using snapshot ID taken at X, N min before T` for the operator,
+    /// with a warning when a Chroma export was still reading after T (it
+    /// has no snapshot: each page is read at its own moment, so changes
+    /// made after T may be in it; a PostgreSQL dump reads one snapshot
+    /// taken at its start, a Redis RDB is cut at its start).
     pub fn describe(&self) -> String {
-        format!(
+        let s = self.entry.summary();
+        let mut text = format!(
             "using {} {} taken at {}, {} before {}",
-            noun(&self.entry.summary().kind),
-            self.entry.summary().id,
+            noun(&s.kind),
+            s.id,
             show_time(self.taken),
             human_duration(self.before()),
             show_time(self.at)
-        )
+        );
+        if s.finished > self.at && s.source_kind == crate::config::SourceKind::Chroma {
+            text.push_str(&format!(
+                "; warning: it read data until {}, after {}: changes made in between may be in it",
+                show_time(s.finished),
+                show_time(self.at)
+            ));
+        }
+        text
     }
 }
 

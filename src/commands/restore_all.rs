@@ -152,7 +152,7 @@ pub async fn run(g: &Globals, a: &AllArgs) -> Result<u8> {
         );
     } else {
         println!(
-            "PostgreSQL data directories replay WAL to the target when started (`pg_ctl -D DIR start`); Redis: start redis-server with --dir DIR --dbfilename dump.rdb"
+            "PostgreSQL data directories replay WAL to the target when started (`pg_ctl -D DIR start`; archive_mode is off in them until you remove that line from postgresql.auto.conf, so a copy never archives into the repository by accident); Redis: start redis-server with --dir DIR --dbfilename dump.rdb"
         );
     }
     Ok(code)

@@ -36,11 +36,12 @@ pub async fn run(g: &Globals, a: &IntoArgs) -> Result<u8> {
         }
         None => repo.find(&a.source, &a.backup).await?,
     };
+    let token = into_token(&src.url, &into, src.token.as_deref());
     let opts = RestoreOptions {
         into,
         tenant: src.tenant.clone(),
         database: src.database.clone(),
-        token: src.token.clone(),
+        token,
         collections: a.collections.clone(),
         replace: a.replace,
     };
@@ -89,4 +90,17 @@ pub async fn run(g: &Globals, a: &IntoArgs) -> Result<u8> {
         );
     }
     Ok(0)
+}
+
+/// The token for the `--into` server: `STRATA_INTO_TOKEN` if set, else the
+/// source's own token only when `--into` is the source's server (its token
+/// is never sent to another one).
+fn into_token(source: &url::Url, into: &url::Url, token: Option<&str>) -> Option<String> {
+    if let Ok(t) = std::env::var("STRATA_INTO_TOKEN") {
+        return Some(t);
+    }
+    let server = |u: &url::Url| (u.host_str().map(str::to_owned), u.port_or_known_default());
+    (server(source) == server(into))
+        .then(|| token.map(str::to_owned))
+        .flatten()
 }

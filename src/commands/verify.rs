@@ -62,6 +62,7 @@ async fn check_wal(
     source: &str,
     bases: &[&crate::catalog::Entry],
     identities: Option<std::sync::Arc<Vec<crate::keys::Identity>>>,
+    window_start: Option<chrono::DateTime<chrono::Utc>>,
 ) -> Result<(WalCheck, Vec<(String, String)>)> {
     use crate::sources::postgres::wal::{
         Lsn, SegmentSize, Timeline, archive::WalArchive, continuity::continuity,
@@ -126,15 +127,19 @@ async fn check_wal(
             .wal
             .as_ref()
             .and_then(|w| w.stop_lsn.parse::<Lsn>().ok());
-        let later_starts: Vec<Lsn> = bases
+        // Prune deletes WAL only below the start of a base backup that was
+        // consistent before the WAL window's start (the anchor), so only
+        // such a gap can be by design; any other is lost WAL.
+        let anchor_starts: Vec<Lsn> = bases
             .iter()
+            .filter(|o| window_start.is_some_and(|ws| o.summary().finished <= ws))
             .filter_map(|o| o.file.wal.as_ref()?.start_lsn.parse::<Lsn>().ok())
             .collect();
         let pruned_by_design = |g: &Gap| -> bool {
             let (Ok(from), Ok(to)) = (g.from.parse::<Lsn>(), g.to.parse::<Lsn>()) else {
                 return false;
             };
-            stop.is_some_and(|stop| from >= stop) && later_starts.iter().any(|s| *s >= to)
+            stop.is_some_and(|stop| from >= stop) && anchor_starts.iter().any(|s| *s >= to)
         };
         for (_, g) in c.gaps {
             if pruned_by_design(&g) {
@@ -190,7 +195,10 @@ pub async fn run(g: &Globals, source: Option<&str>, read_data: bool, json: bool)
             .iter()
             .filter(|e| e.summary().kind == "base" && e.summary().source == src)
             .collect();
-        let (check, problems) = check_wal(&repo, src, &bases, identities.clone()).await?;
+        let window_start =
+            crate::tier::wal_window(&cfg.tiers, src).map(|(_, w)| chrono::Utc::now() - w);
+        let (check, problems) =
+            check_wal(&repo, src, &bases, identities.clone(), window_start).await?;
         wal.push(check);
         wal_problems.extend(problems);
     }

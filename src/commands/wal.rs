@@ -414,6 +414,13 @@ async fn push_async(
     }
 }
 
+/// How long a background pusher runs before it retires.
+const PUSHER_LIFETIME: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// How long one upload of the background pusher may take before it is
+/// given up (and reported to its archive_command as an error).
+const PUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// Starts `strata wal push-worker` in its own session (it outlives this
 /// `archive_command`), its output appended to the spool's `pusher.log`.
 fn spawn_pusher(
@@ -535,16 +542,25 @@ pub async fn push_worker(g: &Globals, a: &WorkerArgs) -> Result<u8> {
     let mut queue: std::collections::VecDeque<crate::sources::postgres::wal::WalFile> =
         Default::default();
     let mut last_scan: Option<Instant> = None;
+    // A pusher retires after an hour (the next archive_command starts a
+    // fresh one): an object lock's retain-until date is fixed when the
+    // repository is opened, so it stays within an hour of each push.
+    let started = Instant::now();
     loop {
-        let slots = running.len() < a.processes as usize;
+        let retiring = started.elapsed() > PUSHER_LIFETIME;
+        let slots = running.len() < a.processes as usize && !retiring;
         let scan_due = last_scan.is_none_or(|t| {
             let e = t.elapsed();
             (queue.is_empty() && e >= Duration::from_millis(50)) || e >= Duration::from_secs(1)
         });
         if slots && scan_due {
             last_scan = Some(Instant::now());
-            let ready = match pa::ready_files(&a.pg_wal) {
-                Ok(r) => r,
+            match pa::ready_files(&a.pg_wal) {
+                Ok(ready) => {
+                    let queued: HashSet<String> = ready.iter().map(|f| f.to_string()).collect();
+                    sp.forget_archived(&queued);
+                    queue = ready.into();
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     tracing::info!(
                         "{}/archive_status is gone; pusher exits",
@@ -552,14 +568,10 @@ pub async fn push_worker(g: &Globals, a: &WorkerArgs) -> Result<u8> {
                     );
                     break;
                 }
-                Err(e) => {
-                    tracing::warn!("reading {}/archive_status: {e}", a.pg_wal.display());
-                    Vec::new()
-                }
-            };
-            let queued: HashSet<String> = ready.iter().map(|f| f.to_string()).collect();
-            sp.forget_archived(&queued);
-            queue = ready.into();
+                // keep the queue and every result: a failed scan says
+                // nothing about what was archived
+                Err(e) => tracing::warn!("reading {}/archive_status: {e}", a.pg_wal.display()),
+            }
         }
         while running.len() < a.processes as usize
             && let Some(f) = queue.pop_front()
@@ -572,12 +584,20 @@ pub async fn push_worker(g: &Globals, a: &WorkerArgs) -> Result<u8> {
             let path = a.pg_wal.join(&n);
             let (archive, ctx) = (&archive, &ctx);
             running.push(async move {
-                let r = archive.push(ctx, &path, f).await;
+                let r = match tokio::time::timeout(PUSH_TIMEOUT, archive.push(ctx, &path, f)).await
+                {
+                    Ok(r) => r,
+                    Err(_) => Err(Error::failed(format!(
+                        "{n}: the upload did not finish within {}s",
+                        PUSH_TIMEOUT.as_secs()
+                    ))
+                    .retryable()),
+                };
                 (n, r)
             });
         }
         if running.is_empty() {
-            if idle_since.elapsed() > a.idle_exit {
+            if idle_since.elapsed() > a.idle_exit || retiring {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -609,9 +629,13 @@ pub async fn push_worker(g: &Globals, a: &WorkerArgs) -> Result<u8> {
         }
     }
     tracing::info!(
-        "pusher {} exits after {}s idle: {pushed} pushed, {failed} failed",
+        "pusher {} exits ({}): {pushed} pushed, {failed} failed",
         std::process::id(),
-        a.idle_exit.as_secs()
+        if started.elapsed() > PUSHER_LIFETIME {
+            "retired after an hour".to_string()
+        } else {
+            format!("{}s idle", a.idle_exit.as_secs())
+        }
     );
     Ok(0)
 }

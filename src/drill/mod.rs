@@ -74,6 +74,8 @@ pub async fn run(
         .await;
         if let Some(sb) = sandbox {
             sb.stop_servers();
+            // one source's copy at a time: the host need not hold them all
+            let _ = std::fs::remove_dir_all(sb.dir(&src.name));
         }
         out.push(r);
     }

@@ -315,11 +315,19 @@ pub async fn recover(
             };
             base::restore(storage, cand, ctx.identities.clone(), &opts, ctx.reporter).await?;
             phase(&mut out, "download+decrypt+decompress", t);
+            // A drill's server, or one started from `restore --all` to
+            // look at the past, must never archive into the repository:
+            // its promotion would add a timeline that later restores
+            // (timeline `latest`) would follow.
+            append_conf(
+                dir,
+                if serve.is_some() {
+                    "archive_mode = 'off'\n"
+                } else {
+                    "archive_mode = 'off'  # strata restore --all: remove once this copy is the new primary\n"
+                },
+            )?;
             if let Some(s) = serve {
-                // A drill's server must never archive into the repository:
-                // its promotion would add a timeline that later restores
-                // (timeline `latest`) would follow.
-                append_conf(dir, "archive_mode = 'off'\n")?;
                 // The sandbox listens on loopback only and lives as long
                 // as the drill: trust lets the checks connect as the
                 // cluster's superuser whatever the source's user may do.

@@ -163,16 +163,7 @@ async fn plan_source(
             format!("no wal tier covers {source}: its WAL is kept"),
         ));
     };
-    let Some((tier, window)) = tiers
-        .iter()
-        .filter_map(|t| {
-            t.policy
-                .keep_within
-                .filter(|d| *d > Duration::zero())
-                .map(|d| (*t, d))
-        })
-        .max_by_key(|(_, d)| *d)
-    else {
+    let Some((tier, window)) = crate::tier::wal_window(&cfg.tiers, source) else {
         result.tier = Some(first.name.clone());
         return Ok(keep_all(
             result,

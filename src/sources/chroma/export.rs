@@ -202,7 +202,18 @@ pub async fn backup(
         .ok()
         .flatten()
         .map_or(PAGE, |m| m.clamp(1, PAGE));
-    let colls = client.collections().await?;
+    let (colls, leftovers): (Vec<_>, Vec<_>) = client
+        .collections()
+        .await?
+        .into_iter()
+        .partition(|c| !c.name.starts_with(super::import::TEMP_PREFIX));
+    for c in &leftovers {
+        eprintln!(
+            "warning: {} on {}: not exported, it is a restore's temporary collection (an interrupted `strata restore`, or one running now); delete it if no restore runs",
+            c.name,
+            client.display()
+        );
+    }
     let id = BackupId::new(started);
     ctx.reporter.note(format!(
         "backup {}: {} (Chroma API {server_version}, {}/{}, {} collection(s)) as {id}",
@@ -302,9 +313,10 @@ pub async fn backup(
                 " (count {count_before} before, {count_after} after: written to during the export)"
             ));
             eprintln!(
-                "warning: collection {} of {} changed during the export (count {count_before} before, {count_after} after, {} exported): Chroma cannot isolate an export from writes",
+                "warning: collection {} of {} changed during the export (count {count_before} before, {count_after} after, {} exported): Chroma cannot isolate an export from writes; no probe queries recorded for it (they would describe the server, not the export), a restore verifies its count only",
                 coll.name, source.name, exported.records
             );
+            probes.clear();
         }
         step.done(&detail);
         infos.push(CollectionInfo {

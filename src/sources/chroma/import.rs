@@ -199,6 +199,7 @@ pub async fn restore_and_verify(
         .map_or(BATCH, |m| m.clamp(1, BATCH));
 
     let mut reports = Vec::new();
+    let mut pending: Vec<Pending> = Vec::new();
     let mut transfer = Duration::ZERO;
     let mut import = Duration::ZERO;
     let mut verify = Duration::ZERO;
@@ -249,14 +250,10 @@ pub async fn restore_and_verify(
                     (Ok(_), Ok(_)) => unreachable!(),
                 };
                 drop_temp(&client, &tmp).await;
+                drop_pending(&client, &pending).await;
                 return Err(e.context(format!(
-                    "restore of collection {} failed, nothing of it was kept{}",
-                    c.name,
-                    if existing.contains(&c.name) {
-                        " (the existing collection is untouched)"
-                    } else {
-                        ""
-                    }
+                    "restore of collection {} failed; nothing was restored, no existing collection was touched",
+                    c.name
                 )));
             }
         };
@@ -269,10 +266,35 @@ pub async fn restore_and_verify(
             Err(e) => {
                 step.abandon();
                 drop_temp(&client, &tmp).await;
-                return Err(e);
+                drop_pending(&client, &pending).await;
+                return Err(e.context("nothing was restored, no existing collection was touched"));
             }
         };
         warnings.extend(checked.notes.iter().cloned());
+        step.done(&format!(
+            "{} records, {}/{} probes match",
+            loaded.records,
+            checked.matched,
+            c.probes.len()
+        ));
+        pending.push(Pending {
+            c,
+            tmp,
+            id: loaded.id,
+            records: loaded.records,
+            checked,
+        });
+    }
+    // Every collection is loaded and verified: only now are existing ones
+    // replaced, so a failure above leaves the target as it was.
+    for Pending {
+        c,
+        tmp,
+        id,
+        records,
+        checked,
+    } in pending
+    {
         let replaced = existing.contains(&c.name);
         if replaced {
             client.delete_collection(&c.name).await.map_err(|e| {
@@ -283,7 +305,7 @@ pub async fn restore_and_verify(
             })?;
         }
         client
-            .rename_collection(&loaded.id, &tmp, &c.name)
+            .rename_collection(&id, &tmp, &c.name)
             .await
             .map_err(|e| {
                 e.context(format!(
@@ -291,15 +313,9 @@ pub async fn restore_and_verify(
                     c.name
                 ))
             })?;
-        step.done(&format!(
-            "{} records, {}/{} probes match",
-            loaded.records,
-            checked.matched,
-            c.probes.len()
-        ));
         reports.push(CollectionReport {
             name: c.name.clone(),
-            records: loaded.records,
+            records,
             expected: c.records,
             replaced,
             probes: c.probes.len(),
@@ -328,7 +344,27 @@ pub async fn restore_and_verify(
 /// `strata-restore-1a2b3c4d-NAME`: valid for Chroma (starts and ends
 /// alphanumeric) when NAME is.
 fn temp_name(name: &str) -> String {
-    format!("strata-restore-{:08x}-{name}", rand::random::<u32>())
+    format!("{TEMP_PREFIX}{:08x}-{name}", rand::random::<u32>())
+}
+
+/// What every temporary collection's name starts with (exports skip them).
+pub const TEMP_PREFIX: &str = "strata-restore-";
+
+/// A collection loaded under its temporary name and verified, waiting for
+/// the others before it takes its real name.
+struct Pending<'a> {
+    c: &'a CollectionInfo,
+    tmp: String,
+    id: String,
+    records: u64,
+    checked: Checked,
+}
+
+/// Drops the verified copies of an aborted restore.
+async fn drop_pending(client: &Client, pending: &[Pending<'_>]) {
+    for p in pending {
+        drop_temp(client, &p.tmp).await;
+    }
 }
 
 async fn drop_temp(client: &Client, tmp: &str) {

@@ -853,9 +853,49 @@ fn prepare_dir(dir: &Path, force: bool) -> Result<()> {
     Ok(())
 }
 
+/// A cluster that keeps its configuration outside the data directory (as
+/// Debian's and Ubuntu's packages do, in /etc/postgresql/VER/NAME) has a
+/// base backup without postgresql.conf and pg_hba.conf, and the restored
+/// copy would not start: minimal ones are written, and the operator told.
+fn write_missing_config(dir: &Path) -> Result<()> {
+    let files: [(&str, &str); 3] = [
+        (
+            "postgresql.conf",
+            "# written by strata restore: the backup holds no postgresql.conf (the source keeps
+             # its configuration outside the data directory); copy its settings in here
+",
+        ),
+        (
+            "pg_hba.conf",
+            "# written by strata restore: the backup holds no pg_hba.conf; loopback only
+             local all all peer
+             host all all 127.0.0.1/32 scram-sha-256
+             host all all ::1/128 scram-sha-256
+",
+        ),
+        (
+            "pg_ident.conf",
+            "# written by strata restore
+",
+        ),
+    ];
+    for (name, text) in files {
+        let path = dir.join(name);
+        if !path.exists() {
+            std::fs::write(&path, text)?;
+            eprintln!(
+                "strata: note: the backup holds no {name} (the source keeps its configuration outside its data directory): wrote a minimal {}",
+                path.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 /// `recovery.signal`, and the restore command and target appended to
 /// `postgresql.auto.conf` (later lines win over earlier ones).
 fn write_recovery_conf(dir: &Path, opts: &RestoreOptions) -> Result<()> {
+    write_missing_config(dir)?;
     std::fs::write(dir.join("recovery.signal"), "")?;
     let mut text = String::from("\n# added by strata restore\n");
     text.push_str(&format!(

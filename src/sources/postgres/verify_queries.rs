@@ -138,9 +138,15 @@ pub async fn run_in(client: &Client, source: &str, queries: &[String]) -> Result
     })?;
     let mut out = Vec::with_capacity(queries.len());
     for (i, sql) in queries.iter().enumerate() {
+        // An error from the server about the query is the query's fault;
+        // a lost connection is the source's.
         let failed = |e: &tokio_postgres::Error| {
             Error::new(
-                Kind::Usage,
+                if e.as_db_error().is_some() {
+                    Kind::Usage
+                } else {
+                    Kind::Source
+                },
                 format!(
                     "{source}: verify query {} ({}) failed: {}",
                     i + 1,

@@ -108,6 +108,14 @@ impl Client {
             .map_err(|e| Error::failed(format!("local address: {e}")))
     }
 
+    /// The server's address on the connection.
+    pub fn peer_addr(&self) -> Result<std::net::SocketAddr> {
+        self.conn
+            .get_ref()
+            .peer_addr()
+            .map_err(|e| Error::failed(format!("peer address: {e}")))
+    }
+
     /// Sends one command and reads its reply.
     pub async fn command(&mut self, args: &[&[u8]]) -> Result<Reply> {
         let mut req = format!("*{}\r\n", args.len()).into_bytes();

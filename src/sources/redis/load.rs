@@ -220,7 +220,21 @@ pub async fn restore_into(
     let (feed_tx, feed_rx) = mpsc::channel(CHANNEL_CHUNKS);
     let (stop_tx, stop_rx) = oneshot::channel();
     let (sent_tx, mut sent_rx) = oneshot::channel();
-    let mut serving = tokio::spawn(serve(listener, rec.plain_size, feed_rx, sent_tx, stop_rx));
+    // Only the target may fetch the (decrypted) snapshot: a connection
+    // from any other address is refused. With --listen (NAT, proxies)
+    // the operator chose the path, and any peer is accepted.
+    let only_from = match opts.listen {
+        Some(_) => None,
+        None => Some(client.peer_addr()?.ip()),
+    };
+    let mut serving = tokio::spawn(serve(
+        listener,
+        only_from,
+        rec.plain_size,
+        feed_rx,
+        sent_tx,
+        stop_rx,
+    ));
 
     // From here on, any failure detaches the target again.
     // Ctrl-C or SIGTERM must not leave the target replicating from a
@@ -551,25 +565,45 @@ pub fn parse_command(buf: &[u8]) -> std::result::Result<Option<Parsed>, String> 
     Ok(Some((args, pos)))
 }
 
+/// Whether two addresses are one host (an IPv4 address and its IPv6-mapped
+/// form are).
+fn same_ip(a: std::net::IpAddr, b: std::net::IpAddr) -> bool {
+    a.to_canonical() == b.to_canonical()
+}
+
 /// Serves one replica: accepts its connection, answers the handshake,
 /// sends the payload as it is fed, then keeps the link (pinging it) until
 /// told to stop. `sent` fires once the whole payload is written.
 async fn serve(
     listener: TcpListener,
+    only_from: Option<std::net::IpAddr>,
     len: u64,
     mut feed: mpsc::Receiver<Feed>,
     sent: oneshot::Sender<()>,
     mut stop: oneshot::Receiver<()>,
 ) -> Result<()> {
     let addr = listener.local_addr()?;
-    let (mut conn, peer) = match tokio::time::timeout(CONNECT_WAIT, listener.accept()).await {
+    let accept = async {
+        loop {
+            let (conn, peer) = listener.accept().await?;
+            match only_from {
+                Some(ip) if !same_ip(ip, peer.ip()) => {
+                    tracing::warn!(
+                        "{addr}: refused a connection from {peer}: not the target ({ip})"
+                    );
+                }
+                _ => return Ok::<_, std::io::Error>((conn, peer)),
+            }
+        }
+    };
+    let (mut conn, peer) = match tokio::time::timeout(CONNECT_WAIT, accept).await {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => return Err(Error::failed(format!("accepting on {addr}: {e}"))),
         Err(_) => {
             return Err(Error::source(format!(
                 "the target did not connect to strata at {addr} within {CONNECT_WAIT:?} after REPLICAOF"
             ))
-            .hint("the target must be able to reach that address: give one it can reach with --listen ADDR:PORT (and open the port)"));
+            .hint("the target must be able to reach that address: give one it can reach with --listen ADDR:PORT (and open the port); without --listen, connections from any address but the target's are refused"));
         }
     };
     drop(listener);
