@@ -104,6 +104,10 @@ struct RawSource {
     /// after a restore or drill (postgres sources).
     #[serde(default)]
     verify_queries: Option<Spanned<Vec<String>>>,
+    /// Postgres dumps: record each table's exact row count (default true).
+    count_rows: Option<bool>,
+    /// Where `restore --all` puts this source without --target-dir.
+    restore_to: Option<Spanned<String>>,
     /// Drill targets for this source (durations like "15m", "1h").
     rto_target: Option<Spanned<String>>,
     rpo_target: Option<Spanned<String>>,
@@ -114,6 +118,14 @@ struct RawSource {
     archive_push_queue_max: Option<Spanned<String>>,
     archive_spool_path: Option<PathBuf>,
     archive_push_timeout: Option<Spanned<String>>,
+}
+
+/// A source's `restore_to`: a PostgreSQL data directory, or the Redis or
+/// Chroma server to load the snapshot into.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RestoreTo {
+    Dir(PathBuf),
+    Server(Url),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -171,6 +183,12 @@ pub struct Source {
     /// SQL whose results are recorded at backup time and compared after a
     /// restore or drill.
     pub verify_queries: Vec<String>,
+    /// Postgres dumps: count every table's rows in the dumped snapshot, for
+    /// drills to compare exactly (costs one extra read of each table).
+    pub count_rows: bool,
+    /// Where `restore --all` brings this source back when no --target-dir
+    /// is given.
+    pub restore_to: Option<RestoreTo>,
     /// Drill targets for this source, overriding the global ones.
     pub rto_target: Option<chrono::Duration>,
     pub rpo_target: Option<chrono::Duration>,
@@ -347,6 +365,13 @@ impl Config {
             };
             let rto_target = duration(&s.rto_target, "rto_target")?;
             let rpo_target = duration(&s.rpo_target, "rpo_target")?;
+            let restore_to = match &s.restore_to {
+                None => None,
+                Some(r) => Some(
+                    restore_to(s.kind, r.get_ref(), base_dir)
+                        .map_err(|why| bad(r.span(), &format!("sources.{name}.restore_to"), why))?,
+                ),
+            };
             let archive_push = {
                 use crate::sources::postgres::wal::push_async::{self as pa, AsyncSettings};
                 let d = AsyncSettings::default();
@@ -399,6 +424,8 @@ impl Config {
                         .verify_queries
                         .map(Spanned::into_inner)
                         .unwrap_or_default(),
+                    count_rows: s.count_rows.unwrap_or(true),
+                    restore_to,
                     rto_target,
                     rpo_target,
                     archive_push,
@@ -527,6 +554,40 @@ pub(crate) fn valid_name(name: &str) -> bool {
 /// 1-based line number of a byte offset.
 pub(crate) fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// Parses a source's `restore_to` for its kind.
+fn restore_to(
+    kind: SourceKind,
+    v: &str,
+    base_dir: &Path,
+) -> std::result::Result<RestoreTo, String> {
+    match kind {
+        SourceKind::Postgres => {
+            if v.contains("://") {
+                return Err(
+                    "a postgres source comes back as a data directory: give its path (e.g. /var/lib/postgresql/15/restored)"
+                        .into(),
+                );
+            }
+            if v.is_empty() {
+                return Err("empty path".into());
+            }
+            Ok(RestoreTo::Dir(base_dir.join(v)))
+        }
+        SourceKind::Redis => {
+            let url = Url::parse(v).map_err(|e| format!("not a URL: {e}"))?;
+            crate::sources::redis::check_url(&url)?;
+            Ok(RestoreTo::Server(url))
+        }
+        SourceKind::Chroma => {
+            let url = Url::parse(v).map_err(|e| format!("not a URL: {e}"))?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err("a chroma source loads into a server: http://host:port".into());
+            }
+            Ok(RestoreTo::Server(url))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -994,6 +1055,47 @@ mod tier_tests {
             "\n[sources.vec]\nkind = \"postgres\"\nurl = \"postgres://h/db\"\nverify_queries = [\"SELECT 1\", \"SELECT 2\"]\n",
         );
         assert_eq!(parse(&t).unwrap().sources["vec"].verify_queries.len(), 2);
+    }
+
+    #[test]
+    fn restore_to_fits_the_source_kind() {
+        let t = text(
+            "\n[sources.cache]\nkind = \"redis\"\nurl = \"redis://h\"\nrestore_to = \"redis://standby:6380\"\n\
+             [sources.db]\nkind = \"postgres\"\nurl = \"postgres://h/db\"\nrestore_to = \"restored/db\"\n",
+        );
+        let c = parse(&t).unwrap();
+        assert_eq!(
+            c.sources["cache"].restore_to,
+            Some(RestoreTo::Server(
+                Url::parse("redis://standby:6380").unwrap()
+            ))
+        );
+        match &c.sources["db"].restore_to {
+            Some(RestoreTo::Dir(d)) => {
+                assert!(d.ends_with("restored/db") && d.is_absolute(), "{d:?}")
+            }
+            other => panic!("{other:?}"),
+        }
+        let t = text(
+            "\n[sources.db]\nkind = \"postgres\"\nurl = \"postgres://h/db\"\nrestore_to = \"postgres://other/db\"\n",
+        );
+        let e = parse(&t).unwrap_err();
+        assert!(
+            e.message.contains(&format!(
+                "line {}: sources.db.restore_to: a postgres source comes back as a data directory",
+                line(&t, "restore_to = ")
+            )),
+            "{e}"
+        );
+        let t = text(
+            "\n[sources.cache]\nkind = \"redis\"\nurl = \"redis://h\"\nrestore_to = \"/var/lib/redis\"\n",
+        );
+        assert!(
+            parse(&t)
+                .unwrap_err()
+                .message
+                .contains("sources.cache.restore_to: not a URL")
+        );
     }
 
     #[test]

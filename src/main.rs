@@ -57,6 +57,7 @@ enum Command {
     /// Restore a logical backup into a database, or a base backup and WAL
     /// into a data directory (point-in-time recovery, with --target-dir),
     /// or a Redis snapshot (--to-file, --to-dir)
+    #[command(group(clap::ArgGroup::new("pitr_dest").args(["target_dir", "all"]).multiple(true)))]
     Restore {
         /// Source name, as in [sources.NAME] (not with --all)
         #[arg(
@@ -66,8 +67,9 @@ enum Command {
         )]
         source: String,
         /// Every configured source to one point: --to-time T (or --latest) into
-        /// --target-dir DIR/<source>; prints each source's skew from T
-        #[arg(long, requires = "target_dir", conflicts_with_all = ["start", "to_lsn", "to_name", "into", "to_file", "to_dir", "to_database"])]
+        /// --target-dir DIR/<source>, or without it into each source's
+        /// configured restore_to; prints each source's skew from T
+        #[arg(long, conflicts_with_all = ["start", "to_lsn", "to_name", "into", "to_file", "to_dir", "to_database"])]
         all: bool,
         /// Backup id, or `latest`
         #[arg(long, default_value = "latest", value_name = "ID|latest")]
@@ -103,7 +105,7 @@ enum Command {
         #[arg(
             long,
             value_name = "TIME",
-            requires = "target_dir",
+            requires = "pitr_dest",
             group = "pitr_target"
         )]
         to_time: Option<String>,
@@ -111,7 +113,7 @@ enum Command {
         #[arg(
             long,
             value_name = "LSN",
-            requires = "target_dir",
+            requires = "pitr_dest",
             group = "pitr_target"
         )]
         to_lsn: Option<String>,
@@ -119,12 +121,12 @@ enum Command {
         #[arg(
             long,
             value_name = "NAME",
-            requires = "target_dir",
+            requires = "pitr_dest",
             group = "pitr_target"
         )]
         to_name: Option<String>,
         /// Recover everything archived
-        #[arg(long, requires = "target_dir", group = "pitr_target")]
+        #[arg(long, requires = "pitr_dest", group = "pitr_target")]
         latest: bool,
         /// recovery_target_timeline
         #[arg(
@@ -142,7 +144,7 @@ enum Command {
         #[arg(long, default_value_t = 5433, value_name = "N", requires = "start")]
         port: u16,
         /// OS user that owns the data directory and runs the server, when strata runs as root
-        #[arg(long, value_name = "USER", requires = "target_dir")]
+        #[arg(long, value_name = "USER", requires = "pitr_dest")]
         run_as: Option<String>,
         /// Delete what --target-dir holds first (Redis: replace an existing dump file)
         #[arg(long, requires = "restore_output")]
@@ -172,8 +174,9 @@ enum Command {
         /// --replace) or a Chroma server's http://HOST:PORT
         #[arg(long, value_name = "URL", group = "restore_output")]
         into: Option<String>,
-        /// With --into: overwrite what the target holds (Redis keys, Chroma collections)
-        #[arg(long, requires = "into")]
+        /// With --into (or --all into configured servers): overwrite what the
+        /// target holds (Redis keys, Chroma collections)
+        #[arg(long)]
         replace: bool,
         /// Chroma: restore only this collection (repeatable)
         #[arg(long = "collection", value_name = "NAME")]
@@ -432,12 +435,21 @@ async fn dispatch(cli: Cli) -> Result<u8, Error> {
             commands::drill::run(&g, &args).await
         }
         Command::Restore {
+            replace: true,
+            all: false,
+            into: None,
+            ..
+        } => Err(Error::usage(
+            "--replace goes with --into URL (or --all, for sources restored into their configured servers)",
+        )),
+        Command::Restore {
             all: true,
             source,
-            target_dir: Some(target_dir),
+            target_dir,
             to_time,
             latest,
             run_as,
+            replace,
             ..
         } => {
             if !source.is_empty() {
@@ -449,6 +461,7 @@ async fn dispatch(cli: Cli) -> Result<u8, Error> {
                 to_time,
                 latest,
                 target_dir,
+                replace,
                 run_as,
                 json,
             };

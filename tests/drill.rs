@@ -17,13 +17,13 @@ use std::time::{Duration, Instant};
 use common::archiving::{Repo, text};
 use common::chroma::{ChromaServer, Spec, chroma_bin, fill};
 use common::pg::{PgCluster, PgOptions, chown_to_pg, pg_scratch_dir};
-use common::redis::RedisServer;
+use common::redis::{RedisServer, Value};
 use common::strata_bin;
 
 struct Fixture {
     pg: PgCluster,
     _redis: RedisServer,
-    _chroma: ChromaServer,
+    chroma: ChromaServer,
     repo: Repo,
     /// A time after every backup, with WAL archived past it.
     after_backups: String,
@@ -105,7 +105,8 @@ fn fixture() -> &'static Fixture {
             "app",
             "CREATE TABLE orders (id int PRIMARY KEY, item text NOT NULL); \
              INSERT INTO orders SELECT g, 'item ' || g FROM generate_series(1, 2000) g; \
-             CREATE TABLE empty_one (x int); ANALYZE",
+             CREATE TABLE empty_one (x int); ANALYZE; \
+             INSERT INTO orders SELECT g, 'late ' || g FROM generate_series(2001, 2600) g",
         );
         let mut c = redis.conn();
         for i in 0..50 {
@@ -132,7 +133,10 @@ fn fixture() -> &'static Fixture {
         let after_backups = now_utc(&pg);
         std::thread::sleep(Duration::from_millis(300));
         pg.psql("postgres", "INSERT INTO ev (note) VALUES ('after T')");
-        let last = pg.psql("postgres", "SELECT pg_walfile_name(pg_current_wal_lsn())");
+        // the insert position: the write position may still sit on the
+        // segment boundary (synchronous_commit is off), which names the
+        // previous segment
+        let last = pg.psql("postgres", "SELECT pg_walfile_name(pg_current_wal_insert_lsn())");
         pg.psql("postgres", "SELECT pg_switch_wal()");
         pg.wait_for(
             "postgres",
@@ -143,7 +147,7 @@ fn fixture() -> &'static Fixture {
         Fixture {
             pg,
             _redis: redis,
-            _chroma: chroma,
+            chroma,
             repo,
             after_backups,
         }
@@ -279,6 +283,21 @@ fn drill_of_a_full_setup_passes_and_renders() {
     assert!(
         app.contains(&"row counts as recorded=pass".to_string()),
         "{app:?}"
+    );
+    // 600 rows went in after ANALYZE: only exact counts taken in the
+    // dump's snapshot make this an exact comparison
+    let rows = by["app"]["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "row counts as recorded")
+        .unwrap();
+    assert!(
+        rows["detail"]
+            .as_str()
+            .unwrap()
+            .contains("2 row counts equal the exact counts at backup time"),
+        "{rows:#}"
     );
     assert!(app.contains(&"verify queries=pass".to_string()), "{app:?}");
     let vectors = names(by["vectors"]);
@@ -615,6 +634,100 @@ fn restore_all_brings_every_source_to_a_time() {
     let _ = &f.pg;
 }
 
+/// The fixture's config in `dir`, with `restore_to` set per source
+/// (`(source kind line, value)`).
+fn config_with_restore_to(dir: &Path, to: &[(&str, String)]) -> PathBuf {
+    let f = fixture();
+    let mut t = fs::read_to_string(&f.repo.cfg).unwrap().replace(
+        "identity_file = \"key.txt\"",
+        &format!(
+            "identity_file = \"{}\"",
+            f.repo.dir.join("key.txt").display()
+        ),
+    );
+    for (section, value) in to {
+        let head = format!("[sources.{section}]\n");
+        assert!(t.contains(&head), "{head}");
+        t = t.replacen(&head, &format!("{head}restore_to = \"{value}\"\n"), 1);
+    }
+    let cfg = dir.join("strata.toml");
+    fs::write(&cfg, t).unwrap();
+    cfg
+}
+
+#[test]
+fn restore_all_into_the_configured_targets() {
+    let f = fixture();
+    let dir = pg_scratch_dir("drill-all-to");
+    let standby = RedisServer::start("drill-all-to", &[]);
+    let cfg = config_with_restore_to(
+        &dir,
+        &[
+            ("main", "restored/main".into()),
+            ("app", "restored/app".into()),
+            ("cache", standby.url()),
+            // the source's own server: --replace puts the export back
+            ("vectors", f.chroma.url()),
+        ],
+    );
+    let out = strata(&cfg, &["restore", "--all", "--latest", "--replace"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        s.contains("cache: snapshot") && s.contains(&standby.url()),
+        "{s}"
+    );
+    assert!(s.contains(&f.chroma.url()), "{s}");
+    assert!(dir.join("restored/main/PG_VERSION").exists(), "{s}");
+    assert!(dir.join("restored/app/database.pgdump").exists(), "{s}");
+    // the standby now holds the snapshot's keys: 50 in db 0, 1 in db 2
+    let mut c = standby.conn();
+    assert!(matches!(c.cmd(&["DBSIZE"]), Value::Int(50)));
+    c.ok(&["SELECT", "2"]);
+    assert!(matches!(c.cmd(&["HGET", "h", "a"]), Value::Str(v) if v == b"1"));
+
+    // a source with nowhere to go fails by name; the others still come back
+    let dir = pg_scratch_dir("drill-all-to-missing");
+    let cfg = config_with_restore_to(
+        &dir,
+        &[
+            ("main", "restored/main".into()),
+            ("app", "restored/app".into()),
+            ("vectors", f.chroma.url()),
+        ],
+    );
+    let out = strata(
+        &cfg,
+        &["--json", "restore", "--all", "--latest", "--replace"],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let r = json(&out);
+    let by: std::collections::BTreeMap<&str, &serde_json::Value> = r
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["source"].as_str().unwrap(), s))
+        .collect();
+    assert_eq!(by["cache"]["ok"], false, "{r:#}");
+    assert!(
+        by["cache"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("source cache has nowhere to go: it has no restore_to"),
+        "{r:#}"
+    );
+    assert!(
+        by["cache"]["hint"]
+            .as_str()
+            .unwrap()
+            .contains("[sources.cache] restore_to")
+    );
+    for s in ["main", "app", "vectors"] {
+        assert_eq!(by[s]["ok"], true, "{s}: {r:#}");
+    }
+    assert!(dir.join("restored/main/PG_VERSION").exists());
+}
+
 #[test]
 fn a_missed_target_fails_the_drill() {
     let f = fixture();
@@ -734,4 +847,39 @@ fn a_damaged_wal_segment_fails_the_replay_check() {
         "{faults}"
     );
     assert!(entries(&work).is_empty());
+}
+
+#[test]
+fn rpo_comes_from_the_wal_records_not_the_storage_times() {
+    let f = fixture();
+    let (dir, cfg) = copy_repo("drill-rpo-copy");
+    // A copy that lost the objects' times (as an S3 copy or a restore
+    // from tape would): every file looks stored in 2001.
+    let out = Command::new("find")
+        .arg(dir.join("repo"))
+        .args(["-exec", "touch", "-d", "2001-01-01 00:00:00", "{}", "+"])
+        .status()
+        .unwrap();
+    assert!(out.success());
+    let out = strata(
+        &cfg,
+        &[
+            "--json",
+            "drill",
+            "--source",
+            "main",
+            "--latest",
+            "--dry-run",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let r = json(&out);
+    let point = r["sources"][0]["restorable_point"].as_str().unwrap();
+    let point = chrono::DateTime::parse_from_rfc3339(point).unwrap();
+    let after = chrono::DateTime::parse_from_rfc3339(&f.after_backups).unwrap();
+    // the newest segment was pushed after the fixture's last commits
+    assert!(
+        point > after,
+        "restorable point {point}, WAL archived past {after}: {r:#}"
+    );
 }

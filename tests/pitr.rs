@@ -69,7 +69,7 @@ fn fixture() -> &'static Fixture {
         pg.psql("postgres", "INSERT INTO ev DEFAULT VALUES"); // 10
         pg.psql("postgres", "SELECT pg_create_restore_point('before_drop')");
         pg.psql("postgres", "INSERT INTO ev DEFAULT VALUES"); // 11, after the point
-        let last = pg.psql("postgres", "SELECT pg_walfile_name(pg_current_wal_lsn())");
+        let last = pg.psql("postgres", "SELECT pg_walfile_name(pg_current_wal_insert_lsn())");
         pg.psql("postgres", "SELECT pg_switch_wal()");
         pg.wait_for(
             "postgres",

@@ -66,6 +66,11 @@ pub struct TableInfo {
     /// `pg_class.reltuples` at backup time; `None` if never analysed.
     pub row_estimate: Option<i64>,
     pub total_bytes: i64,
+    /// Exact `count(*)` in the snapshot the dump was taken from (logical
+    /// backups with `count_rows`, the default); `None` when not counted
+    /// (base backups, partitioned parents, unpopulated materialized views).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<i64>,
 }
 
 /// The whole manifest (the sealed part).

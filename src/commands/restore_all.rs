@@ -1,10 +1,14 @@
-//! `strata restore --all (--to-time T | --latest) --target-dir DIR`: the
-//! one-command incident restore. Every configured source comes back to T
-//! into `DIR/<source>`: PostgreSQL with base backups exactly to T (a data
-//! directory that replays WAL to T when started; just past the archive's
-//! end when the archive stops before T), dump-only PostgreSQL sources and
-//! Redis as their newest backup taken at or before T (the dump files; the
-//! snapshot as `dump.rdb`). Prints each source's skew from T.
+//! `strata restore --all (--to-time T | --latest) [--target-dir DIR]
+//! [--replace]`: the one-command incident restore. Every configured source
+//! comes back to T, into `DIR/<source>` with --target-dir, else into the
+//! source's configured `restore_to`: PostgreSQL with base backups exactly
+//! to T (a data directory that replays WAL to T when started; just past
+//! the archive's end when the archive stops before T), dump-only
+//! PostgreSQL sources, Redis and Chroma as their newest backup taken at or
+//! before T — as files in a directory, or loaded into the configured Redis
+//! or Chroma server (which must be empty unless --replace; the load is
+//! verified as `restore --into` verifies it). Prints each source's skew
+//! from T.
 //!
 //! It goes through the same per-source path a drill does
 //! ([`crate::drill::recover`]), without starting servers. One source's
@@ -17,16 +21,19 @@ use chrono::Utc;
 use serde::Serialize;
 
 use super::Globals;
+use crate::config::{RestoreTo, SourceKind};
 use crate::drill::recover::{self, Point};
 use crate::error::{Error, Kind, Result};
 use crate::progress::{Mode, Reporter};
-use crate::util::human_bytes;
+use crate::util::{human_bytes, redact_url};
 
 #[derive(Debug, Clone)]
 pub struct AllArgs {
     pub to_time: Option<String>,
     pub latest: bool,
-    pub target_dir: PathBuf,
+    pub target_dir: Option<PathBuf>,
+    /// Loading into configured servers: overwrite what they hold.
+    pub replace: bool,
     pub run_as: Option<String>,
     pub json: bool,
 }
@@ -38,7 +45,11 @@ struct SourceResult {
     ok: bool,
     method: Option<String>,
     backup: Option<String>,
+    /// The directory restored into (PostgreSQL data directory, dump files,
+    /// `dump.rdb`, export files).
     dir: Option<String>,
+    /// The server loaded (`restore_to` of a Redis or Chroma source).
+    into: Option<String>,
     /// The newest point restored.
     restored_to: Option<chrono::DateTime<Utc>>,
     /// T minus that point, seconds.
@@ -79,25 +90,42 @@ pub async fn run(g: &Globals, a: &AllArgs) -> Result<u8> {
     }
     let identities = g.identities(&cfg)?;
     let repo = super::open_repository(&cfg).await?;
-    let target_dir = super::restore::absolute(&a.target_dir)?;
+    let target_dir = a
+        .target_dir
+        .as_deref()
+        .map(super::restore::absolute)
+        .transpose()?;
     let reporter = Reporter::new(Mode::detect(a.json));
     let at = point.time(now);
     reporter.note(format!(
         "restoring {} source(s) to {} into {}",
         cfg.sources.len(),
         point.describe(),
-        target_dir.display()
+        match &target_dir {
+            Some(d) => d.display().to_string(),
+            None => "their configured restore_to".into(),
+        }
     ));
     let mut results = Vec::new();
     for src in cfg.sources.values() {
-        let dir = target_dir.join(&src.name);
+        let dest = match (&target_dir, &src.restore_to) {
+            (Some(d), _) => Some(RestoreTo::Dir(d.join(&src.name))),
+            (None, to) => to.clone(),
+        };
         let mut r = SourceResult {
             source: src.name.clone(),
             kind: src.kind.as_str().into(),
             ok: false,
             method: None,
             backup: None,
-            dir: Some(dir.display().to_string()),
+            dir: match &dest {
+                Some(RestoreTo::Dir(d)) => Some(d.display().to_string()),
+                _ => None,
+            },
+            into: match &dest {
+                Some(RestoreTo::Server(u)) => Some(redact_url(u)),
+                _ => None,
+            },
             restored_to: None,
             skew_seconds: None,
             bytes: 0,
@@ -106,20 +134,43 @@ pub async fn run(g: &Globals, a: &AllArgs) -> Result<u8> {
             exit_code: 0,
         };
         let done = async {
+            let Some(dest) = &dest else {
+                return Err(Error::usage(format!(
+                    "source {} has nowhere to go: it has no restore_to",
+                    src.name
+                ))
+                .hint(format!(
+                    "set [sources.{}] restore_to ({}) in {}, or pass --target-dir DIR",
+                    src.name,
+                    match src.kind {
+                        SourceKind::Postgres => "a data directory",
+                        SourceKind::Redis => "redis://host:port",
+                        SourceKind::Chroma => "http://host:port",
+                    },
+                    cfg.path.display()
+                )));
+            };
             let plan = recover::plan(&repo, src, point, &identities, now).await?;
             r.method = Some(plan.method.as_str().into());
             r.backup = Some(plan.backup_id());
             r.restored_to = Some(plan.restorable_point);
             r.skew_seconds = Some(plan.skew_seconds());
             r.bytes = plan.bytes;
-            let ctx = recover::Context {
-                repo: &repo,
-                identities: identities.clone(),
-                restore_command: super::restore::restore_command(g, &cfg.path, &src.name)?,
-                owner: owner.clone(),
-                reporter: &reporter,
-            };
-            recover::recover(&ctx, &plan, &dir, None).await?;
+            match dest {
+                RestoreTo::Dir(dir) => {
+                    let ctx = recover::Context {
+                        repo: &repo,
+                        identities: identities.clone(),
+                        restore_command: super::restore::restore_command(g, &cfg.path, &src.name)?,
+                        owner: owner.clone(),
+                        reporter: &reporter,
+                    };
+                    recover::recover(&ctx, &plan, dir, None).await?;
+                }
+                RestoreTo::Server(url) => {
+                    load_into(&repo, &identities, src, &plan, url, a.replace, &reporter).await?
+                }
+            }
             Ok::<_, Error>(())
         }
         .await;
@@ -150,12 +201,80 @@ pub async fn run(g: &Globals, a: &AllArgs) -> Result<u8> {
             failed.len(),
             results.len()
         );
-    } else {
+    } else if results.iter().any(|r| r.dir.is_some()) {
         println!(
             "PostgreSQL data directories replay WAL to the target when started (`pg_ctl -D DIR start`; archive_mode is off in them until you remove that line from postgresql.auto.conf, so a copy never archives into the repository by accident); Redis: start redis-server with --dir DIR --dbfilename dump.rdb"
         );
     }
     Ok(code)
+}
+
+/// Loads a Redis snapshot or a Chroma export into `url`, verified as
+/// `restore --into` verifies it.
+async fn load_into(
+    repo: &crate::catalog::Repository,
+    identities: &std::sync::Arc<Vec<crate::keys::Identity>>,
+    src: &crate::config::Source,
+    plan: &recover::Plan,
+    url: &url::Url,
+    replace: bool,
+    reporter: &Reporter,
+) -> Result<()> {
+    match src.kind {
+        SourceKind::Redis => {
+            let opts = crate::sources::redis::load::IntoOptions {
+                target: crate::sources::redis::Target::new(url),
+                replace,
+                listen: None,
+            };
+            let r = crate::sources::redis::load::restore_into(
+                repo.storage(),
+                &plan.entry,
+                identities.clone(),
+                &opts,
+                reporter,
+            )
+            .await?;
+            reporter.note(format!(
+                "{}: {} keys loaded into {}",
+                src.name,
+                r.keyspace.iter().map(|d| d.keys).sum::<u64>(),
+                r.target
+            ));
+        }
+        SourceKind::Chroma => {
+            let opts = crate::sources::chroma::import::RestoreOptions {
+                into: url.clone(),
+                tenant: src.tenant.clone(),
+                database: src.database.clone(),
+                token: super::restore_chroma::into_token(&src.url, url, src.token.as_deref()),
+                collections: vec![],
+                replace,
+            };
+            let r = crate::sources::chroma::import::restore_and_verify(
+                repo.storage(),
+                &plan.entry,
+                identities.clone(),
+                &opts,
+                reporter,
+            )
+            .await?;
+            reporter.note(format!(
+                "{}: {} records in {} collection(s) loaded into {} and verified",
+                src.name,
+                r.records,
+                r.collections.len(),
+                r.into
+            ));
+        }
+        SourceKind::Postgres => {
+            return Err(Error::usage(format!(
+                "source {}: a postgres source is restored into a data directory, not a server",
+                src.name
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn print_line(r: &SourceResult, at: chrono::DateTime<Utc>) {
@@ -176,7 +295,7 @@ fn print_line(r: &SourceResult, at: chrono::DateTime<Utc>) {
         r.source,
         r.method.as_deref().unwrap_or("-"),
         r.backup.as_deref().unwrap_or("-"),
-        r.dir.as_deref().unwrap_or("-"),
+        r.dir.as_deref().or(r.into.as_deref()).unwrap_or("-"),
         human_bytes(r.bytes),
         if skew == 0.0 {
             format!(

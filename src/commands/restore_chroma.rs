@@ -95,7 +95,11 @@ pub async fn run(g: &Globals, a: &IntoArgs) -> Result<u8> {
 /// The token for the `--into` server: `STRATA_INTO_TOKEN` if set, else the
 /// source's own token only when `--into` is the source's server (its token
 /// is never sent to another one).
-fn into_token(source: &url::Url, into: &url::Url, token: Option<&str>) -> Option<String> {
+pub(crate) fn into_token(
+    source: &url::Url,
+    into: &url::Url,
+    token: Option<&str>,
+) -> Option<String> {
     if let Ok(t) = std::env::var("STRATA_INTO_TOKEN") {
         return Some(t);
     }

@@ -18,7 +18,9 @@ use crate::catalog::manifest::{RedisDb, TableInfo};
 use crate::sources::postgres::{Target, pg_error_text, quote_ident};
 
 /// Rows per `(database, schema, table)`.
-pub type Counts = BTreeMap<(String, String, String), i64>;
+/// Rows per (database, schema, table) read by [`read_tables`]; `None` for
+/// a partitioned parent (present; its rows are counted in its partitions).
+pub type Counts = BTreeMap<(String, String, String), Option<i64>>;
 
 /// The recovered server is out of recovery; for a time target, it did not
 /// replay past the target.
@@ -205,9 +207,9 @@ pub async fn read_tables(server: &Target, db: &str, counts: &mut Counts) -> Chec
     }
     let tables = match client
         .query(
-            "SELECT n.nspname::text, c.relname::text FROM pg_class c \
+            "SELECT n.nspname::text, c.relname::text, c.relkind = 'p' FROM pg_class c \
              JOIN pg_namespace n ON n.oid = c.relnamespace \
-             WHERE c.relkind IN ('r', 'm', 't') AND c.relpersistence = 'p' \
+             WHERE c.relkind IN ('r', 'm', 't', 'p') AND c.relpersistence = 'p' \
              AND n.nspname <> 'information_schema' \
              ORDER BY 1, 2",
             &[],
@@ -222,8 +224,14 @@ pub async fn read_tables(server: &Target, db: &str, counts: &mut Counts) -> Chec
     let mut user_tables = 0;
     for t in &tables {
         let (schema, table): (String, String) = (t.get(0), t.get(1));
+        if t.get::<_, bool>(2) {
+            // a partitioned parent holds no rows itself: its partitions
+            // are read (and counted) one by one
+            counts.insert((db.to_string(), schema, table), None);
+            continue;
+        }
         let q = format!(
-            "SELECT count(*) FROM {}.{}",
+            "SELECT count(*) FROM ONLY {}.{}",
             quote_ident(&schema),
             quote_ident(&table)
         );
@@ -234,7 +242,7 @@ pub async fn read_tables(server: &Target, db: &str, counts: &mut Counts) -> Chec
                 if schema != "pg_catalog" && schema != "pg_toast" {
                     user_tables += 1;
                 }
-                counts.insert((db.to_string(), schema, table), n);
+                counts.insert((db.to_string(), schema, table), Some(n));
             }
             Err(e) => failed.push(format!("{schema}.{table}: {}", pg_error_text(&e))),
         }
@@ -307,31 +315,48 @@ pub async fn amcheck(server: &Target, db: &str) -> Check {
 }
 
 /// Every table recorded at backup time exists in the restored database,
-/// with the recorded number of rows. The manifest records PostgreSQL's
-/// estimate (`reltuples`, exact after ANALYZE or VACUUM, stale after
-/// writes autovacuum has not caught up with): a missing table fails, a
-/// count more than 10% (and 10 rows) away from a present estimate fails.
+/// with the recorded number of rows. Backups taken with `count_rows` (the
+/// default) record the exact `count(*)` in the snapshot pg_dump dumped,
+/// and those must match exactly. Older backups, or sources with
+/// `count_rows = false`, have only PostgreSQL's estimate (`reltuples`,
+/// exact after ANALYZE or VACUUM, stale after writes autovacuum has not
+/// caught up with): a count more than 10% (and 10 rows) away from it fails.
+/// A missing table always fails.
 pub fn dump_rows(db: &str, recorded: &[TableInfo], counts: &Counts) -> Check {
     let name = "row counts as recorded";
     let mut missing = Vec::new();
     let mut differ = Vec::new();
-    let mut compared = 0;
-    let mut near = 0;
+    let (mut exact, mut estimated, mut near) = (0, 0, 0);
     for t in recorded {
         let k = (db.to_string(), t.schema.clone(), t.name.clone());
-        match (counts.get(&k), t.row_estimate) {
-            (None, _) => missing.push(format!("{}.{}", t.schema, t.name)),
-            (Some(n), Some(e)) => {
-                compared += 1;
+        let Some(now) = counts.get(&k) else {
+            missing.push(format!("{}.{}", t.schema, t.name));
+            continue;
+        };
+        match (*now, t.rows, t.row_estimate) {
+            (Some(n), Some(r), _) => {
+                exact += 1;
+                if n != r {
+                    differ.push(format!(
+                        "{}.{}: {n} rows, {r} at backup time",
+                        t.schema, t.name
+                    ));
+                }
+            }
+            (Some(n), None, Some(e)) => {
+                estimated += 1;
                 // an estimate: allow 10% (and 10 rows) of drift
                 let slack = (e.abs() / 10).max(10);
-                if (*n - e).abs() > slack {
-                    differ.push(format!("{}.{}: {n} rows, recorded {e}", t.schema, t.name));
-                } else if *n != e {
+                if (n - e).abs() > slack {
+                    differ.push(format!(
+                        "{}.{}: {n} rows, estimated {e} at backup time",
+                        t.schema, t.name
+                    ));
+                } else if n != e {
                     near += 1;
                 }
             }
-            (Some(_), None) => {}
+            _ => {}
         }
     }
     let mut why = Vec::new();
@@ -341,18 +366,19 @@ pub fn dump_rows(db: &str, recorded: &[TableInfo], counts: &Counts) -> Check {
     if !differ.is_empty() {
         why.push(differ.join("; "));
     }
-    if why.is_empty() {
-        Check::new(
-            name,
-            true,
-            format!(
-                "{} tables present, {compared} row counts match the recorded estimates ({near} within 10%)",
-                recorded.len()
-            ),
-        )
-    } else {
-        Check::new(name, false, why.join("; "))
+    if !why.is_empty() {
+        return Check::new(name, false, why.join("; "));
     }
+    let mut detail = format!(
+        "{} tables present, {exact} row counts equal the exact counts at backup time",
+        recorded.len()
+    );
+    if estimated > 0 {
+        detail.push_str(&format!(
+            ", {estimated} match the recorded estimates ({near} within 10%; this backup has no exact counts)"
+        ));
+    }
+    Check::new(name, true, detail)
 }
 
 /// Keys per database equal those the manifest recorded.
@@ -428,14 +454,39 @@ mod tests {
             name: name.into(),
             row_estimate: est,
             total_bytes: 0,
+            rows: None,
         }
+    }
+
+    fn counted(name: &str, rows: i64) -> TableInfo {
+        TableInfo {
+            rows: Some(rows),
+            ..table(name, Some(rows + 5))
+        }
+    }
+
+    #[test]
+    fn dump_rows_exact_counts_must_be_equal() {
+        let mut c = Counts::new();
+        c.insert(("app".into(), "public".into(), "a".into()), Some(10));
+        c.insert(("app".into(), "public".into(), "parted".into()), None);
+        let ok = dump_rows("app", &[counted("a", 10), table("parted", None)], &c);
+        assert_eq!(ok.outcome, super::super::report::Outcome::Pass, "{ok:?}");
+        assert!(
+            ok.detail.contains("1 row counts equal the exact counts"),
+            "{ok:?}"
+        );
+        // one row off is a failure for an exact count (an estimate allows it)
+        let bad = dump_rows("app", &[counted("a", 11)], &c);
+        assert_eq!(bad.outcome, super::super::report::Outcome::Fail);
+        assert_eq!(bad.detail, "public.a: 10 rows, 11 at backup time");
     }
 
     #[test]
     fn dump_rows_names_missing_and_different_tables() {
         let mut c = Counts::new();
-        c.insert(("app".into(), "public".into(), "a".into()), 10);
-        c.insert(("app".into(), "public".into(), "b".into()), 3);
+        c.insert(("app".into(), "public".into(), "a".into()), Some(10));
+        c.insert(("app".into(), "public".into(), "b".into()), Some(3));
         let ok = dump_rows("app", &[table("a", Some(10)), table("b", None)], &c);
         assert_eq!(ok.outcome, super::super::report::Outcome::Pass, "{ok:?}");
         let near = dump_rows("app", &[table("a", Some(11))], &c);
@@ -444,7 +495,7 @@ mod tests {
         assert_eq!(bad.outcome, super::super::report::Outcome::Fail);
         assert_eq!(
             bad.detail,
-            "missing tables: public.z; public.a: 10 rows, recorded 100"
+            "missing tables: public.z; public.a: 10 rows, estimated 100 at backup time"
         );
     }
 

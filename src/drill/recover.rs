@@ -178,11 +178,20 @@ async fn plan_base(
 ) -> Result<Plan> {
     let archive = WalArchive::new(repo, &src.name);
     let objects = repo.storage().list(&archive.prefix()).await?;
-    // When the newest archived segment was stored: WAL up to about then
-    // can be replayed.
-    let archived_until =
-        crate::status::newest_segment(objects.iter().map(|o| (o.key.as_str(), o.modified)))
-            .and_then(|(_, t)| t);
+    // When the newest archived segment was pushed: WAL up to about then
+    // can be replayed. The time is the one its record keeps (a copied
+    // repository keeps it too); the object's storage time only for records
+    // written before strata kept it.
+    let newest =
+        crate::status::newest_segment(objects.iter().map(|o| (o.key.as_str(), o.modified)));
+    let archived_until = match newest {
+        Some((segment, stored)) => archive
+            .read_record(crate::sources::postgres::wal::WalFile::Segment(segment))
+            .await?
+            .and_then(|r| r.pushed)
+            .or(stored),
+        None => None,
+    };
     let wanted = match point {
         Point::Time(t) => RecoveryTarget::Time(t),
         Point::Latest => RecoveryTarget::Latest,

@@ -164,13 +164,14 @@ pub async fn backup(
         info.database
     ));
 
-    // verify_queries run in the snapshot pg_dump then dumps (its own
-    // connection: the transaction stays open until pg_dump is done).
-    let verify_conn = match source.verify_queries.is_empty() {
+    // verify_queries and exact row counts run in the snapshot pg_dump
+    // then dumps (their own connection: the transaction stays open until
+    // pg_dump is done), so they describe exactly the data dumped.
+    let snapshot_conn = match source.verify_queries.is_empty() && !source.count_rows {
         true => None,
         false => Some(target.connect().await?),
     };
-    let (snapshot, verify_results) = match &verify_conn {
+    let (snapshot, verify_results) = match &snapshot_conn {
         Some(c) => {
             super::verify_queries::record_for_dump(c, &source.name, &source.verify_queries).await?
         }
@@ -183,17 +184,34 @@ pub async fn backup(
         cmd.arg(format!("--snapshot={s}"));
     }
     let (child, tail) = spawn_piped(cmd, "pg_dump")?;
-    let dump = store_child(
-        ctx,
-        child,
-        tail,
-        &format!("{}: pg_dump", source.name),
-        &Repository::data_key(&source.name, &id, DUMP_OBJECT),
-        DUMP_OBJECT,
-    )
-    .await;
-    if let Some(c) = &verify_conn {
+    let (step, key) = (
+        format!("{}: pg_dump", source.name),
+        Repository::data_key(&source.name, &id, DUMP_OBJECT),
+    );
+    let dumping = store_child(ctx, child, tail, &step, &key, DUMP_OBJECT);
+    // Counted while pg_dump reads the same snapshot: an exact count needs
+    // no second pass over the dump.
+    let counting = async {
+        match (&snapshot_conn, &snapshot) {
+            (Some(c), Some(_)) if source.count_rows => {
+                let names: Vec<(String, String)> = info
+                    .tables
+                    .iter()
+                    .map(|t| (t.schema.clone(), t.name.clone()))
+                    .collect();
+                Some(super::verify_queries::count_rows(c, &names).await)
+            }
+            _ => None,
+        }
+    };
+    let (dump, counts) = tokio::join!(dumping, counting);
+    if let Some(c) = &snapshot_conn {
         super::verify_queries::end(c).await;
+    }
+    if let Some(counts) = counts {
+        for (t, n) in info.tables.iter_mut().zip(counts) {
+            t.rows = n;
+        }
     }
     let dump = dump?;
 

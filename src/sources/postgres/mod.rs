@@ -192,6 +192,7 @@ pub async fn server_info(client: &Client) -> Result<PostgresInfo> {
                 name: r.get(1),
                 row_estimate: (est >= 0).then_some(est),
                 total_bytes: r.get(3),
+                rows: None,
             }
         })
         .collect();

@@ -204,9 +204,6 @@ pub async fn record_for_dump(
     source: &str,
     queries: &[String],
 ) -> Result<(Option<String>, Vec<QueryResult>)> {
-    if queries.is_empty() {
-        return Ok((None, Vec::new()));
-    }
     client
         .simple_query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         .await
@@ -226,6 +223,51 @@ pub async fn record_for_dump(
             Err(e)
         }
     }
+}
+
+/// Exact row counts of `tables` (schema, name) in the transaction
+/// [`record_for_dump`] opened, i.e. in the snapshot pg_dump dumps. A
+/// table that cannot be counted (an unpopulated materialized view, one
+/// dropped meanwhile) gets `None`; a lost connection ends the counting.
+pub async fn count_rows(client: &Client, tables: &[(String, String)]) -> Vec<Option<i64>> {
+    let mut out = Vec::with_capacity(tables.len());
+    // a big table takes as long as pg_dump takes to read it
+    if client
+        .simple_query("SET statement_timeout = 0")
+        .await
+        .is_err()
+    {
+        out.resize(tables.len(), None);
+        return out;
+    }
+    for (schema, name) in tables {
+        let sql = format!(
+            "SAVEPOINT strata_count; SELECT count(*) FROM ONLY {}.{}; RELEASE SAVEPOINT strata_count",
+            super::quote_ident(schema),
+            super::quote_ident(name)
+        );
+        let n = match client.simple_query(&sql).await {
+            Ok(msgs) => msgs.iter().find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0)?.parse().ok(),
+                _ => None,
+            }),
+            Err(e) => {
+                tracing::warn!(schema, table = name, error = %pg_error_text(&e), "cannot count rows");
+                if e.as_db_error().is_none()
+                    || client
+                        .simple_query("ROLLBACK TO SAVEPOINT strata_count")
+                        .await
+                        .is_err()
+                {
+                    out.resize(tables.len(), None);
+                    return out;
+                }
+                None
+            }
+        };
+        out.push(n);
+    }
+    out
 }
 
 /// Ends the transaction [`record_for_dump`] opened.

@@ -76,6 +76,11 @@ pub struct FileRecord {
     /// The SHA-256, age-encrypted to the recipients (armored).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sealed_sha256: Option<String>,
+    /// When the file was pushed: the WAL in it was written before then.
+    /// Kept in the record (not the object's storage time) so it survives
+    /// a copy of the repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pushed: Option<DateTime<Utc>>,
 }
 
 /// `wal/<source>/archive.json`: which database system the archive holds.
@@ -370,6 +375,7 @@ impl WalArchive {
             } else {
                 None
             },
+            pushed: Some(Utc::now()),
         };
         let key = self.object_key(name);
         let record_key = self.record_key(name);
@@ -495,7 +501,7 @@ impl WalArchive {
         }
     }
 
-    async fn read_record(&self, name: WalFile) -> Result<Option<FileRecord>> {
+    pub async fn read_record(&self, name: WalFile) -> Result<Option<FileRecord>> {
         let key = self.record_key(name);
         match self.repo.storage().get_bytes(&key).await {
             Ok(b) => serde_json::from_slice(&b)
@@ -817,6 +823,7 @@ mod tests {
             hmac_sha256: None,
             hmac_key: None,
             sealed_sha256: None,
+            pushed: None,
         };
         let s = serde_json::to_string(&r).unwrap();
         assert!(!s.contains("hmac") && !s.contains("sealed"), "{s}");
