@@ -212,6 +212,18 @@ impl Encoder {
     }
 }
 
+/// Keys of the objects this process has decoded and verified in full (age
+/// authentication, stored size, plain size and SHA-256 against their
+/// record). A drill compares it with the manifest's object list, so an
+/// object a restore path skipped fails its "object checksums" check.
+static VERIFIED: std::sync::Mutex<std::collections::BTreeSet<String>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+/// Whether this process has decoded and verified the object `key` in full.
+pub fn verified(key: &str) -> bool {
+    VERIFIED.lock().unwrap().contains(key)
+}
+
 /// Streams a stored object back to plain bytes into `sink`, checking the
 /// stored size, the age authentication, the plain size and the SHA-256
 /// against `record`. Runs synchronously: call from a blocking thread.
@@ -282,6 +294,7 @@ pub fn decode<R: Read, W: Write>(
     }
     sink.flush()
         .map_err(|e| Error::failed(format!("writing restored data of {}: {e}", record.key)))?;
+    VERIFIED.lock().unwrap().insert(record.key.clone());
     Ok(())
 }
 

@@ -250,6 +250,18 @@ fn drill_of_a_full_setup_passes_and_renders() {
         );
         let checks = s["checks"].as_array().unwrap();
         assert!(checks.iter().all(|c| c["outcome"] != "fail"), "{s:#}");
+        // every object of the manifest was read and verified by the restore
+        let objects = checks
+            .iter()
+            .find(|c| c["name"] == "object checksums")
+            .unwrap();
+        assert!(
+            objects["detail"]
+                .as_str()
+                .unwrap()
+                .contains("read and verified in full"),
+            "{objects:#}"
+        );
     }
     assert_eq!(by["main"]["rto_target_seconds"], 600.0, "{:#}", by["main"]);
     let names = |s: &serde_json::Value| -> Vec<String> {

@@ -198,6 +198,48 @@ async fn drill_source(
     sr
 }
 
+/// Every object the backup's manifest lists was read and verified in full
+/// by this restore (age authentication, stored size, plain size, SHA-256;
+/// see [`crate::pipeline::verified`]): fails naming any object the restore
+/// did not read.
+fn objects_verified(plan: &Plan, identities: &Arc<Vec<Identity>>, more: &str) -> Check {
+    let name = "object checksums";
+    let manifest = match plan.entry.file.open(&plan.entry.manifest_key, identities) {
+        Ok(m) => m,
+        Err(e) => return Check::new(name, false, e.message),
+    };
+    let keys: Vec<&str> = manifest.objects.iter().map(|o| o.key.as_str()).collect();
+    let missed: Vec<&str> = keys
+        .iter()
+        .copied()
+        .filter(|k| !crate::pipeline::verified(k))
+        .collect();
+    if missed.is_empty() {
+        Check::new(
+            name,
+            true,
+            format!(
+                "{} of {} objects of backup {} read and verified in full (age authentication, size, SHA-256 against the manifest){more}",
+                keys.len(),
+                keys.len(),
+                plan.backup_id()
+            ),
+        )
+    } else {
+        Check::new(
+            name,
+            false,
+            format!(
+                "{} of {} objects of backup {} were not read by the restore: {}",
+                missed.len(),
+                keys.len(),
+                plan.backup_id(),
+                missed.join(", ")
+            ),
+        )
+    }
+}
+
 async fn run_checks(
     plan: &Plan,
     rec: &recover::Recovered,
@@ -207,11 +249,11 @@ async fn run_checks(
     let mut out = Vec::new();
     match plan.method {
         Method::BaseWal => {
-            out.push(Check::new(
-                "object checksums",
-                true,
-                format!(
-                    "base backup and {} WAL segment(s) decrypted and verified (age, SHA-256, size) on the way",
+            out.push(objects_verified(
+                plan,
+                identities,
+                &format!(
+                    "; the {} WAL segment(s) are verified by `wal fetch` as PostgreSQL replays them (a failure fails \"WAL replayed completely\")",
                     plan.wal.as_ref().map_or(0, |w| w.segments)
                 ),
             ));
@@ -258,11 +300,7 @@ async fn run_checks(
             out.push(checks::verify_queries_run(&client, &src.name, &src.verify_queries).await);
         }
         Method::Dump => {
-            out.push(Check::new(
-                "object checksums",
-                true,
-                "dump and roles decrypted and verified (age, SHA-256, size) on the way",
-            ));
+            out.push(objects_verified(plan, identities, ""));
             let server = rec.pg.as_ref().expect("a served dump restore has a server");
             let db = rec.database.clone().unwrap_or_default();
             let mut counts = checks::Counts::new();
@@ -288,10 +326,10 @@ async fn run_checks(
             }
         }
         Method::Snapshot => {
-            out.push(Check::new(
-                "object checksums",
-                true,
-                "snapshot decrypted and verified (age, SHA-256, size, RDB checksum) on the way",
+            out.push(objects_verified(
+                plan,
+                identities,
+                " (and the RDB's own checksum)",
             ));
             match &rec.redis {
                 Some(s) => out.push(checks::redis_keys(&s.keyspace, &s.expected)),
@@ -303,11 +341,7 @@ async fn run_checks(
             }
         }
         Method::Export => {
-            out.push(Check::new(
-                "object checksums",
-                true,
-                "every collection's export decrypted and verified (age, SHA-256, size) on the way",
-            ));
+            out.push(objects_verified(plan, identities, ""));
             match &rec.chroma {
                 Some(r) => out.extend(checks::chroma_collections(r)),
                 None => out.push(Check::new("collections", false, "nothing was imported")),

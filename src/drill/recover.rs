@@ -359,7 +359,7 @@ pub async fn recover(
                     s.port,
                     plan.target.as_ref().expect("target").describe()
                 ));
-                base::pg_ctl_start(dir, &start, ctx.owner.as_deref())?;
+                base::pg_ctl_start(dir, &start, ctx.owner.as_deref()).await?;
                 base::wait_promoted(dir, &start, ctx.owner.as_deref()).await?;
                 phase(&mut out, "WAL replay", t);
                 out.pg = Some(start.connect);
@@ -516,8 +516,8 @@ async fn scratch_cluster(
         base::chown_recursive(dir, u)?;
     }
     s.sandbox.register_pg(dir, &pg_ctl, ctx.owner.as_deref());
-    let out = base::as_owner(&initdb, ctx.owner.as_deref())
-        .arg("-D")
+    let mut cmd = base::as_owner(&initdb, ctx.owner.as_deref());
+    cmd.arg("-D")
         .arg(dir)
         .args([
             "-U",
@@ -529,8 +529,12 @@ async fn scratch_cluster(
             "--locale=C",
             "--no-sync",
         ])
-        .stdin(std::process::Stdio::null())
+        .stdin(std::process::Stdio::null());
+    // async and killed when dropped, so an interrupted drill does not wait
+    let out = tokio::process::Command::from(cmd)
+        .kill_on_drop(true)
         .output()
+        .await
         .map_err(|e| Error::failed(format!("cannot run {}: {e}", initdb.display())))?;
     if !out.status.success() {
         return Err(Error::failed(format!(
@@ -551,7 +555,7 @@ async fn scratch_cluster(
         connect: Target::new(&url),
         timeout: Duration::from_secs(600),
     };
-    base::pg_ctl_start(dir, &start, ctx.owner.as_deref())?;
+    base::pg_ctl_start(dir, &start, ctx.owner.as_deref()).await?;
     Ok(start.connect)
 }
 

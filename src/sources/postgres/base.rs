@@ -754,7 +754,7 @@ async fn restore_into(
             start.port,
             opts.target.describe()
         ));
-        pg_ctl_start(dir, start, opts.owner.as_deref())?;
+        pg_ctl_start(dir, start, opts.owner.as_deref()).await?;
         let client = wait_promoted(dir, start, opts.owner.as_deref()).await?;
         phases.push(("recovery".to_string(), t.elapsed().as_secs_f64()));
         let t = Instant::now();
@@ -965,9 +965,17 @@ pub(crate) fn log_tail(dir: &Path) -> String {
     lines[lines.len().saturating_sub(15)..].join("\n")
 }
 
-pub(crate) fn pg_ctl_start(dir: &Path, start: &StartOptions, owner: Option<&str>) -> Result<()> {
-    let out = as_owner(&start.pg_ctl, owner)
-        .arg("-D")
+/// Async, and killed when dropped: a drill interrupted while the server
+/// starts (with `-w`, for a recovering server that can be the whole WAL
+/// replay) does not wait for pg_ctl to return; the sandbox's teardown
+/// stops the server itself.
+pub(crate) async fn pg_ctl_start(
+    dir: &Path,
+    start: &StartOptions,
+    owner: Option<&str>,
+) -> Result<()> {
+    let mut cmd = as_owner(&start.pg_ctl, owner);
+    cmd.arg("-D")
         .arg(dir)
         .arg("-l")
         .arg(server_log(dir))
@@ -978,8 +986,11 @@ pub(crate) fn pg_ctl_start(dir: &Path, start: &StartOptions, owner: Option<&str>
             dir.display()
         ))
         .args(["-w", "-t", "600", "start"])
-        .stdin(Stdio::null())
+        .stdin(Stdio::null());
+    let out = tokio::process::Command::from(cmd)
+        .kill_on_drop(true)
         .output()
+        .await
         .map_err(|e| Error::failed(format!("cannot run pg_ctl: {e}")))?;
     if !out.status.success() {
         return Err(Error::source(format!(
