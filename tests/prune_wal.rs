@@ -143,10 +143,7 @@ fn prune_keeps_the_wal_every_kept_base_backup_and_the_window_need() {
     insert(&pg, 1); // 9
     let (b3, _) = base_backup(&repo, &pg);
     insert(&pg, 3); // 10..=12
-    let last = pg.psql(
-        "postgres",
-        "SELECT pg_walfile_name(pg_current_wal_insert_lsn())",
-    );
+    let last = pg.psql("postgres", "SELECT pg_walfile_name(pg_current_wal_lsn())");
     pg.psql("postgres", "SELECT pg_switch_wal()");
     pg.wait_for(
         "postgres",

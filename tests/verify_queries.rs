@@ -155,3 +155,26 @@ fn a_failing_query_stops_the_backup() {
     assert!(o.stderr.contains("verify_queries"), "{o}");
     assert!(s.list_ids().is_empty(), "no backup may be committed\n{o}");
 }
+
+#[test]
+fn several_statements_in_one_query_are_refused_and_change_nothing() {
+    let pg = shared_pg();
+    pg.create_db("vq_multi");
+    pg.psql(
+        "vq_multi",
+        "CREATE TABLE t (id int); INSERT INTO t VALUES (1)",
+    );
+    // the COMMIT would end the read-only transaction and let the DROP run
+    let s = setup(
+        "vqmulti",
+        "vq_multi",
+        &["SELECT count(*) FROM t; COMMIT; DROP TABLE t"],
+    );
+    let o = s.run(&["backup", "app"]).expect_code(2);
+    assert!(
+        o.stderr.contains("verify query 1") && o.stderr.contains("cannot insert multiple commands"),
+        "{o}"
+    );
+    assert!(s.list_ids().is_empty(), "no backup may be committed\n{o}");
+    assert_eq!(pg.psql("vq_multi", "SELECT count(*) FROM t"), "1");
+}

@@ -158,6 +158,10 @@ pub async fn run_in(client: &Client, source: &str, queries: &[String]) -> Result
                 "fix or remove it in [sources.{source}] verify_queries (each must be one read-only SELECT)"
             ))
         };
+        // One statement only: the server refuses to prepare several, so
+        // "SELECT 1; COMMIT; DROP …" cannot leave the read-only transaction
+        // (the text protocol below would run them all).
+        client.prepare(sql).await.map_err(|e| failed(&e))?;
         let mut c = Collector::new(sql);
         let stream = client.simple_query_raw(sql).await.map_err(|e| failed(&e))?;
         pin_mut!(stream);
