@@ -176,6 +176,18 @@ fn work_dir(name: &str) -> PathBuf {
     pg_scratch_dir(name)
 }
 
+/// The detail of the check `name` in a source's report.
+fn check_detail<'a>(source: &'a serde_json::Value, name: &str) -> &'a str {
+    source["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no check {name}: {source:#}"))["detail"]
+        .as_str()
+        .unwrap()
+}
+
 fn entries(dir: &Path) -> Vec<String> {
     fs::read_dir(dir)
         .map(|rd| {
@@ -251,17 +263,8 @@ fn drill_of_a_full_setup_passes_and_renders() {
         let checks = s["checks"].as_array().unwrap();
         assert!(checks.iter().all(|c| c["outcome"] != "fail"), "{s:#}");
         // every object of the manifest was read and verified by the restore
-        let objects = checks
-            .iter()
-            .find(|c| c["name"] == "object checksums")
-            .unwrap();
-        assert!(
-            objects["detail"]
-                .as_str()
-                .unwrap()
-                .contains("read and verified in full"),
-            "{objects:#}"
-        );
+        let objects = check_detail(s, "object checksums");
+        assert!(objects.contains("read and verified in full"), "{objects}");
     }
     assert_eq!(by["main"]["rto_target_seconds"], 600.0, "{:#}", by["main"]);
     let names = |s: &serde_json::Value| -> Vec<String> {
@@ -298,18 +301,10 @@ fn drill_of_a_full_setup_passes_and_renders() {
     );
     // 600 rows went in after ANALYZE: only exact counts taken in the
     // dump's snapshot make this an exact comparison
-    let rows = by["app"]["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "row counts as recorded")
-        .unwrap();
+    let rows = check_detail(by["app"], "row counts as recorded");
     assert!(
-        rows["detail"]
-            .as_str()
-            .unwrap()
-            .contains("2 row counts equal the exact counts at backup time"),
-        "{rows:#}"
+        rows.contains("2 row counts equal the exact counts at backup time"),
+        "{rows}"
     );
     assert!(app.contains(&"verify queries=pass".to_string()), "{app:?}");
     let vectors = names(by["vectors"]);
