@@ -81,6 +81,23 @@ pub fn kill_child(child: &mut Child) {
     let _ = child.wait();
 }
 
+/// Waits for SIGINT or SIGTERM and names it (never returns when the
+/// handlers cannot be installed). Once waited for, the signal no longer
+/// ends the process by itself: the caller decides what happens.
+pub async fn interruption() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,7 +14,7 @@ use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use common::chroma::{ChromaServer, SPECS, assert_same, block_on, fill, read_all, records};
 use common::cli::Strata;
@@ -460,4 +460,53 @@ fn chroma_going_away_mid_backup_records_nothing() {
         "{o}"
     );
     assert!(s.list_ids().is_empty(), "no manifest after a failed backup");
+}
+
+#[test]
+fn interrupted_restore_deletes_its_temporary_collections() {
+    let (s, id) = shared();
+    let target = ChromaServer::start("int-target");
+    let mut child = s
+        .command(&[
+            "restore",
+            "vectors",
+            "--backup",
+            id,
+            "--into",
+            &target.url(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // interrupt once the first temporary collection holds some records
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let loading = block_on(target.client().collections())
+            .unwrap()
+            .into_iter()
+            .any(|c| c.name.starts_with("strata-restore-"));
+        if loading {
+            break;
+        }
+        if let Ok(Some(st)) = child.try_wait() {
+            panic!("restore ended before loading anything: {st}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no temporary collection within 120s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(err.contains("interrupted while loading"), "{err}");
+    assert!(
+        collection_names(&target).is_empty(),
+        "left behind: {:?}",
+        collection_names(&target)
+    );
 }

@@ -98,7 +98,7 @@ pub async fn run(g: &Globals, a: &DrillArgs) -> Result<u8> {
         );
         tokio::select! {
             _ = work => None,
-            s = interruption() => Some(s),
+            s = crate::util::interruption() => Some(s),
         }
     };
     if let Some(sb) = &sandbox {
@@ -231,21 +231,6 @@ fn chosen_sources(cfg: &Config, a: &DrillArgs) -> Result<Vec<Source>> {
         );
     }
     names.iter().map(|n| cfg.source(n).cloned()).collect()
-}
-
-/// Waits for SIGINT or SIGTERM; names it.
-async fn interruption() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    }
 }
 
 fn event(r: &DrillReport) -> crate::notify::Event {

@@ -198,93 +198,126 @@ pub async fn restore_and_verify(
         .flatten()
         .map_or(BATCH, |m| m.clamp(1, BATCH));
 
-    let mut reports = Vec::new();
-    let mut pending: Vec<Pending> = Vec::new();
-    let mut transfer = Duration::ZERO;
-    let mut import = Duration::ZERO;
-    let mut verify = Duration::ZERO;
-    for c in selected {
-        let rec = manifest
-            .object(&c.object)
-            .ok_or_else(|| {
-                Error::integrity(format!(
-                    "backup {}: the manifest names no object {} for collection {}",
-                    summary.id, c.object, c.name
-                ))
-            })?
-            .clone();
-        let tmp = temp_name(&c.name);
-        let step = reporter.step(
-            format!("collection {} ({} records)", c.name, c.records),
-            Some(rec.plain_size),
-        );
-        let t0 = Instant::now();
-        let (tx, rx) = mpsc::channel::<Bytes>(4);
-        let sink = ChanWriter { tx };
-        let importer = load(client.clone(), tmp.clone(), c.dimension, batch, rx);
-        // The sink (the channel's sender) is dropped as soon as the fetch
-        // ends, so the importer sees the end of the stream.
-        let fetched = async {
-            fetch(
-                storage,
-                &rec,
-                identities.clone(),
-                sink,
-                step.progress.clone(),
-            )
-            .await
-            .map(drop)
-        };
-        let (loaded, fetched) = tokio::join!(importer, fetched);
-        transfer += t0.elapsed();
-        let loaded = match (loaded, fetched) {
-            (Ok(l), Ok(_)) => l,
-            (l, f) => {
-                step.abandon();
-                // A damaged object explains an import that ended early; a
-                // failed add explains a decoder whose sink went away.
-                let e = match (l, f) {
-                    (_, Err(fe)) if matches!(fe.kind, Kind::Integrity | Kind::Crypto) => fe,
-                    (Err(le), _) => le,
-                    (Ok(_), Err(fe)) => fe,
-                    (Ok(_), Ok(_)) => unreachable!(),
-                };
-                drop_temp(&client, &tmp).await;
-                drop_pending(&client, &pending).await;
-                return Err(e.context(format!(
-                    "restore of collection {} failed; nothing was restored, no existing collection was touched",
-                    c.name
-                )));
-            }
-        };
-        import += loaded.add_time;
-        let t1 = Instant::now();
-        let checked = check(&client, &loaded.id, &tmp, c, loaded.records).await;
-        verify += t1.elapsed();
-        let checked = match checked {
-            Ok(v) => v,
-            Err(e) => {
-                step.abandon();
-                drop_temp(&client, &tmp).await;
-                drop_pending(&client, &pending).await;
-                return Err(e.context("nothing was restored, no existing collection was touched"));
-            }
-        };
-        warnings.extend(checked.notes.iter().cloned());
-        step.done(&format!(
-            "{} records, {}/{} probes match",
-            loaded.records,
-            checked.matched,
-            c.probes.len()
+    // Temporary collections made so far: an interruption (Ctrl-C,
+    // SIGTERM) while loading deletes them before strata exits.
+    let made: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let loading = async {
+        let mut pending: Vec<Pending> = Vec::new();
+        let mut transfer = Duration::ZERO;
+        let mut import = Duration::ZERO;
+        let mut verify = Duration::ZERO;
+        let mut warnings = Vec::new();
+        for c in selected {
+            let rec = manifest
+                .object(&c.object)
+                .ok_or_else(|| {
+                    Error::integrity(format!(
+                        "backup {}: the manifest names no object {} for collection {}",
+                        summary.id, c.object, c.name
+                    ))
+                })?
+                .clone();
+            let tmp = temp_name(&c.name);
+            made.lock().unwrap().push(tmp.clone());
+            let step = reporter.step(
+                format!("collection {} ({} records)", c.name, c.records),
+                Some(rec.plain_size),
+            );
+            let t0 = Instant::now();
+            let (tx, rx) = mpsc::channel::<Bytes>(4);
+            let sink = ChanWriter { tx };
+            let importer = load(client.clone(), tmp.clone(), c.dimension, batch, rx);
+            // The sink (the channel's sender) is dropped as soon as the fetch
+            // ends, so the importer sees the end of the stream.
+            let fetched = async {
+                fetch(
+                    storage,
+                    &rec,
+                    identities.clone(),
+                    sink,
+                    step.progress.clone(),
+                )
+                .await
+                .map(drop)
+            };
+            let (loaded, fetched) = tokio::join!(importer, fetched);
+            transfer += t0.elapsed();
+            let loaded = match (loaded, fetched) {
+                (Ok(l), Ok(_)) => l,
+                (l, f) => {
+                    step.abandon();
+                    // A damaged object explains an import that ended early; a
+                    // failed add explains a decoder whose sink went away.
+                    let e = match (l, f) {
+                        (_, Err(fe)) if matches!(fe.kind, Kind::Integrity | Kind::Crypto) => fe,
+                        (Err(le), _) => le,
+                        (Ok(_), Err(fe)) => fe,
+                        (Ok(_), Ok(_)) => unreachable!(),
+                    };
+                    drop_temp(&client, &tmp).await;
+                    drop_pending(&client, &pending).await;
+                    return Err(e.context(format!(
+                        "restore of collection {} failed; nothing was restored, no existing collection was touched",
+                        c.name
+                    )));
+                }
+            };
+            import += loaded.add_time;
+            let t1 = Instant::now();
+            let checked = check(&client, &loaded.id, &tmp, c, loaded.records).await;
+            verify += t1.elapsed();
+            let checked = match checked {
+                Ok(v) => v,
+                Err(e) => {
+                    step.abandon();
+                    drop_temp(&client, &tmp).await;
+                    drop_pending(&client, &pending).await;
+                    return Err(
+                        e.context("nothing was restored, no existing collection was touched")
+                    );
+                }
+            };
+            warnings.extend(checked.notes.iter().cloned());
+            step.done(&format!(
+                "{} records, {}/{} probes match",
+                loaded.records,
+                checked.matched,
+                c.probes.len()
+            ));
+            pending.push(Pending {
+                c,
+                tmp,
+                id: loaded.id,
+                records: loaded.records,
+                checked,
+            });
+        }
+        Ok::<_, Error>((pending, transfer, import, verify, warnings))
+    };
+    let outcome = tokio::select! {
+        r = loading => Some(r),
+        _ = crate::util::interruption() => None,
+    };
+    let Some(loaded) = outcome else {
+        let made = std::mem::take(&mut *made.lock().unwrap());
+        // a create request cut off mid-flight may still land on the server
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        for tmp in &made {
+            drop_temp(&client, tmp).await;
+        }
+        return Err(Error::new(
+            Kind::Interrupted,
+            format!(
+                "restore into {} interrupted while loading; its {} temporary collection(s) were deleted, no existing collection was touched",
+                client.display(),
+                made.len()
+            ),
         ));
-        pending.push(Pending {
-            c,
-            tmp,
-            id: loaded.id,
-            records: loaded.records,
-            checked,
-        });
-    }
+    };
+    let (pending, transfer, import, verify, mut warnings_loaded) = loaded?;
+    warnings.append(&mut warnings_loaded);
+    let mut reports = Vec::new();
+
     // Every collection is loaded and verified: only now are existing ones
     // replaced, so a failure above leaves the target as it was.
     for Pending {
