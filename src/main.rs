@@ -450,12 +450,23 @@ async fn dispatch(cli: Cli) -> Result<u8, Error> {
             latest,
             run_as,
             replace,
+            force,
             ..
         } => {
             if !source.is_empty() {
                 return Err(Error::usage(format!(
                     "--all restores every source; drop {source:?}, or drop --all to restore only it"
                 )));
+            }
+            if force {
+                return Err(Error::usage(
+                    "restore --all never overwrites a directory: give an empty or new --target-dir (or empty the restore_to directories)",
+                ));
+            }
+            if replace && target_dir.is_some() {
+                return Err(Error::usage(
+                    "--replace is for sources loaded into their configured servers (restore_to); with --target-dir everything goes into new directories",
+                ));
             }
             let args = commands::restore_all::AllArgs {
                 to_time,

@@ -219,7 +219,17 @@ impl Encoder {
 static VERIFIED: std::sync::Mutex<std::collections::BTreeSet<String>> =
     std::sync::Mutex::new(std::collections::BTreeSet::new());
 
-/// Whether this process has decoded and verified the object `key` in full.
+/// Whether [`VERIFIED`] is kept (only a drill needs it; `verify
+/// --read-data` over millions of WAL segments must not grow it).
+static TRACK_VERIFIED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// From now on, remember which objects were verified in full.
+pub fn track_verified() {
+    TRACK_VERIFIED.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Whether this process has decoded and verified the object `key` in full
+/// since [`track_verified`].
 pub fn verified(key: &str) -> bool {
     VERIFIED.lock().unwrap().contains(key)
 }
@@ -294,7 +304,9 @@ pub fn decode<R: Read, W: Write>(
     }
     sink.flush()
         .map_err(|e| Error::failed(format!("writing restored data of {}: {e}", record.key)))?;
-    VERIFIED.lock().unwrap().insert(record.key.clone());
+    if TRACK_VERIFIED.load(std::sync::atomic::Ordering::SeqCst) {
+        VERIFIED.lock().unwrap().insert(record.key.clone());
+    }
     Ok(())
 }
 

@@ -158,6 +158,19 @@ pub async fn run(g: &Globals, a: &AllArgs) -> Result<u8> {
             r.bytes = plan.bytes;
             match dest {
                 RestoreTo::Dir(dir) => {
+                    if std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some()) {
+                        return Err(Error::usage(format!(
+                            "{} is not empty; restore --all never overwrites a directory",
+                            dir.display()
+                        ))
+                        .hint(match target_dir {
+                            Some(_) => "give a new or empty --target-dir".to_string(),
+                            None => format!(
+                                "empty it, or point [sources.{}] restore_to at a new directory",
+                                src.name
+                            ),
+                        }));
+                    }
                     let ctx = recover::Context {
                         repo: &repo,
                         identities: identities.clone(),

@@ -60,6 +60,7 @@ pub async fn run(
     reporter: &Reporter,
     out: &mut Vec<SourceReport>,
 ) {
+    crate::pipeline::track_verified();
     for src in &opts.sources {
         let r = drill_source(
             repo,

@@ -517,7 +517,10 @@ async fn scratch_cluster(
     }
     s.sandbox.register_pg(dir, &pg_ctl, ctx.owner.as_deref());
     let mut cmd = base::as_owner(&initdb, ctx.owner.as_deref());
-    cmd.arg("-D")
+    // inside the sandbox: an interrupted drill's teardown kills every
+    // process working there (runuser does not pass SIGKILL on to initdb)
+    cmd.current_dir(dir)
+        .arg("-D")
         .arg(dir)
         .args([
             "-U",

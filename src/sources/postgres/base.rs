@@ -975,7 +975,11 @@ pub(crate) async fn pg_ctl_start(
     owner: Option<&str>,
 ) -> Result<()> {
     let mut cmd = as_owner(&start.pg_ctl, owner);
-    cmd.arg("-D")
+    // working in the data directory: a drill's teardown kills every
+    // process working inside its sandbox (runuser does not pass the
+    // SIGKILL of kill_on_drop on to pg_ctl)
+    cmd.current_dir(dir)
+        .arg("-D")
         .arg(dir)
         .arg("-l")
         .arg(server_log(dir))

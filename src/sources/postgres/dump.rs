@@ -191,20 +191,36 @@ pub async fn backup(
     let dumping = store_child(ctx, child, tail, &step, &key, DUMP_OBJECT);
     // Counted while pg_dump reads the same snapshot: an exact count needs
     // no second pass over the dump.
+    let names: Vec<(String, String)> = info
+        .tables
+        .iter()
+        .map(|t| (t.schema.clone(), t.name.clone()))
+        .collect();
     let counting = async {
         match (&snapshot_conn, &snapshot) {
             (Some(c), Some(_)) if source.count_rows => {
-                let names: Vec<(String, String)> = info
-                    .tables
-                    .iter()
-                    .map(|t| (t.schema.clone(), t.name.clone()))
-                    .collect();
                 Some(super::verify_queries::count_rows(c, &names).await)
             }
             _ => None,
         }
     };
-    let (dump, counts) = tokio::join!(dumping, counting);
+    // A failed dump does not wait for the counting: the running count is
+    // cancelled on the server, and the backup fails at once.
+    let (dump, counts) = {
+        let (mut dumping, mut counting) = (std::pin::pin!(dumping), std::pin::pin!(counting));
+        tokio::select! {
+            d = &mut dumping => match d {
+                Err(e) => {
+                    if let Some(c) = &snapshot_conn {
+                        let _ = c.cancel_token().cancel_query(tokio_postgres::NoTls).await;
+                    }
+                    (Err(e), None)
+                }
+                ok => (ok, counting.await),
+            },
+            n = &mut counting => (dumping.await, n),
+        }
+    };
     if let Some(c) = &snapshot_conn {
         super::verify_queries::end(c).await;
     }

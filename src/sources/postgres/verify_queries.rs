@@ -230,46 +230,70 @@ pub async fn record_for_dump(
 }
 
 /// Exact row counts of `tables` (schema, name) in the transaction
-/// [`record_for_dump`] opened, i.e. in the snapshot pg_dump dumps. A
-/// table that cannot be counted (an unpopulated materialized view, one
-/// dropped meanwhile) gets `None`; a lost connection ends the counting.
+/// [`record_for_dump`] opened, i.e. in the snapshot pg_dump dumps. Only
+/// ordinary tables whose rows pg_dump copies are counted: `None` for
+/// partitioned parents (their rows are in their partitions), materialized
+/// views (a restore recomputes them), extension members (`CREATE
+/// EXTENSION` refills them), and any table that cannot be counted (locked
+/// by DDL for longer than `lock_timeout`, dropped meanwhile). Each count
+/// runs in a subtransaction that is rolled back, which releases its lock at
+/// once: strata never holds a table while DDL and pg_dump queue behind it.
+/// A lost connection ends the counting.
 pub async fn count_rows(client: &Client, tables: &[(String, String)]) -> Vec<Option<i64>> {
-    let mut out = Vec::with_capacity(tables.len());
-    // a big table takes as long as pg_dump takes to read it
+    let mut out = vec![None; tables.len()];
+    // a big table takes as long as pg_dump takes to read it; a table
+    // locked by DDL is left uncounted rather than waited for
     if client
-        .simple_query("SET statement_timeout = 0")
+        .simple_query("SET statement_timeout = 0; SET lock_timeout = '5s'")
         .await
         .is_err()
     {
-        out.resize(tables.len(), None);
         return out;
     }
-    for (schema, name) in tables {
+    let countable: std::collections::BTreeSet<(String, String)> = match client
+        .query(
+            "SELECT n.nspname::text, c.relname::text FROM pg_class c \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind = 'r' AND NOT EXISTS (SELECT 1 FROM pg_depend d \
+               WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')",
+            &[],
+        )
+        .await
+    {
+        Ok(rows) => rows.iter().map(|r| (r.get(0), r.get(1))).collect(),
+        Err(e) => {
+            tracing::warn!(error = %pg_error_text(&e), "cannot list the tables to count");
+            return out;
+        }
+    };
+    for (i, (schema, name)) in tables.iter().enumerate() {
+        if !countable.contains(&(schema.clone(), name.clone())) {
+            continue;
+        }
         let sql = format!(
-            "SAVEPOINT strata_count; SELECT count(*) FROM ONLY {}.{}; RELEASE SAVEPOINT strata_count",
+            "SAVEPOINT strata_count; SELECT count(*) FROM ONLY {}.{}",
             super::quote_ident(schema),
             super::quote_ident(name)
         );
-        let n = match client.simple_query(&sql).await {
-            Ok(msgs) => msgs.iter().find_map(|m| match m {
-                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0)?.parse().ok(),
-                _ => None,
-            }),
+        let counted = client.simple_query(&sql).await;
+        // rolled back, not released: the subtransaction's lock goes with it
+        let released = client
+            .simple_query("ROLLBACK TO SAVEPOINT strata_count; RELEASE SAVEPOINT strata_count")
+            .await;
+        match counted {
+            Ok(msgs) => {
+                out[i] = msgs.iter().find_map(|m| match m {
+                    tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0)?.parse().ok(),
+                    _ => None,
+                })
+            }
             Err(e) => {
                 tracing::warn!(schema, table = name, error = %pg_error_text(&e), "cannot count rows");
-                if e.as_db_error().is_none()
-                    || client
-                        .simple_query("ROLLBACK TO SAVEPOINT strata_count")
-                        .await
-                        .is_err()
-                {
-                    out.resize(tables.len(), None);
-                    return out;
-                }
-                None
             }
-        };
-        out.push(n);
+        }
+        if released.is_err() {
+            return out;
+        }
     }
     out
 }
