@@ -50,11 +50,31 @@ pub fn kill_at_exit(pid: u32) {
 
 /// A TCP port free on loopback right now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    // Below the kernel's ephemeral range (32768–60999 here): a port the
+    // kernel hands out meanwhile — to strata's replication listener on
+    // port 0 in a parallel test, or to an outgoing connection — can then
+    // never be the one a server we start is about to bind (it happened:
+    // a test's Redis client talked to another test's strata listener).
+    // Each pick moves on, so parallel tests never get the same port.
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    if NEXT.load(Ordering::SeqCst) == u32::MAX {
+        // a different start per test binary (they may overlap in time)
+        let seed = std::process::id().wrapping_mul(2_654_435_761)
+            ^ std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos());
+        let _ = NEXT.compare_exchange(u32::MAX, seed % SPAN, Ordering::SeqCst, Ordering::SeqCst);
+    }
+    for _ in 0..SPAN {
+        let port = (LOW + NEXT.fetch_add(1, Ordering::SeqCst) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between {LOW} and {}", LOW + SPAN);
 }
 
 /// The `strata` binary cargo built for this test run.
