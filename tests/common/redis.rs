@@ -24,37 +24,47 @@ pub struct RedisServer {
 }
 
 impl RedisServer {
-    /// Starts a server; `extra` are more `--name value` arguments.
+    /// Starts a server; `extra` are more `--name value` arguments. A
+    /// server that dies while starting (its port taken meanwhile) is
+    /// started again on another port.
     pub fn start(name: &str, extra: &[&str]) -> RedisServer {
         let temp = tempfile::Builder::new()
             .prefix(&format!("strata-redis-{name}-"))
             .tempdir()
             .expect("temp dir");
         let dir = temp.path().to_path_buf();
-        let port = free_port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .arg("--dir")
-            .arg(&dir)
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-            .args(["--repl-diskless-sync-delay", "0"])
-            .arg("--logfile")
-            .arg(dir.join("redis.log"))
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed (apt-get install redis-server)");
-        kill_at_exit(child.id());
-        let s = RedisServer {
-            port,
-            dir,
-            child,
-            _temp: temp,
-        };
-        wait_ready(port);
-        s
+        for attempt in 1.. {
+            let port = free_port();
+            let mut child = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .arg("--dir")
+                .arg(&dir)
+                .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+                .args(["--repl-diskless-sync-delay", "0"])
+                .arg("--logfile")
+                .arg(dir.join("redis.log"))
+                .args(extra)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server must be installed (apt-get install redis-server)");
+            kill_at_exit(child.id());
+            if wait_ready_child(port, &mut child) {
+                return RedisServer {
+                    port,
+                    dir,
+                    child,
+                    _temp: temp,
+                };
+            }
+            let log = std::fs::read_to_string(dir.join("redis.log")).unwrap_or_default();
+            assert!(attempt < 3, "redis-server {name} did not start:\n{log}");
+            eprintln!(
+                "redis-server {name} on port {port} exited while starting; again on another port"
+            );
+        }
+        unreachable!()
     }
 
     pub fn url(&self) -> String {
@@ -76,14 +86,25 @@ impl Drop for RedisServer {
 /// Waits until a server on `port` answers and has loaded its data.
 pub fn wait_ready(port: u16) {
     let began = Instant::now();
+    while !ready(port) {
+        assert!(
+            began.elapsed() < Duration::from_secs(30),
+            "redis on port {port} did not become ready"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// [`wait_ready`] for a server we started: false as soon as it exited.
+fn wait_ready_child(port: u16, child: &mut Child) -> bool {
+    let began = Instant::now();
     loop {
-        if let Ok(s) = TcpStream::connect(("127.0.0.1", port)) {
-            let mut c = Conn::from_stream(s);
-            if let Value::Str(info) = c.cmd(&["INFO", "persistence"])
-                && String::from_utf8_lossy(&info).contains("loading:0")
-            {
-                return;
-            }
+        if let Ok(Some(_)) = child.try_wait() {
+            return false;
+        }
+        if ready(port) {
+            // answered by our server, not by another one that took the port
+            return child.try_wait().is_ok_and(|st| st.is_none());
         }
         assert!(
             began.elapsed() < Duration::from_secs(30),
@@ -91,6 +112,34 @@ pub fn wait_ready(port: u16) {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// One `INFO persistence` probe: answers and has loaded its data. Any
+/// I/O error (refused, reset while the server starts) is "not yet".
+fn ready(port: u16) -> bool {
+    let Ok(s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut r = BufReader::new(s);
+    if r.get_mut()
+        .write_all(b"*2\r\n$4\r\nINFO\r\n$11\r\npersistence\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut head = String::new();
+    let Ok(_) = r.read_line(&mut head) else {
+        return false;
+    };
+    let Some(n) = head
+        .strip_prefix('$')
+        .and_then(|n| n.trim().parse::<usize>().ok())
+    else {
+        return false;
+    };
+    let mut body = vec![0u8; n + 2];
+    r.read_exact(&mut body).is_ok() && String::from_utf8_lossy(&body).contains("loading:0")
 }
 
 /// A reply.
