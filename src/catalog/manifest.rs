@@ -47,6 +47,36 @@ pub struct Summary {
     pub objects: Vec<StoredObject>,
 }
 
+impl Summary {
+    /// The summary of a backup of `source` (`source_kind`) as `id`, taken
+    /// from `started` to `finished`; sizes and objects are filled in by
+    /// [`Manifest::new`].
+    pub fn of(
+        id: &BackupId,
+        source: &str,
+        source_kind: SourceKind,
+        kind: &str,
+        tier: Option<String>,
+        started: DateTime<Utc>,
+        finished: DateTime<Utc>,
+    ) -> Summary {
+        Summary {
+            format: MANIFEST_FORMAT,
+            id: id.clone(),
+            source: source.to_string(),
+            source_kind,
+            kind: kind.to_string(),
+            tier,
+            started,
+            finished,
+            strata_version: crate::VERSION.into(),
+            plain_size: 0,
+            stored_size: 0,
+            objects: vec![],
+        }
+    }
+}
+
 /// PostgreSQL facts recorded with a logical backup.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PostgresInfo {

@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use super::client::{Client, CollectionDesc};
 use super::format::{self, End, EndCount, GetPage, Header, HeaderCollection, RecordOut};
 use super::{ChromaInfo, CollectionInfo, PROBE_RESULTS, Probe, object_name};
-use crate::catalog::manifest::{self, Summary};
+use crate::catalog::manifest::Summary;
 use crate::catalog::{BackupId, Manifest, Repository};
 use crate::config::Source;
 use crate::error::{Error, Kind, Result};
@@ -334,20 +334,15 @@ pub async fn backup(
     }
     let finished = Utc::now();
     let mut manifest = Manifest::new(
-        Summary {
-            format: manifest::MANIFEST_FORMAT,
-            id: id.clone(),
-            source: source.name.clone(),
-            source_kind: source.kind,
-            kind: "dump".into(),
-            tier: tier.clone(),
+        Summary::of(
+            &id,
+            &source.name,
+            source.kind,
+            "dump",
+            tier.clone(),
             started,
             finished,
-            strata_version: crate::VERSION.into(),
-            plain_size: 0,
-            stored_size: 0,
-            objects: vec![],
-        },
+        ),
         objects,
         None,
     );

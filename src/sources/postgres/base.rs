@@ -25,7 +25,7 @@ use super::wal::archive::WalArchive;
 use super::wal::{Lsn, SegmentName, SegmentSize, Timeline, WalFile};
 use super::{Target, find_binary, major_of, pg_error_text, server_info};
 use crate::catalog::manifest::{BaseInfo, Summary};
-use crate::catalog::{BackupId, Entry, Manifest, Repository, manifest};
+use crate::catalog::{BackupId, Entry, Manifest, Repository};
 use crate::config::Source;
 use crate::error::{Error, Result};
 use crate::keys::Identity;
@@ -145,20 +145,15 @@ pub async fn backup(
 
     let finished = Utc::now();
     let mut manifest = Manifest::new(
-        Summary {
-            format: manifest::MANIFEST_FORMAT,
-            id: id.clone(),
-            source: source.name.clone(),
-            source_kind: source.kind,
-            kind: "base".into(),
-            tier: tier.clone(),
+        Summary::of(
+            &id,
+            &source.name,
+            source.kind,
+            "base",
+            tier.clone(),
             started,
             finished,
-            strata_version: crate::VERSION.into(),
-            plain_size: 0,
-            stored_size: 0,
-            objects: vec![],
-        },
+        ),
         vec![record],
         None,
     );

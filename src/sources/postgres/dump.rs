@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use super::{Target, find_binary, major_of, pg_error_text, quote_ident, server_info};
 use crate::catalog::manifest::Summary;
-use crate::catalog::{BackupId, Entry, Manifest, Repository, manifest};
+use crate::catalog::{BackupId, Entry, Manifest, Repository};
 use crate::config::Source;
 use crate::error::{Error, Kind, Result};
 use crate::keys::{Identity, Recipient};
@@ -267,20 +267,15 @@ pub async fn backup(
 
     let finished = Utc::now();
     let mut manifest = Manifest::new(
-        Summary {
-            format: manifest::MANIFEST_FORMAT,
-            id: id.clone(),
-            source: source.name.clone(),
-            source_kind: source.kind,
-            kind: "dump".into(),
-            tier: tier.clone(),
+        Summary::of(
+            &id,
+            &source.name,
+            source.kind,
+            "dump",
+            tier.clone(),
             started,
             finished,
-            strata_version: crate::VERSION.into(),
-            plain_size: 0,
-            stored_size: 0,
-            objects: vec![],
-        },
+        ),
         vec![dump, globals],
         Some(info),
     );

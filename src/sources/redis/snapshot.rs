@@ -28,7 +28,7 @@ use tokio::sync::mpsc;
 use super::Target;
 use super::client::{Client, info_field, parse_keyspace};
 use super::rdb::RdbCheck;
-use crate::catalog::manifest::{self, RedisDb, RedisInfo, Summary};
+use crate::catalog::manifest::{RedisDb, RedisInfo, Summary};
 use crate::catalog::{BackupId, Entry, Manifest, Repository};
 use crate::config::Source;
 use crate::error::{Error, Kind, Result};
@@ -192,20 +192,15 @@ pub async fn backup(
     let rdb_version = check.lock().unwrap().version().unwrap_or(0);
     let finished = Utc::now();
     let mut manifest = Manifest::new(
-        Summary {
-            format: manifest::MANIFEST_FORMAT,
-            id: id.clone(),
-            source: source.name.clone(),
-            source_kind: source.kind,
-            kind: "snapshot".into(),
-            tier: tier.clone(),
+        Summary::of(
+            &id,
+            &source.name,
+            source.kind,
+            "snapshot",
+            tier.clone(),
             started,
             finished,
-            strata_version: crate::VERSION.into(),
-            plain_size: 0,
-            stored_size: 0,
-            objects: vec![],
-        },
+        ),
         vec![rec],
         None,
     );
