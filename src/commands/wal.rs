@@ -78,15 +78,7 @@ pub async fn push(g: &Globals, path: &Path, source: Option<&str>, json: bool) ->
     let src = pick_source(&cfg, source)?;
     let recipients = crate::keys::parse_recipients(&cfg.recipients)?;
     let encoder = super::encoder(&cfg)?;
-    let repo = super::open_repository(&cfg).await?;
-    // The WAL tier's `object_lock`, counted from now.
-    let repo = match crate::tier::wal_lock(&cfg.tiers, &src.name) {
-        Some((t, l)) => {
-            repo.with_object_lock(l.at(chrono::Utc::now()), &t.name)
-                .await?
-        }
-        None => repo,
-    };
+    let repo = archive_repository(&cfg, &src.name).await?;
     let archive = WalArchive::new(&repo, &src.name);
     let identities = || g.identities(&cfg);
     let ctx = PushContext {
@@ -509,15 +501,7 @@ pub async fn push_worker(g: &Globals, a: &WorkerArgs) -> Result<u8> {
     sp.sweep(Duration::from_secs(24 * 3600));
     let recipients = crate::keys::parse_recipients(&cfg.recipients)?;
     let encoder = super::encoder(&cfg)?;
-    let repo = super::open_repository(&cfg).await?;
-    // The WAL tier's `object_lock`, counted from now.
-    let repo = match crate::tier::wal_lock(&cfg.tiers, &src.name) {
-        Some((t, l)) => {
-            repo.with_object_lock(l.at(chrono::Utc::now()), &t.name)
-                .await?
-        }
-        None => repo,
-    };
+    let repo = archive_repository(&cfg, &src.name).await?;
     let archive = WalArchive::new(&repo, &src.name);
     let identities = || g.identities(&cfg);
     let ctx = PushContext {
@@ -638,4 +622,20 @@ pub async fn push_worker(g: &Globals, a: &WorkerArgs) -> Result<u8> {
         }
     );
     Ok(0)
+}
+
+/// The repository WAL of `source` is pushed into, with the WAL tier's
+/// `object_lock` (counted from now) on every object stored.
+async fn archive_repository(
+    cfg: &crate::config::Config,
+    source: &str,
+) -> Result<crate::catalog::Repository> {
+    let repo = super::open_repository(cfg).await?;
+    match crate::tier::wal_lock(&cfg.tiers, source) {
+        Some((t, l)) => {
+            repo.with_object_lock(l.at(chrono::Utc::now()), &t.name)
+                .await
+        }
+        None => Ok(repo),
+    }
 }

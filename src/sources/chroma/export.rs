@@ -352,19 +352,7 @@ pub async fn backup(
         database: client.database.clone(),
         collections: infos,
     });
-    let manifest_key = ctx.repo.commit(&manifest, ctx.recipients).await?;
-    Ok(BackupReport {
-        id: id.to_string(),
-        source: source.name.clone(),
-        kind: "dump".into(),
-        tier,
-        started,
-        finished,
-        duration_seconds: clock.elapsed().as_secs_f64(),
-        plain_bytes: manifest.summary.plain_size,
-        stored_bytes: manifest.summary.stored_size,
-        manifest: manifest_key,
-    })
+    ctx.commit(&manifest, clock).await
 }
 
 #[cfg(test)]

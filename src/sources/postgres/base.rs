@@ -171,19 +171,7 @@ pub async fn backup(
         backup_label: label,
     });
     manifest.postgres = Some(info);
-    let manifest_key = ctx.repo.commit(&manifest, ctx.recipients).await?;
-    Ok(BackupReport {
-        id: id.to_string(),
-        source: source.name.clone(),
-        kind: "base".into(),
-        tier,
-        started,
-        finished,
-        duration_seconds: clock.elapsed().as_secs_f64(),
-        plain_bytes: manifest.summary.plain_size,
-        stored_bytes: manifest.summary.stored_size,
-        manifest: manifest_key,
-    })
+    ctx.commit(&manifest, clock).await
 }
 
 /// What the tar tap found in pg_basebackup's stream.

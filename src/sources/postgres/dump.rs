@@ -280,19 +280,28 @@ pub async fn backup(
         Some(info),
     );
     manifest.verify_queries = verify_results;
-    let manifest_key = ctx.repo.commit(&manifest, ctx.recipients).await?;
-    Ok(BackupReport {
-        id: id.to_string(),
-        source: source.name.clone(),
-        kind: "dump".into(),
-        tier,
-        started,
-        finished,
-        duration_seconds: clock.elapsed().as_secs_f64(),
-        plain_bytes: manifest.summary.plain_size,
-        stored_bytes: manifest.summary.stored_size,
-        manifest: manifest_key,
-    })
+    ctx.commit(&manifest, clock).await
+}
+
+impl BackupContext<'_> {
+    /// Writes `manifest`, last: the backup exists from now on. Its report,
+    /// timed from `clock`.
+    pub async fn commit(&self, manifest: &Manifest, clock: Instant) -> Result<BackupReport> {
+        let key = self.repo.commit(manifest, self.recipients).await?;
+        let s = &manifest.summary;
+        Ok(BackupReport {
+            id: s.id.to_string(),
+            source: s.source.clone(),
+            kind: s.kind.clone(),
+            tier: s.tier.clone(),
+            started: s.started,
+            finished: s.finished,
+            duration_seconds: clock.elapsed().as_secs_f64(),
+            plain_bytes: s.plain_size,
+            stored_bytes: s.stored_size,
+            manifest: key,
+        })
+    }
 }
 
 /// How to restore a logical backup.

@@ -138,17 +138,7 @@ pub async fn restore_into(
 ) -> Result<IntoReport> {
     let clock = Instant::now();
     let summary = entry.summary();
-    let manifest = entry.file.open(&entry.manifest_key, &identities)?;
-    let rec = manifest
-        .object(RDB_OBJECT)
-        .ok_or_else(|| Error::integrity(format!("backup {} has no {RDB_OBJECT}", summary.id)))?
-        .clone();
-    let info = manifest.redis.clone().ok_or_else(|| {
-        Error::integrity(format!(
-            "backup {} is not a Redis snapshot (its manifest has no Redis facts)",
-            summary.id
-        ))
-    })?;
+    let (rec, info) = super::snapshot::snapshot_of(entry, &identities)?;
     let t = &opts.target;
     let mut client = Client::connect(t).await.map_err(|e| retarget(e, t))?;
     let server = client.info("server").await.map_err(|e| retarget(e, t))?;

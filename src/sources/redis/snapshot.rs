@@ -212,19 +212,27 @@ pub async fn backup(
         transfer: framing.transfer().into(),
         captured: Some(captured),
     });
-    let manifest_key = ctx.repo.commit(&manifest, ctx.recipients).await?;
-    Ok(BackupReport {
-        id: id.to_string(),
-        source: source.name.clone(),
-        kind: "snapshot".into(),
-        tier,
-        started,
-        finished,
-        duration_seconds: clock.elapsed().as_secs_f64(),
-        plain_bytes: manifest.summary.plain_size,
-        stored_bytes: manifest.summary.stored_size,
-        manifest: manifest_key,
-    })
+    ctx.commit(&manifest, clock).await
+}
+
+/// The RDB object and the Redis facts of the snapshot `entry`, from its
+/// manifest.
+pub(crate) fn snapshot_of(
+    entry: &Entry,
+    identities: &[Identity],
+) -> Result<(ObjectRecord, RedisInfo)> {
+    let id = &entry.summary().id;
+    let manifest = entry.file.open(&entry.manifest_key, identities)?;
+    let rec = manifest
+        .object(RDB_OBJECT)
+        .ok_or_else(|| Error::integrity(format!("backup {id} has no {RDB_OBJECT}")))?
+        .clone();
+    let info = manifest.redis.ok_or_else(|| {
+        Error::integrity(format!(
+            "backup {id} is not a Redis snapshot (its manifest has no Redis facts)"
+        ))
+    })?;
+    Ok((rec, info))
 }
 
 fn refuse(source: &str, why: &str) -> Error {
@@ -308,17 +316,7 @@ pub async fn restore(
 ) -> Result<RestoreReport> {
     let clock = Instant::now();
     let summary = entry.summary();
-    let manifest = entry.file.open(&entry.manifest_key, &identities)?;
-    let rec: ObjectRecord = manifest
-        .object(RDB_OBJECT)
-        .ok_or_else(|| Error::integrity(format!("backup {} has no {RDB_OBJECT}", summary.id)))?
-        .clone();
-    let info = manifest.redis.clone().ok_or_else(|| {
-        Error::integrity(format!(
-            "backup {} is not a Redis snapshot (its manifest has no Redis facts)",
-            summary.id
-        ))
-    })?;
+    let (rec, info) = snapshot_of(entry, &identities)?;
     let path = match &opts.to {
         RestoreTo::File(p) => p.clone(),
         RestoreTo::Dir { dir, .. } => {
