@@ -658,20 +658,14 @@ async fn restore_into(
         Some(cand.record.plain_size),
     );
     let (reader, writer) = std::io::pipe()?;
+    crate::util::grow_pipe(&writer);
     let d2 = dir.clone();
     let untar = std::thread::spawn(
         move || -> std::io::Result<Option<super::delta::DeltaStats>> {
             if delta {
                 return super::delta::unpack(reader, &d2).map(Some);
             }
-            let mut reader = reader;
-            let mut archive = tar::Archive::new(&mut reader);
-            archive.set_preserve_permissions(true);
-            archive.set_overwrite(true);
-            archive.unpack(&d2)?;
-            // tar padding after the end marker: read it so the writer never
-            // sees a closed pipe
-            std::io::copy(&mut reader, &mut std::io::sink())?;
+            super::delta::unpack_new(std::io::BufReader::with_capacity(1 << 20, reader), &d2)?;
             Ok(None)
         },
     );
