@@ -9,6 +9,7 @@
 #   DATASET     pgbench (default; blank filler, compresses ~80:1) or realistic
 #               (filler = 84 random hex characters, compresses ~2:1)
 #   SEGMENTS    WAL segments for the push measurements (default 64)
+#   BASE_REPS   rounds of the four base backup cases (default 3; median)
 #   PROCESSES   parallel uploads of the async modes / pgBackRest process-max (default 4)
 #   BENCH_DIR   work directory (default /var/tmp/strata-bench-pitr); removed
 #               at the end unless BENCH_KEEP=1
@@ -39,6 +40,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 SCALE=${SCALE:-50}
 SEGMENTS=${SEGMENTS:-64}
 PROCESSES=${PROCESSES:-4}
+BASE_REPS=${BASE_REPS:-3}
 BENCH_DIR=${BENCH_DIR:-/var/tmp/strata-bench-pitr}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/strata-target}
 PGBIN=/usr/lib/postgresql/15/bin
@@ -194,25 +196,51 @@ since() { echo "$(secs) - $1" | bc -l | xargs printf '%.2f'; }
 dir_mib() { du -sb "$1" | awk '{printf "%.1f", $1 / 1048576}'; }
 
 # --- base backups -----------------------------------------------------------------
-step "base backups (cluster: $DB_SIZE)"
+# Each backup ends by waiting for its WAL, and the archive_command pushes
+# into both archives one segment after the other: a backlog left by the
+# previous step (pgbench -i, the filler UPDATE) would be charged to
+# whichever backup runs first. So the archiver is caught up before every
+# run, and the four cases take turns, BASE_REPS rounds (median reported).
+catch_up_archiver() {
+    until [ "$(psqlc -c "SELECT count(*) FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready'")" = 0 ]; do sleep 0.2; done
+}
+median() { sort -n | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
+step "base backups (cluster: $DB_SIZE), $BASE_REPS rounds"
+declare -A WALLS SIZES
+for round in $(seq "$BASE_REPS"); do
+    for level in 1 3; do
+        cfg=$BENCH_DIR/strata.toml
+        [ "$level" = 3 ] && cfg=$BENCH_DIR/strata-l3.toml
+        catch_up_archiver
+        t=$(secs)
+        out=$(as_pg "$STRATA" --config "$cfg" --json backup main --kind base)
+        w=$(since "$t")
+        stored=$(echo "$out" | jq -r '.stored_bytes // .stored_size // empty' 2>/dev/null || true)
+        [ -n "$stored" ] || stored=$(du -sb "$BENCH_DIR/repo/backups/main/$(echo "$out" | jq -r .id)" | cut -f1)
+        WALLS[strata$level]+="$w "
+        SIZES[strata$level]=$stored
+        step "round $round: strata zstd $level ${w}s"
+    done
+    for level in 1 3; do
+        catch_up_archiver
+        before=$(du -sb "$BENCH_DIR/pgbr/repo/backup" 2>/dev/null | cut -f1 || echo 0)
+        t=$(secs)
+        pgbr --stanza=main --compress-level=$level backup --type=full
+        w=$(since "$t")
+        after=$(du -sb "$BENCH_DIR/pgbr/repo/backup" | cut -f1)
+        WALLS[pgbr$level]+="$w "
+        SIZES[pgbr$level]=$((after - before))
+        step "round $round: pgbackrest zst $level ${w}s"
+    done
+done
+mib() { awk -v b="$1" 'BEGIN{printf "%.1f MiB", b/1048576}'; }
 for level in 1 3; do
-    cfg=$BENCH_DIR/strata.toml
-    [ "$level" = 3 ] && cfg=$BENCH_DIR/strata-l3.toml
-    t=$(secs)
-    out=$(as_pg "$STRATA" --config "$cfg" --json backup main --kind base)
-    w=$(since "$t")
-    stored=$(echo "$out" | jq -r '.stored_bytes // .stored_size // empty' 2>/dev/null || true)
-    [ -n "$stored" ] || stored=$(du -sb "$BENCH_DIR/repo/backups/main/$(echo "$out" | jq -r .id)" | cut -f1)
-    row "strata backup --kind base (zstd $level)" "${w}s" "$(awk -v b="$stored" 'BEGIN{printf "%.1f MiB", b/1048576}')"
+    row "strata backup --kind base (zstd $level), median" "$(echo "${WALLS[strata$level]}" | tr ' ' '\n' | grep . | median)s" "$(mib "${SIZES[strata$level]}")"
 done
 for level in 1 3; do
-    before=$(du -sb "$BENCH_DIR/pgbr/repo/backup" 2>/dev/null | cut -f1 || echo 0)
-    t=$(secs)
-    pgbr --stanza=main --compress-level=$level backup --type=full
-    w=$(since "$t")
-    after=$(du -sb "$BENCH_DIR/pgbr/repo/backup" | cut -f1)
-    row "pgbackrest backup --type=full (zst $level)" "${w}s" "$(awk -v b="$((after - before))" 'BEGIN{printf "%.1f MiB", b/1048576}')"
+    row "pgbackrest backup --type=full (zst $level), median" "$(echo "${WALLS[pgbr$level]}" | tr ' ' '\n' | grep . | median)s" "$(mib "${SIZES[pgbr$level]}")"
 done
+for k in strata1 strata3 pgbr1 pgbr3; do echo "base backup walls $k: ${WALLS[$k]}" >&2; done
 
 # --- segments for the push measurements ------------------------------------------
 # pgbench -c 4 with a checkpoint every second (full-page writes: WAL as a

@@ -328,6 +328,21 @@ enum WalAction {
         #[arg(long, default_value_t = 10)]
         idle_exit: u64,
     },
+    /// The background prefetcher of `wal fetch` (started by it)
+    #[command(hide = true)]
+    PrefetchWorker {
+        #[arg(long)]
+        source: String,
+        #[arg(long)]
+        spool: PathBuf,
+        #[arg(long)]
+        shared_root: bool,
+        #[arg(long, default_value_t = 4)]
+        depth: u32,
+        /// Seconds without a new request from PostgreSQL before it exits
+        #[arg(long, default_value_t = 10)]
+        idle_exit: u64,
+    },
     /// Fetch one archived WAL file: restore_command = 'strata --config C wal fetch %f %p'.
     /// Exits 1, silently, when the file is not archived
     Fetch {
@@ -338,7 +353,7 @@ enum WalAction {
         /// Source the WAL belongs to [default: the only postgres source]
         #[arg(long, value_name = "NAME")]
         source: Option<String>,
-        /// Segments to fetch ahead, in parallel, into the spool (0: off)
+        /// Segments a background prefetcher keeps ready ahead, downloading them in parallel into the spool (0: off)
         #[arg(long, default_value_t = 4, value_name = "K")]
         prefetch: u32,
         /// Prefetch spool [default: pg_wal/strata-prefetch when DEST is in pg_wal, else a temp dir]
@@ -706,6 +721,25 @@ async fn dispatch(cli: Cli) -> Result<u8, Error> {
         }
         Command::Wal {
             action:
+                WalAction::PrefetchWorker {
+                    source,
+                    spool,
+                    shared_root,
+                    depth,
+                    idle_exit,
+                },
+        } => {
+            let args = commands::wal::PrefetchArgs {
+                source,
+                spool,
+                shared_root,
+                depth,
+                idle_exit: std::time::Duration::from_secs(idle_exit),
+            };
+            commands::wal::prefetch_worker(&g, &args).await
+        }
+        Command::Wal {
+            action:
                 WalAction::Fetch {
                     name,
                     dest,
@@ -734,6 +768,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
+        // background workers log into files: no colour codes there
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let json = cli.json;

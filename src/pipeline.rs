@@ -156,9 +156,10 @@ impl Encoder {
     /// Encodes a synchronous reader into a new object at `key` (create-only).
     ///
     /// `finish_check` runs after the source reached EOF and before the
-    /// object is committed: it decides whether the bytes were complete
-    /// (e.g. the child process exited 0). If it fails, the upload is
-    /// aborted and nothing is stored.
+    /// object is committed, given what was encoded (size, SHA-256): it
+    /// decides whether the bytes were complete and right (e.g. the child
+    /// process exited 0). If it fails, the upload is aborted and nothing is
+    /// stored.
     pub async fn store<R, F>(
         &self,
         storage: Arc<dyn Storage>,
@@ -170,7 +171,7 @@ impl Encoder {
     ) -> Result<ObjectRecord>
     where
         R: Read + Send + 'static,
-        F: FnOnce() -> Result<()> + Send + 'static,
+        F: FnOnce(&Encoded) -> Result<()> + Send + 'static,
     {
         let (sender, body) = Body::channel();
         let this = self.clone();
@@ -184,7 +185,7 @@ impl Encoder {
                     return Err(Error::failed(format!("encoding failed: {e}")));
                 }
             };
-            if let Err(e) = finish_check() {
+            if let Err(e) = finish_check(&enc) {
                 writer.fail(io::Error::other(e.message.clone()));
                 return Err(e);
             }

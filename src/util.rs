@@ -189,3 +189,36 @@ mod human_duration_tests {
         );
     }
 }
+
+/// Asks for a 1 MiB pipe buffer (the default 64 KiB makes a 1 MiB write a
+/// dozen hand-overs between the threads at the two ends). Best effort:
+/// the kernel may cap it (`/proc/sys/fs/pipe-max-size`).
+pub fn grow_pipe(end: &impl std::os::fd::AsRawFd) {
+    // SAFETY: fcntl on a descriptor the caller owns; no memory is passed.
+    unsafe {
+        libc::fcntl(end.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20);
+    }
+}
+
+/// Takes an exclusive `flock` on `path` (created if missing) without
+/// waiting: `None` when another process holds it. The lock lives as long
+/// as the returned file.
+pub fn try_flock(path: &std::path::Path) -> std::io::Result<Option<std::fs::File>> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)?;
+    // SAFETY: flock on a descriptor we own.
+    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc == 0 {
+        return Ok(Some(f));
+    }
+    let err = std::io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Ok(None)
+    } else {
+        Err(err)
+    }
+}

@@ -407,22 +407,44 @@ fn partial_segment_is_kept_apart_from_the_complete_one() {
     assert_eq!(fs::read(&got).unwrap(), bytes);
 }
 
+/// Waits (up to 20 s) until `cond` holds; panics naming `what`.
+fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !cond() {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The segments in the spool's one subdirectory under `root`.
+fn spooled(root: &Path) -> Vec<String> {
+    let Some(sub) = fs::read_dir(root).ok().and_then(|mut d| d.next()) else {
+        return Vec::new();
+    };
+    let mut v: Vec<String> = fs::read_dir(sub.unwrap().path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.len() == 24 && n.chars().all(|c| c.is_ascii_hexdigit()))
+        .collect();
+    v.sort();
+    v
+}
+
 #[test]
 fn prefetch_fills_the_spool_and_the_next_fetch_is_served_from_it() {
     let f = fixture();
     let s = &f.segments;
     let dir = pg_scratch_dir("wal-prefetch");
     let spool = dir.join("spool");
-    let fetch = |name: &str, extra: &[&str]| {
+    let fetch = |name: &str| {
         let dest = dir.join("RECOVERYXLOG");
-        let mut args = vec![
+        let args = [
             "--json",
             "--prefetch",
             "2",
             "--spool",
             spool.to_str().unwrap(),
         ];
-        args.extend_from_slice(extra);
         let o = f.repo.fetch(name, &dest, &args);
         assert!(o.status.success(), "fetch {name}: {}", text(&o));
         assert_eq!(
@@ -433,24 +455,15 @@ fn prefetch_fills_the_spool_and_the_next_fetch_is_served_from_it() {
         let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
         v["from"].as_str().unwrap().to_string()
     };
-    let spooled = || -> Vec<String> {
-        let sub = fs::read_dir(&spool)
-            .unwrap()
-            .next()
-            .unwrap()
-            .unwrap()
-            .path();
-        let mut v: Vec<String> = fs::read_dir(sub)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        v.sort();
-        v
-    };
-    assert_eq!(fetch(&s[0], &[]), "repository");
-    assert_eq!(spooled(), vec![s[1].clone(), s[2].clone()]);
-    assert_eq!(fetch(&s[1], &[]), "spool");
-    assert_eq!(spooled(), vec![s[2].clone()]);
+    // the background prefetcher keeps the next two ready
+    assert_eq!(fetch(&s[0]), "repository");
+    eventually("s1 and s2 prefetched", || {
+        spooled(&spool) == vec![s[1].clone(), s[2].clone()]
+    });
+    assert_eq!(fetch(&s[1]), "spool");
+    eventually("s3 prefetched, s1 gone", || {
+        spooled(&spool) == vec![s[2].clone(), s[3].clone()]
+    });
 
     // an entry of another timeline and one already passed are stale
     let sub = fs::read_dir(&spool)
@@ -461,12 +474,20 @@ fn prefetch_fills_the_spool_and_the_next_fetch_is_served_from_it() {
         .path();
     let other_tli = format!("00000002{}", &s[4][8..]);
     fs::write(sub.join(&other_tli), b"x").unwrap();
-    assert_eq!(fetch(&s[3], &[]), "repository");
-    // s[2] passed, the other timeline dropped, s[4] prefetched; the one
-    // after it is not archived (yet) and simply not there
-    assert_eq!(spooled(), vec![s[4].clone()]);
-    assert_eq!(fetch(&s[4], &[]), "spool");
-    assert!(spooled().is_empty());
+    assert_eq!(fetch(&s[3]), "spool");
+    // s[2] passed, the other timeline dropped, s[4] prefetched (and s[5]
+    // once the fixture's cluster has archived it)
+    let after = |n: &str| {
+        let v = spooled(&spool);
+        v.len() <= 2 && v.iter().all(|e| e.as_str() > n && e[..8] == s[0][..8])
+    };
+    eventually("s4 first, nothing stale", || {
+        after(&s[3]) && spooled(&spool).first() == Some(&s[4])
+    });
+    assert_eq!(fetch(&s[4]), "spool");
+    eventually("nothing at or before s4", || after(&s[4]));
+    // the prefetcher exits once the spool is gone
+    let _ = fs::remove_dir_all(&spool);
 }
 
 #[test]
@@ -490,9 +511,11 @@ fn default_spool_is_inside_pg_wal() {
         fs::read(f.pg_wal(&f.segments[0])).unwrap()
     );
     let root = pg_wal.join("strata-prefetch");
-    let sub = fs::read_dir(&root).unwrap().next().unwrap().unwrap().path();
-    assert!(sub.join(&f.segments[1]).is_file(), "{}", sub.display());
+    eventually("s1 prefetched into pg_wal/strata-prefetch", || {
+        spooled(&root).contains(&f.segments[1])
+    });
     assert!(!pg_wal.join("RECOVERYXLOG.tmp").exists());
+    let _ = fs::remove_dir_all(&data);
 }
 
 #[test]

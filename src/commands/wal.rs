@@ -10,6 +10,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use serde::Serialize;
@@ -120,10 +121,13 @@ pub struct FetchArgs {
 struct FetchReport {
     name: String,
     source: String,
-    /// `spool` (prefetched earlier) or `repository`.
+    /// `spool` (prefetched) or `repository`.
     from: &'static str,
-    prefetched: Vec<String>,
 }
+
+/// How long a fetch waits for the prefetcher's download of its segment
+/// before downloading it itself.
+const PREFETCH_WAIT: Duration = Duration::from_secs(120);
 
 pub async fn fetch(g: &Globals, a: &FetchArgs) -> Result<u8> {
     let name = parse_name("wal fetch", &a.name)?;
@@ -138,30 +142,41 @@ pub async fn fetch(g: &Globals, a: &FetchArgs) -> Result<u8> {
     let identities = g.identities(&cfg)?;
     let repo = super::open_repository(&cfg).await?;
     let archive = WalArchive::new(&repo, &src.name);
-    let report = |from, prefetched: Vec<SegmentName>| {
+    let report = |from| {
         if a.json {
             super::print_json(&FetchReport {
                 name: name.to_string(),
                 source: src.name.clone(),
                 from,
-                prefetched: prefetched.iter().map(|s| s.to_string()).collect(),
             });
         }
     };
 
-    let spool = match name {
-        WalFile::Segment(_) if a.prefetch > 0 => Some(spool_of(a, &repo.id, &src.name)),
+    let prefetch = match name {
+        WalFile::Segment(seg) if a.prefetch > 0 => Some((spool_of(a, &repo.id, &src.name), seg)),
         _ => None,
     };
-    if let (Some(sp), WalFile::Segment(seg)) = (&spool, name) {
-        match sp.take(seg, &a.dest) {
+    if let Some((sp, seg)) = &prefetch {
+        // moves the prefetcher past `seg` before it leaves the spool (else
+        // it would see it missing and download it again)
+        let spooled = sp.spooled_size(*seg);
+        if let Some(size) = spooled {
+            keep_prefetching(g, &cfg, src, a, sp, *seg, size);
+        }
+        match take_prefetched(sp, *seg, &a.dest).await {
             Ok(true) => {
                 tracing::debug!(
                     "{name}: served from the prefetch spool {}",
                     sp.dir().display()
                 );
-                sp.clean(seg);
-                report("spool", Vec::new());
+                let size = std::fs::metadata(&a.dest)
+                    .ok()
+                    .and_then(|m| SegmentSize::new(m.len()));
+                if let (None, Some(size)) = (spooled, size) {
+                    keep_prefetching(g, &cfg, src, a, sp, *seg, size);
+                }
+                sp.clean(*seg);
+                report("spool");
                 return Ok(0);
             }
             Ok(false) => {}
@@ -173,93 +188,218 @@ pub async fn fetch(g: &Globals, a: &FetchArgs) -> Result<u8> {
         tracing::debug!("{name} is not archived in {}", archive.prefix());
         return Ok(NOT_ARCHIVED);
     };
-    let tmp = tmp_beside(&a.dest, ".tmp");
-    let main = archive.download(&found, &a.dest, &tmp, identities.clone(), false);
-    let spool = spool.filter(|sp| match sp.create() {
-        Ok(()) => true,
-        Err(e) => {
-            tracing::warn!(
+    if let Some((sp, seg)) = &prefetch
+        && let Some(size) = SegmentSize::new(found.record.plain_size)
+    {
+        match sp.create() {
+            // the prefetcher downloads what follows while this one downloads
+            Ok(()) => keep_prefetching(g, &cfg, src, a, sp, *seg, size),
+            Err(e) => tracing::warn!(
                 "prefetch off: cannot use spool directory {}: {e}",
                 sp.dir().display()
-            );
-            false
+            ),
         }
-    });
-    let (Some(sp), WalFile::Segment(seg)) = (&spool, name) else {
-        main.await?;
-        report("repository", Vec::new());
-        return Ok(0);
-    };
-    // Fetch the next segments while this one downloads.
-    let ahead = SegmentSize::new(found.record.plain_size)
-        .map(|size| {
-            let mut v = Vec::new();
-            let mut s = seg;
-            for _ in 0..a.prefetch {
-                s = s.next(size);
-                v.push(s);
-            }
-            v
-        })
-        .unwrap_or_default();
-    let wanted: Vec<SegmentName> = ahead.into_iter().filter(|s| !sp.contains(*s)).collect();
-    let prefetch = prefetch_into(&archive, sp, wanted, &identities);
-    let (main, fetched) = tokio::join!(main, prefetch);
-    main?;
-    sp.clean(seg);
-    report("repository", fetched);
+    }
+    let tmp = tmp_beside(&a.dest, ".tmp");
+    archive
+        .download(&found, &a.dest, &tmp, identities, false)
+        .await?;
+    report("repository");
     Ok(0)
 }
 
+/// Moves `seg` from the spool to `dest` if it is there, or once the
+/// prefetcher's download of it under way has landed; `false` when it is
+/// not spooled (nor coming).
+async fn take_prefetched(sp: &Spool, seg: SegmentName, dest: &Path) -> std::io::Result<bool> {
+    if sp.take(seg, dest)? {
+        return Ok(true);
+    }
+    let deadline = Instant::now() + PREFETCH_WAIT;
+    while sp.downloading(seg) && sp.prefetcher_running() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        if sp.take(seg, dest)? {
+            return Ok(true);
+        }
+    }
+    sp.take(seg, dest)
+}
+
+/// Tells the prefetcher that PostgreSQL has `seg` now, starting one when
+/// none runs. Failures are logged: prefetching only ever saves time.
+fn keep_prefetching(
+    g: &Globals,
+    cfg: &Config,
+    src: &Source,
+    a: &FetchArgs,
+    sp: &Spool,
+    seg: SegmentName,
+    size: SegmentSize,
+) {
+    if let Err(e) = sp.set_wanted(seg, size) {
+        tracing::warn!("prefetch spool {}: {e}", sp.dir().display());
+        return;
+    }
+    if sp.prefetcher_running() {
+        return;
+    }
+    let (root, shared) = spool_root(a);
+    let mut args: Vec<std::ffi::OsString> = vec![
+        "wal".into(),
+        "prefetch-worker".into(),
+        "--source".into(),
+        src.name.clone().into(),
+        "--spool".into(),
+        root.into_os_string(),
+        "--depth".into(),
+        a.prefetch.to_string().into(),
+    ];
+    if shared {
+        args.push("--shared-root".into());
+    }
+    if let Err(e) = spawn_detached(g, cfg, &sp.log_path(), &args, "WAL prefetcher") {
+        tracing::warn!("{e}");
+    }
+}
+
+fn spool_root(a: &FetchArgs) -> (PathBuf, bool) {
+    match &a.spool {
+        Some(d) => (std::path::absolute(d).unwrap_or_else(|_| d.clone()), false),
+        None => {
+            let (root, shared) = spool::default_root(&a.dest);
+            (std::path::absolute(&root).unwrap_or(root), shared)
+        }
+    }
+}
+
 fn spool_of(a: &FetchArgs, repo_id: &str, source: &str) -> Spool {
-    let (root, shared) = match &a.spool {
-        Some(d) => (d.clone(), false),
-        None => spool::default_root(&a.dest),
-    };
+    let (root, shared) = spool_root(a);
     Spool::new(&root, shared, repo_id, source)
 }
 
-/// Downloads `segments` into the spool in parallel; returns those stored.
-/// A missing segment ends nothing but itself; errors are logged, never
-/// fatal (the segment is fetched again when PostgreSQL asks for it).
-async fn prefetch_into(
-    archive: &WalArchive,
-    sp: &Spool,
-    segments: Vec<SegmentName>,
-    identities: &Arc<Vec<Identity>>,
-) -> Vec<SegmentName> {
-    let n = segments.len().max(1);
-    let results: Vec<Option<SegmentName>> = futures::stream::iter(segments)
-        .map(|seg| async move {
-            let found: Located = match archive.locate(WalFile::Segment(seg), identities).await {
-                Ok(Some(f)) => f,
-                Ok(None) => return None,
-                Err(e) => {
-                    tracing::warn!("prefetching {seg}: {e}");
-                    return None;
+/// `strata wal prefetch-worker` (started by `wal fetch`, not by hand).
+#[derive(Debug, Clone)]
+pub struct PrefetchArgs {
+    pub source: String,
+    /// The spool root, as `wal fetch` chose it.
+    pub spool: PathBuf,
+    /// The root is shared temp space (its owner is checked).
+    pub shared_root: bool,
+    /// Segments kept ready after the one PostgreSQL has.
+    pub depth: u32,
+    /// Exit after this long without a new request from PostgreSQL.
+    pub idle_exit: Duration,
+}
+
+/// The background prefetcher: keeps the `depth` segments after the one
+/// PostgreSQL asked for last downloaded, verified and fsynced in the
+/// spool, `depth` downloads at a time. One per spool (a `flock`). Exits
+/// when PostgreSQL has asked for nothing new for a while (recovery ended
+/// or stalled; the next fetch starts it again) or the spool is deleted.
+pub async fn prefetch_worker(g: &Globals, a: &PrefetchArgs) -> Result<u8> {
+    use futures::stream::FuturesUnordered;
+    use std::collections::{HashMap, HashSet};
+    let cfg = g.config()?;
+    let src = pick_source(&cfg, Some(&a.source))?;
+    let identities = g.identities(&cfg)?;
+    let repo = super::open_repository(&cfg).await?;
+    let sp = Spool::new(&a.spool, a.shared_root, &repo.id, &src.name);
+    let Some(_lock) = sp.try_lock()? else {
+        return Ok(0); // another prefetcher runs
+    };
+    let archive = WalArchive::new(&repo, &src.name);
+    let depth = a.depth.clamp(1, MAX_PREFETCH) as usize;
+    let mut running = FuturesUnordered::new();
+    let mut in_flight: HashSet<SegmentName> = HashSet::new();
+    // not archived (yet) or failed: not asked for again before then
+    let mut retry_at: HashMap<SegmentName, Instant> = HashMap::new();
+    let mut last = None;
+    let mut idle_since = Instant::now();
+    let (mut fetched, mut failed) = (0u64, 0u64);
+    loop {
+        if !sp.dir().is_dir() {
+            break;
+        }
+        let wanted = sp.wanted();
+        if wanted != last {
+            idle_since = Instant::now();
+            last = wanted;
+            if let Some((w, _)) = wanted {
+                sp.clean(w);
+                retry_at.retain(|s, _| !spool::is_stale(*s, w));
+            }
+        }
+        if let Some((w, size)) = wanted {
+            let mut s = w;
+            for _ in 0..depth {
+                s = s.next(size);
+                if running.len() >= depth {
+                    break;
                 }
-            };
-            let dest = sp.path(seg);
-            match archive
-                .download(&found, &dest, &sp.tmp_path(seg), identities.clone(), true)
-                .await
-            {
-                Ok(()) => {
-                    tracing::debug!("prefetched {seg}");
-                    Some(seg)
+                if in_flight.contains(&s)
+                    || sp.contains(s)
+                    || retry_at.get(&s).is_some_and(|t| Instant::now() < *t)
+                {
+                    continue;
                 }
-                Err(e) => {
-                    tracing::warn!("prefetching {seg}: {e}");
-                    None
+                in_flight.insert(s);
+                let (archive, sp, ids) = (&archive, &sp, identities.clone());
+                running.push(async move { (s, prefetch_one(archive, sp, s, ids).await) });
+            }
+        }
+        if running.is_empty() {
+            if idle_since.elapsed() > a.idle_exit {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        }
+        tokio::select! {
+            Some((s, r)) = running.next() => {
+                in_flight.remove(&s);
+                match r {
+                    Ok(true) => {
+                        fetched += 1;
+                        // PostgreSQL may have passed it meanwhile
+                        if let Some((w, _)) = sp.wanted() && spool::is_stale(s, w) {
+                            sp.clean(w);
+                        }
+                    }
+                    Ok(false) => {
+                        retry_at.insert(s, Instant::now() + Duration::from_secs(1));
+                    }
+                    Err(e) => {
+                        failed += 1;
+                        tracing::warn!("prefetching {s}: {e}");
+                        retry_at.insert(s, Instant::now() + Duration::from_secs(2));
+                    }
                 }
             }
-        })
-        .buffer_unordered(n)
-        .collect()
-        .await;
-    let mut v: Vec<SegmentName> = results.into_iter().flatten().collect();
-    v.sort();
-    v
+            _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+        }
+    }
+    tracing::info!(
+        "prefetcher {} exits: {fetched} segments prefetched, {failed} failed",
+        std::process::id()
+    );
+    Ok(0)
+}
+
+/// Downloads `seg` into the spool: `false` when it is not archived.
+async fn prefetch_one(
+    archive: &WalArchive,
+    sp: &Spool,
+    seg: SegmentName,
+    identities: Arc<Vec<Identity>>,
+) -> Result<bool> {
+    let Some(found): Option<Located> = archive.locate(WalFile::Segment(seg), &identities).await?
+    else {
+        return Ok(false);
+    };
+    archive
+        .download(&found, &sp.path(seg), &sp.tmp_path(seg), identities, true)
+        .await?;
+    Ok(true)
 }
 
 /// `strata wal push [--async] [--processes N] [--spool DIR] PATH`.
@@ -319,7 +459,6 @@ async fn push_async(
     s: &crate::sources::postgres::wal::push_async::AsyncSettings,
 ) -> Result<u8> {
     use crate::sources::postgres::wal::push_async::{self as pa, Outcome, PushSpool};
-    use std::time::{Duration, Instant};
     let path = &a.path;
     let file_name = path
         .file_name()
@@ -407,11 +546,11 @@ async fn push_async(
 }
 
 /// How long a background pusher runs before it retires.
-const PUSHER_LIFETIME: std::time::Duration = std::time::Duration::from_secs(3600);
+const PUSHER_LIFETIME: Duration = Duration::from_secs(3600);
 
 /// How long one upload of the background pusher may take before it is
 /// given up (and reported to its archive_command as an error).
-const PUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+const PUSH_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Starts `strata wal push-worker` in its own session (it outlives this
 /// `archive_command`), its output appended to the spool's `pusher.log`.
@@ -424,21 +563,48 @@ fn spawn_pusher(
     pg_wal: &Path,
     processes: u32,
 ) -> Result<()> {
+    let root =
+        std::path::absolute(root).map_err(|e| Error::usage(format!("{}: {e}", root.display())))?;
+    let args: Vec<std::ffi::OsString> = vec![
+        "wal".into(),
+        "push-worker".into(),
+        "--source".into(),
+        src.name.clone().into(),
+        "--pg-wal".into(),
+        pg_wal.into(),
+        "--spool".into(),
+        root.into(),
+        "--processes".into(),
+        processes.to_string().into(),
+    ];
+    spawn_detached(g, cfg, &sp.log_path(), &args, "background WAL pusher")
+}
+
+/// Starts `strata ARGS` with this process's config and identity in its
+/// own session (it outlives the command PostgreSQL runs, and signals meant
+/// for that one's process group do not reach it), its output appended to
+/// `log` (kept to one older generation of 16 MiB).
+fn spawn_detached(
+    g: &Globals,
+    cfg: &Config,
+    log: &Path,
+    args: &[std::ffi::OsString],
+    what: &str,
+) -> Result<()> {
     use std::os::unix::process::CommandExt;
     let abs = |p: &Path| {
         std::path::absolute(p).map_err(|e| Error::usage(format!("{}: {e}", p.display())))
     };
     let exe = std::env::current_exe()
         .map_err(|e| Error::failed(format!("cannot find the strata executable: {e}")))?;
-    // keep the log bounded: one older generation
-    if std::fs::metadata(sp.log_path()).is_ok_and(|m| m.len() > 16 << 20) {
-        let _ = std::fs::rename(sp.log_path(), sp.log_path().with_extension("log.1"));
+    if std::fs::metadata(log).is_ok_and(|m| m.len() > 16 << 20) {
+        let _ = std::fs::rename(log, log.with_extension("log.1"));
     }
-    let log = std::fs::OpenOptions::new()
+    let log_file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(sp.log_path())
-        .map_err(|e| Error::failed(format!("{}: {e}", sp.log_path().display())))?;
+        .open(log)
+        .map_err(|e| Error::failed(format!("{}: {e}", log.display())))?;
     let mut c = std::process::Command::new(exe);
     c.arg("--config").arg(abs(&cfg.path)?);
     if let Some(id) = &g.identity {
@@ -447,18 +613,11 @@ fn spawn_pusher(
     if std::env::var_os("STRATA_LOG").is_none() {
         c.env("STRATA_LOG", "warn,strata=info");
     }
-    c.args(["wal", "push-worker", "--source", &src.name, "--pg-wal"])
-        .arg(pg_wal)
-        .arg("--spool")
-        .arg(abs(root)?)
-        .arg("--processes")
-        .arg(processes.to_string())
+    c.args(args)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
-        .stderr(log);
-    // SAFETY: setsid is async-signal-safe; it detaches the pusher from the
-    // archiver's process group, so signals meant for it do not reach the
-    // pusher mid-upload.
+        .stderr(log_file);
+    // SAFETY: setsid is async-signal-safe.
     unsafe {
         c.pre_exec(|| {
             libc::setsid();
@@ -467,8 +626,8 @@ fn spawn_pusher(
     }
     let child = c
         .spawn()
-        .map_err(|e| Error::failed(format!("cannot start the background WAL pusher: {e}")))?;
-    tracing::debug!("started the background WAL pusher (pid {})", child.id());
+        .map_err(|e| Error::failed(format!("cannot start the {what}: {e}")))?;
+    tracing::debug!("started the {what} (pid {})", child.id());
     Ok(())
 }
 
@@ -480,7 +639,7 @@ pub struct WorkerArgs {
     pub spool: PathBuf,
     pub processes: u32,
     /// Exit after this long with nothing to push.
-    pub idle_exit: std::time::Duration,
+    pub idle_exit: Duration,
 }
 
 /// The background pusher: pushes every file PostgreSQL has queued for
@@ -490,7 +649,7 @@ pub async fn push_worker(g: &Globals, a: &WorkerArgs) -> Result<u8> {
     use crate::sources::postgres::wal::push_async::{self as pa, ErrorFile, Outcome, PushSpool};
     use futures::stream::FuturesUnordered;
     use std::collections::HashSet;
-    use std::time::{Duration, Instant};
+
     let cfg = g.config()?;
     let src = pick_source(&cfg, Some(&a.source))?;
     let sp = PushSpool::new(&a.spool, &src.name);
@@ -500,7 +659,11 @@ pub async fn push_worker(g: &Globals, a: &WorkerArgs) -> Result<u8> {
     };
     sp.sweep(Duration::from_secs(24 * 3600));
     let recipients = crate::keys::parse_recipients(&cfg.recipients)?;
-    let encoder = super::encoder(&cfg)?;
+    // one zstd thread per upload: the uploads in flight are the
+    // parallelism, and a multithreaded context per 16 MiB file costs more
+    // in fresh buffers than it saves
+    let mut encoder = super::encoder(&cfg)?;
+    encoder.threads = 1;
     let repo = archive_repository(&cfg, &src.name).await?;
     let archive = WalArchive::new(&repo, &src.name);
     let identities = || g.identities(&cfg);

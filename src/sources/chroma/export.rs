@@ -259,7 +259,7 @@ pub async fn backup(
                 &name,
                 reader,
                 step.progress.clone(),
-                move || {
+                move |_| {
                     if complete.load(Ordering::SeqCst) {
                         Ok(())
                     } else {

@@ -104,7 +104,7 @@ pub(crate) async fn store_child_output<R: std::io::Read + Send + 'static>(
             name,
             stdout,
             step.progress.clone(),
-            move || {
+            move |_| {
                 let (mut ch, tail) = c2.lock().unwrap().take().expect("checked once");
                 let status = ch
                     .wait()

@@ -141,7 +141,7 @@ pub async fn backup(
             RDB_OBJECT,
             reader,
             step.progress.clone(),
-            move || {
+            move |_| {
                 if !complete.load(Ordering::SeqCst) {
                     return Err(Error::source(format!("the snapshot of {name} ended early")));
                 }

@@ -31,7 +31,7 @@
 
 use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -278,19 +278,12 @@ fn scan(path: &Path, name: WalFile, mac: Option<&MacKey>) -> Result<Scanned> {
     })
 }
 
-/// A file reader that hashes what it reads, so the upload can be refused
-/// (not committed) if the file changed since it was scanned.
-struct HashingFile {
-    file: std::fs::File,
-    hash: Arc<Mutex<Sha256>>,
-}
-
-impl Read for HashingFile {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.file.read(buf)?;
-        self.hash.lock().unwrap().update(&buf[..n]);
-        Ok(n)
-    }
+/// How [`WalArchive::claim`] found the name.
+enum Claim {
+    /// The record was created now.
+    Now,
+    /// A record of the same content was there.
+    Matched,
 }
 
 /// Does `existing` describe the same content as the file being pushed?
@@ -387,23 +380,93 @@ impl WalArchive {
             stored_size,
         };
 
-        // Claim the name with the record, or compare with the claim there.
-        let mut claimed_now = false;
-        let mut matched = false;
+        // The object is encoded and uploaded while the record claims the
+        // name (its fsyncs overlap the compression), but committed only
+        // once the claim stands: the record is still durable first.
+        let file = std::fs::File::open(path)
+            .map_err(|e| Error::source(format!("cannot read WAL file {}: {e}", path.display())))?;
+        let expected = scanned.sha256;
+        let shown = path.display().to_string();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<bool>();
+        let object_name = name.to_string();
+        let store = ctx.encoder.store(
+            storage.clone(),
+            &key,
+            &object_name,
+            file,
+            Progress::hidden(),
+            move |encoded| {
+                if encoded.sha256 != expected {
+                    return Err(Error::source(format!(
+                        "WAL file {shown} changed while it was being archived"
+                    )));
+                }
+                match go_rx.recv() {
+                    Ok(true) => Ok(()),
+                    _ => Err(Error::failed("not committed: the name was not claimed")),
+                }
+            },
+        );
+        let claim = async {
+            let claimed = self.claim(ctx, name, &mine, &sha_hex, &record_key).await;
+            let upload = match &claimed {
+                Ok(Claim::Now) => Ok(true),
+                Ok(Claim::Matched) => storage.head(&key).await.map(|h| h.is_none()),
+                Err(_) => Ok(false),
+            };
+            let _ = go_tx.send(matches!(upload, Ok(true)));
+            (claimed, upload)
+        };
+        let (stored, (claimed, upload)) = tokio::join!(store, claim);
+        let claimed_now = match claimed? {
+            Claim::Now => true,
+            Claim::Matched if !upload? => return Ok(report(PushStatus::AlreadyArchived, None)),
+            Claim::Matched => false,
+        };
+        match stored {
+            Ok(rec) => Ok(report(
+                if claimed_now {
+                    PushStatus::Stored
+                } else {
+                    PushStatus::Completed
+                },
+                Some(rec.stored_size),
+            )),
+            // A concurrent push of the same content finished first.
+            Err(e) if e.kind == Kind::Conflict && !claimed_now => {
+                Ok(report(PushStatus::AlreadyArchived, None))
+            }
+            Err(e) if e.kind == Kind::Conflict => Err(Error::conflict(format!(
+                "WAL file {name}: {key} exists although its record did not; refusing to overwrite it"
+            ))
+            .hint("the archive was changed by something other than strata; inspect the object")),
+            Err(e) => Err(e.context(format!("archiving {name}"))),
+        }
+    }
+
+    /// Claims `name` for this content by creating its record, or finds it
+    /// claimed for the same content; an error when it is claimed for other
+    /// content (nothing is overwritten).
+    async fn claim(
+        &self,
+        ctx: &PushContext<'_>,
+        name: WalFile,
+        mine: &FileRecord,
+        sha_hex: &str,
+        record_key: &str,
+    ) -> Result<Claim> {
+        let storage = self.repo.storage();
         for _ in 0..3 {
             if let Some(existing) = self.read_record(name).await? {
-                match self.compare(ctx, &existing, &mine, &sha_hex)? {
-                    Verdict::Same => {
-                        matched = true;
-                        break;
-                    }
+                match self.compare(ctx, &existing, mine, sha_hex)? {
+                    Verdict::Same => return Ok(Claim::Matched),
                     Verdict::Different => {
-                        let how = if existing.plain_size == scanned.size {
+                        let how = if existing.plain_size == mine.plain_size {
                             "same size, different digest".to_string()
                         } else {
                             format!(
                                 "{} bytes archived, {} bytes now",
-                                existing.plain_size, scanned.size
+                                existing.plain_size, mine.plain_size
                             )
                         };
                         return Err(Error::conflict(format!(
@@ -425,80 +488,21 @@ impl WalArchive {
                     }
                 }
             }
-            let bytes = serde_json::to_vec_pretty(&mine).expect("record serialises");
+            let bytes = serde_json::to_vec_pretty(mine).expect("record serialises");
             match storage
-                .put_bytes(&record_key, bytes.into(), PutMode::Create)
+                .put_bytes(record_key, bytes.into(), PutMode::Create)
                 .await
             {
-                Ok(_) => {
-                    claimed_now = true;
-                    break;
-                }
+                Ok(_) => return Ok(Claim::Now),
                 // Another push claimed it in between: compare with that one.
                 Err(StorageError::AlreadyExists { .. }) => continue,
                 Err(e) => return Err(Error::from(e).context(format!("archiving {name}"))),
             }
         }
-        if !claimed_now && !matched {
-            return Err(Error::failed(format!(
-                "the record of {name} ({record_key}) keeps appearing and disappearing; try again"
-            ))
-            .retryable());
-        }
-        if matched && storage.head(&key).await?.is_some() {
-            return Ok(report(PushStatus::AlreadyArchived, None));
-        }
-
-        // Store the object, committed only if the bytes are the scanned ones.
-        let file = std::fs::File::open(path)
-            .map_err(|e| Error::source(format!("cannot read WAL file {}: {e}", path.display())))?;
-        let hash = Arc::new(Mutex::new(Sha256::new()));
-        let src = HashingFile {
-            file,
-            hash: hash.clone(),
-        };
-        let expected = scanned.sha256;
-        let shown = path.display().to_string();
-        let stored = ctx
-            .encoder
-            .store(
-                storage.clone(),
-                &key,
-                &name.to_string(),
-                src,
-                Progress::hidden(),
-                move || {
-                    let got: [u8; 32] =
-                        std::mem::take(&mut *hash.lock().unwrap()).finalize().into();
-                    if got == expected {
-                        Ok(())
-                    } else {
-                        Err(Error::source(format!(
-                            "WAL file {shown} changed while it was being archived"
-                        )))
-                    }
-                },
-            )
-            .await;
-        match stored {
-            Ok(rec) => Ok(report(
-                if claimed_now {
-                    PushStatus::Stored
-                } else {
-                    PushStatus::Completed
-                },
-                Some(rec.stored_size),
-            )),
-            // A concurrent push of the same content finished first.
-            Err(e) if e.kind == Kind::Conflict && !claimed_now => {
-                Ok(report(PushStatus::AlreadyArchived, None))
-            }
-            Err(e) if e.kind == Kind::Conflict => Err(Error::conflict(format!(
-                "WAL file {name}: {key} exists although its record did not; refusing to overwrite it"
-            ))
-            .hint("the archive was changed by something other than strata; inspect the object")),
-            Err(e) => Err(e.context(format!("archiving {name}"))),
-        }
+        Err(Error::failed(format!(
+            "the record of {name} ({record_key}) keeps appearing and disappearing; try again"
+        ))
+        .retryable())
     }
 
     pub async fn read_record(&self, name: WalFile) -> Result<Option<FileRecord>> {

@@ -32,9 +32,8 @@
 //! nothing (a segment whose `.ok` is gone is pushed again, which is an
 //! identical re-push).
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Write};
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -280,22 +279,7 @@ impl PushSpool {
     }
 
     fn lock(&self) -> io::Result<Option<File>> {
-        let f = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(self.dir.join("pusher.lock"))?;
-        // SAFETY: flock on a descriptor we own.
-        let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc == 0 {
-            return Ok(Some(f));
-        }
-        let err = io::Error::last_os_error();
-        if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-            Ok(None)
-        } else {
-            Err(err)
-        }
+        crate::util::try_flock(&self.dir.join("pusher.lock"))
     }
 
     /// Whether a pusher holds the lock now.

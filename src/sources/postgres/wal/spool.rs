@@ -6,6 +6,12 @@
 //! so a spool is never served to the wrong archive. Entries are named like
 //! the segment; they appear only by rename after verification and fsync,
 //! so a present entry is complete. Temporary files start with `.`.
+//!
+//! The spool is filled by a background prefetcher (`wal prefetch-worker`,
+//! one per spool, held by a `flock` on `prefetch.lock`) that keeps the K
+//! segments after the one PostgreSQL asked for last (the `wanted` file)
+//! downloaded, while PostgreSQL replays: `restore_command` returns as soon
+//! as its own segment is in place.
 
 use std::fs;
 use std::io;
@@ -13,10 +19,14 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use super::SegmentName;
+use super::{SegmentName, SegmentSize};
 
 /// Temporary files older than this are leftovers of a killed fetch.
 const TMP_MAX_AGE: Duration = Duration::from_secs(600);
+/// The last segment handed to PostgreSQL, and the segment size.
+const WANTED: &str = "wanted";
+/// Held by the background prefetcher.
+const LOCK: &str = "prefetch.lock";
 
 #[derive(Debug, Clone)]
 pub struct Spool {
@@ -115,6 +125,13 @@ impl Spool {
         ))
     }
 
+    /// The size of the spooled `seg`, if it is spooled and a valid
+    /// segment size.
+    pub fn spooled_size(&self, seg: SegmentName) -> Option<SegmentSize> {
+        let md = fs::metadata(self.path(seg)).ok()?;
+        SegmentSize::new(md.len())
+    }
+
     pub fn contains(&self, seg: SegmentName) -> bool {
         self.path(seg).is_file()
     }
@@ -138,6 +155,56 @@ impl Spool {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Records that PostgreSQL was given `seg`: the prefetcher moves on to
+    /// the segments after it. Written by rename, so never seen half.
+    pub fn set_wanted(&self, seg: SegmentName, size: SegmentSize) -> io::Result<()> {
+        let tmp = self.dir.join(format!(
+            ".{WANTED}.{}.tmp",
+            hex::encode(rand::random::<[u8; 6]>())
+        ));
+        fs::write(&tmp, format!("{seg} {}\n", size.bytes()))?;
+        fs::rename(&tmp, self.dir.join(WANTED))
+    }
+
+    /// What [`set_wanted`](Self::set_wanted) recorded last.
+    pub fn wanted(&self) -> Option<(SegmentName, SegmentSize)> {
+        let text = fs::read_to_string(self.dir.join(WANTED)).ok()?;
+        let mut it = text.split_whitespace();
+        let seg = it.next()?.parse().ok()?;
+        let size = SegmentSize::new(it.next()?.parse().ok()?)?;
+        Some((seg, size))
+    }
+
+    /// Takes the prefetcher's lock, or `None` when another process holds it.
+    pub fn try_lock(&self) -> io::Result<Option<fs::File>> {
+        crate::util::try_flock(&self.dir.join(LOCK))
+    }
+
+    /// Whether a prefetcher runs for this spool now.
+    pub fn prefetcher_running(&self) -> bool {
+        self.dir.is_dir() && matches!(self.try_lock(), Ok(None))
+    }
+
+    /// Where the prefetcher writes its log.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("prefetch.log")
+    }
+
+    /// Whether a download of `seg` into the spool is under way (its
+    /// temporary file exists).
+    pub fn downloading(&self, seg: SegmentName) -> bool {
+        let prefix = format!(".{seg}.");
+        fs::read_dir(&self.dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| {
+                e.file_name()
+                    .to_str()
+                    .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".tmp"))
+            })
     }
 
     /// Spooled segments (complete entries only).
@@ -239,6 +306,32 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         fs::set_permissions(root.path().join("spool"), fs::Permissions::from_mode(0o777)).unwrap();
         assert!(sp.take(s("000000010000000000000005"), &dest).is_err());
+    }
+
+    #[test]
+    fn wanted_lock_and_downloads() {
+        let root = tempfile::tempdir().unwrap();
+        let sp = Spool::new(root.path(), false, "repo", "main");
+        sp.create().unwrap();
+        assert_eq!(sp.wanted(), None);
+        let size = SegmentSize::new(16 << 20).unwrap();
+        sp.set_wanted(s("000000010000000000000004"), size).unwrap();
+        sp.set_wanted(s("000000010000000000000005"), size).unwrap();
+        assert_eq!(sp.wanted(), Some((s("000000010000000000000005"), size)));
+        assert!(sp.entries().is_empty(), "bookkeeping files are no entries");
+
+        assert!(!sp.prefetcher_running());
+        let lock = sp.try_lock().unwrap().expect("free");
+        assert!(sp.prefetcher_running());
+        assert!(sp.try_lock().unwrap().is_none(), "one prefetcher per spool");
+        drop(lock);
+        assert!(!sp.prefetcher_running());
+
+        let seg = s("000000010000000000000006");
+        assert!(!sp.downloading(seg));
+        fs::write(sp.tmp_path(seg), b"half").unwrap();
+        assert!(sp.downloading(seg));
+        assert!(!sp.downloading(s("000000010000000000000007")));
     }
 
     #[test]
