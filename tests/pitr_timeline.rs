@@ -169,12 +169,42 @@ fn restore_reaches_either_timeline_and_delta_rewrites_only_what_differs() {
     let out = repo.strata(&["verify"]);
     assert!(out.status.success(), "verify: {}", text(&out));
 
+    // a base backup of the old primary, still on timeline 1 past the
+    // point where timeline 2 branched off: it cannot reach timeline 2
+    let out = repo.strata(&["--json", "backup", "main", "--kind", "base"]);
+    assert!(
+        out.status.success(),
+        "base backup on timeline 1: {}",
+        text(&out)
+    );
+    let late: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let late = late["id"].as_str().unwrap().to_string();
+    let d0 = pg_scratch_dir("pitr-tl-check0").join("data");
+    let out = repo.strata(&[
+        "restore",
+        "main",
+        "--backup",
+        &late,
+        "--latest",
+        "--target-dir",
+        &d0.display().to_string(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = text(&out);
+    assert!(
+        err.contains("no base backup lies on the history of the timeline")
+            && err.contains("timeline 2 branched off it at LSN"),
+        "{err}"
+    );
+    assert!(!d0.join("PG_VERSION").exists(), "nothing restored");
+
     // timeline 1 to its end: row 4, none of timeline 2
     let d1 = pg_scratch_dir("pitr-tl-check1").join("data");
     let (c1, rows) = restore_rows(&repo, &d1, &["--latest", "--timeline", "1"]);
     assert_eq!(rows, "1:1,1:2,1:3,1:4");
     drop(c1);
-    // the newest timeline to its end
+    // the newest timeline to its end, from the base backup before the
+    // branch (the newest one cannot get there)
     let d2 = pg_scratch_dir("pitr-tl-check2").join("data");
     let (c2, rows) = restore_rows(&repo, &d2, &["--latest", "--timeline", "latest"]);
     assert_eq!(rows, "1:1,1:2,1:3,2:10,2:11");

@@ -147,37 +147,29 @@ pub struct PhysicalArgs {
 /// newest archived segment (otherwise: replay would stop early at the gap
 /// and the restore would silently miss data), or a `--to-lsn` after the
 /// newest archived WAL.
-pub(crate) async fn check_wal(
-    repo: &crate::catalog::Repository,
-    source: &str,
+pub(crate) fn check_wal(
+    listing: &crate::sources::postgres::wal::archive::WalListing,
     chosen: &crate::sources::postgres::base::Candidate,
     target: &crate::sources::postgres::base::RecoveryTarget,
-    timeline: &str,
-    identities: &std::sync::Arc<Vec<crate::keys::Identity>>,
+    timeline: crate::sources::postgres::base::TimelineTarget,
 ) -> Result<()> {
-    use crate::sources::postgres::base::RecoveryTarget;
-    use crate::sources::postgres::wal::{
-        Lsn, SegmentSize, Timeline, archive::WalArchive, continuity::continuity,
-    };
+    use crate::sources::postgres::base::{RecoveryTarget, TimelineTarget};
+    use crate::sources::postgres::wal::{Lsn, SegmentSize, Timeline, continuity::continuity};
     let (Ok(start), Some(size)) = (
         chosen.base.start_lsn.parse::<Lsn>(),
         SegmentSize::new(chosen.base.wal_segment_size),
     ) else {
         return Ok(());
     };
-    let archive = WalArchive::new(repo, source);
-    let listing = archive.listing(Some(identities.clone())).await?;
-    let (segments, mut switches) = (listing.segments, listing.switches);
+    let segments = &listing.segments;
+    let mut switches = listing.switches.clone();
     match timeline {
-        "current" => switches.clear(),
-        "latest" => {}
-        n => {
-            let n: u32 = n.parse().unwrap_or(u32::MAX);
-            switches.retain(|s| s.timeline.0 <= n);
-        }
+        TimelineTarget::Current => switches.clear(),
+        TimelineTarget::Latest => {}
+        TimelineTarget::Number(n) => switches.retain(|s| s.timeline.0 <= n),
     }
     let c = continuity(
-        &segments,
+        segments,
         &switches,
         Timeline(chosen.base.timeline),
         start,
@@ -238,12 +230,7 @@ pub async fn run_physical(g: &Globals, a: &PhysicalArgs) -> Result<u8> {
             ));
         }
     };
-    if a.timeline != "latest" && a.timeline != "current" && a.timeline.parse::<u32>().is_err() {
-        return Err(Error::usage(format!(
-            "--timeline {:?}: give a timeline number, `latest` or `current`",
-            a.timeline
-        )));
-    }
+    let timeline = base::TimelineTarget::parse(&a.timeline)?;
     let root = unsafe { libc::geteuid() } == 0;
     let owner = match (&a.run_as, root) {
         (Some(u), true) => Some(u.clone()),
@@ -282,8 +269,11 @@ pub async fn run_physical(g: &Globals, a: &PhysicalArgs) -> Result<u8> {
             a.source
         )));
     }
-    let chosen = base::choose(cands, &target)?;
-    check_wal(&repo, &a.source, &chosen, &target, &a.timeline, &identities).await?;
+    let listing = crate::sources::postgres::wal::archive::WalArchive::new(&repo, &a.source)
+        .listing(Some(identities.clone()))
+        .await?;
+    let chosen = base::choose(cands, &target, timeline, &listing.switches)?;
+    check_wal(&listing, &chosen, &target, timeline)?;
     let reporter = Reporter::new(Mode::detect(a.json));
     reporter.note(format!(
         "restore base backup {} of {} (ends {} at LSN {}) into {}; recovery target: {}",

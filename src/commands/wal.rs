@@ -307,6 +307,9 @@ pub async fn prefetch_worker(g: &Globals, a: &PrefetchArgs) -> Result<u8> {
     let Some(_lock) = sp.try_lock()? else {
         return Ok(0); // another prefetcher runs
     };
+    // a fetch waits for a download it sees under way: none of a dead
+    // prefetcher's may look like one
+    sp.remove_downloads();
     let archive = WalArchive::new(&repo, &src.name);
     let depth = a.depth.clamp(1, MAX_PREFETCH) as usize;
     let mut running = FuturesUnordered::new();

@@ -196,7 +196,13 @@ async fn plan_base(
         Point::Time(t) => RecoveryTarget::Time(t),
         Point::Latest => RecoveryTarget::Latest,
     };
-    let chosen = base::choose(cands, &wanted)?;
+    let listing = archive.listing(Some(identities.clone())).await?;
+    let chosen = base::choose(
+        cands,
+        &wanted,
+        base::TimelineTarget::Latest,
+        &listing.switches,
+    )?;
     let (target, restorable) = match point {
         Point::Time(t) if archived_until.is_some_and(|a| a >= t) => (RecoveryTarget::Time(t), t),
         // The archive ends before T: replay all of it, and say how far
@@ -209,8 +215,7 @@ async fn plan_base(
                 .min(at),
         ),
     };
-    crate::commands::restore::check_wal(repo, &src.name, &chosen, &target, "latest", identities)
-        .await?;
+    crate::commands::restore::check_wal(&listing, &chosen, &target, base::TimelineTarget::Latest)?;
     let wal = wal_range(&archive, &chosen).await?;
     Ok(Plan {
         source: src.clone(),

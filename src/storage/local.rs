@@ -287,7 +287,13 @@ fn walk(root: &Path, dir: &Path, f: &mut dyn FnMut(String, &fs::Metadata)) -> io
     };
     for entry in entries {
         let entry = entry?;
-        let md = entry.metadata()?;
+        // deleted since read_dir saw it (another process's delete, a
+        // finished temporary file): not part of the listing
+        let md = match entry.metadata() {
+            Ok(md) => md,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
         let path = entry.path();
         if md.is_dir() {
             walk(root, &path, f)?;

@@ -22,6 +22,7 @@ use serde::Serialize;
 
 use super::dump::{BackupContext, BackupReport, spawn_piped, store_child_output};
 use super::wal::archive::WalArchive;
+use super::wal::continuity::TimelineSwitch;
 use super::wal::{Lsn, SegmentName, SegmentSize, Timeline, WalFile};
 use super::{Target, find_binary, major_of, pg_error_text, server_info};
 use crate::catalog::manifest::{BaseInfo, Summary};
@@ -532,7 +533,76 @@ pub fn candidates(entries: &[Entry], identities: &[Identity]) -> Result<Vec<Cand
 
 /// Picks the newest base backup that ends before `target`; refuses a
 /// target before the oldest one (exit 2).
-pub fn choose(cands: Vec<Candidate>, target: &RecoveryTarget) -> Result<Candidate> {
+/// The timeline recovery follows (`recovery_target_timeline`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimelineTarget {
+    /// The base backup's own timeline.
+    Current,
+    /// The newest timeline, as PostgreSQL finds it: history files counted
+    /// upward from the base backup's timeline without a hole.
+    Latest,
+    Number(u32),
+}
+
+impl TimelineTarget {
+    /// `latest`, `current` or a number (`--timeline`).
+    pub fn parse(s: &str) -> Result<TimelineTarget> {
+        match s {
+            "latest" => Ok(TimelineTarget::Latest),
+            "current" => Ok(TimelineTarget::Current),
+            n => n.parse().map(TimelineTarget::Number).map_err(|_| {
+                Error::usage(format!(
+                    "--timeline {s:?}: give a timeline number, `latest` or `current`"
+                ))
+            }),
+        }
+    }
+
+    /// The timeline recovery from a base backup on `base` ends on.
+    pub fn resolve(self, base: Timeline, switches: &[TimelineSwitch]) -> Timeline {
+        match self {
+            TimelineTarget::Current => base,
+            TimelineTarget::Number(n) => Timeline(n),
+            TimelineTarget::Latest => {
+                let have: std::collections::BTreeSet<u32> =
+                    switches.iter().map(|s| s.timeline.0).collect();
+                let mut t = base.0;
+                while have.contains(&(t + 1)) {
+                    t += 1;
+                }
+                Timeline(t)
+            }
+        }
+    }
+}
+
+/// Whether recovery can follow timeline `target` from the base backup
+/// `c`: it is on that timeline, or wholly (start to stop) on an ancestor
+/// before the point where `target`'s history leaves it. PostgreSQL refuses
+/// anything else ("requested timeline is not a child of this server's
+/// history"), or never reaches the backup's end.
+pub fn reaches(c: &BaseInfo, target: Timeline, switches: &[TimelineSwitch]) -> bool {
+    let base = Timeline(c.timeline);
+    if base == target {
+        return true;
+    }
+    let Ok(stop) = c.stop_lsn.parse::<Lsn>() else {
+        return false;
+    };
+    switches
+        .iter()
+        .any(|s| s.timeline == target && s.parent == base && stop <= s.switch)
+}
+
+/// The newest base backup among `cands` from which recovery can reach
+/// `target` on the timeline `timeline` names (`switches`: the archive's
+/// timeline history).
+pub fn choose(
+    cands: Vec<Candidate>,
+    target: &RecoveryTarget,
+    timeline: TimelineTarget,
+    switches: &[TimelineSwitch],
+) -> Result<Candidate> {
     let oldest = cands
         .iter()
         .min_by_key(|c| c.base.stop_time)
@@ -541,13 +611,47 @@ pub fn choose(cands: Vec<Candidate>, target: &RecoveryTarget) -> Result<Candidat
         return Err(Error::integrity("no base backup of this source")
             .hint("take one with `strata backup SOURCE --kind base`"));
     };
+    let newest = cands
+        .iter()
+        .max_by_key(|c| c.base.stop_time)
+        .map(|c| {
+            let tli = timeline.resolve(Timeline(c.base.timeline), switches);
+            format!(
+                "the newest, {}, is on timeline {} and ends at LSN {}; timeline {} {}",
+                c.entry.summary().id,
+                c.base.timeline,
+                c.base.stop_lsn,
+                tli.0,
+                match switches
+                    .iter()
+                    .find(|s| s.timeline == tli && s.parent == Timeline(c.base.timeline))
+                {
+                    Some(s) => format!("branched off it at LSN {}", s.switch),
+                    None => "does not descend from it".to_string(),
+                }
+            )
+        })
+        .unwrap_or_default();
+    let on_timeline: Vec<Candidate> = cands
+        .into_iter()
+        .filter(|c| {
+            let tli = timeline.resolve(Timeline(c.base.timeline), switches);
+            reaches(&c.base, tli, switches)
+        })
+        .collect();
+    if on_timeline.is_empty() {
+        return Err(Error::usage(format!(
+            "no base backup lies on the history of the timeline recovery would follow: {newest}"
+        ))
+        .hint("choose the timeline with --timeline N (or `current`), or take a base backup on the new timeline"));
+    }
     let fits = |c: &Candidate| match target {
         RecoveryTarget::Time(t) => c.base.stop_time < *t,
         RecoveryTarget::Lsn(l) => c.base.stop_lsn.parse::<Lsn>().is_ok_and(|s| s <= *l),
         // where a restore point lies is not known before replay
         RecoveryTarget::Name(_) | RecoveryTarget::Latest => true,
     };
-    let mut fitting: Vec<Candidate> = cands.into_iter().filter(fits).collect();
+    let mut fitting: Vec<Candidate> = on_timeline.into_iter().filter(fits).collect();
     fitting.sort_by_key(|c| std::cmp::Reverse(c.base.stop_time));
     fitting.into_iter().next().ok_or_else(|| {
         Error::usage(format!(
@@ -991,27 +1095,42 @@ pub(crate) async fn wait_promoted(
     owner: Option<&str>,
 ) -> Result<tokio_postgres::Client> {
     let deadline = Instant::now() + start.timeout;
+    // one connection, asked every 50 ms (the restore's clock stops at the
+    // promotion); whether the server still runs is checked once a second
+    let mut client: Option<tokio_postgres::Client> = None;
+    let mut checked = Instant::now();
     loop {
-        if let Ok(c) = start.connect.connect().await
-            && let Ok(row) = c.query_one("SELECT pg_is_in_recovery()", &[]).await
-            && !row.get::<_, bool>(0)
-        {
-            return Ok(c);
+        if client.is_none() {
+            client = start.connect.connect().await.ok();
         }
-        let running = as_owner(&start.pg_ctl, owner)
-            .arg("-D")
-            .arg(dir)
-            .arg("status")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !running {
-            return Err(Error::source(format!(
-                "the restored server stopped during recovery:\n{}",
-                log_tail(dir)
-            ))
-            .hint("a target before the backup's end or past the archived WAL stops recovery; see the server log"));
+        if let Some(c) = &client {
+            match c.query_one("SELECT pg_is_in_recovery()", &[]).await {
+                Ok(row) if !row.get::<_, bool>(0) => return Ok(client.take().expect("connected")),
+                Ok(_) => {}
+                Err(_) => client = None,
+            }
+        }
+        if client.is_none() || checked.elapsed() >= Duration::from_secs(1) {
+            checked = Instant::now();
+            let mut status = as_owner(&start.pg_ctl, owner);
+            status
+                .arg("-D")
+                .arg(dir)
+                .arg("status")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            let running = tokio::process::Command::from(status)
+                .kill_on_drop(true)
+                .status()
+                .await
+                .is_ok_and(|s| s.success());
+            if !running {
+                return Err(Error::source(format!(
+                    "the restored server stopped during recovery:\n{}",
+                    log_tail(dir)
+                ))
+                .hint("a target before the backup's end or past the archived WAL stops recovery; see the server log"));
+            }
         }
         if Instant::now() > deadline {
             return Err(Error::source(format!(
@@ -1020,7 +1139,7 @@ pub(crate) async fn wait_promoted(
                 log_tail(dir)
             )));
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -1120,6 +1239,66 @@ START TIME: 2026-11-23 11:20:31 UTC\nLABEL: pg_basebackup base backup\nSTART TIM
             ["000000010000000000000002", "000000010000000000000003"]
         );
         assert_eq!(names("0/FF000028", "1/1000010").len(), 3);
+    }
+
+    #[test]
+    fn timelines_a_base_backup_reaches() {
+        let sw = |t: u32, p: u32, lsn: &str| TimelineSwitch {
+            timeline: Timeline(t),
+            parent: Timeline(p),
+            switch: lsn.parse().unwrap(),
+        };
+        // 2 branched off 1 at 0/5000000; 3 off 2 at 0/9000000 (its history
+        // names both ancestors)
+        let switches = [
+            sw(2, 1, "0/5000000"),
+            sw(3, 1, "0/5000000"),
+            sw(3, 2, "0/9000000"),
+        ];
+        let base = |tli: u32, stop: &str| BaseInfo {
+            start_lsn: "0/1000028".into(),
+            stop_lsn: stop.into(),
+            timeline: tli,
+            start_time: Utc::now(),
+            stop_time: Utc::now(),
+            system_identifier: "1".into(),
+            server_version: "15".into(),
+            server_version_num: 150000,
+            wal_segment_size: 16 << 20,
+            backup_label: String::new(),
+        };
+        let latest = TimelineTarget::Latest;
+        assert_eq!(latest.resolve(Timeline(1), &switches), Timeline(3));
+        assert_eq!(latest.resolve(Timeline(4), &switches), Timeline(4));
+        assert_eq!(
+            TimelineTarget::Current.resolve(Timeline(2), &switches),
+            Timeline(2)
+        );
+        // a hole stops PostgreSQL's probe
+        assert_eq!(latest.resolve(Timeline(1), &[sw(3, 1, "0/1")]), Timeline(1));
+
+        let early = base(1, "0/4000000");
+        assert!(reaches(&early, Timeline(1), &switches));
+        assert!(reaches(&early, Timeline(2), &switches));
+        assert!(reaches(&early, Timeline(3), &switches));
+        // on timeline 1 after the branch: only timeline 1
+        let late = base(1, "0/6000000");
+        assert!(reaches(&late, Timeline(1), &switches));
+        assert!(!reaches(&late, Timeline(2), &switches));
+        assert!(!reaches(&late, Timeline(3), &switches));
+        // ends exactly at the branch point: fine
+        assert!(reaches(&base(1, "0/5000000"), Timeline(2), &switches));
+        // on timeline 2 before 3 branched off; never back to 1
+        let on2 = base(2, "0/8000000");
+        assert!(reaches(&on2, Timeline(3), &switches));
+        assert!(!reaches(&on2, Timeline(1), &switches));
+        assert!(!reaches(&base(2, "0/A000000"), Timeline(3), &switches));
+
+        assert_eq!(
+            TimelineTarget::parse("7").unwrap(),
+            TimelineTarget::Number(7)
+        );
+        assert!(TimelineTarget::parse("newest").is_err());
     }
 
     #[test]

@@ -130,15 +130,7 @@ pub fn unpack<R: Read>(reader: R, dir: &Path) -> io::Result<DeltaStats> {
     let mut stats = DeltaStats::default();
     let mut seen: HashSet<PathBuf> = HashSet::new();
     let mut bufs = [vec![0u8; CHUNK], vec![0u8; CHUNK]];
-    let mut archive = tar::Archive::new(reader);
-    archive.set_preserve_permissions(true);
-    archive.set_overwrite(true);
-    for entry in archive.entries()? {
-        let mut entry = entry?;
-        let rel = safe_relative(&entry.path()?)?;
-        if rel.as_os_str().is_empty() {
-            continue;
-        }
+    for_each_member(reader, |entry, rel| {
         for a in rel.ancestors() {
             if a.as_os_str().is_empty() || !seen.insert(a.to_path_buf()) {
                 break;
@@ -153,7 +145,7 @@ pub fn unpack<R: Read>(reader: R, dir: &Path) -> io::Result<DeltaStats> {
             }
             let size = entry.size();
             let existed = fs::symlink_metadata(&dest).is_ok_and(|m| m.is_file());
-            let (changed, written) = sync_file(&mut entry, &dest, size, &mut bufs)?;
+            let (changed, written) = sync_file(entry, &dest, size, &mut bufs)?;
             fs::set_permissions(&dest, fs::Permissions::from_mode(mode))?;
             stats.bytes_total += size;
             if changed || !existed {
@@ -179,12 +171,32 @@ pub fn unpack<R: Read>(reader: R, dir: &Path) -> io::Result<DeltaStats> {
             }
             entry.unpack_in(dir)?;
         }
-    }
-    // tar padding after the end marker: read it so the writer never sees
-    // a closed pipe
-    io::copy(&mut archive.into_inner(), &mut io::sink())?;
+        Ok(())
+    })?;
     stats.removed = remove_unlisted(dir, Path::new(""), &seen)?;
     Ok(stats)
+}
+
+/// Calls `each` with every member of the tar in `reader` and its path
+/// relative to the target directory (refusing one that would leave it),
+/// then reads `reader` to its end: the tar padding after the end marker,
+/// so the writer never sees a closed pipe.
+fn for_each_member<R: Read>(
+    reader: R,
+    mut each: impl FnMut(&mut tar::Entry<'_, R>, PathBuf) -> io::Result<()>,
+) -> io::Result<()> {
+    let mut archive = tar::Archive::new(reader);
+    archive.set_preserve_permissions(true);
+    archive.set_overwrite(true);
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let rel = safe_relative(&entry.path()?)?;
+        if !rel.as_os_str().is_empty() {
+            each(&mut entry, rel)?;
+        }
+    }
+    io::copy(&mut archive.into_inner(), &mut io::sink())?;
+    Ok(())
 }
 
 /// Unpacks the tar from `reader` into the empty directory `dir` (a
@@ -194,15 +206,7 @@ pub fn unpack<R: Read>(reader: R, dir: &Path) -> io::Result<DeltaStats> {
 pub fn unpack_new<R: Read>(reader: R, dir: &Path) -> io::Result<()> {
     fs::create_dir_all(dir)?;
     let mut buf = vec![0u8; CHUNK];
-    let mut archive = tar::Archive::new(reader);
-    archive.set_preserve_permissions(true);
-    archive.set_overwrite(true);
-    for entry in archive.entries()? {
-        let mut entry = entry?;
-        let rel = safe_relative(&entry.path()?)?;
-        if rel.as_os_str().is_empty() {
-            continue;
-        }
+    for_each_member(reader, |entry, rel| {
         let dest = dir.join(&rel);
         let kind = entry.header().entry_type();
         let mode = entry.header().mode().unwrap_or(0o600) & 0o7777;
@@ -215,7 +219,7 @@ pub fn unpack_new<R: Read>(reader: R, dir: &Path) -> io::Result<()> {
                 .create_new(true)
                 .open(&dest)?;
             loop {
-                let n = read_full(&mut entry, &mut buf)?;
+                let n = read_full(entry, &mut buf)?;
                 if n == 0 {
                     break;
                 }
@@ -231,9 +235,8 @@ pub fn unpack_new<R: Read>(reader: R, dir: &Path) -> io::Result<()> {
         } else {
             entry.unpack_in(dir)?;
         }
-    }
-    io::copy(&mut archive.into_inner(), &mut io::sink())?;
-    Ok(())
+        Ok(())
+    })
 }
 
 /// Removes what under `dir/rel` is not in `keep`; the count removed.

@@ -207,6 +207,23 @@ impl Spool {
             })
     }
 
+    /// Removes every download's temporary file: left by a prefetcher that
+    /// was killed (only the one holding the lock downloads into the spool,
+    /// so at its start none is anyone's download).
+    pub fn remove_downloads(&self) {
+        for e in fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+            let name = e.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let seg = name
+                .strip_prefix('.')
+                .and_then(|n| n.split('.').next())
+                .and_then(|n| n.parse::<SegmentName>().ok());
+            if seg.is_some() && name.ends_with(".tmp") {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
+
     /// Spooled segments (complete entries only).
     pub fn entries(&self) -> Vec<SegmentName> {
         let mut v: Vec<SegmentName> = fs::read_dir(&self.dir)
@@ -332,6 +349,9 @@ mod tests {
         fs::write(sp.tmp_path(seg), b"half").unwrap();
         assert!(sp.downloading(seg));
         assert!(!sp.downloading(s("000000010000000000000007")));
+        sp.remove_downloads();
+        assert!(!sp.downloading(seg));
+        assert!(sp.wanted().is_some(), "only downloads are removed");
     }
 
     #[test]
