@@ -159,7 +159,7 @@ pub async fn fetch(g: &Globals, a: &FetchArgs) -> Result<u8> {
     if let Some((sp, seg)) = &prefetch {
         // moves the prefetcher past `seg` before it leaves the spool (else
         // it would see it missing and download it again)
-        let spooled = sp.spooled_size(*seg);
+        let spooled = sp.spooled_size(*seg).filter(|_| sp.create().is_ok());
         if let Some(size) = spooled {
             keep_prefetching(g, &cfg, src, a, sp, *seg, size);
         }
@@ -304,6 +304,9 @@ pub async fn prefetch_worker(g: &Globals, a: &PrefetchArgs) -> Result<u8> {
     let identities = g.identities(&cfg)?;
     let repo = super::open_repository(&cfg).await?;
     let sp = Spool::new(&a.spool, a.shared_root, &repo.id, &src.name);
+    // (also checks that a shared temp root is ours and closed to others)
+    sp.create()
+        .map_err(|e| Error::failed(format!("prefetch spool {}: {e}", sp.dir().display())))?;
     let Some(_lock) = sp.try_lock()? else {
         return Ok(0); // another prefetcher runs
     };
