@@ -130,15 +130,14 @@ pub fn unpack<R: Read>(reader: R, dir: &Path) -> io::Result<DeltaStats> {
     let mut stats = DeltaStats::default();
     let mut seen: HashSet<PathBuf> = HashSet::new();
     let mut bufs = [vec![0u8; CHUNK], vec![0u8; CHUNK]];
-    for_each_member(reader, |entry, rel| {
+    for_each_member(reader, dir, |entry, m| {
+        let Member { rel, dest, mode } = m;
         for a in rel.ancestors() {
             if a.as_os_str().is_empty() || !seen.insert(a.to_path_buf()) {
                 break;
             }
         }
-        let dest = dir.join(&rel);
         let kind = entry.header().entry_type();
-        let mode = entry.header().mode().unwrap_or(0o600) & 0o7777;
         if kind.is_file() {
             if let Some(parent) = dest.parent() {
                 fs::create_dir_all(parent)?;
@@ -177,13 +176,24 @@ pub fn unpack<R: Read>(reader: R, dir: &Path) -> io::Result<DeltaStats> {
     Ok(stats)
 }
 
-/// Calls `each` with every member of the tar in `reader` and its path
-/// relative to the target directory (refusing one that would leave it),
-/// then reads `reader` to its end: the tar padding after the end marker,
-/// so the writer never sees a closed pipe.
+/// Where a tar member goes.
+struct Member {
+    /// Its path relative to the target directory.
+    rel: PathBuf,
+    /// Its path in the target directory.
+    dest: PathBuf,
+    /// Its permission bits.
+    mode: u32,
+}
+
+/// Calls `each` with every member of the tar in `reader` and where it goes
+/// in `dir` (refusing one that would leave it), then reads `reader` to its
+/// end: the tar padding after the end marker, so the writer never sees a
+/// closed pipe.
 fn for_each_member<R: Read>(
     reader: R,
-    mut each: impl FnMut(&mut tar::Entry<'_, R>, PathBuf) -> io::Result<()>,
+    dir: &Path,
+    mut each: impl FnMut(&mut tar::Entry<'_, R>, Member) -> io::Result<()>,
 ) -> io::Result<()> {
     let mut archive = tar::Archive::new(reader);
     archive.set_preserve_permissions(true);
@@ -192,7 +202,12 @@ fn for_each_member<R: Read>(
         let mut entry = entry?;
         let rel = safe_relative(&entry.path()?)?;
         if !rel.as_os_str().is_empty() {
-            each(&mut entry, rel)?;
+            let member = Member {
+                dest: dir.join(&rel),
+                mode: entry.header().mode().unwrap_or(0o600) & 0o7777,
+                rel,
+            };
+            each(&mut entry, member)?;
         }
     }
     io::copy(&mut archive.into_inner(), &mut io::sink())?;
@@ -206,10 +221,8 @@ fn for_each_member<R: Read>(
 pub fn unpack_new<R: Read>(reader: R, dir: &Path) -> io::Result<()> {
     fs::create_dir_all(dir)?;
     let mut buf = vec![0u8; CHUNK];
-    for_each_member(reader, |entry, rel| {
-        let dest = dir.join(&rel);
+    for_each_member(reader, dir, |entry, Member { dest, mode, .. }| {
         let kind = entry.header().entry_type();
-        let mode = entry.header().mode().unwrap_or(0o600) & 0o7777;
         if kind.is_file() {
             if let Some(parent) = dest.parent() {
                 fs::create_dir_all(parent)?;
