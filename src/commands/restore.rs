@@ -308,7 +308,7 @@ pub async fn run_physical(g: &Globals, a: &PhysicalArgs) -> Result<u8> {
     let opts = base::RestoreOptions {
         target_dir: target_dir.clone(),
         target: target.clone(),
-        timeline: a.timeline.clone(),
+        timeline,
         force: a.force,
         restore_command,
         start,

@@ -321,7 +321,7 @@ pub async fn recover(
             let opts = base::RestoreOptions {
                 target_dir: dir.to_path_buf(),
                 target,
-                timeline: "latest".into(),
+                timeline: base::TimelineTarget::Latest,
                 force: false,
                 restore_command: ctx.restore_command.clone(),
                 start: None,

@@ -38,7 +38,6 @@
 //!   a change (no reload on SIGHUP).
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration as StdDuration, Instant};
@@ -785,16 +784,9 @@ fn lock_state_dir(dir: &Path) -> Result<std::fs::File> {
             .hint("pass --state-dir DIR (a directory the daemon's user may write), or set StateDirectory=strata in its systemd unit")
     })?;
     let path = dir.join("schedule.lock");
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(&path)
+    let lock = crate::util::try_flock(&path)
         .map_err(|e| Error::usage(format!("cannot open {}: {e}", path.display())))?;
-    // SAFETY: flock on a descriptor we own.
-    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc != 0 {
+    let Some(mut f) = lock else {
         let holder = std::fs::read_to_string(&path).unwrap_or_default();
         return Err(Error::conflict(format!(
             "another `strata schedule run` (pid {}) uses the state directory {}",
@@ -802,7 +794,7 @@ fn lock_state_dir(dir: &Path) -> Result<std::fs::File> {
             dir.display()
         ))
         .hint("run one daemon per state directory; stop the other one, or give this one its own --state-dir"));
-    }
+    };
     use std::io::{Seek, Write};
     let _ = f.set_len(0);
     let _ = f.seek(std::io::SeekFrom::Start(0));

@@ -544,6 +544,17 @@ pub enum TimelineTarget {
     Number(u32),
 }
 
+impl std::fmt::Display for TimelineTarget {
+    /// As `--timeline` and `recovery_target_timeline` spell it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TimelineTarget::Current => f.write_str("current"),
+            TimelineTarget::Latest => f.write_str("latest"),
+            TimelineTarget::Number(n) => write!(f, "{n}"),
+        }
+    }
+}
+
 impl TimelineTarget {
     /// `latest`, `current` or a number (`--timeline`).
     pub fn parse(s: &str) -> Result<TimelineTarget> {
@@ -668,8 +679,8 @@ pub fn choose(
 pub struct RestoreOptions {
     pub target_dir: PathBuf,
     pub target: RecoveryTarget,
-    /// `recovery_target_timeline` (default `latest`).
-    pub timeline: String,
+    /// `recovery_target_timeline`.
+    pub timeline: TimelineTarget,
     pub force: bool,
     /// The `restore_command` PostgreSQL runs.
     pub restore_command: String,
@@ -990,7 +1001,7 @@ fn write_recovery_conf(dir: &Path, opts: &RestoreOptions) -> Result<()> {
     text.push_str("recovery_target_action = 'promote'\n");
     text.push_str(&format!(
         "recovery_target_timeline = {}\n",
-        conf_quote(&opts.timeline)
+        conf_quote(&opts.timeline.to_string())
     ));
     let mut f = std::fs::OpenOptions::new()
         .create(true)
