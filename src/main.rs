@@ -191,6 +191,17 @@ enum Command {
         /// With --target-dir: rewrite only files whose checksum differs (keeps the rest)
         #[arg(long, requires = "target_dir", conflicts_with = "force")]
         delta: bool,
+        /// With --target-dir: `off` keeps the restored server from archiving
+        /// (a copy to look at the past must not push a new timeline into the
+        /// repository); `preserve` keeps the backup's setting, for a new primary
+        #[arg(
+            long,
+            default_value = "preserve",
+            value_name = "MODE",
+            value_parser = ["preserve", "off"],
+            requires = "target_dir"
+        )]
+        archive_mode: String,
     },
     /// Recovery drill: restore every source into a throwaway sandbox, check
     /// it, measure RTO and RPO, store the report (docs/drills.md)
@@ -553,6 +564,7 @@ async fn dispatch(cli: Cli) -> Result<u8, Error> {
             run_as,
             force,
             delta,
+            archive_mode,
             at,
             ..
         } => {
@@ -575,6 +587,7 @@ async fn dispatch(cli: Cli) -> Result<u8, Error> {
                 run_as,
                 force,
                 delta,
+                archive_off: archive_mode == "off",
                 json,
             };
             commands::restore::run_physical(&g, &args).await

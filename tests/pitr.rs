@@ -106,7 +106,7 @@ fn pg_ctl(dir: &Path, args: &[&str]) -> Output {
 }
 
 /// Restores into a fresh dir with `--start`; returns `max(id)|count(*)`
-/// of `ev` on the recovered server, then stops it.
+/// of `ev` and the restored server's `archive_mode`, then stops it.
 fn restore_and_count(name: &str, target: &[&str]) -> String {
     let f = fixture();
     let dir = pg_scratch_dir(name).join("data");
@@ -152,7 +152,7 @@ fn restore_and_count(name: &str, target: &[&str]) -> String {
             "-d",
             "postgres",
             "-c",
-            "SELECT max(id) || '|' || count(*) FROM ev",
+            "SELECT max(id) || '|' || count(*) || '|' || current_setting('archive_mode') FROM ev",
         ])
         .output()
         .unwrap();
@@ -164,20 +164,24 @@ fn restore_and_count(name: &str, target: &[&str]) -> String {
 #[test]
 fn restore_to_a_time_keeps_exactly_the_rows_before_it() {
     let t = fixture().after_row_6.clone();
-    assert_eq!(restore_and_count("pitr-time", &["--to-time", &t]), "6|6");
+    assert_eq!(restore_and_count("pitr-time", &["--to-time", &t]), "6|6|on");
 }
 
 #[test]
 fn restore_to_a_named_restore_point() {
     assert_eq!(
         restore_and_count("pitr-name", &["--to-name", "before_drop"]),
-        "10|10"
+        "10|10|on"
     );
 }
 
 #[test]
 fn restore_latest_replays_everything_archived() {
-    assert_eq!(restore_and_count("pitr-latest", &["--latest"]), "11|11");
+    // a copy that must not archive (and so add a timeline) into the repository
+    assert_eq!(
+        restore_and_count("pitr-latest", &["--latest", "--archive-mode", "off"]),
+        "11|11|off"
+    );
 }
 
 #[test]

@@ -139,6 +139,8 @@ pub struct PhysicalArgs {
     pub force: bool,
     /// `--delta`: rewrite only the files that differ from the backup.
     pub delta: bool,
+    /// `--archive-mode off`: the restored server does not archive.
+    pub archive_off: bool,
     pub json: bool,
 }
 
@@ -311,6 +313,7 @@ pub async fn run_physical(g: &Globals, a: &PhysicalArgs) -> Result<u8> {
         timeline,
         force: a.force,
         restore_command,
+        archive_off: a.archive_off,
         start,
         owner,
     };

@@ -324,6 +324,8 @@ pub async fn recover(
                 timeline: base::TimelineTarget::Latest,
                 force: false,
                 restore_command: ctx.restore_command.clone(),
+                // written below, with a note for `restore --all`
+                archive_off: false,
                 start: None,
                 owner: ctx.owner.clone(),
             };

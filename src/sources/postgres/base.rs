@@ -684,6 +684,10 @@ pub struct RestoreOptions {
     pub force: bool,
     /// The `restore_command` PostgreSQL runs.
     pub restore_command: String,
+    /// Write `archive_mode = 'off'`: the restored server never archives
+    /// (else it keeps the backup's setting and, once promoted, archives
+    /// its new timeline).
+    pub archive_off: bool,
     /// Start the server and wait for it to promote.
     pub start: Option<StartOptions>,
     /// Give the directory to this OS user (when running as root).
@@ -1003,6 +1007,9 @@ fn write_recovery_conf(dir: &Path, opts: &RestoreOptions) -> Result<()> {
         "recovery_target_timeline = {}\n",
         conf_quote(&opts.timeline.to_string())
     ));
+    if opts.archive_off {
+        text.push_str("archive_mode = 'off'  # strata restore --archive-mode off\n");
+    }
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
