@@ -10,6 +10,7 @@
 #               (filler = 84 random hex characters, compresses ~2:1)
 #   SEGMENTS    WAL segments for the push measurements (default 64)
 #   BASE_REPS   rounds of the four base backup cases (default 3; median)
+#   PITR_MINUTES  minutes of pgbench before the PITR target (default 10; 0 skips)
 #   PROCESSES   parallel uploads of the async modes / pgBackRest process-max (default 4)
 #   BENCH_DIR   work directory (default /var/tmp/strata-bench-pitr); removed
 #               at the end unless BENCH_KEEP=1
@@ -26,13 +27,18 @@
 #                 copied aside), pushed in order as archive_command would,
 #                 each tool into its own fresh archive: strata sync, strata
 #                 --async (PROCESSES uploads), pgbackrest archive-push sync
-#                 and --archive-async (process-max=PROCESSES). Seconds per
-#                 segment = total wall / SEGMENTS.
+#                 (zst 1 and its default 3) and --archive-async
+#                 (process-max=PROCESSES), while pgbench keeps running.
+#                 Seconds per segment: the median call, and total / SEGMENTS.
 #   PITR          restore of everything archived (the newest base backup,
 #                 then replay of the pgbench run's WAL, ~SEGMENTS segments)
 #                 into a new directory, from command to promoted server:
 #                 pgbackrest restore + pg_ctl start (archive-get one segment
 #                 at a time) against strata restore --latest --start.
+#   PITR to T     fresh base backups, pgbench -c 4 for PITR_MINUTES (+1), then
+#                 restore to the time PITR_MINUTES in: pgbackrest restore
+#                 --type=time + pg_ctl start against strata restore --to-time
+#                 --start; both must hold the same pgbench_history.
 # Local repositories on the same disk for both tools; fsync on.
 set -euo pipefail
 
@@ -41,6 +47,7 @@ SCALE=${SCALE:-50}
 SEGMENTS=${SEGMENTS:-64}
 PROCESSES=${PROCESSES:-4}
 BASE_REPS=${BASE_REPS:-3}
+PITR_MINUTES=${PITR_MINUTES:-10}
 BENCH_DIR=${BENCH_DIR:-/var/tmp/strata-bench-pitr}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/strata-target}
 PGBIN=/usr/lib/postgresql/15/bin
@@ -151,6 +158,11 @@ pg1-socket-path=$BENCH_DIR/pg/sock
 pg1-path=$PGDATA
 pg1-port=$PORT
 pg1-socket-path=$BENCH_DIR/pg/sock
+
+[push_sync3]
+pg1-path=$PGDATA
+pg1-port=$PORT
+pg1-socket-path=$BENCH_DIR/pg/sock
 EOF
 chown postgres: "$PGBR_CONF"
 pgbr() { as_pg pgbackrest --config="$PGBR_CONF" "$@"; }
@@ -174,7 +186,7 @@ as_pg "$PGBIN/pg_ctl" -D "$PGDATA" -l "$BENCH_DIR/pg/server.log" -w start >/dev/
 export PGHOST=127.0.0.1 PGPORT=$PORT PGUSER=postgres
 unset PGPASSWORD PGDATABASE
 psqlc() { "$PGBIN/psql" -X -q -A -t -v ON_ERROR_STOP=1 -d postgres "$@"; }
-for s in main push_sync push_async; do pgbr --stanza=$s stanza-create >/dev/null; done
+for s in main push_sync push_sync3 push_async; do pgbr --stanza=$s stanza-create >/dev/null; done
 
 step "pgbench -i -s $SCALE"
 "$PGBIN/pgbench" -q -i -s "$SCALE" postgres >"$BENCH_DIR/pgbench-init.log" 2>&1
@@ -190,7 +202,7 @@ psqlc -c "VACUUM ANALYZE" -c "CHECKPOINT"
 DB_SIZE=$(psqlc -c "SELECT pg_size_pretty(sum(pg_database_size(datname))) FROM pg_database")
 
 declare -a ROWS
-row() { ROWS+=("$(printf '%-50s %10s %12s' "$@")"); printf '%-50s %10s %12s\n' "$@" >&2; }
+row() { ROWS+=("$(printf '%-64s %10s %12s' "$@")"); printf '%-64s %10s %12s\n' "$@" >&2; }
 secs() { date +%s.%N; }
 since() { echo "$(secs) - $1" | bc -l | xargs printf '%.2f'; }
 dir_mib() { du -sb "$1" | awk '{printf "%.1f", $1 / 1048576}'; }
@@ -275,35 +287,44 @@ fake_wal() { # DIR
 # what PostgreSQL does after a successful archive_command
 done_ready() { mv "$1/archive_status/$2.ready" "$1/archive_status/$2.done"; }
 
-step "wal push: $SEGMENTS segments each"
-t=$(secs)
-for s in "${SEGS[@]}"; do as_pg "$STRATA" --config "$BENCH_DIR/strata.toml" wal push --source push_sync "$BENCH_DIR/wal-copy/$s"; done
-w=$(since "$t")
-row "strata wal push (sync), s/segment" "$(echo "$w / $SEGMENTS" | bc -l | xargs printf '%.3f')" "${w}s total"
-
-fake_wal "$BENCH_DIR/fake-strata/pg_wal"
-t=$(secs)
-for s in "${SEGS[@]}"; do
-    as_pg "$STRATA" --config "$BENCH_DIR/strata.toml" wal push --source push_async --async --processes "$PROCESSES" "$BENCH_DIR/fake-strata/pg_wal/$s"
-    done_ready "$BENCH_DIR/fake-strata/pg_wal" "$s"
-done
-w=$(since "$t")
-row "strata wal push --async ($PROCESSES), s/segment" "$(echo "$w / $SEGMENTS" | bc -l | xargs printf '%.3f')" "${w}s total"
-
-t=$(secs)
-for s in "${SEGS[@]}"; do pgbr --stanza=push_sync archive-push "$BENCH_DIR/wal-copy/$s"; done
-w=$(since "$t")
-row "pgbackrest archive-push (sync), s/segment" "$(echo "$w / $SEGMENTS" | bc -l | xargs printf '%.3f')" "${w}s total"
-
-fake_wal "$BENCH_DIR/fake-pgbr/pg_wal"
-t=$(secs)
-for s in "${SEGS[@]}"; do
+# Each call is timed on its own: the row gives the median call and the mean
+# (total / SEGMENTS; an async mode's pusher works between calls).
+push_case() { # LABEL FUNCTION (called with each segment name, in order)
+    local label=$1 fn=$2 s t t0 w
+    local -a walls=()
+    t0=$(secs)
+    for s in "${SEGS[@]}"; do
+        t=$(secs)
+        "$fn" "$s"
+        walls+=("$(echo "$(secs) - $t" | bc -l)")
+    done
+    w=$(echo "$(secs) - $t0" | bc -l)
+    row "$label, s/segment median" \
+        "$(printf '%s\n' "${walls[@]}" | median | xargs printf '%.3f')" \
+        "mean $(echo "$w / $SEGMENTS" | bc -l | xargs printf '%.3f')"
+}
+strata_sync() { as_pg "$STRATA" --config "$BENCH_DIR/strata.toml" wal push --source push_sync "$BENCH_DIR/wal-copy/$1"; }
+strata_async() {
+    as_pg "$STRATA" --config "$BENCH_DIR/strata.toml" wal push --source push_async --async \
+        --processes "$PROCESSES" "$BENCH_DIR/fake-strata/pg_wal/$1"
+    done_ready "$BENCH_DIR/fake-strata/pg_wal" "$1"
+}
+pgbr_sync1() { pgbr --stanza=push_sync archive-push "$BENCH_DIR/wal-copy/$1"; }
+pgbr_sync3() { pgbr --stanza=push_sync3 --compress-level=3 archive-push "$BENCH_DIR/wal-copy/$1"; }
+pgbr_async() {
     pgbr --stanza=push_async --pg1-path="$BENCH_DIR/fake-pgbr" --archive-async --process-max="$PROCESSES" \
-        archive-push "$BENCH_DIR/fake-pgbr/pg_wal/$s"
-    done_ready "$BENCH_DIR/fake-pgbr/pg_wal" "$s"
-done
-w=$(since "$t")
-row "pgbackrest archive-push --archive-async ($PROCESSES), s/seg" "$(echo "$w / $SEGMENTS" | bc -l | xargs printf '%.3f')" "${w}s total"
+        archive-push "$BENCH_DIR/fake-pgbr/pg_wal/$1"
+    done_ready "$BENCH_DIR/fake-pgbr/pg_wal" "$1"
+}
+
+step "wal push: $SEGMENTS segments each"
+push_case "strata wal push (sync, zstd 1)" strata_sync
+fake_wal "$BENCH_DIR/fake-strata/pg_wal"
+push_case "strata wal push --async ($PROCESSES, zstd 1)" strata_async
+push_case "pgbackrest archive-push (sync, zst 1)" pgbr_sync1
+push_case "pgbackrest archive-push (sync, zst 3)" pgbr_sync3
+fake_wal "$BENCH_DIR/fake-pgbr/pg_wal"
+push_case "pgbackrest archive-push --archive-async ($PROCESSES, zst 1)" pgbr_async
 
 kill "$BENCH_PID" 2>/dev/null || true
 wait "$BENCH_PID" 2>/dev/null || true
@@ -338,17 +359,68 @@ SDIR=$BENCH_DIR/restore-strata
 RPORT=$(free_port $((PORT + 1)))
 t=$(secs)
 as_pg "$STRATA" --config "$BENCH_DIR/strata.toml" restore main --target-dir "$SDIR" --latest \
-    --start --port "$RPORT" >"$BENCH_DIR/restore-strata.out"
+    --start --port "$RPORT" --archive-mode off >"$BENCH_DIR/restore-strata.out"
 w=$(since "$t")
 as_pg "$PGBIN/pg_ctl" -D "$SDIR" -m immediate -w stop >/dev/null
 row "strata restore --latest --start" "${w}s" "$(grep -c 'restored log file' "$SDIR/strata-restore.log") segs"
 cat "$BENCH_DIR/restore-strata.out" >&2
+rm -rf "$SDIR"
+
+# --- PITR: to a target PITR_MINUTES into a pgbench run ------------------------------
+# A fresh base backup with each tool, then pgbench -c 4 (no forced
+# checkpoints) for PITR_MINUTES and one more; the target is the server's
+# clock PITR_MINUTES in. Both restores must see the same pgbench_history.
+if [ "$PITR_MINUTES" -gt 0 ]; then
+    step "PITR to a target: base backups, then pgbench -c 4 for $PITR_MINUTES+1 minutes"
+    catch_up_archiver
+    as_pg "$STRATA" --config "$BENCH_DIR/strata.toml" backup main --kind base >/dev/null
+    pgbr --stanza=main backup --type=full
+    "$PGBIN/pgbench" -n -c 4 -j 2 -T "$((PITR_MINUTES * 60 + 60))" postgres >"$BENCH_DIR/pgbench-pitr.log" 2>&1 &
+    BENCH_PID=$!
+    sleep "$((PITR_MINUTES * 60))"
+    TARGET=$(psqlc -c "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'")
+    step "PITR target $TARGET; waiting for pgbench and the archiver"
+    wait "$BENCH_PID" || true
+    last=$(psqlc -c "SELECT pg_walfile_name(pg_current_wal_insert_lsn())")
+    psqlc -c "SELECT pg_switch_wal()" >/dev/null
+    until [ "$(psqlc -c "SELECT coalesce(last_archived_wal, '') >= '$last' FROM pg_stat_archiver")" = t ]; do sleep 1; done
+    history_rows() { "$PGBIN/psql" -X -A -t -p "$1" -d postgres -c 'SELECT count(*) FROM pgbench_history'; }
+
+    step "PITR to a target: pgbackrest restore --type=time + start"
+    mkdir -p "$RDIR" && chown postgres: "$RDIR" && chmod 700 "$RDIR"
+    RPORT=$(free_port $((PORT + 1)))
+    t=$(secs)
+    pgbr --stanza=main --pg1-path="$RDIR" --archive-mode=off --type=time --target="$TARGET" \
+        --target-action=promote \
+        --recovery-option="restore_command=pgbackrest --config=$PGBR_CONF --stanza=main --pg1-path=$RDIR archive-get %f \"%p\"" restore
+    as_pg "$PGBIN/pg_ctl" -D "$RDIR" -l "$BENCH_DIR/restore-pgbr-time.log" -o "-p $RPORT" -w -t 3600 start >/dev/null
+    wait_promoted "$RPORT"
+    w=$(since "$t")
+    pgbr_rows=$(history_rows "$RPORT")
+    as_pg "$PGBIN/pg_ctl" -D "$RDIR" -m immediate -w stop >/dev/null
+    row "pgbackrest restore (${PITR_MINUTES} min in) to promoted" "${w}s" "$(grep -c 'restored log file' "$BENCH_DIR/restore-pgbr-time.log") segs"
+    rm -rf "$RDIR"
+
+    step "PITR to a target: strata restore --to-time --start"
+    RPORT=$(free_port $((PORT + 1)))
+    t=$(secs)
+    as_pg "$STRATA" --config "$BENCH_DIR/strata.toml" restore main --target-dir "$SDIR" --to-time "$TARGET" \
+        --start --port "$RPORT" --archive-mode off >"$BENCH_DIR/restore-strata-time.out"
+    w=$(since "$t")
+    strata_rows=$(history_rows "$RPORT")
+    as_pg "$PGBIN/pg_ctl" -D "$SDIR" -m immediate -w stop >/dev/null
+    row "strata restore --to-time (${PITR_MINUTES} min in) --start" "${w}s" "$(grep -c 'restored log file' "$SDIR/strata-restore.log") segs"
+    cat "$BENCH_DIR/restore-strata-time.out" >&2
+    [ "$pgbr_rows" = "$strata_rows" ] ||
+        die "the two restores to $TARGET differ: pgbench_history has $pgbr_rows rows (pgBackRest), $strata_rows (strata)"
+    step "both restores hold $strata_rows pgbench_history rows at $TARGET"
+fi
 
 REPORT=$(
     echo "PITR benchmark, $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "cluster: ${DATASET:-pgbench} data, pgbench scale $SCALE ($DB_SIZE), PostgreSQL 15, $(pgbackrest version), strata $("$STRATA" --version | awk '{print $2}')"
     echo "pushes: $SEGMENTS segments of 16 MiB from pgbench -c 4, local repositories, fsync on"
-    printf '%-50s %10s %12s\n' "case" "wall" "stored"
+    printf '%-64s %10s %12s\n' "case" "wall" "stored"
     printf '%s\n' "${ROWS[@]}"
 )
 echo "$REPORT"
