@@ -216,22 +216,54 @@ impl Hmac {
 /// What reading a file to push found.
 struct Scanned {
     size: u64,
-    sha256: [u8; 32],
+    /// Short files only: a segment's digest comes from the one pass that
+    /// encodes it.
+    sha256: Option<[u8; 32]>,
     hmac: Option<[u8; 32]>,
     header: Option<LongPageHeader>,
 }
 
-/// Reads `path` once: size, SHA-256, the HMAC for short files, the long
-/// page header for segments (checked against the name and the size).
+/// Looks at `path` before it is pushed. A segment (or partial segment):
+/// its long page header, checked against the name and the file's size,
+/// without reading the rest. A short file (history, backup history): read
+/// whole for its SHA-256 and HMAC.
 fn scan(path: &Path, name: WalFile, mac: Option<&MacKey>) -> Result<Scanned> {
     let unreadable =
         |e: io::Error| Error::source(format!("cannot read WAL file {}: {e}", path.display()));
     let mut f = std::fs::File::open(path).map_err(unreadable)?;
+    if let Some(seg) = name.segment_data() {
+        let size = f.metadata().map_err(unreadable)?.len();
+        let invalid = |why: String| {
+            Error::integrity(format!(
+                "{} is not a valid WAL segment {name}: {why}",
+                path.display()
+            ))
+            .hint("archive_command must be given the file PostgreSQL names in %p")
+        };
+        let mut first = Vec::with_capacity(LONG_HEADER_LEN);
+        (&mut f)
+            .take(LONG_HEADER_LEN as u64)
+            .read_to_end(&mut first)
+            .map_err(unreadable)?;
+        let h = LongPageHeader::parse(&first).map_err(invalid)?;
+        h.check_name(seg).map_err(invalid)?;
+        if size != h.segment_size.bytes() {
+            return Err(invalid(format!(
+                "it holds {size} bytes, its header says segments have {}",
+                h.segment_size.bytes()
+            )));
+        }
+        return Ok(Scanned {
+            size,
+            sha256: None,
+            hmac: None,
+            header: Some(h),
+        });
+    }
     let mut sha = Sha256::new();
     let mut hmac = mac.map(MacKey::hasher);
     let mut size = 0u64;
-    let mut first = Vec::with_capacity(LONG_HEADER_LEN);
-    let mut buf = vec![0u8; 1 << 20];
+    let mut buf = vec![0u8; 64 << 10];
     loop {
         let n = match f.read(&mut buf) {
             Ok(0) => break,
@@ -239,42 +271,17 @@ fn scan(path: &Path, name: WalFile, mac: Option<&MacKey>) -> Result<Scanned> {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(unreadable(e)),
         };
-        if first.len() < LONG_HEADER_LEN {
-            let take = (LONG_HEADER_LEN - first.len()).min(n);
-            first.extend_from_slice(&buf[..take]);
-        }
         sha.update(&buf[..n]);
         if let Some(h) = hmac.as_mut() {
             h.update(&buf[..n]);
         }
         size += n as u64;
     }
-    let header = match name.segment_data() {
-        None => None,
-        Some(seg) => {
-            let invalid = |why: String| {
-                Error::integrity(format!(
-                    "{} is not a valid WAL segment {name}: {why}",
-                    path.display()
-                ))
-                .hint("archive_command must be given the file PostgreSQL names in %p")
-            };
-            let h = LongPageHeader::parse(&first).map_err(invalid)?;
-            h.check_name(seg).map_err(invalid)?;
-            if size != h.segment_size.bytes() {
-                return Err(invalid(format!(
-                    "it holds {size} bytes, its header says segments have {}",
-                    h.segment_size.bytes()
-                )));
-            }
-            Some(h)
-        }
-    };
     Ok(Scanned {
         size,
-        sha256: sha.finalize().into(),
+        sha256: Some(sha.finalize().into()),
         hmac: hmac.map(Hmac::finish),
-        header,
+        header: None,
     })
 }
 
@@ -355,20 +362,21 @@ impl WalArchive {
             self.check_system(ctx, name, h.system_identifier).await?;
         }
 
-        let sha_hex = hex::encode(scanned.sha256);
-        let mine = FileRecord {
-            format: RECORD_FORMAT,
-            name: name.to_string(),
-            plain_size: scanned.size,
-            sha256: (!short).then(|| sha_hex.clone()),
-            hmac_sha256: scanned.hmac.map(hex::encode),
-            hmac_key: mac.as_ref().map(MacKey::id),
-            sealed_sha256: if short {
-                Some(pipeline::seal(ctx.recipients, sha_hex.as_bytes())?)
-            } else {
-                None
-            },
-            pushed: Some(Utc::now()),
+        let record_of = |sha_hex: &str| -> Result<FileRecord> {
+            Ok(FileRecord {
+                format: RECORD_FORMAT,
+                name: name.to_string(),
+                plain_size: scanned.size,
+                sha256: (!short).then(|| sha_hex.to_string()),
+                hmac_sha256: scanned.hmac.map(hex::encode),
+                hmac_key: mac.as_ref().map(MacKey::id),
+                sealed_sha256: if short {
+                    Some(pipeline::seal(ctx.recipients, sha_hex.as_bytes())?)
+                } else {
+                    None
+                },
+                pushed: Some(Utc::now()),
+            })
         };
         let key = self.object_key(name);
         let record_key = self.record_key(name);
@@ -380,13 +388,15 @@ impl WalArchive {
             stored_size,
         };
 
-        // The object is encoded and uploaded while the record claims the
-        // name (its fsyncs overlap the compression), but committed only
-        // once the claim stands: the record is still durable first.
+        // One pass reads the file: it is hashed, compressed, encrypted and
+        // uploaded, but committed only once its record (which needs the
+        // digest) has claimed the name: the record is still durable first.
+        // The existing record, if any, is read meanwhile.
         let file = std::fs::File::open(path)
             .map_err(|e| Error::source(format!("cannot read WAL file {}: {e}", path.display())))?;
-        let expected = scanned.sha256;
+        let (known, plain_size) = (scanned.sha256, scanned.size);
         let shown = path.display().to_string();
+        let (sha_tx, sha_rx) = tokio::sync::oneshot::channel::<[u8; 32]>();
         let (go_tx, go_rx) = std::sync::mpsc::channel::<bool>();
         let object_name = name.to_string();
         let store = ctx.encoder.store(
@@ -396,11 +406,12 @@ impl WalArchive {
             file,
             Progress::hidden(),
             move |encoded| {
-                if encoded.sha256 != expected {
+                if encoded.plain_size != plain_size || known.is_some_and(|k| k != encoded.sha256) {
                     return Err(Error::source(format!(
                         "WAL file {shown} changed while it was being archived"
                     )));
                 }
+                let _ = sha_tx.send(encoded.sha256);
                 match go_rx.recv() {
                     Ok(true) => Ok(()),
                     _ => Err(Error::failed("not committed: the name was not claimed")),
@@ -408,16 +419,35 @@ impl WalArchive {
             },
         );
         let claim = async {
-            let claimed = self.claim(ctx, name, &mine, &sha_hex, &record_key).await;
+            let existing = self.read_record(name).await;
+            // no digest: the encoder stopped, and its error says why
+            let sha = match known {
+                Some(s) => s,
+                None => sha_rx.await.ok()?,
+            };
+            let sha_hex = hex::encode(sha);
+            let claimed = match record_of(&sha_hex) {
+                Ok(mine) => {
+                    self.claim(ctx, name, &mine, &sha_hex, &record_key, existing)
+                        .await
+                }
+                Err(e) => Err(e),
+            };
             let upload = match &claimed {
                 Ok(Claim::Now) => Ok(true),
                 Ok(Claim::Matched) => storage.head(&key).await.map(|h| h.is_none()),
                 Err(_) => Ok(false),
             };
             let _ = go_tx.send(matches!(upload, Ok(true)));
-            (claimed, upload)
+            Some((claimed, upload))
         };
-        let (stored, (claimed, upload)) = tokio::join!(store, claim);
+        let (stored, claim_out) = tokio::join!(store, claim);
+        let Some((claimed, upload)) = claim_out else {
+            return Err(match stored {
+                Err(e) => e.context(format!("archiving {name}")),
+                Ok(_) => Error::failed(format!("archiving {name}: stored without a digest")),
+            });
+        };
         let claimed_now = match claimed? {
             Claim::Now => true,
             Claim::Matched if !upload? => return Ok(report(PushStatus::AlreadyArchived, None)),
@@ -454,10 +484,16 @@ impl WalArchive {
         mine: &FileRecord,
         sha_hex: &str,
         record_key: &str,
+        read_first: Result<Option<FileRecord>>,
     ) -> Result<Claim> {
         let storage = self.repo.storage();
+        let mut read_first = Some(read_first);
         for _ in 0..3 {
-            if let Some(existing) = self.read_record(name).await? {
+            let existing = match read_first.take() {
+                Some(r) => r?,
+                None => self.read_record(name).await?,
+            };
+            if let Some(existing) = existing {
                 match self.compare(ctx, &existing, mine, sha_hex)? {
                     Verdict::Same => return Ok(Claim::Matched),
                     Verdict::Different => {
