@@ -221,6 +221,20 @@ struct Scanned {
     sha256: Option<[u8; 32]>,
     hmac: Option<[u8; 32]>,
     header: Option<LongPageHeader>,
+    /// A segment's long page header as read (see [`still_the_same`]).
+    first: Vec<u8>,
+}
+
+/// Whether `f` (the segment being pushed) still starts with the header
+/// first read from it. PostgreSQL reuses a segment file only once it
+/// counts it archived (after `wal push --async` dropped it past
+/// archive_push_queue_max, say), and writes a reused file from its first
+/// page on: a header that still matches once the whole file has been read
+/// proves no page of it was overwritten while it was.
+fn still_the_same(f: &std::fs::File, first: &[u8]) -> bool {
+    use std::os::unix::fs::FileExt;
+    let mut now = vec![0u8; first.len()];
+    f.read_exact_at(&mut now, 0).is_ok() && now == first
 }
 
 /// Looks at `path` before it is pushed. A segment (or partial segment):
@@ -258,6 +272,7 @@ fn scan(path: &Path, name: WalFile, mac: Option<&MacKey>) -> Result<Scanned> {
             sha256: None,
             hmac: None,
             header: Some(h),
+            first,
         });
     }
     let mut sha = Sha256::new();
@@ -282,6 +297,7 @@ fn scan(path: &Path, name: WalFile, mac: Option<&MacKey>) -> Result<Scanned> {
         sha256: Some(sha.finalize().into()),
         hmac: hmac.map(Hmac::finish),
         header: None,
+        first: Vec::new(),
     })
 }
 
@@ -396,6 +412,10 @@ impl WalArchive {
             .map_err(|e| Error::source(format!("cannot read WAL file {}: {e}", path.display())))?;
         let (known, plain_size) = (scanned.sha256, scanned.size);
         let shown = path.display().to_string();
+        let first = scanned.first.clone();
+        let reread = file
+            .try_clone()
+            .map_err(|e| Error::source(format!("cannot read WAL file {}: {e}", path.display())))?;
         let (sha_tx, sha_rx) = tokio::sync::oneshot::channel::<[u8; 32]>();
         let (go_tx, go_rx) = std::sync::mpsc::channel::<bool>();
         let object_name = name.to_string();
@@ -406,7 +426,10 @@ impl WalArchive {
             file,
             Progress::hidden(),
             move |encoded| {
-                if encoded.plain_size != plain_size || known.is_some_and(|k| k != encoded.sha256) {
+                if encoded.plain_size != plain_size
+                    || known.is_some_and(|k| k != encoded.sha256)
+                    || !still_the_same(&reread, &first)
+                {
                     return Err(Error::source(format!(
                         "WAL file {shown} changed while it was being archived"
                     )));
@@ -827,6 +850,33 @@ pub fn tmp_beside(dest: &Path, suffix: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_segment_reused_while_it_is_read_is_noticed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("000000010000000000000003");
+        let mut seg = vec![7u8; 64 << 10];
+        seg[..LONG_HEADER_LEN].copy_from_slice(&[1u8; LONG_HEADER_LEN]);
+        std::fs::write(&path, &seg).unwrap();
+        let reading = std::fs::File::open(&path).unwrap();
+        let first = seg[..LONG_HEADER_LEN].to_vec();
+        assert!(still_the_same(&reading, &first));
+        // PostgreSQL renames a reused file and rewrites it from page 0
+        let reused = dir.path().join("000000010000000000000009");
+        std::fs::rename(&path, &reused).unwrap();
+        assert!(
+            still_the_same(&reading, &first),
+            "a rename alone changes nothing"
+        );
+        let mut w = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&reused)
+            .unwrap();
+        w.write_all(&[2u8; 8192]).unwrap();
+        assert!(!still_the_same(&reading, &first));
+        // a short file has no header to compare
+        assert!(still_the_same(&reading, &[]));
+    }
 
     #[test]
     fn hmac_rfc4231_vector() {
