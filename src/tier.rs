@@ -175,9 +175,6 @@ pub fn lock_period(p: &Policy) -> Option<chrono::Duration> {
     .filter(|d| *d > Duration::zero())
 }
 
-/// The `object_lock` of the WAL tier covering `source`, if any (with
-/// several, the longest lock): `strata wal push` writes its WAL objects
-/// under it.
 /// The WAL window of `source`: the longest `keep_within` of the `wal`
 /// tiers covering it, with its tier (prune deletes WAL only below what a
 /// restore to the window's start needs; none: the archive is kept whole).
@@ -197,6 +194,9 @@ pub fn wal_window<'a>(
         .max_by_key(|(_, d)| *d)
 }
 
+/// The `object_lock` of the WAL tier covering `source`, if any (with
+/// several, the longest lock): `strata wal push` writes its WAL objects
+/// under it.
 pub fn wal_lock<'a>(
     tiers: &'a BTreeMap<String, Tier>,
     source: &str,

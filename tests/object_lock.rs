@@ -303,3 +303,102 @@ async fn locked_store_uploads_small_and_multipart_objects() {
     assert_eq!(meta.size, big.len() as u64);
     assert_eq!(locked.get_bytes("big").await.unwrap(), big);
 }
+
+/// A base backup under a tier's object lock locks the WAL that makes it
+/// consistent (its start to its stop segment, object and record) as long
+/// as itself, although that WAL was archived under the WAL tier's shorter
+/// lock; WAL before it keeps the WAL tier's lock.
+#[test]
+fn base_backup_locks_its_wal_as_long_as_itself() {
+    use common::pg::{PgCluster, PgOptions, chown_to_pg, pg_scratch_dir};
+    let m = moto();
+    m.create_bucket("strata-base-locked", true);
+    // the server's archive_command reads a copy of the config it can open
+    let pg_dir = pg_scratch_dir("object-lock-base");
+    let pg_cfg = pg_dir.join("strata.toml");
+    let pg = PgCluster::start(PgOptions {
+        extra_conf: vec![
+            "archive_mode = on".into(),
+            format!(
+                "archive_command = '{} --config {} wal push --source app %p'",
+                common::strata_bin().display(),
+                pg_cfg.display()
+            ),
+        ],
+        name: "object-lock-base",
+        env: m.env_vars(),
+    });
+    let s = Strata::with_repo(
+        "object-lock-base",
+        RepoSpec::S3 {
+            endpoint: m.endpoint.clone(),
+            bucket: "strata-base-locked".into(),
+            prefix: "repo".into(),
+            env: m.env_vars(),
+        },
+        &[("app", pg.url("postgres"))],
+    );
+    add_tiers(
+        &s,
+        "\n[tiers.wal]\nkind = \"wal\"\nkeep_within = \"1d\"\nobject_lock = \"governance\"\n\
+         \n[tiers.weekly]\nkind = \"base\"\nkeep_within = \"30d\"\nobject_lock = \"governance\"\n",
+    );
+    s.init();
+    fs::copy(&s.config, &pg_cfg).unwrap();
+    chown_to_pg(&pg_dir);
+
+    // one segment archived before the backup
+    pg.psql(
+        "postgres",
+        "CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g",
+    );
+    let early = pg.psql("postgres", "SELECT pg_walfile_name(pg_current_wal_lsn())");
+    pg.psql("postgres", "SELECT pg_switch_wal()");
+    pg.wait_for(
+        "postgres",
+        &format!("SELECT coalesce(last_archived_wal, '') >= '{early}' FROM pg_stat_archiver"),
+        "t",
+        std::time::Duration::from_secs(60),
+    );
+    let before = Utc::now();
+    let first = pg.psql("postgres", "SELECT pg_walfile_name(pg_current_wal_lsn())");
+    s.run(&["backup", "app", "--tier", "weekly"]).ok();
+    let last = pg.psql("postgres", "SELECT pg_walfile_name(pg_current_wal_lsn())");
+
+    let locks = m.locks("strata-base-locked", "repo/wal/app/");
+    let until = |key: &str| -> DateTime<Utc> {
+        let l = locks
+            .iter()
+            .find(|l| l.0 == key)
+            .unwrap_or_else(|| panic!("{key} not archived: {locks:?}"));
+        assert_eq!(l.1, "GOVERNANCE", "{l:?}");
+        l.2.parse().unwrap()
+    };
+    let long = before + Duration::days(29);
+    let kept_long: Vec<&str> = locks
+        .iter()
+        .filter(|l| l.2.parse::<DateTime<Utc>>().is_ok_and(|u| u > long))
+        .map(|l| l.0.as_str())
+        .collect();
+    assert!(
+        kept_long.len() >= 2,
+        "no WAL locked like the backup: {locks:?}"
+    );
+    for key in &kept_long {
+        let name = key.rsplit('/').next().unwrap().trim_end_matches(".json");
+        assert!(
+            name >= first.as_str() && name <= last.as_str(),
+            "{key} is not between {first} and {last}"
+        );
+        // object and record alike
+        let other = if key.ends_with(".json") {
+            key.trim_end_matches(".json").to_string()
+        } else {
+            format!("{key}.json")
+        };
+        assert!(kept_long.contains(&other.as_str()), "{other}: {locks:?}");
+    }
+    let early_key = format!("repo/wal/app/00000001/{early}");
+    assert!(until(&early_key) < before + Duration::days(2), "{locks:?}");
+    assert!(until(&format!("{early_key}.json")) < before + Duration::days(2));
+}

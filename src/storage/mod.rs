@@ -174,6 +174,16 @@ pub trait Storage: Send + Sync + fmt::Debug {
         Ok(None)
     }
 
+    /// Puts this handle's lock (see [`Storage::with_object_lock`]) on an
+    /// object that already exists, when it holds no retention or an
+    /// earlier one: WAL archived under a short lock that a base backup
+    /// locked for longer needs. A compliance lock stays compliance.
+    /// Returns whether the retention changed; stores and handles without a
+    /// lock do nothing.
+    async fn extend_lock(&self, _key: &str) -> StorageResult<bool> {
+        Ok(false)
+    }
+
     /// Stores a small in-memory object.
     async fn put_bytes(&self, key: &str, data: Bytes, mode: PutMode) -> StorageResult<ObjectMeta> {
         let (tx, body) = Body::channel();

@@ -885,4 +885,42 @@ impl Storage for S3Storage {
             },
         }
     }
+
+    async fn extend_lock(&self, key: &str) -> StorageResult<bool> {
+        validate_key(key)?;
+        let Some(lock) = self.lock_for(key) else {
+            return Ok(false);
+        };
+        let head = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .send()
+            .await
+            .map_err(|e| self.map_err("head", key, e))?;
+        if to_chrono(head.object_lock_retain_until_date()).is_some_and(|t| t >= lock.retain_until) {
+            return Ok(false);
+        }
+        // S3 refuses to turn compliance into governance; extending is allowed
+        let mode = match head.object_lock_mode() {
+            Some(aws_sdk_s3::types::ObjectLockMode::Compliance) => LockMode::Compliance,
+            _ => lock.mode,
+        };
+        let retention = aws_sdk_s3::types::ObjectLockRetention::builder()
+            .mode(lock_mode(mode).as_str().into())
+            .retain_until_date(AwsDateTime::from_millis(
+                lock.retain_until.timestamp_millis(),
+            ))
+            .build();
+        self.client
+            .put_object_retention()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .retention(retention)
+            .send()
+            .await
+            .map_err(|e| self.map_err("extend the object lock of", key, e))?;
+        Ok(true)
+    }
 }

@@ -143,6 +143,7 @@ pub async fn backup(
         needed.last().expect("at least one")
     ));
     wait_for_segments(&archive, &needed, WAL_WAIT).await?;
+    lock_wal(&archive, &needed, timeline, ctx.reporter).await?;
 
     let finished = Utc::now();
     let mut manifest = Manifest::new(
@@ -426,6 +427,47 @@ fn segments_between(tli: Timeline, start: Lsn, stop: Lsn, size: SegmentSize) -> 
 }
 
 /// Waits until every segment is archived (object and record present).
+/// Under a tier's object lock, the WAL that makes the backup consistent
+/// (and its timeline's history file) is locked as long as the backup: it
+/// was archived under the WAL tier's lock (or none), and a backup that
+/// cannot be deleted is worthless if its WAL can be.
+async fn lock_wal(
+    archive: &WalArchive,
+    needed: &[SegmentName],
+    timeline: Timeline,
+    reporter: &Reporter,
+) -> Result<()> {
+    let storage = archive.repository().storage();
+    let mut files: Vec<WalFile> = needed.iter().map(|s| WalFile::Segment(*s)).collect();
+    if timeline.0 > 1 {
+        files.push(WalFile::History(timeline));
+    }
+    let mut extended = 0;
+    for f in files {
+        for key in [archive.object_key(f), archive.record_key(f)] {
+            match storage.extend_lock(&key).await {
+                Ok(true) => extended += 1,
+                Ok(false) => {}
+                // a timeline's history file may predate the archive
+                Err(crate::storage::StorageError::NotFound { .. })
+                    if matches!(f, WalFile::History(_)) => {}
+                Err(e) => {
+                    return Err(Error::from(e).context(format!(
+                        "locking WAL {f}, which the backup needs, as long as the backup"
+                    )));
+                }
+            }
+        }
+    }
+    if extended > 0 {
+        reporter.note(format!(
+            "{}: object lock of {extended} WAL objects extended to the backup's",
+            archive.source()
+        ));
+    }
+    Ok(())
+}
+
 async fn wait_for_segments(
     archive: &WalArchive,
     needed: &[SegmentName],
