@@ -194,12 +194,14 @@ enum Command {
         /// With --target-dir: `off` keeps the restored server from archiving
         /// (a copy to look at the past must not push a new timeline into the
         /// repository); `preserve` keeps the backup's setting, for a new primary
+        /// (--all: its copies never archive)
         #[arg(
             long,
             default_value = "preserve",
             value_name = "MODE",
             value_parser = ["preserve", "off"],
-            requires = "target_dir"
+            requires = "target_dir",
+            conflicts_with = "all"
         )]
         archive_mode: String,
     },
