@@ -169,6 +169,28 @@ impl S3Storage {
         self.lock.filter(|_| !key.starts_with("locks/"))
     }
 
+    /// HEAD of `key`; `None` when it does not exist.
+    async fn head_object(
+        &self,
+        key: &str,
+    ) -> StorageResult<Option<aws_sdk_s3::operation::head_object::HeadObjectOutput>> {
+        validate_key(key)?;
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .send()
+            .await
+        {
+            Ok(out) => Ok(Some(out)),
+            Err(e) => match self.map_err("head", key, e) {
+                StorageError::NotFound { .. } => Ok(None),
+                other => Err(other),
+            },
+        }
+    }
+
     fn full_key(&self, key: &str) -> String {
         if self.prefix.is_empty() {
             key.to_string()
@@ -682,25 +704,11 @@ impl Storage for S3Storage {
     }
 
     async fn head(&self, key: &str) -> StorageResult<Option<ObjectMeta>> {
-        validate_key(key)?;
-        match self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(self.full_key(key))
-            .send()
-            .await
-        {
-            Ok(out) => Ok(Some(ObjectMeta {
-                key: key.to_string(),
-                size: out.content_length().unwrap_or(0).max(0) as u64,
-                modified: to_chrono(out.last_modified()),
-            })),
-            Err(e) => match self.map_err("head", key, e) {
-                StorageError::NotFound { .. } => Ok(None),
-                other => Err(other),
-            },
-        }
+        Ok(self.head_object(key).await?.map(|out| ObjectMeta {
+            key: key.to_string(),
+            size: out.content_length().unwrap_or(0).max(0) as u64,
+            modified: to_chrono(out.last_modified()),
+        }))
     }
 
     async fn list(&self, prefix: &str) -> StorageResult<Vec<ObjectMeta>> {
@@ -866,39 +874,24 @@ impl Storage for S3Storage {
     }
 
     async fn locked_until(&self, key: &str) -> StorageResult<Option<DateTime<Utc>>> {
-        validate_key(key)?;
         // HEAD carries the retention (x-amz-object-lock-retain-until-date)
         // on every server that implements Object Lock, and needs only the
         // permission to read the object.
-        match self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(self.full_key(key))
-            .send()
-            .await
-        {
-            Ok(out) => Ok(to_chrono(out.object_lock_retain_until_date())),
-            Err(e) => match self.map_err("head", key, e) {
-                StorageError::NotFound { .. } => Ok(None),
-                other => Err(other),
-            },
-        }
+        Ok(self
+            .head_object(key)
+            .await?
+            .and_then(|out| to_chrono(out.object_lock_retain_until_date())))
     }
 
     async fn extend_lock(&self, key: &str) -> StorageResult<bool> {
-        validate_key(key)?;
         let Some(lock) = self.lock_for(key) else {
             return Ok(false);
         };
-        let head = self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(self.full_key(key))
-            .send()
-            .await
-            .map_err(|e| self.map_err("head", key, e))?;
+        let Some(head) = self.head_object(key).await? else {
+            return Err(StorageError::NotFound {
+                key: key.to_string(),
+            });
+        };
         if to_chrono(head.object_lock_retain_until_date()).is_some_and(|t| t >= lock.retain_until) {
             return Ok(false);
         }
