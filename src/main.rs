@@ -28,6 +28,9 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process and matched right away: the size of its
+// largest variant (restore's many flags) costs nothing worth boxing for.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Create the repository named by [repository] url
