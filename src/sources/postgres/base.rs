@@ -426,7 +426,6 @@ fn segments_between(tli: Timeline, start: Lsn, stop: Lsn, size: SegmentSize) -> 
     out
 }
 
-/// Waits until every segment is archived (object and record present).
 /// Under a tier's object lock, the WAL that makes the backup consistent
 /// (and its timeline's history file) is locked as long as the backup: it
 /// was archived under the WAL tier's lock (or none), and a backup that
@@ -468,6 +467,7 @@ async fn lock_wal(
     Ok(())
 }
 
+/// Waits until every segment is archived (object and record present).
 async fn wait_for_segments(
     archive: &WalArchive,
     needed: &[SegmentName],
