@@ -177,7 +177,7 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// Puts this handle's lock (see [`Storage::with_object_lock`]) on an
     /// object that already exists, when it holds no retention or an
     /// earlier one: WAL archived under a short lock that a base backup
-    /// locked for longer needs. A compliance lock stays compliance.
+    /// locked for longer needs. A locked object keeps its mode.
     /// Returns whether the retention changed; stores and handles without a
     /// lock do nothing.
     async fn extend_lock(&self, _key: &str) -> StorageResult<bool> {

@@ -895,9 +895,12 @@ impl Storage for S3Storage {
         if to_chrono(head.object_lock_retain_until_date()).is_some_and(|t| t >= lock.retain_until) {
             return Ok(false);
         }
-        // S3 refuses to turn compliance into governance; extending is allowed
+        // A locked object keeps its mode: only extending its date needs no
+        // more than s3:PutObjectRetention (changing the mode either way needs
+        // governance bypass, or is refused).
         let mode = match head.object_lock_mode() {
             Some(aws_sdk_s3::types::ObjectLockMode::Compliance) => LockMode::Compliance,
+            Some(aws_sdk_s3::types::ObjectLockMode::Governance) => LockMode::Governance,
             _ => lock.mode,
         };
         let retention = aws_sdk_s3::types::ObjectLockRetention::builder()
