@@ -206,6 +206,31 @@ fn target_before_the_base_backup_is_refused() {
 }
 
 #[test]
+fn target_after_the_newest_archived_wal_is_refused() {
+    // PostgreSQL would replay everything archived and then stop with
+    // "recovery ended before configured recovery target was reached"
+    let f = fixture();
+    let dir = pg_scratch_dir("pitr-late").join("data");
+    let later = (chrono::Utc::now() + chrono::Duration::minutes(10)).to_rfc3339();
+    let out = f.repo.strata(&[
+        "restore",
+        "main",
+        "--target-dir",
+        &dir.display().to_string(),
+        "--to-time",
+        &later,
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        e.contains("is after the newest archived WAL: segment") && e.contains("pg_switch_wal()"),
+        "{}",
+        text(&out)
+    );
+    assert!(!dir.exists(), "nothing was written");
+}
+
+#[test]
 fn non_empty_target_dir_is_refused_without_force() {
     let f = fixture();
     let dir = pg_scratch_dir("pitr-busy");

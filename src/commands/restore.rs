@@ -271,11 +271,32 @@ pub async fn run_physical(g: &Globals, a: &PhysicalArgs) -> Result<u8> {
             a.source
         )));
     }
-    let listing = crate::sources::postgres::wal::archive::WalArchive::new(&repo, &a.source)
-        .listing(Some(identities.clone()))
-        .await?;
+    let archive = crate::sources::postgres::wal::archive::WalArchive::new(&repo, &a.source);
+    let listing = archive.listing(Some(identities.clone())).await?;
     let chosen = base::choose(cands, &target, timeline, &listing.switches)?;
     check_wal(&listing, &chosen, &target, timeline)?;
+    if let RecoveryTarget::Time(t) = &target
+        && let (Some(until), Some((newest, _))) =
+            (archive.archived_until(&listing).await?, listing.newest)
+        && *t > until
+    {
+        // PostgreSQL would replay everything archived, never meet a commit
+        // after T, and stop with "recovery ended before configured
+        // recovery target was reached"
+        let at = |d: &chrono::DateTime<chrono::Utc>| {
+            d.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+        };
+        return Err(Error::usage(format!(
+            "--to-time {} is after the newest archived WAL: segment {newest} was archived at {}, and the WAL written since is not in the archive",
+            at(t),
+            at(&until)
+        ))
+        .hint(format!(
+            "if the server still runs, `SELECT pg_switch_wal()` on it archives the segment being written (then try again); \
+             else choose an earlier time, or --latest to replay everything archived (up to about {})",
+            at(&until)
+        )));
+    }
     let reporter = Reporter::new(Mode::detect(a.json));
     reporter.note(format!(
         "restore base backup {} of {} (ends {} at LSN {}) into {}; recovery target: {}",

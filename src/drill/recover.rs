@@ -25,7 +25,7 @@ use crate::keys::Identity;
 use crate::pipeline::fetch;
 use crate::progress::{Progress, Reporter};
 use crate::sources::postgres::base::{self, Candidate, RecoveryTarget, StartOptions};
-use crate::sources::postgres::wal::archive::WalArchive;
+use crate::sources::postgres::wal::archive::{WalArchive, WalListing};
 use crate::sources::postgres::wal::{Lsn, SegmentName, SegmentSize, Timeline};
 use crate::sources::postgres::{Target, dump, find_binary, major_of};
 use crate::sources::redis::snapshot;
@@ -177,26 +177,16 @@ async fn plan_base(
     at: DateTime<Utc>,
 ) -> Result<Plan> {
     let archive = WalArchive::new(repo, &src.name);
-    let objects = repo.storage().list(&archive.prefix()).await?;
+    let listing = archive.listing(Some(identities.clone())).await?;
     // When the newest archived segment was pushed: WAL up to about then
     // can be replayed. The time is the one its record keeps (a copied
     // repository keeps it too); the object's storage time only for records
     // written before strata kept it.
-    let newest =
-        crate::status::newest_segment(objects.iter().map(|o| (o.key.as_str(), o.modified)));
-    let archived_until = match newest {
-        Some((segment, stored)) => archive
-            .read_record(crate::sources::postgres::wal::WalFile::Segment(segment))
-            .await?
-            .and_then(|r| r.pushed)
-            .or(stored),
-        None => None,
-    };
+    let archived_until = archive.archived_until(&listing).await?;
     let wanted = match point {
         Point::Time(t) => RecoveryTarget::Time(t),
         Point::Latest => RecoveryTarget::Latest,
     };
-    let listing = archive.listing(Some(identities.clone())).await?;
     let chosen = base::choose(
         cands,
         &wanted,
@@ -216,7 +206,7 @@ async fn plan_base(
         ),
     };
     crate::commands::restore::check_wal(&listing, &chosen, &target, base::TimelineTarget::Latest)?;
-    let wal = wal_range(&archive, &chosen).await?;
+    let wal = wal_range(&listing, &chosen);
     Ok(Plan {
         source: src.clone(),
         method: Method::BaseWal,
@@ -231,22 +221,21 @@ async fn plan_base(
 }
 
 /// The archived segments from the base backup's start on.
-async fn wal_range(archive: &WalArchive, c: &Candidate) -> Result<Option<WalRange>> {
+fn wal_range(listing: &WalListing, c: &Candidate) -> Option<WalRange> {
     let (Ok(start), Some(size)) = (
         c.base.start_lsn.parse::<Lsn>(),
         SegmentSize::new(c.base.wal_segment_size),
     ) else {
-        return Ok(None);
+        return None;
     };
     let first = SegmentName::containing(Timeline(c.base.timeline), start, size);
-    let listing = archive.listing(None).await?;
     let segs: Vec<&SegmentName> = listing.segments.iter().filter(|s| **s >= first).collect();
-    Ok(Some(WalRange {
+    Some(WalRange {
         first: first.to_string(),
         last: segs.last().map(|s| s.to_string()),
         segments: segs.len(),
         bytes: segs.len() as u64 * size.bytes(),
-    }))
+    })
 }
 
 /// Where and how a drill serves a restored source.

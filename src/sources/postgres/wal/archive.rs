@@ -133,6 +133,8 @@ pub struct WalListing {
     /// Backup history files (`<segment>.<offset>.backup`): where base
     /// backups started, with the object's modification time.
     pub backup_starts: Vec<(super::SegmentName, u32, Option<DateTime<Utc>>)>,
+    /// The newest segment (by name), with its object's modification time.
+    pub newest: Option<(super::SegmentName, Option<DateTime<Utc>>)>,
 }
 
 /// An archived file, found: what [`WalArchive::download`] needs.
@@ -674,6 +676,7 @@ impl WalArchive {
         let mut segments = Vec::new();
         let mut histories = Vec::new();
         let mut backup_starts = Vec::new();
+        let mut newest: Option<(super::SegmentName, Option<DateTime<Utc>>)> = None;
         for o in &listed {
             let Some(name) = o.key.rsplit('/').next() else {
                 continue;
@@ -683,6 +686,9 @@ impl WalArchive {
             }
             match name.parse::<WalFile>() {
                 Ok(WalFile::Segment(s)) if o.key == self.object_key(WalFile::Segment(s)) => {
+                    if newest.is_none_or(|(n, _)| s > n) {
+                        newest = Some((s, o.modified));
+                    }
                     segments.push(s)
                 }
                 Ok(WalFile::History(t)) if o.key == self.object_key(WalFile::History(t)) => {
@@ -721,7 +727,23 @@ impl WalArchive {
             segments,
             switches,
             backup_starts,
+            newest,
         })
+    }
+
+    /// When the newest archived segment was pushed (its record's time; the
+    /// object's storage time for records written before strata kept it):
+    /// WAL up to about then can be replayed, none after it. `None` when
+    /// nothing is archived.
+    pub async fn archived_until(&self, listing: &WalListing) -> Result<Option<DateTime<Utc>>> {
+        let Some((segment, stored)) = listing.newest else {
+            return Ok(None);
+        };
+        Ok(self
+            .read_record(WalFile::Segment(segment))
+            .await?
+            .and_then(|r| r.pushed)
+            .or(stored))
     }
 
     /// Finds an archived file: `None` when it is not archived (or its
