@@ -184,50 +184,40 @@ fn restore_latest_replays_everything_archived() {
     );
 }
 
-#[test]
-fn target_before_the_base_backup_is_refused() {
+/// `restore --to-time TIME` into a fresh dir must exit 2 with nothing
+/// written; returns its stderr.
+fn time_refused(name: &str, time: &str) -> String {
     let f = fixture();
-    let dir = pg_scratch_dir("pitr-early").join("data");
+    let dir = pg_scratch_dir(name).join("data");
     let out = f.repo.strata(&[
         "restore",
         "main",
         "--target-dir",
         &dir.display().to_string(),
         "--to-time",
-        &f.before_backup,
+        time,
     ]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("earliest possible point is"),
-        "{}",
-        text(&out)
-    );
     assert!(!dir.exists(), "nothing was written");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn target_before_the_base_backup_is_refused() {
+    let e = time_refused("pitr-early", &fixture().before_backup);
+    assert!(e.contains("earliest possible point is"), "{e}");
 }
 
 #[test]
 fn target_after_the_newest_archived_wal_is_refused() {
     // PostgreSQL would replay everything archived and then stop with
     // "recovery ended before configured recovery target was reached"
-    let f = fixture();
-    let dir = pg_scratch_dir("pitr-late").join("data");
     let later = (chrono::Utc::now() + chrono::Duration::minutes(10)).to_rfc3339();
-    let out = f.repo.strata(&[
-        "restore",
-        "main",
-        "--target-dir",
-        &dir.display().to_string(),
-        "--to-time",
-        &later,
-    ]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    let e = String::from_utf8_lossy(&out.stderr);
+    let e = time_refused("pitr-late", &later);
     assert!(
         e.contains("is after the newest archived WAL: segment") && e.contains("pg_switch_wal()"),
-        "{}",
-        text(&out)
+        "{e}"
     );
-    assert!(!dir.exists(), "nothing was written");
 }
 
 #[test]
