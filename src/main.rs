@@ -194,13 +194,13 @@ enum Command {
         /// With --target-dir: rewrite only files whose checksum differs (keeps the rest)
         #[arg(long, requires = "target_dir", conflicts_with = "force")]
         delta: bool,
-        /// With --target-dir: `off` keeps the restored server from archiving
-        /// (a copy to look at the past must not push a new timeline into the
-        /// repository); `preserve` keeps the backup's setting, for a new primary
-        /// (--all: its copies never archive)
+        /// With --target-dir: `off` (the default) keeps the restored copy from
+        /// archiving (a copy to look at the past must not push a new timeline
+        /// into the repository); `preserve` keeps the backup's setting: for a
+        /// copy that becomes the new primary (--all: its copies never archive)
         #[arg(
             long,
-            default_value = "preserve",
+            default_value = "off",
             value_name = "MODE",
             value_parser = ["preserve", "off"],
             requires = "target_dir",

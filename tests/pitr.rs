@@ -164,13 +164,21 @@ fn restore_and_count(name: &str, target: &[&str]) -> String {
 #[test]
 fn restore_to_a_time_keeps_exactly_the_rows_before_it() {
     let t = fixture().after_row_6.clone();
-    assert_eq!(restore_and_count("pitr-time", &["--to-time", &t]), "6|6|on");
+    // a copy does not archive unless told it is the new primary (issue 15
+    // item 2)
+    assert_eq!(
+        restore_and_count("pitr-time", &["--to-time", &t]),
+        "6|6|off"
+    );
 }
 
 #[test]
 fn restore_to_a_named_restore_point() {
     assert_eq!(
-        restore_and_count("pitr-name", &["--to-name", "before_drop"]),
+        restore_and_count(
+            "pitr-name",
+            &["--to-name", "before_drop", "--archive-mode", "preserve"]
+        ),
         "10|10|on"
     );
 }

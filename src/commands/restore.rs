@@ -293,6 +293,7 @@ pub async fn run_physical(g: &Globals, a: &PhysicalArgs) -> Result<u8> {
         crate::catalog::refuse_unreadable(&a.source, "base", &unreadable, id, upto)?;
     }
     let chosen = chosen?;
+    base::check_live_timelines(&chosen, timeline, &listing)?;
     let newest_start = check_wal(&listing, &chosen, &target, timeline)?;
     if let RecoveryTarget::Time(t) = &target
         && let (Some(until), Some((newest, _))) =
@@ -387,6 +388,14 @@ pub async fn run_physical(g: &Globals, a: &PhysicalArgs) -> Result<u8> {
         println!(
             "recovery target: {} (timeline {})",
             report.recovery_target, a.timeline
+        );
+        println!(
+            "{}",
+            if a.archive_off {
+                "archiving: off in this copy (it pushes nothing into the repository); for a new primary, restore with --archive-mode preserve"
+            } else {
+                "archiving: as in the backup (--archive-mode preserve): once promoted, this server archives a new timeline into the repository"
+            }
         );
         if let Some(d) = &report.delta {
             println!(
