@@ -76,7 +76,8 @@ struct Workload {
     repo: Repo,
     /// Transaction k is `txns[k - 1]`.
     txns: Vec<Txn>,
-    /// `(k, id)`: a base backup taken between transactions k and k+1.
+    /// `(k, id)`: a base backup taken between transactions k and k+1
+    /// (after that gap's restore point, if it has one).
     backups: Vec<(usize, String)>,
     /// `(k, name)`: a restore point created between k and k+1.
     points: Vec<(usize, String)>,
@@ -350,8 +351,9 @@ fn restores_to_random_times_lsns_and_restore_points_hold_exactly_the_rows_commit
     }
     for (k, name) in &w.points {
         // the newest backup taken before the point, unless it is the
-        // newest of all (strata's default for a name)
-        let before = w.backups.iter().rev().find(|b| b.0 <= *k).unwrap();
+        // newest of all (strata's default for a name); in the same gap
+        // the point comes first
+        let before = w.backups.iter().rev().find(|b| b.0 < *k).unwrap();
         let newest = w.backups.last().unwrap();
         targets.push((
             *k,
