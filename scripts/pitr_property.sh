@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # PITR exactness as a property, the long run (issue 13): tests/pitr_property.rs
-# with N random restore times (default 20) plus N/2 LSNs and N/2 restore
-# points, each restored with `strata restore --start` and compared row by row
-# with the ledger the workload kept. CI runs the same test with N = 4.
+# with N random restore times (default 20) plus N/2 LSNs, N/2 restore points
+# and the two later base backups' end LSNs, each restored with `strata
+# restore --start` and compared row by row with the ledger the workload kept.
+# CI runs the same test with N = 4.
 #
-#   scripts/pitr_property.sh          # N = 20: 40 restores, several minutes
+#   scripts/pitr_property.sh          # N = 20: 42 restores, about 4 minutes
 #   scripts/pitr_property.sh 50
 #   STRATA_PITR_PROPERTY_SEED=123 scripts/pitr_property.sh   # replay a seed
 #

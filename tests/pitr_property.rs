@@ -34,7 +34,9 @@
 //!   starts below L, and everything of transaction k+1 starts at or above
 //!   L, so its commit record comes after the stop. A segment switch or a
 //!   base backup in that gap puts L into the switched segment's unused
-//!   tail or among the backup's records, which must not matter.
+//!   tail or among the backup's records, which must not matter. Besides
+//!   the random ones, the end LSN of each base backup taken during the
+//!   workload is a target, which strata must restore from that backup.
 //! - restore point `p-k`: created between commit k and transaction k+1;
 //!   recovery stops right after it. strata restores the newest base
 //!   backup for a name, so a point older than that backup is restored
@@ -76,11 +78,18 @@ struct Workload {
     repo: Repo,
     /// Transaction k is `txns[k - 1]`.
     txns: Vec<Txn>,
-    /// `(k, id)`: a base backup taken between transactions k and k+1
-    /// (after that gap's restore point, if it has one).
-    backups: Vec<(usize, String)>,
+    backups: Vec<Backup>,
     /// `(k, name)`: a restore point created between k and k+1.
     points: Vec<(usize, String)>,
+}
+
+/// A base backup taken between transactions `gap` and `gap + 1` (after
+/// that gap's restore point, if it has one).
+struct Backup {
+    gap: usize,
+    id: String,
+    /// Its end LSN (`STOP WAL LOCATION` of its backup history file).
+    stop: u64,
 }
 
 #[derive(Debug)]
@@ -125,7 +134,7 @@ fn env_num(name: &str) -> Option<u64> {
     })
 }
 
-fn base_backup(w: &Repo, pg: &PgCluster) -> String {
+fn base_backup(w: &Repo, pg: &PgCluster, gap: usize) -> Backup {
     let out = w.strata(&["--json", "backup", "main", "--kind", "base"]);
     assert!(
         out.status.success(),
@@ -134,7 +143,16 @@ fn base_backup(w: &Repo, pg: &PgCluster) -> String {
         pg.log_tail(30)
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["id"].as_str().expect("backup id").to_string()
+    let stop = pg.psql(
+        "postgres",
+        "SELECT substring(pg_read_file('pg_wal/' || name) FROM 'STOP WAL LOCATION: ([0-9A-F]+/[0-9A-F]+)') \
+         FROM pg_ls_waldir() WHERE name LIKE '%.backup' ORDER BY name DESC LIMIT 1",
+    );
+    Backup {
+        gap,
+        id: v["id"].as_str().expect("backup id").to_string(),
+        stop: parse_lsn(&stop),
+    }
 }
 
 /// Commits `txns` transactions of 1–3 rows; `points` restore points and
@@ -156,7 +174,7 @@ fn workload(rng: &mut StdRng, txns: usize, points: usize) -> Workload {
         "CREATE TABLE ledger (n bigint PRIMARY KEY, committed_at timestamptz NOT NULL, lsn pg_lsn NOT NULL)",
     );
     let mut w = Workload {
-        backups: vec![(0, base_backup(&repo, &pg))],
+        backups: vec![base_backup(&repo, &pg, 0)],
         pg,
         repo,
         txns: Vec::with_capacity(txns),
@@ -230,8 +248,8 @@ fn workload(rng: &mut StdRng, txns: usize, points: usize) -> Workload {
             w.points.push((k, name));
         }
         if backup_gaps.contains(&k) {
-            let id = base_backup(&w.repo, &w.pg);
-            w.backups.push((k, id));
+            let b = base_backup(&w.repo, &w.pg, k);
+            w.backups.push(b);
         }
         if rng.random_ratio(1, 5) {
             w.pg.psql("postgres", "SELECT pg_switch_wal()");
@@ -258,9 +276,9 @@ fn workload(rng: &mut StdRng, txns: usize, points: usize) -> Workload {
 }
 
 /// Restores `target` with `--start` into a fresh directory; returns what
-/// the check query printed: `count|max(n)|rows`, then stops the server
-/// and removes the directory.
-fn restore(w: &Workload, label: &str, target: &Target) -> String {
+/// the check query printed (`count|max(n)|rows`) and the id of the base
+/// backup strata chose, then stops the server and removes the directory.
+fn restore(w: &Workload, label: &str, target: &Target) -> (String, String) {
     let scratch = pg_scratch_dir(label);
     let dir = scratch.join("data");
     let dir_s = dir.display().to_string();
@@ -311,7 +329,10 @@ fn restore(w: &Workload, label: &str, target: &Target) -> String {
     );
     assert!(stop.status.success(), "pg_ctl stop: {}", text(&stop));
     let _ = fs::remove_dir_all(&scratch);
-    String::from_utf8_lossy(&q.stdout).trim().to_string()
+    (
+        String::from_utf8_lossy(&q.stdout).trim().to_string(),
+        report["backup"].as_str().unwrap_or("?").to_string(),
+    )
 }
 
 #[test]
@@ -331,42 +352,56 @@ fn restores_to_random_times_lsns_and_restore_points_hold_exactly_the_rows_commit
         "pitr_property: {} transactions, {} rows, base backups after transactions {:?}",
         w.txns.len(),
         w.txns.last().unwrap().last_n,
-        w.backups.iter().map(|b| b.0).collect::<Vec<_>>()
+        w.backups.iter().map(|b| b.gap).collect::<Vec<_>>()
     );
 
-    // (gap k, target): the restored ledger must be transactions 1..k
-    let mut targets: Vec<(usize, Target)> = Vec::new();
+    // (gap k, target, the base backup strata must choose, if one is
+    // certain): the restored ledger must be transactions 1..k
+    let mut targets: Vec<(usize, Target, Option<&str>)> = Vec::new();
     for _ in 0..n_time {
         let k = rng.random_range(1..txn_count);
         let (lo, hi) = (w.txns[k - 1].commit_us, w.txns[k].commit_us);
         assert!(hi - lo >= 2, "commits {k} and {} 1 µs apart", k + 1);
         // strictly between the two commits
-        targets.push((k, Target::Time(fmt_us(rng.random_range(lo + 1..hi)))));
+        targets.push((k, Target::Time(fmt_us(rng.random_range(lo + 1..hi))), None));
     }
     for _ in 0..n_lsn {
         let k = rng.random_range(1..txn_count);
         let t = &w.txns[k - 1];
         let hi = t.next_first.expect("not the last transaction");
-        targets.push((k, Target::Lsn(fmt_lsn(rng.random_range(t.after..=hi)))));
+        targets.push((
+            k,
+            Target::Lsn(fmt_lsn(rng.random_range(t.after..=hi))),
+            None,
+        ));
+    }
+    // the edge of a backup: an LSN exactly at its end is in the gap it
+    // was taken in, and the backup itself fits it (its end is at or
+    // below the target), so strata restores that one
+    for b in w.backups.iter().filter(|b| b.gap > 0) {
+        let t = &w.txns[b.gap - 1];
+        assert!(t.after <= b.stop && Some(b.stop) <= t.next_first);
+        targets.push((b.gap, Target::Lsn(fmt_lsn(b.stop)), Some(b.id.as_str())));
     }
     for (k, name) in &w.points {
         // the newest backup taken before the point, unless it is the
         // newest of all (strata's default for a name); in the same gap
         // the point comes first
-        let before = w.backups.iter().rev().find(|b| b.0 < *k).unwrap();
+        let before = w.backups.iter().rev().find(|b| b.gap < *k).unwrap();
         let newest = w.backups.last().unwrap();
         targets.push((
             *k,
             Target::Name {
                 name: name.clone(),
-                backup: (before.1 != newest.1).then(|| before.1.clone()),
+                backup: (before.id != newest.id).then(|| before.id.clone()),
             },
+            Some(before.id.as_str()),
         ));
     }
 
     let mut failures = Vec::new();
-    for (i, (k, target)) in targets.iter().enumerate() {
-        let got = restore(&w, &format!("pitr-prop-{i}"), target);
+    for (i, (k, target, want_backup)) in targets.iter().enumerate() {
+        let (got, backup) = restore(&w, &format!("pitr-prop-{i}"), target);
         let want_rows: Vec<&str> = w.txns[..*k]
             .iter()
             .flat_map(|t| t.rows.iter().map(String::as_str))
@@ -374,7 +409,14 @@ fn restores_to_random_times_lsns_and_restore_points_hold_exactly_the_rows_commit
         let last = w.txns[k - 1].last_n;
         let want = format!("{last}|{last}|{}", want_rows.join(","));
         let verdict = if got == want { "exact" } else { "WRONG" };
-        eprintln!("pitr_property: {target:?} (after transaction {k}, rows 1..{last}): {verdict}");
+        eprintln!(
+            "pitr_property: {target:?} (after transaction {k}, rows 1..{last}) from {backup}: {verdict}"
+        );
+        if let Some(b) = want_backup
+            && backup != *b
+        {
+            failures.push(format!("{target:?}: restored from {backup}, not {b}"));
+        }
         if got != want {
             let f: Vec<&str> = got.splitn(3, '|').collect();
             let restored: Vec<&str> = f.get(2).map_or(Vec::new(), |r| r.split(',').collect());
