@@ -148,6 +148,7 @@ fn base_backup(w: &Repo, pg: &PgCluster, gap: usize) -> Backup {
         "SELECT substring(pg_read_file('pg_wal/' || name) FROM 'STOP WAL LOCATION: ([0-9A-F]+/[0-9A-F]+)') \
          FROM pg_ls_waldir() WHERE name LIKE '%.backup' ORDER BY name DESC LIMIT 1",
     );
+    assert!(!stop.is_empty(), "no backup history file in pg_wal: {v}");
     Backup {
         gap,
         id: v["id"].as_str().expect("backup id").to_string(),
@@ -163,6 +164,11 @@ fn workload(rng: &mut StdRng, txns: usize, points: usize) -> Workload {
     let mut conf = repo.archive_conf();
     conf.push("track_commit_timestamp = on".into());
     conf.push("autovacuum = off".into());
+    // a checkpoint removes archived backup history files, which
+    // `base_backup` reads right after each backup: only the backups'
+    // own checkpoints (at their start) may run
+    conf.push("checkpoint_timeout = '1d'".into());
+    conf.push("max_wal_size = '8GB'".into());
     let pg = PgCluster::start(PgOptions {
         extra_conf: conf,
         name: "pitr-prop",
