@@ -510,8 +510,22 @@ pub enum RecoveryTarget {
     Time(DateTime<Utc>),
     Lsn(Lsn),
     Name(String),
+    /// Up to and including this transaction's commit (or abort).
+    Xid(u64),
     /// Replay everything archived.
     Latest,
+}
+
+/// Parses `--to-xid`: a transaction id as `txid_current()`, `pg_current_xact_id()`
+/// or a server log print it (32-bit, or 64-bit with the epoch).
+pub fn parse_xid(s: &str) -> Result<u64> {
+    match s.trim().parse::<u64>() {
+        // 0-2 are reserved (invalid, bootstrap, frozen): never a commit
+        Ok(x) if x >= 3 => Ok(x),
+        _ => Err(Error::usage(format!(
+            "--to-xid {s:?}: give a transaction id (a number of 3 or more, as `SELECT pg_current_xact_id()` shows)"
+        ))),
+    }
 }
 
 impl RecoveryTarget {
@@ -524,6 +538,7 @@ impl RecoveryTarget {
             )),
             RecoveryTarget::Lsn(l) => Some(format!("recovery_target_lsn = '{l}'")),
             RecoveryTarget::Name(n) => Some(format!("recovery_target_name = {}", conf_quote(n))),
+            RecoveryTarget::Xid(x) => Some(format!("recovery_target_xid = '{x}'")),
             RecoveryTarget::Latest => None,
         }
     }
@@ -536,6 +551,7 @@ impl RecoveryTarget {
             ),
             RecoveryTarget::Lsn(l) => format!("LSN {l}"),
             RecoveryTarget::Name(n) => format!("restore point {n:?}"),
+            RecoveryTarget::Xid(x) => format!("transaction {x}"),
             RecoveryTarget::Latest => "the end of the archived WAL".into(),
         }
     }
@@ -796,7 +812,7 @@ pub fn choose(
         RecoveryTarget::Time(t) => c.base.stop_time < *t,
         RecoveryTarget::Lsn(l) => c.base.stop_lsn.parse::<Lsn>().is_ok_and(|s| s <= *l),
         // where a restore point lies is not known before replay
-        RecoveryTarget::Name(_) | RecoveryTarget::Latest => true,
+        RecoveryTarget::Name(_) | RecoveryTarget::Xid(_) | RecoveryTarget::Latest => true,
     };
     let mut fitting: Vec<Candidate> = on_timeline.into_iter().filter(fits).collect();
     fitting.sort_by_key(|c| std::cmp::Reverse(c.base.stop_time));
@@ -1620,5 +1636,14 @@ START TIME: 2026-11-23 11:20:31 UTC\nLABEL: pg_basebackup base backup\nSTART TIM
             "recovery_target_name = 'it''s'"
         );
         assert_eq!(RecoveryTarget::Latest.setting(), None);
+        assert_eq!(
+            RecoveryTarget::Xid(parse_xid("4711").unwrap())
+                .setting()
+                .unwrap(),
+            "recovery_target_xid = '4711'"
+        );
+        for bad in ["", "0", "2", "-5", "12x", "0/3000060"] {
+            assert!(parse_xid(bad).is_err(), "{bad}");
+        }
     }
 }
