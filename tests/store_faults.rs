@@ -211,6 +211,19 @@ fn restore_survives_a_short_outage_and_fails_cleanly_on_a_long_one() {
     run(&s, &["verify", "--read-data"]).ok();
     assert_eq!(proxy.resets(), 2);
 
+    // A slow link is not an outage: the read takes longer than every
+    // configured deadline, yet nothing is cut, because the stall timeout
+    // counts time without progress, never the total (a 1 TB restore must
+    // not be cut either).
+    proxy.set(Mode::Slow {
+        bytes_per_sec: 256 * 1024,
+    });
+    let o = run(&s, &["verify", "--read-data"]).ok();
+    assert!(
+        o.elapsed > Duration::from_secs(4),
+        "the slow link made the read outlast request_timeout and stall_timeout\n{o}"
+    );
+
     // Long outage: cut 1 MiB into the body and gone from then on. The
     // store's failure, exit 6 — not a damaged backup (exit 4).
     proxy.set(Mode::CutOff { after: 1024 * 1024 });
