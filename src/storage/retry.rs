@@ -711,6 +711,145 @@ mod tests {
         assert!(e.to_string().contains("no answer"), "{e}");
     }
 
+    /// How a [`Chopped`] store's reads end.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Cut {
+        /// an I/O error (a reset connection)
+        Error,
+        /// nothing more, ever (a frozen server)
+        Stall,
+    }
+
+    /// Serves `data`, but every read from an offset delivers at most
+    /// `chunk` bytes and then is cut; reopening fails once `reopens` ran
+    /// out.
+    #[derive(Debug)]
+    struct Chopped {
+        data: Vec<u8>,
+        chunk: usize,
+        cut: Cut,
+        reopens: std::sync::atomic::AtomicU32,
+        offsets: std::sync::Mutex<Vec<u64>>,
+    }
+
+    struct Broken(Cut);
+
+    impl AsyncRead for Broken {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            match self.0 {
+                Cut::Error => Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::ConnectionReset,
+                    "connection reset by peer",
+                ))),
+                Cut::Stall => Poll::Pending,
+            }
+        }
+    }
+
+    #[async_trait]
+    impl Storage for Chopped {
+        fn location(&self) -> String {
+            "chopped://".into()
+        }
+        fn capabilities(&self) -> Capabilities {
+            Capabilities {
+                atomic_create: true,
+            }
+        }
+        async fn put(&self, _: &str, _: Body, _: PutMode) -> StorageResult<ObjectMeta> {
+            unimplemented!()
+        }
+        async fn get(&self, key: &str) -> StorageResult<ObjectReader> {
+            self.get_from(key, 0).await
+        }
+        async fn get_from(&self, key: &str, offset: u64) -> StorageResult<ObjectReader> {
+            use tokio::io::AsyncReadExt;
+            self.offsets.lock().unwrap().push(offset);
+            if offset > 0 {
+                let left = self.reopens.load(std::sync::atomic::Ordering::SeqCst);
+                if left == 0 {
+                    return Err(transient("get", key, "connection refused".into()));
+                }
+                self.reopens
+                    .store(left - 1, std::sync::atomic::Ordering::SeqCst);
+            }
+            let from = (offset as usize).min(self.data.len());
+            let to = (from + self.chunk).min(self.data.len());
+            let piece = std::io::Cursor::new(self.data[from..to].to_vec());
+            Ok(if to == self.data.len() {
+                Box::new(piece)
+            } else {
+                Box::new(piece.chain(Broken(self.cut)))
+            })
+        }
+        async fn head(&self, _: &str) -> StorageResult<Option<ObjectMeta>> {
+            Ok(None)
+        }
+        async fn list(&self, _: &str) -> StorageResult<Vec<ObjectMeta>> {
+            Ok(Vec::new())
+        }
+        async fn delete(&self, _: &str) -> StorageResult<()> {
+            Ok(())
+        }
+        async fn list_incomplete(&self, _: &str) -> StorageResult<Vec<IncompleteUpload>> {
+            Ok(Vec::new())
+        }
+        async fn abort_incomplete(&self, _: &IncompleteUpload) -> StorageResult<()> {
+            Ok(())
+        }
+    }
+
+    fn chopped(cut: Cut, reopens: u32) -> Arc<Chopped> {
+        Arc::new(Chopped {
+            data: (0..10_000u32).map(|i| (i % 251) as u8).collect(),
+            chunk: 3_000,
+            cut,
+            reopens: std::sync::atomic::AtomicU32::new(reopens),
+            offsets: std::sync::Mutex::new(Vec::new()),
+        })
+    }
+
+    #[tokio::test]
+    async fn an_interrupted_read_resumes_at_the_offset_it_reached() {
+        // issue 13 item 4: a reset during a restore failed the restore.
+        // Each reopening makes progress, so the budget of 2 retries
+        // (consecutive failures) is never used up.
+        for cut in [Cut::Error, Cut::Stall] {
+            let store = chopped(cut, 99);
+            let s = Retrying::wrap(store.clone(), quick());
+            let mut got = Vec::new();
+            tokio::io::AsyncReadExt::read_to_end(&mut s.get("k").await.unwrap(), &mut got)
+                .await
+                .unwrap();
+            assert!(got == store.data, "{cut:?}: the bytes differ");
+            assert_eq!(
+                *store.offsets.lock().unwrap(),
+                [0, 3000, 6000, 9000],
+                "{cut:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_read_the_store_keeps_failing_ends_in_a_store_read_error() {
+        let store = chopped(Cut::Error, 0);
+        let s = Retrying::wrap(store.clone(), quick());
+        let mut got = Vec::new();
+        let e = tokio::io::AsyncReadExt::read_to_end(&mut s.get("k").await.unwrap(), &mut got)
+            .await
+            .unwrap_err();
+        let store_error = StoreReadError::find(&e).expect("a StoreReadError");
+        assert_eq!(store_error.offset, 3000);
+        assert!(store_error.message.contains("tried 3 times"), "{e}");
+        assert_eq!(got.len(), 3000);
+        // the first open, then one reopening per retry
+        assert_eq!(*store.offsets.lock().unwrap(), [0, 3000, 3000]);
+    }
+
     #[tokio::test]
     async fn a_put_is_retried_only_while_its_body_is_untouched() {
         let flaky = Arc::new(Flaky {
