@@ -294,3 +294,82 @@ fn base_backup_without_wal_archiving_is_refused() {
         serde_json::json!([])
     );
 }
+
+/// Issue 15 item 5: an unknown `--run-as` user, a target directory the
+/// server user cannot enter, an identity it cannot read and a port in use
+/// were each reported after the whole base backup was downloaded. Now
+/// before anything is read or written.
+#[test]
+fn what_the_server_would_trip_on_is_refused_before_any_download() {
+    if pg_user().is_none() {
+        eprintln!("skipped: needs root (the server runs as another user)");
+        return;
+    }
+    let f = fixture();
+    let root_only = tempfile::Builder::new()
+        .prefix("strata-rootonly-")
+        .tempdir()
+        .unwrap();
+    fs::set_permissions(
+        root_only.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let dir = pg_scratch_dir("pitr-precheck").join("data");
+    let dir_s = dir.display().to_string();
+    let restore = |extra: &[&str]| {
+        let mut args = vec!["restore", "main", "--target-dir", &dir_s, "--latest"];
+        args.extend_from_slice(extra);
+        f.repo.strata(&args)
+    };
+    let out = restore(&["--run-as", "no-such-user-strata"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("no-such-user-strata"), "{}", text(&out));
+
+    let hidden = root_only.path().join("data");
+    let out = f.repo.strata(&[
+        "restore",
+        "main",
+        "--target-dir",
+        &hidden.display().to_string(),
+        "--latest",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("cannot reach"), "{}", text(&out));
+    assert!(!hidden.exists());
+
+    let key = root_only.path().join("key.txt");
+    fs::copy(f.repo.dir.join("key.txt"), &key).unwrap();
+    let out = restore(&["--identity", &key.display().to_string()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("cannot read the identity"),
+        "{}",
+        text(&out)
+    );
+
+    let taken = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let out = restore(&["--start", "--port", &port]);
+    assert_eq!(out.status.code(), Some(8), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("port {port}")),
+        "{}",
+        text(&out)
+    );
+    assert!(!dir.exists(), "nothing was written");
+
+    // issue 15 item 7: without --start the printed command starts the copy
+    // on a free port (not the source's, not one in use)
+    let out = restore(&[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    let chosen: u16 = said
+        .split("-o '-p ")
+        .nth(1)
+        .and_then(|r| r.split('\'').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in: {said}"));
+    assert_ne!(chosen, f._pg.port);
+    assert!(std::net::TcpListener::bind(("127.0.0.1", chosen)).is_ok());
+}

@@ -266,6 +266,39 @@ pub async fn run_physical(g: &Globals, a: &PhysicalArgs) -> Result<u8> {
     let identities = g.identities(&cfg)?;
     let restore_command = restore_command(g, &cfg.path, &a.source)?;
     let target_dir = absolute(&a.target_dir)?;
+    // Everything checkable before the first object is read (issue 15:
+    // each of these used to show only after the download or the replay).
+    use crate::sources::postgres::precheck;
+    if let Some(user) = &owner {
+        let config = absolute(&cfg.path)?;
+        let identity = g
+            .identity
+            .clone()
+            .or_else(|| std::env::var_os("STRATA_IDENTITY_FILE").map(PathBuf::from))
+            .or_else(|| cfg.identity_file.clone())
+            .map(|p| absolute(&p))
+            .transpose()?;
+        let mut reads: Vec<(&str, &std::path::Path)> = vec![("the config", &config)];
+        if let Some(id) = &identity {
+            reads.push(("the identity", id));
+        }
+        if let crate::config::RepositoryLocation::Local(dir) = &cfg.repository {
+            reads.push(("the repository", dir));
+        }
+        precheck::server_user(user, &target_dir, &reads)?;
+    }
+    let port = if a.start {
+        if !precheck::port_free(a.port) {
+            return Err(Error::conflict(format!(
+                "port {} on 127.0.0.1 is in use: the restored server could not start on it",
+                a.port
+            ))
+            .hint("choose a free port with --port N"));
+        }
+        a.port
+    } else {
+        precheck::free_port(a.port)?
+    };
 
     let repo = super::open_repository(&cfg).await?;
     let (entries, unreadable) = repo.backups(Some(&a.source)).await?;
@@ -369,7 +402,8 @@ pub async fn run_physical(g: &Globals, a: &PhysicalArgs) -> Result<u8> {
         restore_command,
         archive_off: a.archive_off,
         start,
-        owner,
+        owner: owner.clone(),
+        port: Some(port),
         // a restore to the end of the archive must get there (other
         // targets: PostgreSQL itself refuses to promote short of them)
         must_reach: match target {
@@ -429,8 +463,12 @@ pub async fn run_physical(g: &Globals, a: &PhysicalArgs) -> Result<u8> {
             );
         } else {
             println!(
-                "start it with `pg_ctl -D {} start`: it replays WAL through `strata wal fetch`, then promotes",
-                report.target_dir
+                "start it with `pg_ctl -D {} -o '-p {port}' start`{} (port {port} is free now; its configuration keeps the source's port, for a new primary): it replays WAL through `strata wal fetch`, then promotes",
+                report.target_dir,
+                owner
+                    .as_deref()
+                    .map(|u| format!(" as OS user {u}"))
+                    .unwrap_or_default()
             );
         }
         let phases: Vec<String> = report

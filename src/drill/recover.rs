@@ -339,6 +339,8 @@ pub async fn recover(
                 // the drill starts the server itself and checks the end of
                 // replay ("WAL replayed completely")
                 must_reach: None,
+                // its port is passed when it starts the server
+                port: None,
             };
             base::restore(storage, cand, ctx.identities.clone(), &opts, ctx.reporter).await?;
             phase(&mut out, "download+decrypt+decompress", t);

@@ -5,6 +5,7 @@ pub mod base;
 pub mod delta;
 pub mod dump;
 pub mod pgpass;
+pub mod precheck;
 pub mod verify_queries;
 pub mod wal;
 
