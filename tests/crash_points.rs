@@ -27,9 +27,39 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::cli::{COMMAND_TIMEOUT, Output, Strata, wait_output};
-use common::pg::shared_pg;
+use common::archiving::Repo;
+use common::chroma::{ChromaServer, Spec, fill};
+use common::cli::{COMMAND_TIMEOUT, Output, Strata, strata_command, wait_output};
+use common::pg::{PgCluster, PgOptions, shared_pg};
 use common::redis::RedisServer;
+
+/// Where a walk runs: a config, the local repository it names, a scratch
+/// directory for crash logs and fetched files, and the environment strata
+/// gets.
+struct Target {
+    dir: PathBuf,
+    config: PathBuf,
+    repo: PathBuf,
+    env: Vec<(String, String)>,
+}
+
+impl Target {
+    fn of(s: &Strata) -> Target {
+        Target {
+            dir: s.dir.clone(),
+            config: s.config.clone(),
+            repo: s.repo_dir().to_path_buf(),
+            env: s.env.clone(),
+        }
+    }
+
+    /// `strata --config CONFIG ARGS…`
+    fn command(&self, args: &[&str]) -> std::process::Command {
+        let mut all: Vec<&std::ffi::OsStr> = vec!["--config".as_ref(), self.config.as_os_str()];
+        all.extend(args.iter().map(|a| std::ffi::OsStr::new(*a)));
+        strata_command(all, &self.env)
+    }
+}
 
 /// One line of the crash log: `<pid> <n> <what>`.
 #[derive(Debug, Clone)]
@@ -77,7 +107,7 @@ fn points(n: u64, default_every: u64) -> Vec<u64> {
 
 /// Runs `strata --config … ARGS` with `env` added and any crash settings
 /// of the test's own environment removed.
-fn run_env(s: &Strata, args: &[&str], env: &[(&str, String)]) -> Output {
+fn run_env(s: &Target, args: &[&str], env: &[(&str, String)]) -> Output {
     let mut c = s.command(args);
     c.env_remove("STRATA_CRASH_AT")
         .env_remove("STRATA_CRASH_LOG");
@@ -92,12 +122,12 @@ fn run_env(s: &Strata, args: &[&str], env: &[(&str, String)]) -> Output {
     wait_output(child, cmdline, started, COMMAND_TIMEOUT)
 }
 
-fn run(s: &Strata, args: &[&str]) -> Output {
+fn run(s: &Target, args: &[&str]) -> Output {
     run_env(s, args, &[])
 }
 
 /// Runs the command once with a crash log and returns its steps.
-fn count_steps(s: &Strata, args: &[&str], log: &Path) -> Vec<Step> {
+fn count_steps(s: &Target, args: &[&str], log: &Path) -> Vec<Step> {
     let _ = fs::remove_file(log);
     run_env(s, args, &[("STRATA_CRASH_LOG", log.display().to_string())]).ok();
     let steps = read_log(log);
@@ -114,7 +144,7 @@ fn count_steps(s: &Strata, args: &[&str], log: &Path) -> Vec<Step> {
 /// Runs the command with `STRATA_CRASH_AT=at`: it dies at that step (the
 /// log's last step is `at`), or completes when it has fewer steps.
 /// Returns whether it died, and the steps it logged.
-fn crash_at(s: &Strata, args: &[&str], at: u64, log: &Path) -> (bool, Vec<Step>) {
+fn crash_at(s: &Target, args: &[&str], at: u64, log: &Path) -> (bool, Vec<Step>) {
     let _ = fs::remove_file(log);
     let o = run_env(
         s,
@@ -148,7 +178,7 @@ fn crash_at(s: &Strata, args: &[&str], at: u64, log: &Path) -> (bool, Vec<Step>)
 /// After a crash: everything listed verifies (data read back), no
 /// manifest is unreadable, no WAL gap after a base backup. Returns the
 /// listed ids.
-fn check_repository(s: &Strata, ctx: &str) -> Vec<String> {
+fn check_repository(s: &Target, ctx: &str) -> Vec<String> {
     let o = run(s, &["--json", "verify", "--read-data"]);
     assert_eq!(o.code, Some(0), "{ctx}: verify failed\n{o}");
     let v = o.json();
@@ -195,7 +225,7 @@ fn check_repository(s: &Strata, ctx: &str) -> Vec<String> {
 /// `cleanup --older-than 0`, then nothing may be left: verify reports no
 /// leftover and no incomplete upload, and the repository directory holds
 /// no temporary file and no empty directory.
-fn check_clean(s: &Strata, ctx: &str) {
+fn check_clean(s: &Target, ctx: &str) {
     run(s, &["cleanup", "--older-than", "0"]).ok();
     let o = run(s, &["--json", "verify"]);
     assert_eq!(o.code, Some(0), "{ctx}: verify after cleanup\n{o}");
@@ -211,7 +241,7 @@ fn check_clean(s: &Strata, ctx: &str) {
         "{ctx}\n{o}"
     );
     let mut debris = Vec::new();
-    debris_in(s.repo_dir(), s.repo_dir(), &mut debris);
+    debris_in(&s.repo, &s.repo, &mut debris);
     assert!(
         debris.is_empty(),
         "{ctx}: `cleanup --older-than 0` left debris in the repository:\n{}",
@@ -242,7 +272,7 @@ fn debris_in(root: &Path, dir: &Path, out: &mut Vec<String>) {
     }
 }
 
-fn log_path(s: &Strata, name: &str) -> PathBuf {
+fn log_path(s: &Target, name: &str) -> PathBuf {
     s.dir.join(format!("crash-{name}.log"))
 }
 
@@ -250,7 +280,7 @@ fn log_path(s: &Strata, name: &str) -> PathBuf {
 /// backup), checking the invariants after each crash and after the next
 /// normal run. `prepare` runs before each crashed run (not before the
 /// count): to restore what the command consumes.
-fn walk(s: &Strata, args: &[&str], default_every: u64, mut prepare: impl FnMut(&Strata)) {
+fn walk(s: &Target, args: &[&str], default_every: u64, mut prepare: impl FnMut(&Target)) {
     let log = log_path(s, "walk");
     prepare(s);
     let n = count_steps(s, args, &log).len() as u64;
@@ -288,8 +318,9 @@ fn backup_of_a_postgres_dump_survives_a_crash_at_every_step() {
         "CREATE TABLE t (id int PRIMARY KEY, v text); \
          INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 200) g;",
     );
-    let s = Strata::local("crash-dump", &[("app", pg.url("crash_dump"))]);
-    s.init();
+    let strata = Strata::local("crash-dump", &[("app", pg.url("crash_dump"))]);
+    strata.init();
+    let s = Target::of(&strata);
     walk(&s, &["backup", "app"], 1, |_| {});
 }
 
@@ -300,18 +331,19 @@ fn backup_of_a_redis_snapshot_survives_a_crash_at_every_step() {
     for i in 0..100 {
         c.ok(&["SET", &format!("k{i}"), &format!("value {i}")]);
     }
-    let s = Strata::local("crash-redis", &[]);
-    let mut cfg = fs::read_to_string(&s.config).unwrap();
+    let strata = Strata::local("crash-redis", &[]);
+    let mut cfg = fs::read_to_string(&strata.config).unwrap();
     cfg += &format!(
         "\n[sources.cache]\nkind = \"redis\"\nurl = \"{}\"\n",
         redis.url()
     );
-    fs::write(&s.config, cfg).unwrap();
-    s.init();
+    fs::write(&strata.config, cfg).unwrap();
+    strata.init();
+    let s = Target::of(&strata);
     walk(&s, &["backup", "cache"], 1, |_| {});
 }
 
-fn tier_ids(s: &Strata) -> Vec<String> {
+fn tier_ids(s: &Target) -> Vec<String> {
     let o = run(s, &["--json", "list"]).ok();
     o.json()
         .as_array()
@@ -330,13 +362,14 @@ fn prune_survives_a_crash_at_every_step() {
         "crash_prune",
         "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 10);",
     );
-    let s = Strata::local("crash-prune", &[("app", pg.url("crash_prune"))]);
-    let mut cfg = fs::read_to_string(&s.config).unwrap();
+    let strata = Strata::local("crash-prune", &[("app", pg.url("crash_prune"))]);
+    let mut cfg = fs::read_to_string(&strata.config).unwrap();
     cfg += "\n[tiers.daily]\nkeep_last = 1\n";
-    fs::write(&s.config, cfg).unwrap();
-    s.init();
+    fs::write(&strata.config, cfg).unwrap();
+    strata.init();
+    let s = Target::of(&strata);
     // three daily backups before each prune: it deletes the two older ones
-    let prepare = |s: &Strata| {
+    let prepare = |s: &Target| {
         while tier_ids(s).len() < 3 {
             run(s, &["backup", "app", "--tier", "daily"]).ok();
             // ids are per second
@@ -396,7 +429,7 @@ fn wal_segments(n: usize, dir: &Path) -> Vec<PathBuf> {
 
 /// `wal fetch NAME` into a scratch file: `None` when not archived (exit
 /// 1), else the bytes; anything else fails the test.
-fn fetch(s: &Strata, name: &str, ctx: &str) -> Option<Vec<u8>> {
+fn fetch(s: &Target, name: &str, ctx: &str) -> Option<Vec<u8>> {
     let dest = s.dir.join("fetched");
     let _ = fs::remove_file(&dest);
     let o = run(s, &["wal", "fetch", name, dest.to_str().unwrap()]);
@@ -416,8 +449,9 @@ fn fetch(s: &Strata, name: &str, ctx: &str) -> Option<Vec<u8>> {
 #[test]
 fn wal_push_survives_a_crash_at_every_step() {
     let pg = shared_pg();
-    let s = Strata::local("crash-wal", &[("main", pg.url("postgres"))]);
-    s.init();
+    let strata = Strata::local("crash-wal", &[("main", pg.url("postgres"))]);
+    strata.init();
+    let s = Target::of(&strata);
     let log = log_path(&s, "wal");
     let probe = wal_segments(2, &s.dir.join("segments"));
     // the first push also records the cluster; count the steps of a later one
@@ -517,7 +551,7 @@ fn kill_pushers(spool: &Path) {
 /// dies at crash point `at`, the foreground is killed too (the machine
 /// went down) and `None` returned; else the foreground's output.
 fn push_async(
-    s: &Strata,
+    s: &Target,
     pg_wal: &Path,
     spool: &Path,
     name: &str,
@@ -572,8 +606,9 @@ fn push_async(
 #[test]
 fn async_wal_push_survives_a_crash_of_its_pusher_at_every_step() {
     let pg = shared_pg();
-    let s = Strata::local("crash-wal-async", &[("main", pg.url("postgres"))]);
-    s.init();
+    let strata = Strata::local("crash-wal-async", &[("main", pg.url("postgres"))]);
+    strata.init();
+    let s = Target::of(&strata);
     let log = log_path(&s, "wal-async");
     let pg_wal = s.dir.join("pg_wal");
     let spool = s.dir.join("spool");
@@ -671,4 +706,104 @@ fn async_wal_push_survives_a_crash_of_its_pusher_at_every_step() {
         let _ = fs::remove_file(&seg);
     }
     assert!(pushers(&spool).is_empty());
+}
+
+#[test]
+fn base_backup_survives_a_crash_at_every_step() {
+    // the cluster archives through `strata wal push` (its archive_command,
+    // never crashed) into the repository the base backups go to
+    let repo = Repo::new("crash-base");
+    let pg = PgCluster::start(PgOptions {
+        extra_conf: repo.archive_conf(),
+        name: "crash-base",
+        ..Default::default()
+    });
+    repo.write_config(&pg.url("postgres"));
+    pg.psql(
+        "postgres",
+        "CREATE TABLE t (id int PRIMARY KEY, v text); \
+         INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 1000) g;",
+    );
+    let s = Target {
+        dir: repo.dir.clone(),
+        config: repo.cfg.clone(),
+        repo: repo.dir.join("repo"),
+        env: Vec::new(),
+    };
+    walk(&s, &["backup", "main", "--kind", "base"], 3, |_| {});
+}
+
+#[test]
+fn backup_of_chroma_survives_a_crash_at_every_step() {
+    let chroma = ChromaServer::start("crash");
+    let client = chroma.client();
+    for spec in [
+        Spec {
+            name: "crash-a",
+            space: "cosine",
+            records: 300,
+            dim: 16,
+            seed: 7,
+        },
+        Spec {
+            name: "crash-b",
+            space: "l2",
+            records: 50,
+            dim: 8,
+            seed: 8,
+        },
+    ] {
+        fill(&client, &spec);
+    }
+    let strata = Strata::local("crash-chroma", &[]);
+    let mut cfg = fs::read_to_string(&strata.config).unwrap();
+    cfg += &format!(
+        "\n[sources.vectors]\nkind = \"chroma\"\nurl = \"{}\"\n",
+        chroma.url()
+    );
+    fs::write(&strata.config, cfg).unwrap();
+    strata.init();
+    let s = Target::of(&strata);
+    walk(&s, &["backup", "vectors"], 1, |_| {});
+}
+
+#[test]
+fn cleanup_survives_a_crash_at_every_step() {
+    let pg = shared_pg();
+    pg.create_db("crash_cleanup");
+    pg.psql(
+        "crash_cleanup",
+        "CREATE TABLE t (id int); INSERT INTO t VALUES (1);",
+    );
+    let strata = Strata::local("crash-cleanup", &[("app", pg.url("crash_cleanup"))]);
+    strata.init();
+    let s = Target::of(&strata);
+    // where a backup dies leaving a temporary data file, and where it dies
+    // leaving a whole data object without a manifest
+    let log = log_path(&s, "cleanup-backup");
+    let steps = count_steps(&s, &["backup", "app"], &log);
+    let at = |prefix: &str| {
+        steps
+            .iter()
+            .find(|st| st.what.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no step {prefix}…\n{}", show(&steps)))
+            .n
+    };
+    let (tmp_at, leftover_at) = (at("put-synced backups/"), at("put-dir-synced backups/"));
+    let prepare = |s: &Target| {
+        // the second backup first removes the lock the first one left
+        // (one more step)
+        for (at, what) in [
+            (leftover_at, "put-dir-synced backups/"),
+            (tmp_at + 1, "put-synced backups/"),
+        ] {
+            let (died, st) = crash_at(s, &["backup", "app"], at, &log);
+            assert!(
+                died && st.last().unwrap().what.starts_with(what),
+                "{what}…\n{}",
+                show(&st)
+            );
+        }
+    };
+    walk(&s, &["cleanup", "--older-than", "0"], 1, prepare);
 }
