@@ -42,6 +42,21 @@ impl Kind {
             Kind::Interrupted => 130,
         }
     }
+
+    /// The kind an exit code stands for (`Failed` for unknown codes).
+    pub fn from_exit_code(code: u8) -> Kind {
+        match code {
+            2 => Kind::Usage,
+            3 => Kind::Repository,
+            4 => Kind::Integrity,
+            5 => Kind::Source,
+            6 => Kind::Storage,
+            7 => Kind::Crypto,
+            8 => Kind::Conflict,
+            130 => Kind::Interrupted,
+            _ => Kind::Failed,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -98,6 +113,14 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         self.kind.exit_code()
     }
+    /// Adds the full-disk hint to an error without a hint whose message
+    /// says the disk is full (many are built from an I/O error's text).
+    pub fn with_disk_full_hint(self) -> Error {
+        match (&self.hint, disk_full_hint(&self.message)) {
+            (None, Some(h)) => self.hint(h),
+            _ => self,
+        }
+    }
 }
 
 impl fmt::Display for Error {
@@ -122,6 +145,9 @@ impl From<StorageError> for Error {
         };
         let mut err = Error::new(kind, format!("storage: {e}"));
         err.retryable = retryable;
+        if let Some(h) = disk_full_hint(&err.message) {
+            return err.hint(h);
+        }
         if retryable {
             err = err.hint("the store may be unreachable or overloaded; check the endpoint and network, then run the command again");
         }
@@ -144,8 +170,40 @@ impl<T, E: Into<Error>> Context<T> for std::result::Result<T, E> {
     }
 }
 
+/// The hint for a full disk, when `message` is one.
+fn disk_full_hint(message: &str) -> Option<&'static str> {
+    (message.contains("No space left on device") || message.contains("Disk quota exceeded"))
+        .then_some("the disk is full: free space there (or choose a directory on another file system) and run the command again; nothing that was written is used until it is complete")
+}
+
 impl From<std::io::Error> for Error {
     fn from(e: std::io::Error) -> Error {
-        Error::failed(e.to_string())
+        Error::failed(e.to_string()).with_disk_full_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 13 item 10: disk-full errors had no hint.
+    #[test]
+    fn a_full_disk_gets_a_hint() {
+        let io = std::io::Error::from_raw_os_error(libc::ENOSPC);
+        let e = Error::from(io);
+        assert!(
+            e.hint
+                .as_deref()
+                .is_some_and(|h| h.contains("disk is full")),
+            "{e}"
+        );
+        let e = Error::failed("writing /x: No space left on device (os error 28)")
+            .with_disk_full_hint();
+        assert!(e.hint.is_some());
+        let e = Error::failed("writing /x: Permission denied").with_disk_full_hint();
+        assert!(e.hint.is_none());
+        for code in 1..=8u8 {
+            assert_eq!(Kind::from_exit_code(code).exit_code(), code);
+        }
     }
 }

@@ -418,6 +418,12 @@ enum KeyAction {
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
     },
+    /// Show the recipients recorded for the repository beside the configured ones; --set records the configured ones (a deliberate key change)
+    Recipients {
+        /// Record the configured [encryption] recipients as the repository's
+        #[arg(long)]
+        set: bool,
+    },
 }
 
 async fn dispatch(cli: Cli) -> Result<u8, Error> {
@@ -431,6 +437,9 @@ async fn dispatch(cli: Cli) -> Result<u8, Error> {
         Command::Key {
             action: KeyAction::Generate { out },
         } => commands::key::generate(&out, json),
+        Command::Key {
+            action: KeyAction::Recipients { set },
+        } => commands::key::recipients(&g, set, json).await,
         Command::Backup { source, tier, kind } => {
             let kind = kind.map(|k| match k.as_str() {
                 "base" => strata::tier::TierKind::Base,
@@ -774,7 +783,7 @@ async fn dispatch(cli: Cli) -> Result<u8, Error> {
                 spool,
                 json,
             };
-            commands::wal::fetch(&g, &args).await
+            commands::wal::fetch_cmd(&g, &args).await
         }
     }
 }
@@ -798,6 +807,7 @@ fn main() -> ExitCode {
     match runtime.block_on(dispatch(cli)) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
+            let e = e.with_disk_full_hint();
             if json {
                 commands::print_json(&serde_json::json!({
                     "error": e.message,

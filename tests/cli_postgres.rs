@@ -524,6 +524,59 @@ fn single_table_restore_into_new_database() {
     drop_db(pg, "cli_single_dst");
 }
 
+/// Issue 15 item 1: `--table big` on a database whose dump holds large
+/// tables after it failed with "Broken pipe" and dropped the new
+/// database: pg_restore reading from a pipe exits once its entries are
+/// done. It succeeds now, and the rest of the object is still verified.
+#[test]
+fn single_table_restore_when_pg_restore_stops_reading_early() {
+    let pg = shared_pg();
+    let db = "cli_early_src";
+    pg.create_db(db);
+    // data entries are dumped in name order: a_small first, then ~30 MB
+    // that pg_restore never needs to read
+    pg.psql(db, &random_table_sql("a_small", 1_000));
+    pg.psql(db, &random_table_sql("b_large", 80_000));
+    pg.psql(db, &random_table_sql("c_large", 80_000));
+    let want = table_content(pg, db, "a_small");
+    let s = Strata::local("early", &[("app", pg.url(db))]);
+    s.init();
+    let id = check_report(&s.backup("app"), 20 * MIB);
+    s.run(&[
+        "restore",
+        "app",
+        "--to-database",
+        "cli_early_dst",
+        "--create",
+        "--table",
+        "a_small",
+    ])
+    .ok();
+    assert_eq!(table_content(pg, "cli_early_dst", "a_small"), want);
+    drop_db(pg, "cli_early_dst");
+
+    // the rest of the object is still checked: damage after the table
+    // pg_restore wanted fails the restore (and drops what it created)
+    let path = dump_path(&s, &id);
+    let mut bytes = fs::read(&path).unwrap();
+    let at = bytes.len() - 100_000;
+    bytes[at] ^= 0x01;
+    fs::write(&path, &bytes).unwrap();
+    let o = s
+        .run(&[
+            "restore",
+            "app",
+            "--to-database",
+            "cli_early_dst",
+            "--create",
+            "--table",
+            "a_small",
+        ])
+        .expect_code(4);
+    assert!(o.stderr.contains("damaged"), "{o}");
+    assert!(!db_exists(pg, "cli_early_dst"));
+}
+
 // ---------------------------------------------------------------------------
 // 4. wrong key, damaged data
 

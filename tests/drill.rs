@@ -866,7 +866,8 @@ fn copy_repo(name: &str) -> (PathBuf, PathBuf) {
 fn a_damaged_wal_segment_fails_the_replay_check() {
     let (dir, cfg) = copy_repo("drill-walbad");
     // every object and record is there, but one segment's bytes are wrong:
-    // `wal fetch` refuses it, and PostgreSQL ends recovery early
+    // `wal fetch` refuses it (exit 200), and PostgreSQL stops recovery
+    // instead of ending it early (issue 13 item 1)
     let tl = dir.join("repo/wal/main/00000001");
     let mut segs: Vec<String> = entries(&tl)
         .into_iter()

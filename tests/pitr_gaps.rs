@@ -8,12 +8,15 @@ use std::time::Duration;
 use common::archiving::{Repo, text};
 use common::pg::{PgCluster, PgOptions, pg_scratch_dir};
 
-#[test]
-fn a_missing_segment_fails_verify_and_refuses_restore() {
-    let repo = Repo::new("pitr-gaps");
+/// A cluster archiving into a fresh repository: a base backup, then rows
+/// committed across four switched segments. Returns the repository, the
+/// running cluster, the insert LSN before the third segment, the third
+/// segment's name and the last archived one's.
+fn archive_four_segments(name: &'static str) -> (Repo, PgCluster, String, String, String) {
+    let repo = Repo::new(name);
     let pg = PgCluster::start(PgOptions {
         extra_conf: repo.archive_conf(),
-        name: "pitr-gaps",
+        name,
         ..Default::default()
     });
     repo.write_config(&pg.url("postgres"));
@@ -44,6 +47,12 @@ fn a_missing_segment_fails_verify_and_refuses_restore() {
         "t",
         Duration::from_secs(60),
     );
+    (repo, pg, before_gap, missing, last)
+}
+
+#[test]
+fn a_missing_segment_fails_verify_and_refuses_restore() {
+    let (repo, _pg, before_gap, missing, _) = archive_four_segments("pitr-gaps");
 
     let out = repo.strata(&["verify"]);
     assert!(
@@ -119,4 +128,103 @@ fn a_missing_segment_fails_verify_and_refuses_restore() {
         "FF/0",
     ]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+}
+
+/// `pg_ctl` as the data directory's owner.
+fn pg_ctl(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let bin = common::pg::pg_bin_dir().join("pg_ctl");
+    let mut c = if common::pg::pg_user().is_some() {
+        let mut c = std::process::Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(bin);
+        c
+    } else {
+        std::process::Command::new(bin)
+    };
+    c.arg("-D").arg(dir).args(args).output().unwrap()
+}
+
+/// Issue 13 item 1: one flipped byte in a WAL object in the middle of the
+/// archive passed `verify --read-data`, and `restore --latest --start`
+/// exited 0 with the server promoted before it (the only trace was in the
+/// server log). Now verify reads every WAL object against its record,
+/// and the restore fails naming the segment, with no server left running.
+#[test]
+fn a_damaged_segment_fails_verify_and_stops_the_restore() {
+    let (repo, pg, _, damaged, last) = archive_four_segments("pitr-damaged");
+    let out = repo.strata(&["verify", "--read-data"]);
+    assert!(out.status.success(), "verify before: {}", text(&out));
+    assert!(
+        text(&out).contains("each matches its record"),
+        "{}",
+        text(&out)
+    );
+    let rows = pg.psql("postgres", "SELECT count(*) FROM ev");
+    assert_eq!(rows, "4");
+
+    let wal = repo.dir.join("repo/wal/main");
+    let key = wal.join(&damaged[..8]).join(&damaged);
+    let mut bytes = fs::read(&key).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x01;
+    fs::write(&key, &bytes).unwrap();
+    let out = repo.strata(&["verify", "--read-data"]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("FAILED  wal main: WAL file {damaged}")),
+        "{}",
+        text(&out)
+    );
+    // without --read-data only the listing is checked: still passes
+    let out = repo.strata(&["verify"]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    let dir = pg_scratch_dir("pitr-damaged-restore").join("data");
+    let stop_dir = dir.clone();
+    common::at_exit(move || {
+        let _ = pg_ctl(&stop_dir, &["stop", "-m", "immediate"]);
+    });
+    let port = common::free_port().to_string();
+    let dir_s = dir.display().to_string();
+    let out = repo.strata(&[
+        "restore",
+        "main",
+        "--target-dir",
+        &dir_s,
+        "--latest",
+        "--timeline",
+        "current",
+        "--start",
+        "--port",
+        &port,
+    ]);
+    let log = fs::read_to_string(dir.join("strata-restore.log")).unwrap_or_default();
+    assert_eq!(out.status.code(), Some(4), "{}\n{log}", text(&out));
+    let t = text(&out);
+    assert!(
+        t.contains("recovery stopped") && t.contains(&damaged),
+        "{t}\n{log}"
+    );
+    assert!(
+        !pg_ctl(&dir, &["status"]).status.success(),
+        "no server may be left running on a copy that stopped short"
+    );
+
+    // a record whose digest was edited (the object intact) fails too
+    fs::write(&key, {
+        bytes[at] ^= 0x01;
+        &bytes
+    })
+    .unwrap();
+    let record = wal.join(&last[..8]).join(format!("{last}.json"));
+    let mut r: serde_json::Value = serde_json::from_slice(&fs::read(&record).unwrap()).unwrap();
+    r["sha256"] = serde_json::Value::from("00".repeat(32));
+    fs::write(&record, serde_json::to_vec(&r).unwrap()).unwrap();
+    let out = repo.strata(&["verify", "--read-data"]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("WAL file {last}"))
+            && !text(&out).contains(&format!("WAL file {damaged}")),
+        "{}",
+        text(&out)
+    );
 }

@@ -147,9 +147,18 @@ impl FoundLock {
         self.holder_gone_with(&hostname(), pid_alive)
     }
 
-    /// Stale, or its holder is gone: `strata unlock` may remove it.
+    /// Stale, or its holder is gone, or not a lock at all: `strata
+    /// unlock` may remove it. strata writes and rewrites a lock object
+    /// whole (create-only, then atomic replaces), so one that does not
+    /// parse was never a running strata's lock.
     pub fn is_abandoned(&self, now: DateTime<Utc>) -> bool {
-        self.is_stale(now) || self.holder_gone()
+        self.info.is_none() || self.is_stale(now) || self.holder_gone()
+    }
+
+    /// An unreadable object not rewritten for [`STALE_AFTER`]: no holder
+    /// of any version heartbeats it, so commands may take over.
+    fn is_garbage(&self, now: DateTime<Utc>) -> bool {
+        self.info.is_none() && self.is_stale(now)
     }
 
     pub fn describe(&self, now: DateTime<Utc>) -> String {
@@ -164,7 +173,10 @@ impl FoundLock {
                     ""
                 }
             ),
-            None => format!("{} (unreadable lock object)", self.key),
+            None => format!(
+                "{} (unreadable lock object: not a lock a running strata wrote; `strata unlock` removes it)",
+                self.key
+            ),
         }
     }
 }
@@ -264,7 +276,7 @@ impl RepoLock {
         // so the next scheduled run is not refused. Locks of other hosts,
         // or of live processes, are never taken over.
         for l in list(&storage).await? {
-            if l.holder_gone() {
+            if l.holder_gone() || l.is_garbage(now) {
                 eprintln!("strata: removing abandoned lock {}", l.describe(now));
                 storage.delete(&l.key).await?;
             }
@@ -515,6 +527,11 @@ mod tests {
         };
         assert!(f.is_stale(t("2026-01-01T00:10:00Z")));
         assert!(!f.is_stale(t("2026-01-01T00:01:00Z")));
+        // issue 13 item 10: `strata unlock` removes it at once (it was
+        // never a lock), commands take over once nobody could heartbeat it
+        assert!(f.is_abandoned(t("2026-01-01T00:01:00Z")));
+        assert!(!f.is_garbage(t("2026-01-01T00:01:00Z")));
+        assert!(f.is_garbage(t("2026-01-01T00:10:00Z")));
     }
 
     async fn repo() -> (tempfile::TempDir, Repository) {

@@ -36,6 +36,10 @@ use crate::storage::{IncompleteUpload, ObjectMeta, PutMode, Storage, StorageErro
 pub const MARKER_KEY: &str = "strata-repository.json";
 /// The repository format this strata writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
+/// The recipients every object in the repository is encrypted to, as
+/// recorded by `init` (or the first write of an older repository) and
+/// changed only by `strata key recipients --set`.
+pub const RECIPIENTS_KEY: &str = "recipients.json";
 const MANIFESTS: &str = "manifests/";
 const BACKUPS: &str = "backups/";
 
@@ -54,6 +58,95 @@ struct Marker {
 pub struct Repository {
     storage: Arc<dyn Storage>,
     pub id: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct RecordedRecipients {
+    format: u32,
+    recorded: DateTime<Utc>,
+    recipients: Vec<String>,
+}
+
+/// Recipients as a set: trimmed, sorted, without repeats.
+fn recipient_set(recipients: &[String]) -> Vec<String> {
+    let mut v: Vec<String> = recipients.iter().map(|r| r.trim().to_string()).collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// A manifest that exists but could not be read: damaged, of a newer
+/// format, sealed to another key, or its read failed (a store outage).
+#[derive(Debug)]
+pub struct Unreadable {
+    pub key: String,
+    pub error: Error,
+}
+
+impl Unreadable {
+    /// The backup id its key names (`manifests/<source>/<id>.json`), when
+    /// the key has that shape.
+    pub fn id(&self) -> Option<BackupId> {
+        let name = self.key.rsplit('/').next()?.strip_suffix(".json")?;
+        name.parse().ok()
+    }
+}
+
+/// Refuses a choice strata makes on the operator's behalf (`latest`, the
+/// newest backup at or before `--at`, the base backup for a point in
+/// time) while a manifest that could have been the right choice cannot be
+/// read: restoring the previous backup instead, with no word, is how a
+/// damaged manifest or a store outage silently turns into lost data.
+/// `chosen` is the backup that would be used; `upto` the time the choice
+/// is bounded by (a backup started after it could not have been chosen).
+/// A manifest whose id is from an earlier second than `chosen`, or
+/// started after `upto`, changes nothing. A backup the operator names (`--backup ID`) is never
+/// refused: this is only called for automatic choices.
+pub fn refuse_unreadable(
+    source: &str,
+    what: &str,
+    unreadable: &[Unreadable],
+    chosen: Option<&BackupId>,
+    upto: Option<DateTime<Utc>>,
+) -> Result<()> {
+    let relevant = unreadable.iter().find(|u| match u.id() {
+        None => true,
+        // ids carry whole seconds: one from the chosen backup's second may
+        // be newer than it whatever its random suffix says
+        Some(id) => {
+            chosen.is_none_or(|c| id.time() >= c.time()) && upto.is_none_or(|t| id.time() <= t)
+        }
+    });
+    let Some(u) = relevant else {
+        return Ok(());
+    };
+    let instead = match chosen {
+        Some(c) => format!("; strata will not fall back to the older backup {c}"),
+        None => String::new(),
+    };
+    let store_failed = u.error.kind == Kind::Storage;
+    let mut err = Error::new(
+        u.error.kind,
+        format!(
+            "cannot choose the {what} backup of {source}: manifest {} cannot be read, and it may be the one to use{instead}: {}",
+            u.key, u.error.message
+        ),
+    )
+    .hint(format!(
+        "{}to restore anyway, name the backup with --backup ID (`strata list {source}` shows the readable ones){}",
+        if store_failed {
+            "the store failed: try again once it answers; "
+        } else {
+            ""
+        },
+        if store_failed {
+            ""
+        } else {
+            "; `strata verify` reports the damaged manifest"
+        }
+    ));
+    err.retryable = u.error.retryable;
+    Err(err)
 }
 
 /// A backup known to the catalog (its manifest exists).
@@ -207,6 +300,85 @@ impl Repository {
         self.storage.location()
     }
 
+    /// The recipients recorded for this repository; `None` for a
+    /// repository created before strata recorded them.
+    pub async fn recorded_recipients(&self) -> Result<Option<Vec<String>>> {
+        let bytes = match self.storage.get_bytes(RECIPIENTS_KEY).await {
+            Ok(b) => b,
+            Err(StorageError::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(Error::from(e).context(format!("reading {RECIPIENTS_KEY}"))),
+        };
+        let r: RecordedRecipients = serde_json::from_slice(&bytes).map_err(|e| {
+            Error::new(
+                Kind::Repository,
+                format!("{}: {RECIPIENTS_KEY} is damaged: {e}", self.location()),
+            )
+            .hint("`strata key recipients --set` records the configured recipients again")
+        })?;
+        Ok(Some(r.recipients))
+    }
+
+    /// Records `recipients` as the repository's; `replace` overwrites a
+    /// record (a deliberate change), else an existing one is kept.
+    pub async fn record_recipients(&self, recipients: &[String], replace: bool) -> Result<()> {
+        let r = RecordedRecipients {
+            format: 1,
+            recorded: Utc::now(),
+            recipients: recipient_set(recipients),
+        };
+        let bytes = serde_json::to_vec_pretty(&r).expect("recipients serialise");
+        let mode = if replace {
+            PutMode::Overwrite
+        } else {
+            PutMode::Create
+        };
+        match self
+            .storage
+            .put_bytes(RECIPIENTS_KEY, bytes.into(), mode)
+            .await
+        {
+            Ok(_) | Err(StorageError::AlreadyExists { .. }) => Ok(()),
+            Err(e) => Err(Error::from(e).context(format!("recording {RECIPIENTS_KEY}"))),
+        }
+    }
+
+    /// Refuses to write with recipients other than the repository's: a
+    /// backup encrypted to another key shows only when a restore cannot
+    /// decrypt it. A repository without a record gets the configured ones
+    /// recorded now.
+    pub async fn check_recipients(&self, configured: &[String]) -> Result<()> {
+        let Some(recorded) = self.recorded_recipients().await? else {
+            return self.record_recipients(configured, false).await;
+        };
+        let configured = recipient_set(configured);
+        if configured == recipient_set(&recorded) {
+            return Ok(());
+        }
+        let added: Vec<&str> = configured
+            .iter()
+            .filter(|r| !recorded.contains(r))
+            .map(String::as_str)
+            .collect();
+        let dropped: Vec<&str> = recorded
+            .iter()
+            .filter(|r| !configured.contains(r))
+            .map(String::as_str)
+            .collect();
+        let mut what = Vec::new();
+        if !added.is_empty() {
+            what.push(format!("adds {}", added.join(", ")));
+        }
+        if !dropped.is_empty() {
+            what.push(format!("drops {}", dropped.join(", ")));
+        }
+        Err(Error::conflict(format!(
+            "the configured [encryption] recipients differ from those recorded for repository {}: the configuration {}; nothing was written (what is written now could not be restored with the identities the repository's other backups need)",
+            self.location(),
+            what.join(" and ")
+        ))
+        .hint("if the change is deliberate (a new key, a retired one), run `strata key recipients --set` to record the configured recipients for this repository; otherwise put the recorded recipients back in the config (`strata key recipients` shows both)"))
+    }
+
     pub fn data_prefix(source: &str, id: &BackupId) -> String {
         format!("{BACKUPS}{source}/{id}/")
     }
@@ -231,7 +403,7 @@ impl Repository {
 
     /// Every backup (of `source`, if given), newest first. Manifests that
     /// cannot be read are returned as problems, not hidden.
-    pub async fn backups(&self, source: Option<&str>) -> Result<(Vec<Entry>, Vec<Error>)> {
+    pub async fn backups(&self, source: Option<&str>) -> Result<(Vec<Entry>, Vec<Unreadable>)> {
         let prefix = match source {
             Some(s) => format!("{MANIFESTS}{s}/"),
             None => MANIFESTS.to_string(),
@@ -263,7 +435,7 @@ impl Repository {
                     manifest_key: key,
                     file: Arc::new(file),
                 }),
-                Err(e) => problems.push(e),
+                Err(error) => problems.push(Unreadable { key, error }),
             }
         }
         entries.sort_by(|a, b| {
@@ -277,10 +449,20 @@ impl Repository {
         ManifestFile::parse(key, &bytes)
     }
 
-    /// Finds one backup of `source`: `latest` or a backup id.
+    /// Finds one backup of `source`: `latest` or a backup id. `latest` is
+    /// refused while a manifest that may be newer cannot be read (see
+    /// [`refuse_unreadable`]); a named backup is found whatever else is
+    /// unreadable.
     pub async fn find(&self, source: &str, which: &str) -> Result<Entry> {
-        let (entries, _) = self.backups(Some(source)).await?;
+        let (entries, unreadable) = self.backups(Some(source)).await?;
         if which == "latest" {
+            refuse_unreadable(
+                source,
+                "latest",
+                &unreadable,
+                entries.first().map(|e| &e.summary().id),
+                None,
+            )?;
             return entries.into_iter().next().ok_or_else(|| {
                 Error::new(
                     Kind::Integrity,
@@ -305,7 +487,7 @@ impl Repository {
     }
 
     /// Data objects with no manifest (crashed or killed backups) and
-    /// uploads that never completed.
+    /// uploads that never completed, anywhere in the repository.
     pub async fn leftovers(&self) -> Result<(Vec<Leftover>, Vec<IncompleteUpload>)> {
         let committed: BTreeSet<(String, String)> = self
             .storage
@@ -342,7 +524,9 @@ impl Repository {
                 objects: objs.into_iter().map(|o| o.key).collect(),
             })
             .collect();
-        let incomplete = self.storage.list_incomplete(BACKUPS).await?;
+        // the whole repository: killed writes leave temporary uploads
+        // beside manifests, locks and WAL too, not only beside data
+        let incomplete = self.storage.list_incomplete("").await?;
         Ok((leftovers, incomplete))
     }
 
@@ -354,5 +538,76 @@ impl Repository {
             self.storage.delete(&o.key).await?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unreadable(id: &str) -> Unreadable {
+        Unreadable {
+            key: format!("manifests/app/{id}.json"),
+            error: Error::integrity(format!("manifest manifests/app/{id}.json is unreadable")),
+        }
+    }
+
+    /// Issue 13 item 2: an automatic choice is refused while a manifest
+    /// that could have been chosen is unreadable, never silently made
+    /// with the previous backup.
+    #[test]
+    fn unreadable_manifests_refuse_only_choices_they_could_change() {
+        let older: BackupId = "20261206T100000Z-aaaaaa".parse().unwrap();
+        let chosen: BackupId = "20261206T110000Z-bbbbbb".parse().unwrap();
+        let t = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        let newer = [unreadable("20261206T120000Z-cccccc")];
+        let e = refuse_unreadable("app", "latest", &newer, Some(&chosen), None).unwrap_err();
+        assert_eq!(e.kind, Kind::Integrity);
+        assert!(
+            e.message
+                .contains("manifests/app/20261206T120000Z-cccccc.json"),
+            "{e}"
+        );
+        assert!(e.message.contains(chosen.as_str()), "{e}");
+        // nothing readable at all: still refused, naming the manifest
+        assert!(refuse_unreadable("app", "latest", &newer, None, None).is_err());
+        // an older unreadable manifest could not have been "latest"
+        let old = [unreadable(older.as_str())];
+        refuse_unreadable("app", "latest", &old, Some(&chosen), None).unwrap();
+        // one started after --at could not have been chosen for it
+        refuse_unreadable(
+            "app",
+            "newest",
+            &newer,
+            Some(&chosen),
+            Some(t("2026-12-06T11:30:00Z")),
+        )
+        .unwrap();
+        assert!(
+            refuse_unreadable(
+                "app",
+                "newest",
+                &newer,
+                Some(&chosen),
+                Some(t("2026-12-06T12:30:00Z"))
+            )
+            .is_err()
+        );
+        // the same second as the chosen one: it may be the newer
+        let same = [unreadable("20261206T110000Z-000000")];
+        assert!(refuse_unreadable("app", "latest", &same, Some(&chosen), None).is_err());
+        // a key that names no backup id may be anything
+        let odd = [Unreadable {
+            key: "manifests/app/odd.json".into(),
+            error: Error::integrity("x"),
+        }];
+        assert!(refuse_unreadable("app", "latest", &odd, Some(&chosen), None).is_err());
+        // a store failure keeps the store's kind (exit 6) and is retryable
+        let outage = [Unreadable {
+            key: "manifests/app/20261206T120000Z-cccccc.json".into(),
+            error: Error::new(Kind::Storage, "storage: get: timed out").retryable(),
+        }];
+        let e = refuse_unreadable("app", "latest", &outage, Some(&chosen), None).unwrap_err();
+        assert_eq!((e.kind, e.retryable), (Kind::Storage, true));
     }
 }

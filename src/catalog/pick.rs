@@ -126,8 +126,11 @@ impl Repository {
         kind: Option<&str>,
         at: DateTime<Utc>,
     ) -> Result<Picked> {
-        let (entries, _) = self.backups(Some(source)).await?;
-        at_or_before(&entries, source, kind, at)
+        let (entries, unreadable) = self.backups(Some(source)).await?;
+        let picked = at_or_before(&entries, source, kind, at);
+        let chosen = picked.as_ref().ok().map(|p| &p.entry.summary().id);
+        super::refuse_unreadable(source, "newest", &unreadable, chosen, Some(at))?;
+        picked
     }
 }
 

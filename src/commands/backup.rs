@@ -174,6 +174,7 @@ async fn prepare(
     let encoder = super::encoder(cfg)?;
     let recipients = crate::keys::parse_recipients(&cfg.recipients)?;
     let repo = super::open_repository(cfg).await?;
+    repo.check_recipients(&cfg.recipients).await?;
     match tier.and_then(|t| t.object_lock.map(|l| (t, l))) {
         Some((t, l)) => {
             let repo = repo

@@ -8,6 +8,8 @@ pub async fn run(g: &Globals, json: bool) -> Result<u8> {
     let cfg = g.config()?;
     let storage = crate::storage::open(&cfg.repository).await?;
     let repo = Repository::init(storage).await?;
+    // which keys every later write must use (`check_recipients`)
+    repo.record_recipients(&cfg.recipients, false).await?;
     if json {
         super::print_json(&serde_json::json!({
             "repository": repo.location(),

@@ -28,7 +28,7 @@ pub async fn run(g: &Globals, source: Option<&str>, json: bool) -> Result<u8> {
     let repo = super::open_repository(&cfg).await?;
     let (entries, problems) = repo.backups(source).await?;
     for p in &problems {
-        eprintln!("warning: {p}");
+        eprintln!("warning: {}", p.error);
     }
     let rows: Vec<Row> = entries
         .iter()

@@ -423,7 +423,7 @@ async fn run_locked(
         deleted,
         kept: all().filter(|d| d.action == Action::Keep).count(),
         failed,
-        unreadable_manifests: unreadable.iter().map(|e| e.message.clone()).collect(),
+        unreadable_manifests: unreadable.iter().map(|u| u.error.message.clone()).collect(),
         leftovers: leftovers.as_ref(),
         locked: all().filter(|d| d.locked_until.is_some()).count(),
         wal: &wal_plans,
@@ -453,6 +453,9 @@ fn print_wal(w: &wal::WalPrune, dry_run: bool) {
             .map_or(String::new(), |t| format!(" (tier {t})")),
         w.rule
     );
+    if let Some(warning) = &w.warning {
+        println!("  warning: {warning}");
+    }
     for r in &w.ranges {
         let verb = match (r.action, dry_run) {
             (crate::sources::postgres::wal::retention::WalAction::Keep, _) => "keep",

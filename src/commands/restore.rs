@@ -58,20 +58,25 @@ pub async fn run(g: &Globals, a: &Args) -> Result<u8> {
         eprintln!("{}", picked.describe());
         picked.entry
     } else if a.backup == "latest" {
-        let (entries, _) = repo.backups(Some(&a.source)).await?;
-        entries
-            .into_iter()
-            .find(|e| e.summary().kind == "dump")
-            .ok_or_else(|| {
-                Error::new(
-                    crate::error::Kind::Integrity,
-                    format!("source {} has no logical (dump) backup", a.source),
-                )
-                .hint(format!(
-                    "take one with `strata backup {}`; base backups restore with --target-dir",
-                    a.source
-                ))
-            })?
+        let (entries, unreadable) = repo.backups(Some(&a.source)).await?;
+        let newest = entries.into_iter().find(|e| e.summary().kind == "dump");
+        crate::catalog::refuse_unreadable(
+            &a.source,
+            "latest",
+            &unreadable,
+            newest.as_ref().map(|e| &e.summary().id),
+            None,
+        )?;
+        newest.ok_or_else(|| {
+            Error::new(
+                crate::error::Kind::Integrity,
+                format!("source {} has no logical (dump) backup", a.source),
+            )
+            .hint(format!(
+                "take one with `strata backup {}`; base backups restore with --target-dir",
+                a.source
+            ))
+        })?
     } else {
         repo.find(&a.source, &a.backup).await?
     };
@@ -148,20 +153,21 @@ pub struct PhysicalArgs {
 /// between the base backup's start and the target (for `--to-lsn`) or the
 /// newest archived segment (otherwise: replay would stop early at the gap
 /// and the restore would silently miss data), or a `--to-lsn` after the
-/// newest archived WAL.
+/// newest archived WAL. Returns where the newest segment recovery can
+/// reach starts (what a restore to the end of the archive must get to).
 pub(crate) fn check_wal(
     listing: &crate::sources::postgres::wal::archive::WalListing,
     chosen: &crate::sources::postgres::base::Candidate,
     target: &crate::sources::postgres::base::RecoveryTarget,
     timeline: crate::sources::postgres::base::TimelineTarget,
-) -> Result<()> {
+) -> Result<Option<crate::sources::postgres::wal::Lsn>> {
     use crate::sources::postgres::base::{RecoveryTarget, TimelineTarget};
     use crate::sources::postgres::wal::{Lsn, SegmentSize, Timeline, continuity::continuity};
     let (Ok(start), Some(size)) = (
         chosen.base.start_lsn.parse::<Lsn>(),
         SegmentSize::new(chosen.base.wal_segment_size),
     ) else {
-        return Ok(());
+        return Ok(None);
     };
     let segments = &listing.segments;
     let mut switches = listing.switches.clone();
@@ -207,7 +213,7 @@ pub(crate) fn check_wal(
         ))
         .hint("choose an earlier --to-lsn, or wait until the WAL holding it is archived"));
     }
-    Ok(())
+    Ok(c.newest.map(|n| n.start_lsn(size)))
 }
 
 pub async fn run_physical(g: &Globals, a: &PhysicalArgs) -> Result<u8> {
@@ -249,14 +255,18 @@ pub async fn run_physical(g: &Globals, a: &PhysicalArgs) -> Result<u8> {
     let target_dir = absolute(&a.target_dir)?;
 
     let repo = super::open_repository(&cfg).await?;
-    let (entries, _) = repo.backups(Some(&a.source)).await?;
-    let entries = if a.backup == "latest" {
-        entries
-    } else {
+    let (entries, unreadable) = repo.backups(Some(&a.source)).await?;
+    let named = a.backup != "latest";
+    let entries = if named {
         vec![repo.find(&a.source, &a.backup).await?]
+    } else {
+        entries
     };
     let cands = base::candidates(&entries, &identities)?;
     if cands.is_empty() {
+        if !named {
+            crate::catalog::refuse_unreadable(&a.source, "base", &unreadable, None, None)?;
+        }
         return Err(Error::usage(format!(
             "{} has no base backup{}",
             a.source,
@@ -273,8 +283,17 @@ pub async fn run_physical(g: &Globals, a: &PhysicalArgs) -> Result<u8> {
     }
     let archive = crate::sources::postgres::wal::archive::WalArchive::new(&repo, &a.source);
     let listing = archive.listing(Some(identities.clone())).await?;
-    let chosen = base::choose(cands, &target, timeline, &listing.switches)?;
-    check_wal(&listing, &chosen, &target, timeline)?;
+    let chosen = base::choose(cands, &target, timeline, &listing.switches);
+    if !named {
+        let upto = match &target {
+            RecoveryTarget::Time(t) => Some(*t),
+            _ => None,
+        };
+        let id = chosen.as_ref().ok().map(|c| &c.entry.summary().id);
+        crate::catalog::refuse_unreadable(&a.source, "base", &unreadable, id, upto)?;
+    }
+    let chosen = chosen?;
+    let newest_start = check_wal(&listing, &chosen, &target, timeline)?;
     if let RecoveryTarget::Time(t) = &target
         && let (Some(until), Some((newest, _))) =
             (archive.archived_until(&listing).await?, listing.newest)
@@ -337,6 +356,12 @@ pub async fn run_physical(g: &Globals, a: &PhysicalArgs) -> Result<u8> {
         archive_off: a.archive_off,
         start,
         owner,
+        // a restore to the end of the archive must get there (other
+        // targets: PostgreSQL itself refuses to promote short of them)
+        must_reach: match target {
+            RecoveryTarget::Latest => newest_start,
+            _ => None,
+        },
     };
     let report = if a.delta {
         base::restore_delta(repo.storage(), &chosen, identities, &opts, &reporter).await?
@@ -579,11 +604,16 @@ pub(crate) async fn redis_snapshot(
     let Some(at) = at else {
         if backup == "latest" {
             // newest first
-            let (entries, _) = repo.backups(Some(source)).await?;
-            return entries
-                .into_iter()
-                .find(|e| e.summary().kind == "snapshot")
-                .ok_or_else(|| {
+            let (entries, unreadable) = repo.backups(Some(source)).await?;
+            let newest = entries.into_iter().find(|e| e.summary().kind == "snapshot");
+            crate::catalog::refuse_unreadable(
+                source,
+                "latest",
+                &unreadable,
+                newest.as_ref().map(|e| &e.summary().id),
+                None,
+            )?;
+            return newest.ok_or_else(|| {
                     Error::new(
                         crate::error::Kind::Integrity,
                         format!("source {source} has no snapshot"),

@@ -3,7 +3,8 @@
 //! Without `--read-data`, every object a manifest names must exist with
 //! its recorded stored size (needs no identity). With it, every object is
 //! downloaded, decrypted, decompressed and hashed against the sealed
-//! manifest. Leftovers of backups that never completed are reported.
+//! manifest, and every archived WAL file is read back and checked against
+//! its record. Leftovers of backups that never completed are reported.
 
 use serde::Serialize;
 
@@ -35,6 +36,113 @@ struct Report {
     incomplete_uploads: Vec<String>,
     /// Per source with base backups: the WAL archive's continuity.
     wal: Vec<WalCheck>,
+    /// `--read-data`: per PostgreSQL source, its WAL archive read back.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    wal_data: Vec<WalData>,
+}
+
+/// `--read-data`: every archived WAL file of a source read back and
+/// checked against its record (digest, size, and for segments that the
+/// object holds the segment its name says).
+#[derive(Serialize)]
+struct WalData {
+    source: String,
+    files: usize,
+    bytes: u64,
+    problems: Vec<String>,
+}
+
+/// Keeps the first bytes written (a segment's long page header) and
+/// discards the rest: reading WAL back needs no disk and no memory.
+struct FirstBytes(Vec<u8>);
+
+impl std::io::Write for FirstBytes {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        use crate::sources::postgres::wal::LONG_HEADER_LEN;
+        let room = LONG_HEADER_LEN.saturating_sub(self.0.len());
+        self.0.extend_from_slice(&data[..room.min(data.len())]);
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Reads every file of `source`'s WAL archive (segments, partial
+/// segments, history and backup history files) and checks it against its
+/// record: a flipped bit in a segment, or a record whose digest was
+/// edited, fails here instead of stopping a restore short. A store
+/// failure aborts (exit 6): it says nothing about the data.
+async fn read_wal(
+    repo: &crate::catalog::Repository,
+    source: &str,
+    identities: &std::sync::Arc<Vec<crate::keys::Identity>>,
+) -> Result<WalData> {
+    use crate::sources::postgres::wal::{LongPageHeader, WalFile, archive::WalArchive};
+    use futures::StreamExt;
+    let archive = WalArchive::new(repo, source);
+    let listed = repo.storage().list(&archive.prefix()).await?;
+    let keys: std::collections::HashSet<&str> = listed.iter().map(|o| o.key.as_str()).collect();
+    let files: Vec<WalFile> = listed
+        .iter()
+        .filter(|o| !o.key.ends_with(".json") && keys.contains(format!("{}.json", o.key).as_str()))
+        .filter_map(|o| {
+            let f = o.key.rsplit('/').next()?.parse::<WalFile>().ok()?;
+            (archive.object_key(f) == o.key).then_some(f)
+        })
+        .collect();
+    let count = files.len();
+    let archive = &archive;
+    let results: Vec<(WalFile, Result<u64>)> = futures::stream::iter(files)
+        .map(|f| async move {
+            let r = async {
+                let Some(found) = archive.locate(f, identities).await? else {
+                    return Err(crate::error::Error::integrity(
+                        "its object or record vanished while verify ran",
+                    ));
+                };
+                let head = fetch(
+                    repo.storage(),
+                    &found.record,
+                    identities.clone(),
+                    FirstBytes(Vec::new()),
+                    Progress::hidden(),
+                )
+                .await?;
+                if let Some(seg) = f.segment_data() {
+                    LongPageHeader::parse(&head.0)
+                        .and_then(|h| h.check_name(seg))
+                        .map_err(|why| {
+                            crate::error::Error::integrity(format!(
+                                "object {} does not hold segment {f}: {why}",
+                                found.record.key
+                            ))
+                        })?;
+                }
+                Ok(found.record.plain_size)
+            }
+            .await;
+            (f, r)
+        })
+        .buffered(4)
+        .collect()
+        .await;
+    let mut data = WalData {
+        source: source.to_string(),
+        files: count,
+        bytes: 0,
+        problems: Vec::new(),
+    };
+    for (f, r) in results {
+        match r {
+            Ok(n) => data.bytes += n,
+            Err(e) if e.kind == Kind::Storage && e.retryable => {
+                return Err(e.context(format!("reading archived WAL file {f} of {source}")));
+            }
+            Err(e) => data.problems.push(format!("WAL file {f}: {}", e.message)),
+        }
+    }
+    Ok(data)
 }
 
 #[derive(Serialize)]
@@ -211,13 +319,25 @@ pub async fn run(g: &Globals, source: Option<&str>, read_data: bool, json: bool)
         let s = e.summary();
         let mut problems = Vec::new();
         for o in &s.objects {
-            match storage.head(&o.key).await? {
-                None => problems.push(format!("object {} is missing", o.key)),
-                Some(m) if m.size != o.stored_size => problems.push(format!(
+            match storage.head(&o.key).await {
+                Ok(None) => problems.push(format!("object {} is missing", o.key)),
+                Ok(Some(m)) if m.size != o.stored_size => problems.push(format!(
                     "object {} has {} bytes, the manifest records {}",
                     o.key, m.size, o.stored_size
                 )),
-                Some(_) => {}
+                Ok(Some(_)) => {}
+                // the store failing says nothing about this backup: stop
+                // with the store's exit code rather than call it damaged
+                Err(err @ crate::storage::StorageError::Transient { .. }) => {
+                    return Err(crate::error::Error::from(err)
+                        .context(format!("checking backup {} of {}", s.id, s.source)));
+                }
+                // a key the store refuses (or that could not be a key at
+                // all) is this manifest's problem: report it and go on
+                Err(err) => problems.push(format!(
+                    "manifest {} names object {:?}: {err}",
+                    e.manifest_key, o.key
+                )),
             }
         }
         only_crypto_failed &= problems.is_empty();
@@ -244,6 +364,11 @@ pub async fn run(g: &Globals, source: Option<&str>, read_data: bool, json: bool)
                         )
                         .await
                         {
+                            if err.kind == Kind::Storage && err.retryable {
+                                return Err(
+                                    err.context(format!("reading backup {} of {}", s.id, s.source))
+                                );
+                            }
                             only_crypto_failed &= err.kind == Kind::Crypto;
                             problems.push(err.message);
                         }
@@ -275,12 +400,52 @@ pub async fn run(g: &Globals, source: Option<&str>, read_data: bool, json: bool)
             problems,
         });
     }
-    let problems: Vec<String> = unreadable.iter().map(|e| e.message.clone()).collect();
+    let mut wal_data = Vec::new();
+    if let Some(ids) = &identities {
+        let mut wal_sources: Vec<&str> = cfg
+            .sources
+            .values()
+            .filter(|s| s.kind == crate::config::SourceKind::Postgres)
+            .map(|s| s.name.as_str())
+            .chain(
+                entries
+                    .iter()
+                    .filter(|e| e.summary().kind == "base")
+                    .map(|e| e.summary().source.as_str()),
+            )
+            .filter(|s| source.is_none_or(|want| want == *s))
+            .collect();
+        wal_sources.sort();
+        wal_sources.dedup();
+        for src in wal_sources {
+            let d = read_wal(&repo, src, ids).await?;
+            if d.files == 0 {
+                continue;
+            }
+            if !json {
+                if d.problems.is_empty() {
+                    println!(
+                        "ok      wal {src}: {} archived files ({}) read, each matches its record",
+                        d.files,
+                        human_bytes(d.bytes)
+                    );
+                } else {
+                    for p in &d.problems {
+                        println!("FAILED  wal {src}: {p}");
+                    }
+                }
+            }
+            wal_data.push(d);
+        }
+    }
+    let problems: Vec<String> = unreadable.iter().map(|u| u.error.message.clone()).collect();
     let (mut leftovers, incomplete) = repo.leftovers().await?;
     if let Some(s) = source {
         leftovers.retain(|l| l.source == s);
     }
-    let ok = problems.is_empty() && checks.iter().all(|c| c.ok);
+    let wal_bad = wal_data.iter().filter(|d| !d.problems.is_empty()).count();
+    let ok = problems.is_empty() && checks.iter().all(|c| c.ok) && wal_bad == 0;
+    only_crypto_failed &= wal_bad == 0;
     let report = Report {
         repository: repo.location(),
         read_data,
@@ -290,6 +455,7 @@ pub async fn run(g: &Globals, source: Option<&str>, read_data: bool, json: bool)
         leftovers,
         incomplete_uploads: incomplete.iter().map(|u| u.key.clone()).collect(),
         wal,
+        wal_data,
     };
     if json {
         super::print_json(&report);
@@ -323,9 +489,18 @@ pub async fn run(g: &Globals, source: Option<&str>, read_data: bool, json: bool)
         }
         let bad = report.backups.iter().filter(|c| !c.ok).count() + report.problems.len();
         println!(
-            "{} backups checked, {} failed{}",
+            "{} backups checked, {} failed{}{}",
             report.backups.len(),
             bad,
+            if report.wal_data.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; WAL of {} sources read, {} with damage",
+                    report.wal_data.len(),
+                    wal_bad
+                )
+            },
             if report.leftovers.is_empty() && report.incomplete_uploads.is_empty() {
                 String::new()
             } else {

@@ -27,6 +27,14 @@ use crate::sources::postgres::wal::{SegmentName, SegmentSize, WalFile};
 
 /// Exit code of `wal fetch` when the file is not archived.
 pub const NOT_ARCHIVED: u8 = 1;
+/// Exit code of `wal fetch` when the file could not be delivered for any
+/// other reason: archived but damaged, the store failing, a missing
+/// identity, a bad configuration. PostgreSQL takes any exit status up to
+/// 125 for "not archived" and ends recovery there, promoting a server
+/// that silently misses everything after it; a status above 125 makes it
+/// stop recovery with a FATAL error instead (its `restore_command`
+/// contract), so a restore fails where it would have come up short.
+pub const FETCH_FAILED: u8 = 200;
 /// Upper bound of `--prefetch`.
 pub const MAX_PREFETCH: u32 = 64;
 
@@ -80,6 +88,7 @@ pub async fn push(g: &Globals, path: &Path, source: Option<&str>, json: bool) ->
     let recipients = crate::keys::parse_recipients(&cfg.recipients)?;
     let encoder = super::encoder(&cfg)?;
     let repo = archive_repository(&cfg, &src.name).await?;
+    repo.check_recipients(&cfg.recipients).await?;
     let archive = WalArchive::new(&repo, &src.name);
     let identities = || g.identities(&cfg);
     let ctx = PushContext {
@@ -128,6 +137,33 @@ struct FetchReport {
 /// How long a fetch waits for the prefetcher's download of its segment
 /// before downloading it itself.
 const PREFETCH_WAIT: Duration = Duration::from_secs(120);
+
+/// `strata wal fetch` as PostgreSQL runs it: [`fetch`], with every
+/// failure printed and turned into [`FETCH_FAILED`].
+pub async fn fetch_cmd(g: &Globals, a: &FetchArgs) -> Result<u8> {
+    match fetch(g, a).await {
+        Ok(code) => Ok(code),
+        Err(e) => {
+            if a.json {
+                super::print_json(&serde_json::json!({
+                    "error": e.message,
+                    "hint": e.hint,
+                    "exit_code": FETCH_FAILED,
+                    "retryable": e.retryable,
+                }));
+            }
+            // the restore that started the server reads these lines back
+            // from its log (`base::fetch_failures`)
+            eprintln!(
+                "strata: error: wal fetch {}: {}\nstrata: wal fetch failed with exit code {} (exiting with {FETCH_FAILED} so that PostgreSQL stops recovery here instead of ending it early)",
+                a.name,
+                e.to_string().replace('\n', " "),
+                e.exit_code()
+            );
+            Ok(FETCH_FAILED)
+        }
+    }
+}
 
 pub async fn fetch(g: &Globals, a: &FetchArgs) -> Result<u8> {
     let name = parse_name("wal fetch", &a.name)?;
@@ -322,9 +358,30 @@ pub async fn prefetch_worker(g: &Globals, a: &PrefetchArgs) -> Result<u8> {
     let mut last = None;
     let mut idle_since = Instant::now();
     let (mut fetched, mut failed) = (0u64, 0u64);
+    let data_dir = recovering_data_dir(&a.spool);
+    let mut checked = Instant::now();
     loop {
         if !sp.dir().is_dir() {
             break;
+        }
+        // Recovery over (the server promoted): nothing more will be asked
+        // for, so stop now rather than linger, and take the spool along
+        // (issue 13: a prefetcher outliving its restore re-created it).
+        if let Some(d) = &data_dir
+            && checked.elapsed() >= Duration::from_millis(200)
+        {
+            checked = Instant::now();
+            if !d.join("recovery.signal").exists() && !d.join("standby.signal").exists() {
+                drop(running);
+                let _ = std::fs::remove_dir_all(sp.dir());
+                let _ = std::fs::remove_dir(&a.spool);
+                tracing::info!(
+                    "prefetcher {} exits: recovery of {} is over; {fetched} segments prefetched, {failed} failed",
+                    std::process::id(),
+                    d.display()
+                );
+                return Ok(0);
+            }
         }
         let wanted = sp.wanted();
         if wanted != last {
@@ -389,6 +446,18 @@ pub async fn prefetch_worker(g: &Globals, a: &PrefetchArgs) -> Result<u8> {
         std::process::id()
     );
     Ok(0)
+}
+
+/// The data directory whose recovery a spool serves, when the spool is
+/// the default one in its `pg_wal` (`<data>/pg_wal/strata-prefetch`) and
+/// the directory is recovering from the archive.
+fn recovering_data_dir(spool_root: &Path) -> Option<PathBuf> {
+    let pg_wal = spool_root.parent()?;
+    if spool_root.file_name()? != "strata-prefetch" || pg_wal.file_name()? != "pg_wal" {
+        return None;
+    }
+    let data = pg_wal.parent()?.to_path_buf();
+    (data.join("recovery.signal").exists() || data.join("standby.signal").exists()).then_some(data)
 }
 
 /// Downloads `seg` into the spool: `false` when it is not archived.
@@ -671,6 +740,7 @@ pub async fn push_worker(g: &Globals, a: &WorkerArgs) -> Result<u8> {
     let mut encoder = super::encoder(&cfg)?;
     encoder.threads = 1;
     let repo = archive_repository(&cfg, &src.name).await?;
+    repo.check_recipients(&cfg.recipients).await?;
     let archive = WalArchive::new(&repo, &src.name);
     let identities = || g.identities(&cfg);
     let ctx = PushContext {

@@ -132,21 +132,7 @@ pub fn replay_complete(
     let (true, Some(newest), Some(size)) = (to_end, newest, size) else {
         return Check::new(name, true, "no WAL fetch failed");
     };
-    let history = std::fs::read_dir(dir.join("pg_wal"))
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "history"))
-        .max();
-    let switch = history
-        .and_then(|p| std::fs::read_to_string(p).ok())
-        .and_then(|t| {
-            t.lines()
-                .rfind(|l| !l.trim().is_empty() && !l.starts_with('#'))
-                .and_then(|l| l.split_whitespace().nth(1).map(String::from))
-        })
-        .and_then(|lsn| lsn.parse::<crate::sources::postgres::wal::Lsn>().ok());
+    let switch = crate::sources::postgres::base::replay_end(dir);
     let start = newest.start_lsn(size);
     match switch {
         Some(s) if s < start => Check::new(

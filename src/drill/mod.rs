@@ -176,6 +176,17 @@ async fn drill_source(
     };
     let rec = match restored {
         Ok(r) => r,
+        // `wal fetch` refused a file and PostgreSQL stopped recovery
+        // rather than promote early: the replay was not complete
+        Err(e)
+            if plan.method == Method::BaseWal
+                && e.message
+                    .starts_with(crate::sources::postgres::base::RECOVERY_STOPPED) =>
+        {
+            sr.checks = vec![Check::new("WAL replayed completely", false, e.message)];
+            sr.hint = e.hint;
+            return sr;
+        }
         Err(e) => {
             sr.error = Some(e.message);
             sr.hint = e.hint;

@@ -113,7 +113,25 @@ pub async fn plan(
     now: DateTime<Utc>,
 ) -> Result<Plan> {
     let at = point.time(now);
-    let (entries, _) = repo.backups(Some(&src.name)).await?;
+    let (entries, unreadable) = repo.backups(Some(&src.name)).await?;
+    let planned = plan_from(repo, src, point, entries, identities, at).await;
+    let upto = match point {
+        Point::Time(t) => Some(t),
+        Point::Latest => None,
+    };
+    let chosen = planned.as_ref().ok().map(|p| &p.entry.summary().id);
+    crate::catalog::refuse_unreadable(&src.name, "newest", &unreadable, chosen, upto)?;
+    planned
+}
+
+async fn plan_from(
+    repo: &Repository,
+    src: &Source,
+    point: Point,
+    entries: Vec<crate::catalog::Entry>,
+    identities: &Arc<Vec<Identity>>,
+    at: DateTime<Utc>,
+) -> Result<Plan> {
     if entries.is_empty() {
         return Err(Error::integrity(format!(
             "source {} has no {} in the repository",
@@ -317,6 +335,9 @@ pub async fn recover(
                 archive_off: false,
                 start: None,
                 owner: ctx.owner.clone(),
+                // the drill starts the server itself and checks the end of
+                // replay ("WAL replayed completely")
+                must_reach: None,
             };
             base::restore(storage, cand, ctx.identities.clone(), &opts, ctx.reporter).await?;
             phase(&mut out, "download+decrypt+decompress", t);

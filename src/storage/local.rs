@@ -115,7 +115,15 @@ impl Storage for LocalStorage {
         let (dir2, tmp2) = (dir.clone(), tmp.clone());
         let mut file = tokio::task::spawn_blocking(move || {
             create_dirs_durable(&dir2)?;
-            fs::File::create(&tmp2)
+            match fs::File::create(&tmp2) {
+                // a concurrent delete removed the directory it had just
+                // emptied (see `remove_empty_parents`): make it again
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    create_dirs_durable(&dir2)?;
+                    fs::File::create(&tmp2)
+                }
+                r => r,
+            }
         })
         .await
         .expect("blocking task")
@@ -217,14 +225,7 @@ impl Storage for LocalStorage {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(io_err("delete", key, e)),
         }
-        // Remove directories left empty, up to (not including) the root.
-        let mut dir = path.parent().map(Path::to_path_buf);
-        while let Some(d) = dir {
-            if d == self.root || fs::remove_dir(&d).is_err() {
-                break;
-            }
-            dir = d.parent().map(Path::to_path_buf);
-        }
+        self.remove_empty_parents(&path);
         Ok(())
     }
 
@@ -269,10 +270,28 @@ impl Storage for LocalStorage {
             });
         }
         let path = self.path(&upload.handle)?;
-        match fs::remove_file(path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io_err("abort", &upload.key, e)),
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err("abort", &upload.key, e)),
+        }
+        // a killed backup's directory held only this temporary file
+        self.remove_empty_parents(&path);
+        Ok(())
+    }
+}
+
+impl LocalStorage {
+    /// Removes the directories above `path` that are left empty, up to
+    /// (not including) the root: deleted backups and swept temporary
+    /// files leave no empty directories behind.
+    fn remove_empty_parents(&self, path: &Path) {
+        let mut dir = path.parent().map(Path::to_path_buf);
+        while let Some(d) = dir {
+            if d == self.root || fs::remove_dir(&d).is_err() {
+                break;
+            }
+            dir = d.parent().map(Path::to_path_buf);
         }
     }
 }

@@ -43,6 +43,14 @@ pub struct WalPrune {
     pub rule: String,
     /// The base backup a restore to the window's start would use.
     pub anchor: Option<String>,
+    /// The earliest time a point-in-time restore can reach once this prune
+    /// has run: the window's start, or later when no base backup kept
+    /// after it was taken before that start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restorable_from: Option<DateTime<Utc>>,
+    /// The tiers keep too few base backups to cover the WAL window.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
     pub ranges: Vec<WalRange>,
     pub kept: usize,
     pub to_delete: usize,
@@ -133,6 +141,8 @@ async fn plan_source(
         tier: None,
         rule: String::new(),
         anchor: None,
+        restorable_from: None,
+        warning: None,
         ranges: vec![],
         kept: 0,
         to_delete: 0,
@@ -225,15 +235,38 @@ async fn plan_source(
         .and_then(SegmentSize::new)
         .unwrap_or(SegmentSize::DEFAULT);
     let window_start = now - window;
+    let show = |t: DateTime<Utc>| t.format("%Y-%m-%d %H:%M:%SZ").to_string();
+    let (from, covered) = restorable_from(&bases, window_start);
+    result.restorable_from = Some(from);
     result.rule = format!(
         "keep_within {window_text}: restores to any time from {} on, and every kept base backup, keep their WAL",
-        window_start.format("%Y-%m-%d %H:%M:%SZ")
+        show(from)
     );
+    if !covered && !bases.is_empty() {
+        result.warning = Some(format!(
+            "the WAL window of tier {} starts at {}, but the oldest base backup kept ends at {}: no restore can reach a time between them; keep base backups at least as long as WAL (a base tier's keep_within of {window_text} or more, or more keep_last)",
+            tier.name,
+            show(window_start),
+            show(from)
+        ));
+    }
     result.size = size;
     result.plan = retention::plan(&files, &bases, window_start, &window_text, size);
     result.anchor = result.plan.anchor.clone();
     result.finish_plan();
     Ok(Some(result))
+}
+
+/// What is restorable once `bases` are the base backups left (the ones a
+/// prune deletes are not among them): from the window's start when one
+/// of them was finished by then, else only from the oldest one's end.
+/// The second value says whether the window is covered.
+fn restorable_from(bases: &[KeptBase], window_start: DateTime<Utc>) -> (DateTime<Utc>, bool) {
+    if bases.iter().any(|b| b.finished <= window_start) {
+        return (window_start, true);
+    }
+    let oldest = bases.iter().map(|b| b.finished).min();
+    (oldest.unwrap_or(window_start).max(window_start), false)
 }
 
 /// `7d`, `36h`, `30m`, `90s`: the largest unit (up to days) that divides
@@ -342,6 +375,34 @@ const DELETE_BATCH: usize = 16;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 13 item 7: with base `keep_last 2` and WAL `keep_within 3m`
+    /// prune announced "restores to any time from <window start> on" and
+    /// then deleted the base backups covering that time.
+    #[test]
+    fn the_stated_window_is_the_one_left_after_the_prune() {
+        let t = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        let base = |id: &str, finished: &str| KeptBase {
+            id: id.into(),
+            timeline: Timeline(1),
+            start: Lsn(0),
+            stop: Lsn(1),
+            finished: t(finished),
+        };
+        let window_start = t("2026-12-06T13:45:17Z");
+        // the two kept bases are younger than the window's start
+        let kept = [
+            base("b3", "2026-12-06T13:46:00Z"),
+            base("b4", "2026-12-06T13:47:30Z"),
+        ];
+        assert_eq!(
+            restorable_from(&kept, window_start),
+            (t("2026-12-06T13:46:00Z"), false)
+        );
+        // one kept base finished before the start covers the window
+        let kept = [base("b1", "2026-12-06T13:40:00Z"), kept[0].clone()];
+        assert_eq!(restorable_from(&kept, window_start), (window_start, true));
+    }
 
     #[test]
     fn window_text_uses_the_largest_whole_unit() {

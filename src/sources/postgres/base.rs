@@ -734,6 +734,11 @@ pub struct RestoreOptions {
     pub start: Option<StartOptions>,
     /// Give the directory to this OS user (when running as root).
     pub owner: Option<String>,
+    /// With `start`: recovery must end at or after this LSN (the start of
+    /// the newest archived segment, for a restore to the end of the
+    /// archive). A server that promoted before it (WAL PostgreSQL could
+    /// not read, a segment missing) is stopped and the restore fails.
+    pub must_reach: Option<Lsn>,
 }
 
 #[derive(Debug, Clone)]
@@ -911,6 +916,26 @@ async fn restore_into(
             })?;
         let lsn: String = row.get(1);
         let tli: i32 = row.get(2);
+        if let (Some(want), Some(ended)) = (opts.must_reach, replay_end(dir))
+            && ended < want
+        {
+            drop(client);
+            let stopped = pg_ctl_stop(dir, start, opts.owner.as_deref()).await;
+            return Err(Error::integrity(format!(
+                "recovery ended at LSN {ended}, before the end of the archived WAL (the newest segment starts at LSN {want}): the WAL after {ended} could not be replayed, so {} holds a copy that misses everything written after that point{}",
+                dir.display(),
+                if stopped {
+                    "; the server was stopped"
+                } else {
+                    "; the server could not be stopped and still runs"
+                }
+            ))
+            .hint(format!(
+                "`strata verify --read-data {}` checks every archived segment; the server log is {}",
+                cand.entry.summary().source,
+                server_log(dir).display()
+            )));
+        }
         phases.push(("checks".to_string(), t.elapsed().as_secs_f64()));
         report.started = true;
         report.port = Some(start.port);
@@ -1138,6 +1163,9 @@ pub(crate) async fn pg_ctl_start(
         .await
         .map_err(|e| Error::failed(format!("cannot run pg_ctl: {e}")))?;
     if !out.status.success() {
+        if let Some(e) = fetch_failed(dir) {
+            return Err(e);
+        }
         return Err(Error::source(format!(
             "pg_ctl start failed: {}\n{}",
             String::from_utf8_lossy(&out.stderr).trim(),
@@ -1146,6 +1174,89 @@ pub(crate) async fn pg_ctl_start(
         .hint(format!("the server log is {}", server_log(dir).display())));
     }
     Ok(())
+}
+
+/// Where recovery ended in a promoted copy: the switch point its new
+/// timeline's history file records (`None` before promotion).
+pub fn replay_end(dir: &Path) -> Option<Lsn> {
+    let history = std::fs::read_dir(dir.join("pg_wal"))
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "history"))
+        .max()?;
+    let text = std::fs::read_to_string(history).ok()?;
+    text.lines()
+        .rfind(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|lsn| lsn.parse().ok())
+}
+
+/// `pg_ctl stop -m fast`; whether it stopped.
+async fn pg_ctl_stop(dir: &Path, start: &StartOptions, owner: Option<&str>) -> bool {
+    let mut cmd = as_owner(&start.pg_ctl, owner);
+    cmd.arg("-D")
+        .arg(dir)
+        .args(["-m", "fast", "-w", "stop"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    tokio::process::Command::from(cmd)
+        .kill_on_drop(true)
+        .status()
+        .await
+        .is_ok_and(|s| s.success())
+}
+
+/// What `strata wal fetch` printed into the server log when it failed and
+/// stopped recovery (see `commands::wal::FETCH_FAILED`): its error lines
+/// and the kind of the failure, when it said.
+pub(crate) fn fetch_failures(dir: &Path) -> Option<(Vec<String>, crate::error::Kind)> {
+    let log = std::fs::read_to_string(server_log(dir)).ok()?;
+    let errors: Vec<String> = log
+        .lines()
+        .filter(|l| l.contains("strata: error:"))
+        .take(3)
+        .map(String::from)
+        .collect();
+    if errors.is_empty() {
+        return None;
+    }
+    let kind = log
+        .lines()
+        .filter_map(|l| {
+            let rest = l.split_once("strata: wal fetch failed with exit code ")?.1;
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse::<u8>().ok()
+        })
+        .map(crate::error::Kind::from_exit_code)
+        .next()
+        .unwrap_or(crate::error::Kind::Failed);
+    Some((errors, kind))
+}
+
+/// How the error of a recovery that `wal fetch` stopped begins (the drill
+/// turns it into its failed "WAL replayed completely" check).
+pub const RECOVERY_STOPPED: &str = "recovery stopped";
+
+/// The error for a server that stopped because `strata wal fetch` could
+/// not deliver a file (see [`fetch_failures`]), if that is why.
+fn fetch_failed(dir: &Path) -> Option<Error> {
+    let (errors, kind) = fetch_failures(dir)?;
+    Some(
+        Error::new(
+            kind,
+            format!(
+                "{RECOVERY_STOPPED}: `strata wal fetch` could not deliver a WAL file the server needs, so the restore stops here rather than ending short of its target: {}",
+                errors.join(" | ")
+            ),
+        )
+        .hint(format!(
+            "`strata verify --read-data` checks every archived WAL file; to restore to a point before the damage, use --to-lsn or --to-time before it; the server log is {}",
+            server_log(dir).display()
+        )),
+    )
 }
 
 /// Polls until the server has left recovery (promoted at the target).
@@ -1185,6 +1296,9 @@ pub(crate) async fn wait_promoted(
                 .await
                 .is_ok_and(|s| s.success());
             if !running {
+                if let Some(e) = fetch_failed(dir) {
+                    return Err(e);
+                }
                 return Err(Error::source(format!(
                     "the restored server stopped during recovery:\n{}",
                     log_tail(dir)

@@ -638,6 +638,11 @@ async fn run_pg_restore(
 /// waits for the child; returns its stderr. If the object cannot be read
 /// the child is killed before it sees the end of its input, so it never
 /// commits a truncated restore.
+///
+/// A child may stop reading before the end and still succeed: pg_restore
+/// of a custom-format dump from a pipe exits once the entries it was asked
+/// for (`--table`) are done. Its status decides then, and the rest of the
+/// object is still read and checked against its digest, and discarded.
 async fn feed_child(
     storage: &Arc<dyn Storage>,
     rec: &ObjectRecord,
@@ -654,23 +659,89 @@ async fn feed_child(
         .map_err(|e| Error::source(format!("cannot start {what}: {e}")))?;
     let tail = StderrTail::spawn(child.stderr.take().expect("piped"), STDERR_TAIL);
     let stdin = child.stdin.take().expect("piped");
-    if let Err(e) = fetch(storage, rec, identities, stdin, progress).await {
-        kill_child(&mut child);
-        let stderr = tail.finish();
-        if e.kind == Kind::Failed && !stderr.is_empty() {
-            // The child stopped reading: its own error explains why.
-            return Err(Error::source(format!("{what} failed: {stderr}")));
+    let child = Arc::new(std::sync::Mutex::new(child));
+    let input = ChildInput {
+        stdin: Some(stdin),
+        child: child.clone(),
+        finished: None,
+    };
+    let input = match fetch(storage, rec, identities, input, progress).await {
+        Ok(input) => input,
+        Err(e) => {
+            kill_child(&mut child.lock().expect("child lock"));
+            let stderr = tail.finish();
+            if e.kind == Kind::Failed && !stderr.is_empty() {
+                // The child stopped reading: its own error explains why.
+                return Err(Error::source(format!("{what} failed: {stderr}")));
+            }
+            return Err(e);
         }
-        return Err(e);
-    }
-    let status = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .expect("wait task")?;
+    };
+    let status = match input.finished {
+        Some(status) => status,
+        None => {
+            drop(input.stdin); // end of input
+            tokio::task::spawn_blocking(move || child.lock().expect("child lock").wait())
+                .await
+                .expect("wait task")?
+        }
+    };
     let stderr = tail.finish();
     if !status.success() {
         return Err(Error::source(format!("{what} failed ({status}): {stderr}")));
     }
     Ok(stderr)
+}
+
+/// A child's stdin as the sink of a verified fetch. When the child closes
+/// its end early, its exit status is taken: a failure stops the fetch (the
+/// child's error is reported), a success lets the rest of the object be
+/// read, verified and discarded.
+struct ChildInput {
+    stdin: Option<std::process::ChildStdin>,
+    child: Arc<std::sync::Mutex<Child>>,
+    /// The child's status, once it stopped reading early and exited.
+    finished: Option<std::process::ExitStatus>,
+}
+
+impl std::io::Write for ChildInput {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let Some(stdin) = self.stdin.as_mut() else {
+            return Ok(buf.len()); // the child is done: verify, discard
+        };
+        match stdin.write(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                self.closed_early()?;
+                Ok(buf.len())
+            }
+            r => r,
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self.stdin.as_mut().map(std::io::Write::flush) {
+            Some(Err(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => self.closed_early(),
+            Some(r) => r,
+            None => Ok(()),
+        }
+    }
+}
+
+impl ChildInput {
+    /// The child closed its stdin: it is done (or dying); its status
+    /// decides whether the rest of the input is still wanted.
+    fn closed_early(&mut self) -> std::io::Result<()> {
+        self.stdin = None;
+        let status = self.child.lock().expect("child lock").wait()?;
+        if !status.success() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                format!("the child stopped reading and exited ({status})"),
+            ));
+        }
+        self.finished = Some(status);
+        Ok(())
+    }
 }
 
 /// Runs the saved roles/tablespaces script through psql. Objects that
