@@ -39,16 +39,22 @@ static COUNT: AtomicU64 = AtomicU64::new(0);
 fn config() -> Option<&'static Config> {
     CONFIG
         .get_or_init(|| {
-            let at = std::env::var("STRATA_CRASH_AT")
-                .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .filter(|n| *n > 0);
-            let log = std::env::var_os("STRATA_CRASH_LOG")
-                .filter(|v| !v.is_empty())
-                .map(std::path::PathBuf::from);
-            (at.is_some() || log.is_some()).then_some(Config { at, log })
+            parse(
+                std::env::var("STRATA_CRASH_AT").ok().as_deref(),
+                std::env::var_os("STRATA_CRASH_LOG").as_deref(),
+            )
         })
         .as_ref()
+}
+
+/// The hook's settings; `None` (inert) unless a step number (1 or more)
+/// or a log path is given.
+fn parse(at: Option<&str>, log: Option<&std::ffi::OsStr>) -> Option<Config> {
+    let at = at
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|n| *n > 0);
+    let log = log.filter(|v| !v.is_empty()).map(std::path::PathBuf::from);
+    (at.is_some() || log.is_some()).then_some(Config { at, log })
 }
 
 /// One durable step (`what` names it and its key, e.g.
@@ -75,5 +81,23 @@ pub fn step(what: impl std::fmt::Display) {
         loop {
             std::thread::park();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn inert_without_a_step_or_a_log() {
+        assert!(parse(None, None).is_none());
+        assert!(parse(Some("0"), Some(OsStr::new(""))).is_none());
+        assert!(parse(Some("soon"), None).is_none());
+        let c = parse(Some(" 7 "), None).unwrap();
+        assert_eq!((c.at, c.log), (Some(7), None));
+        let c = parse(None, Some(OsStr::new("/tmp/x.log"))).unwrap();
+        assert_eq!(c.at, None);
+        assert_eq!(c.log.as_deref(), Some(std::path::Path::new("/tmp/x.log")));
     }
 }

@@ -503,11 +503,8 @@ fn pushers(spool: &Path) -> Vec<i32> {
             continue;
         };
         let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-        if args.iter().any(|a| *a == b"push-worker") && args.iter().any(|a| *a == spool.as_bytes())
-        {
-            if alive(pid) {
-                pids.push(pid);
-            }
+        if args.contains(&&b"push-worker"[..]) && args.contains(&spool.as_bytes()) && alive(pid) {
+            pids.push(pid);
         }
     }
     pids
