@@ -804,3 +804,37 @@ fn cleanup_survives_a_crash_at_every_step() {
     };
     walk(&s, &["cleanup", "--older-than", "0"], 1, prepare);
 }
+
+#[test]
+fn init_survives_a_crash_at_every_step() {
+    let pg = shared_pg();
+    pg.create_db("crash_init");
+    let strata = Strata::local("crash-init", &[("app", pg.url("crash_init"))]);
+    let s = Target::of(&strata);
+    let log = log_path(&s, "init");
+    let n = count_steps(&s, &["init"], &log).len() as u64;
+    for at in points(n, 1) {
+        fs::remove_dir_all(&s.repo).unwrap();
+        let (died, steps) = crash_at(&s, &["init"], at, &log);
+        let what = steps.last().map(|s| s.what.clone()).unwrap_or_default();
+        let ctx = format!("`init` killed at step {at} ({what})");
+        if died {
+            // run again: it makes the repository, or finds it made
+            let o = run(&s, &["init"]);
+            assert!(
+                o.code == Some(0) || (o.code == Some(8) && o.stderr.contains("already")),
+                "{ctx}: init again\n{o}"
+            );
+        }
+        check_repository(&s, &ctx);
+        // the repository takes backups (the first records the recipients
+        // when the crash came before init did)
+        run(&s, &["backup", "app"]).ok();
+        assert!(
+            s.repo.join("recipients.json").is_file(),
+            "{ctx}: the repository's recipients are still not recorded after a backup"
+        );
+        check_repository(&s, &format!("{ctx}, then a backup"));
+        check_clean(&s, &format!("{ctx}, then a backup and cleanup"));
+    }
+}
