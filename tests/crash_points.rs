@@ -403,6 +403,10 @@ fn prune_survives_a_crash_at_every_step() {
 /// right after each switch (the copy is what `wal push` gets, as from
 /// PostgreSQL's archiver).
 fn wal_segments(n: usize, dir: &Path) -> Vec<PathBuf> {
+    // one test at a time: a switch by another test between our insert and
+    // our switch would leave ours a no-op and the copy an open segment
+    static SWITCHING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = SWITCHING.lock().unwrap_or_else(|p| p.into_inner());
     let pg = shared_pg();
     fs::create_dir_all(dir).unwrap();
     pg.psql(
