@@ -528,11 +528,20 @@ fn alive(pid: i32) -> bool {
 /// SIGKILLs every background pusher of `spool` and waits until none runs.
 fn kill_pushers(spool: &Path) {
     let began = Instant::now();
+    let mut quiet = 0;
     loop {
         let pids = pushers(spool);
         if pids.is_empty() {
-            return;
+            // twice, a moment apart: one forked just before its parent
+            // died may not show its new command line yet
+            quiet += 1;
+            if quiet == 2 {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
         }
+        quiet = 0;
         for pid in pids {
             // SAFETY: kill(2) of a pusher this test started.
             unsafe {
