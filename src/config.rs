@@ -73,6 +73,11 @@ struct RawRepository {
     region: Option<String>,
     #[serde(default)]
     path_style: bool,
+    /// Store call limits (see [`crate::storage::retry::Limits`]).
+    connect_timeout: Option<Spanned<String>>,
+    request_timeout: Option<Spanned<String>>,
+    stall_timeout: Option<Spanned<String>>,
+    retries: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -200,6 +205,8 @@ pub struct Source {
 pub struct Config {
     pub path: PathBuf,
     pub repository: RepositoryLocation,
+    /// `[repository]` deadlines and retries for every store call.
+    pub store_limits: crate::storage::retry::Limits,
     /// age recipients (public keys) as written; parsed by [`crate::keys`].
     pub recipients: Vec<String>,
     pub identity_file: Option<PathBuf>,
@@ -463,10 +470,14 @@ impl Config {
             None => DrillSettings::default(),
         };
 
+        let store_limits = parse_limits(&raw.repository)
+            .map_err(|(span, key, why)| bad(span, &format!("repository.{key}"), why))?;
+
         Ok(Config {
             drill,
             path: path.to_path_buf(),
             repository,
+            store_limits,
             recipients,
             identity_file: raw.encryption.identity_file.map(|p| base_dir.join(p)),
             compression: Compression {
@@ -541,6 +552,85 @@ fn parse_repository(r: &RawRepository) -> std::result::Result<RepositoryLocation
             "unsupported scheme {other:?}; use file:///path or s3://bucket/prefix"
         )),
     }
+}
+
+/// Longest a store timeout may be set to: beyond, a typo ("10d") would
+/// hang a command in all but name.
+const MAX_STORE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// `[repository]` `connect_timeout`, `request_timeout`, `stall_timeout`
+/// and `retries`, over the defaults. Errors carry the value's span and key.
+fn parse_limits(
+    r: &RawRepository,
+) -> std::result::Result<
+    crate::storage::retry::Limits,
+    (std::ops::Range<usize>, &'static str, String),
+> {
+    use crate::storage::retry::{Limits, MAX_RETRIES};
+    let mut limits = Limits::default();
+    let timeout =
+        |v: &Option<Spanned<String>>, key: &'static str, into: &mut std::time::Duration| {
+            let Some(v) = v else { return Ok(()) };
+            let d = crate::util::parse_duration(v.get_ref())
+                .map_err(|why| (v.span(), key, why))?
+                .to_std()
+                .map_err(|_| (v.span(), key, "must be positive".to_string()))?;
+            if d.is_zero() {
+                return Err((
+                    v.span(),
+                    key,
+                    "must be at least 1s (0 would fail every call)".into(),
+                ));
+            }
+            if d > MAX_STORE_TIMEOUT {
+                return Err((
+                    v.span(),
+                    key,
+                    format!("{:?} is longer than the 1h allowed", v.get_ref()),
+                ));
+            }
+            *into = d;
+            Ok(())
+        };
+    timeout(
+        &r.connect_timeout,
+        "connect_timeout",
+        &mut limits.connect_timeout,
+    )?;
+    timeout(
+        &r.request_timeout,
+        "request_timeout",
+        &mut limits.request_timeout,
+    )?;
+    timeout(&r.stall_timeout, "stall_timeout", &mut limits.stall_timeout)?;
+    if limits.connect_timeout > limits.request_timeout {
+        let (span, key) = match (&r.connect_timeout, &r.request_timeout) {
+            (Some(c), _) => (c.span(), "connect_timeout"),
+            (None, Some(q)) => (q.span(), "request_timeout"),
+            (None, None) => unreachable!("the defaults are consistent"),
+        };
+        return Err((
+            span,
+            key,
+            format!(
+                "connect_timeout ({}s) exceeds request_timeout ({}s), which includes connecting",
+                limits.connect_timeout.as_secs(),
+                limits.request_timeout.as_secs()
+            ),
+        ));
+    }
+    if let Some(n) = &r.retries {
+        let v = *n.get_ref();
+        if !(0..=MAX_RETRIES as i64).contains(&v) {
+            return Err((
+                n.span(),
+                "retries",
+                format!("{v} is out of range: 0 to {MAX_RETRIES} retries after the first attempt"),
+            ));
+        }
+        limits.retries = v as u32;
+    }
+    Ok(limits)
 }
 
 pub(crate) fn valid_name(name: &str) -> bool {
@@ -635,6 +725,60 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn store_limits_default_and_parse() {
+        // issue 13 item 3: deadlines and retries on every store call, configurable.
+        let c = parse(&base("")).unwrap();
+        assert_eq!(c.store_limits, crate::storage::retry::Limits::default());
+        let text = format!(
+            "[repository]\nurl = \"s3://bkt/p\"\nconnect_timeout = \"2s\"\nrequest_timeout = \"30s\"\nstall_timeout = \"1m\"\nretries = 0\n[encryption]\nrecipients = [\"{KEY}\"]\n"
+        );
+        let l = parse(&text).unwrap().store_limits;
+        assert_eq!(l.connect_timeout, std::time::Duration::from_secs(2));
+        assert_eq!(l.request_timeout, std::time::Duration::from_secs(30));
+        assert_eq!(l.stall_timeout, std::time::Duration::from_secs(60));
+        assert_eq!(l.retries, 0);
+    }
+
+    #[test]
+    fn bad_store_limits_name_line_and_key() {
+        let cases = [
+            (
+                "request_timeout = \"soon\"",
+                "repository.request_timeout",
+                "not a duration",
+            ),
+            (
+                "connect_timeout = \"0\"",
+                "repository.connect_timeout",
+                "at least 1s",
+            ),
+            ("stall_timeout = \"2d\"", "repository.stall_timeout", "1h"),
+            ("retries = -1", "repository.retries", "out of range"),
+            ("retries = 11", "repository.retries", "0 to 10"),
+            (
+                "request_timeout = \"2s\"",
+                "repository.request_timeout",
+                "includes connecting",
+            ),
+        ];
+        for (line, key, why) in cases {
+            let text = format!(
+                "[repository]\nurl = \"file:///x\"\n{line}\n[encryption]\nrecipients = [\"{KEY}\"]\n"
+            );
+            let e = parse(&text).unwrap_err();
+            assert_eq!(e.kind, crate::error::Kind::Usage, "{line}");
+            assert!(e.message.contains(key), "{line}: {e}");
+            assert!(e.message.contains("line 3"), "{line}: {e}");
+            assert!(e.message.contains(why), "{line}: {e}");
+        }
+        let e = parse(&format!(
+            "[repository]\nurl = \"file:///x\"\nretries = \"3\"\n[encryption]\nrecipients = [\"{KEY}\"]\n"
+        ))
+        .unwrap_err();
+        assert!(e.message.contains("line 3"), "{e}");
     }
 
     #[test]

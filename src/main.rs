@@ -72,7 +72,7 @@ enum Command {
         /// Every configured source to one point: --to-time T (or --latest) into
         /// --target-dir DIR/<source>, or without it into each source's
         /// configured restore_to; prints each source's skew from T
-        #[arg(long, conflicts_with_all = ["start", "to_lsn", "to_name", "into", "to_file", "to_dir", "to_database"])]
+        #[arg(long, conflicts_with_all = ["start", "to_lsn", "to_name", "to_xid", "into", "to_file", "to_dir", "to_database"])]
         all: bool,
         /// Backup id, or `latest`
         #[arg(long, default_value = "latest", value_name = "ID|latest")]
@@ -128,6 +128,14 @@ enum Command {
             group = "pitr_target"
         )]
         to_name: Option<String>,
+        /// Recover up to and including this transaction's commit (recovery_target_xid)
+        #[arg(
+            long,
+            value_name = "XID",
+            requires = "target_dir",
+            group = "pitr_target"
+        )]
+        to_xid: Option<String>,
         /// Recover everything archived
         #[arg(long, requires = "pitr_dest", group = "pitr_target")]
         latest: bool,
@@ -194,13 +202,13 @@ enum Command {
         /// With --target-dir: rewrite only files whose checksum differs (keeps the rest)
         #[arg(long, requires = "target_dir", conflicts_with = "force")]
         delta: bool,
-        /// With --target-dir: `off` keeps the restored server from archiving
-        /// (a copy to look at the past must not push a new timeline into the
-        /// repository); `preserve` keeps the backup's setting, for a new primary
-        /// (--all: its copies never archive)
+        /// With --target-dir: `off` (the default) keeps the restored copy from
+        /// archiving (a copy to look at the past must not push a new timeline
+        /// into the repository); `preserve` keeps the backup's setting: for a
+        /// copy that becomes the new primary (--all: its copies never archive)
         #[arg(
             long,
-            default_value = "preserve",
+            default_value = "off",
             value_name = "MODE",
             value_parser = ["preserve", "off"],
             requires = "target_dir",
@@ -571,6 +579,7 @@ async fn dispatch(cli: Cli) -> Result<u8, Error> {
             to_time,
             to_lsn,
             to_name,
+            to_xid,
             latest,
             timeline,
             start,
@@ -594,6 +603,7 @@ async fn dispatch(cli: Cli) -> Result<u8, Error> {
                 to_time,
                 to_lsn,
                 to_name,
+                to_xid,
                 latest,
                 timeline,
                 start,

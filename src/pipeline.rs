@@ -249,18 +249,94 @@ pub fn decode<R: Read, W: Write>(
     sink: &mut W,
     progress: &Progress,
 ) -> Result<()> {
-    let bad = |what: String| {
-        Error::integrity(format!("object {} is damaged: {what}", record.key)).hint(
-            "run `strata verify --read-data` to find every damaged object; restore from another backup",
+    let mut watched = Watched {
+        inner: Counting {
+            inner: src,
+            count: 0,
+        },
+        failed: None,
+    };
+    let result = decode_stream(record, &mut watched, identities, sink, progress);
+    // issue 13 item 4: when reading the stored bytes failed (the store
+    // went away and its retries were used up), every later stage fails
+    // too ("damaged: streaming error") although nothing says the object
+    // is damaged. Report the store's failure, not the data's.
+    if let (Err(e), Some(read_error)) = (&result, watched.failed.take())
+        && e.kind == crate::error::Kind::Integrity
+    {
+        return Err(Error::new(
+            crate::error::Kind::Storage,
+            format!("storage: {read_error}: the store failed, not the data"),
         )
-    };
-    let mut counted = Counting {
-        inner: src,
-        count: 0,
-    };
-    let decryptor =
-        age::Decryptor::new_buffered(io::BufReader::with_capacity(COPY_BUF, &mut counted))
-            .map_err(|e| bad(format!("not an age file: {e}")))?;
+        .hint(
+            "the store was unreachable or failing for longer than [repository] retries and stall_timeout allow; check the endpoint and network, then run the command again",
+        )
+        .retryable());
+    }
+    let (plain, sha) = result?;
+    let stored = watched.inner.count;
+    let bad = |what: String| damaged(record, what);
+    if stored != record.stored_size {
+        return Err(bad(format!(
+            "stored size {stored} differs from the manifest's {}",
+            record.stored_size
+        )));
+    }
+    if plain != record.plain_size || sha != record.plain_sha256 {
+        return Err(bad(format!(
+            "content differs from the manifest (size {plain} vs {}, sha256 {sha} vs {})",
+            record.plain_size, record.plain_sha256
+        )));
+    }
+    sink.flush()
+        .map_err(|e| Error::failed(format!("writing restored data of {}: {e}", record.key)))?;
+    if TRACK_VERIFIED.load(std::sync::atomic::Ordering::SeqCst) {
+        VERIFIED.lock().unwrap().insert(record.key.clone());
+    }
+    Ok(())
+}
+
+fn damaged(record: &ObjectRecord, what: String) -> Error {
+    Error::integrity(format!("object {} is damaged: {what}", record.key)).hint(
+        "run `strata verify --read-data` to find every damaged object; restore from another backup",
+    )
+}
+
+/// A reader that remembers the first error its source returned: a failed
+/// read of the stored bytes, as opposed to bytes that fail to decode.
+struct Watched<R> {
+    inner: R,
+    failed: Option<String>,
+}
+
+impl<R: Read> Read for Watched<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.inner.read(buf) {
+            Err(e) if e.kind() != io::ErrorKind::Interrupted => {
+                if self.failed.is_none() {
+                    self.failed = Some(match crate::storage::retry::StoreReadError::find(&e) {
+                        Some(store) => store.to_string(),
+                        None => format!("reading the stored object failed: {e}"),
+                    });
+                }
+                Err(e)
+            }
+            other => other,
+        }
+    }
+}
+
+/// age, then zstd, then hash into `sink`; the plain size and SHA-256.
+fn decode_stream<R: Read, W: Write>(
+    record: &ObjectRecord,
+    src: &mut R,
+    identities: &[Identity],
+    sink: &mut W,
+    progress: &Progress,
+) -> Result<(u64, String)> {
+    let bad = |what: String| damaged(record, what);
+    let decryptor = age::Decryptor::new_buffered(io::BufReader::with_capacity(COPY_BUF, src))
+        .map_err(|e| bad(format!("not an age file: {e}")))?;
     let reader = decryptor
         .decrypt(identities.iter().map(|i| i.as_ref() as &dyn age::Identity))
         .map_err(|e| match e {
@@ -290,25 +366,7 @@ pub fn decode<R: Read, W: Write>(
         progress.inc(n as u64);
     }
     drop(zstd);
-    if counted.count != record.stored_size {
-        return Err(bad(format!(
-            "stored size {} differs from the manifest's {}",
-            counted.count, record.stored_size
-        )));
-    }
-    let sha = hex::encode(hasher.finalize());
-    if plain != record.plain_size || sha != record.plain_sha256 {
-        return Err(bad(format!(
-            "content differs from the manifest (size {plain} vs {}, sha256 {sha} vs {})",
-            record.plain_size, record.plain_sha256
-        )));
-    }
-    sink.flush()
-        .map_err(|e| Error::failed(format!("writing restored data of {}: {e}", record.key)))?;
-    if TRACK_VERIFIED.load(std::sync::atomic::Ordering::SeqCst) {
-        VERIFIED.lock().unwrap().insert(record.key.clone());
-    }
-    Ok(())
+    Ok((plain, hex::encode(hasher.finalize())))
 }
 
 /// Fetches `record` from storage and decodes it into `sink` on a blocking
@@ -418,6 +476,73 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.kind, crate::error::Kind::Crypto);
+    }
+
+    #[test]
+    fn a_failed_read_is_the_stores_fault_not_the_objects() {
+        // issue 13 item 4: an S3 outage during a restore was reported as
+        // "object … is damaged: streaming error" (exit 4, run verify).
+        struct CutOff<'a>(&'a [u8]);
+        impl Read for CutOff<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                if self.0.is_empty() {
+                    return Err(io::Error::other(crate::storage::retry::StoreReadError {
+                        key: "k".into(),
+                        offset: 1234,
+                        message: "connection reset; tried 3 times".into(),
+                    }));
+                }
+                let n = buf.len().min(self.0.len()).min(1000);
+                buf[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        let (r, i) = keys();
+        let enc = Encoder {
+            recipients: Arc::new(r),
+            level: 1,
+            threads: 1,
+        };
+        let data: Vec<u8> = (0..500_000u32).flat_map(|x| x.to_le_bytes()).collect();
+        let (e, stored) = enc
+            .encode(&data[..], Vec::new(), &Progress::hidden())
+            .unwrap();
+        let rec = ObjectRecord {
+            name: "x".into(),
+            key: "k".into(),
+            plain_size: e.plain_size,
+            stored_size: e.stored_size,
+            plain_sha256: hex::encode(e.sha256),
+        };
+        for cut in [10, stored.len() / 2, stored.len() - 1] {
+            let err = decode(
+                &rec,
+                CutOff(&stored[..cut]),
+                &i,
+                &mut Vec::new(),
+                &Progress::hidden(),
+            )
+            .unwrap_err();
+            assert_eq!(err.kind, crate::error::Kind::Storage, "cut at {cut}: {err}");
+            assert_eq!(err.exit_code(), 6);
+            assert!(
+                err.message.contains("from the store failed at byte 1234"),
+                "{err}"
+            );
+            assert!(!err.message.contains("is damaged"), "{err}");
+            assert!(err.retryable);
+        }
+        // A clean early end (no read error) is still damage.
+        let err = decode(
+            &rec,
+            &stored[..stored.len() / 2],
+            &i,
+            &mut Vec::new(),
+            &Progress::hidden(),
+        )
+        .unwrap_err();
+        assert_eq!(err.kind, crate::error::Kind::Integrity, "{err}");
     }
 
     #[test]

@@ -22,6 +22,8 @@ struct Fixture {
     before_backup: String,
     /// After row 6 committed, a second before row 7.
     after_row_6: String,
+    /// The transaction that inserted row 8.
+    xid_of_row_8: String,
 }
 
 fn fixture() -> &'static Fixture {
@@ -54,8 +56,15 @@ fn fixture() -> &'static Fixture {
         assert_eq!(report["kind"], "base", "{report}");
 
         let mut after_row_6 = String::new();
+        let mut xid_of_row_8 = String::new();
         for id in 4..=9 {
-            pg.psql("postgres", "INSERT INTO ev DEFAULT VALUES");
+            let xid = pg.psql(
+                "postgres",
+                "INSERT INTO ev DEFAULT VALUES RETURNING pg_current_xact_id()",
+            );
+            if id == 8 {
+                xid_of_row_8 = xid;
+            }
             if id == 6 {
                 std::thread::sleep(Duration::from_millis(300));
                 after_row_6 = now(&pg);
@@ -88,6 +97,7 @@ fn fixture() -> &'static Fixture {
             repo,
             before_backup,
             after_row_6,
+            xid_of_row_8,
         }
     })
 }
@@ -164,13 +174,28 @@ fn restore_and_count(name: &str, target: &[&str]) -> String {
 #[test]
 fn restore_to_a_time_keeps_exactly_the_rows_before_it() {
     let t = fixture().after_row_6.clone();
-    assert_eq!(restore_and_count("pitr-time", &["--to-time", &t]), "6|6|on");
+    // a copy does not archive unless told it is the new primary (issue 15
+    // item 2)
+    assert_eq!(
+        restore_and_count("pitr-time", &["--to-time", &t]),
+        "6|6|off"
+    );
+}
+
+/// Issue 15 item 4: `--to-xid` was missing.
+#[test]
+fn restore_to_a_transaction_keeps_it_and_nothing_after() {
+    let x = fixture().xid_of_row_8.clone();
+    assert_eq!(restore_and_count("pitr-xid", &["--to-xid", &x]), "8|8|off");
 }
 
 #[test]
 fn restore_to_a_named_restore_point() {
     assert_eq!(
-        restore_and_count("pitr-name", &["--to-name", "before_drop"]),
+        restore_and_count(
+            "pitr-name",
+            &["--to-name", "before_drop", "--archive-mode", "preserve"]
+        ),
         "10|10|on"
     );
 }

@@ -129,6 +129,9 @@ fn restore_reaches_either_timeline_and_delta_rewrites_only_what_differs() {
         "--start",
         "--port",
         &port_s,
+        // a copy archives only when told it is the new primary
+        "--archive-mode",
+        "preserve",
     ]);
     assert!(
         out.status.success(),
@@ -203,10 +206,29 @@ fn restore_reaches_either_timeline_and_delta_rewrites_only_what_differs() {
     let (c1, rows) = restore_rows(&repo, &d1, &["--latest", "--timeline", "1"]);
     assert_eq!(rows, "1:1,1:2,1:3,1:4");
     drop(c1);
-    // the newest timeline to its end, from the base backup before the
-    // branch (the newest one cannot get there)
+    // `--timeline latest` would follow timeline 2, yet timeline 1 kept
+    // receiving WAL after the branch: two live timelines, refused (issue
+    // 15 item 2: a copy that archived poisoned later `latest` restores)
     let d2 = pg_scratch_dir("pitr-tl-check2").join("data");
-    let (c2, rows) = restore_rows(&repo, &d2, &["--latest", "--timeline", "latest"]);
+    let out = repo.strata(&[
+        "restore",
+        "main",
+        "--latest",
+        "--target-dir",
+        &d2.display().to_string(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = text(&out);
+    assert!(
+        err.contains("two timelines are live")
+            && err.contains("timeline 2 branched off timeline 1")
+            && err.contains("--timeline 1"),
+        "{err}"
+    );
+    assert!(!d2.join("PG_VERSION").exists(), "nothing restored");
+    // timeline 2 to its end, named: from the base backup before the
+    // branch (the newest one cannot get there)
+    let (c2, rows) = restore_rows(&repo, &d2, &["--latest", "--timeline", "2"]);
     assert_eq!(rows, "1:1,1:2,1:3,2:10,2:11");
     drop(c2);
     // a time on timeline 2

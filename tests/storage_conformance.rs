@@ -1,6 +1,7 @@
 //! One conformance suite for every `Storage` backend: the local directory
 //! store and S3 (against s3s-fs, a real S3-protocol server). Whatever the
-//! repository code relies on is checked here for both.
+//! repository code relies on is checked here for both, through the retry
+//! wrapper every store is opened behind (`storage::open`).
 
 mod common;
 
@@ -10,6 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use strata::storage::local::LocalStorage;
+use strata::storage::retry::{Limits, Retrying};
 use strata::storage::s3::{S3Config, S3Storage};
 use strata::storage::{Body, IncompleteUpload, PutMode, Storage, StorageError};
 use tokio::io::AsyncReadExt;
@@ -176,6 +178,27 @@ async fn round_trip_large(s: &dyn Storage) {
     let (n, h) = get_hash(s, "rt/big").await;
     assert_eq!(n, big.len() as u64);
     assert_eq!(h, sha(&big));
+
+    // Reading from an offset (how an interrupted read resumes): inside a
+    // part, at a part boundary, at the end and past it.
+    for offset in [
+        1,
+        16 * MIB as u64,
+        17 * MIB as u64 + 3,
+        big.len() as u64,
+        big.len() as u64 + 10,
+    ] {
+        let mut r = s.get_from("rt/big", offset).await.unwrap();
+        let mut got = Vec::new();
+        r.read_to_end(&mut got).await.unwrap();
+        let want = &big[(offset as usize).min(big.len())..];
+        assert_eq!(got.len(), want.len(), "from {offset}");
+        assert!(got == want, "bytes from {offset} differ");
+    }
+    match s.get_from("rt/missing", 5).await {
+        Err(e) => assert!(e.is_not_found(), "{e:?}"),
+        Ok(_) => panic!("a missing object opened"),
+    }
 }
 
 async fn create_and_overwrite(s: &dyn Storage) {
@@ -534,7 +557,7 @@ async fn local_store_conformance() {
     let store = LocalStorage::new(dir.path().join("repo"));
     assert!(store.location().starts_with("file://"));
     conformance(Backend {
-        store: Arc::new(store),
+        store: Retrying::wrap(Arc::new(store), Limits::default()),
         server_uploads: None,
     })
     .await;
@@ -549,7 +572,7 @@ async fn s3_store_conformance() {
     // s3s-fs cannot list multipart uploads (NotImplemented): look at its
     // upload records instead.
     conformance(Backend {
-        store: Arc::new(store),
+        store: Retrying::wrap(Arc::new(store), Limits::default()),
         server_uploads: Some(Box::new(|| common::s3::s3_server().open_uploads())),
     })
     .await;

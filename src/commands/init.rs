@@ -6,7 +6,7 @@ use crate::error::Result;
 
 pub async fn run(g: &Globals, json: bool) -> Result<u8> {
     let cfg = g.config()?;
-    let storage = crate::storage::open(&cfg.repository).await?;
+    let storage = crate::storage::open(&cfg.repository, &cfg.store_limits).await?;
     let repo = Repository::init(storage).await?;
     // which keys every later write must use (`check_recipients`)
     repo.record_recipients(&cfg.recipients, false).await?;

@@ -60,7 +60,7 @@ impl Globals {
 
 /// Opens the configured repository, refusing anything that is not one.
 pub async fn open_repository(cfg: &Config) -> Result<Repository> {
-    let storage = crate::storage::open(&cfg.repository).await?;
+    let storage = crate::storage::open(&cfg.repository, &cfg.store_limits).await?;
     Repository::open(storage).await
 }
 

@@ -136,6 +136,7 @@ pub struct PhysicalArgs {
     pub to_time: Option<String>,
     pub to_lsn: Option<String>,
     pub to_name: Option<String>,
+    pub to_xid: Option<String>,
     pub latest: bool,
     pub timeline: String,
     pub start: bool,
@@ -221,22 +222,34 @@ pub async fn run_physical(g: &Globals, a: &PhysicalArgs) -> Result<u8> {
     let cfg = g.config()?;
     let src = cfg.source(&a.source)?;
     expect_kind(src, crate::config::SourceKind::Postgres, "--target-dir")?;
-    let target = match (&a.to_time, &a.to_lsn, &a.to_name, a.latest) {
-        (Some(t), None, None, false) => RecoveryTarget::Time(
+    let given = [
+        a.to_time.is_some(),
+        a.to_lsn.is_some(),
+        a.to_name.is_some(),
+        a.to_xid.is_some(),
+        a.latest,
+    ];
+    if given.iter().filter(|g| **g).count() != 1 {
+        return Err(Error::usage(
+            "say where recovery stops: one of --to-time, --to-lsn, --to-name, --to-xid or --latest",
+        ));
+    }
+    let target = if let Some(t) = &a.to_time {
+        RecoveryTarget::Time(
             crate::timeparse::parse_time(t, chrono::Utc::now())
                 .map_err(|e| Error::usage(format!("--to-time: {e}")))?,
-        ),
-        (None, Some(l), None, false) => RecoveryTarget::Lsn(
+        )
+    } else if let Some(l) = &a.to_lsn {
+        RecoveryTarget::Lsn(
             l.parse()
                 .map_err(|e| Error::usage(format!("--to-lsn: {e}")))?,
-        ),
-        (None, None, Some(n), false) => RecoveryTarget::Name(n.clone()),
-        (None, None, None, true) => RecoveryTarget::Latest,
-        _ => {
-            return Err(Error::usage(
-                "say where recovery stops: one of --to-time, --to-lsn, --to-name or --latest",
-            ));
-        }
+        )
+    } else if let Some(n) = &a.to_name {
+        RecoveryTarget::Name(n.clone())
+    } else if let Some(x) = &a.to_xid {
+        RecoveryTarget::Xid(base::parse_xid(x)?)
+    } else {
+        RecoveryTarget::Latest
     };
     let timeline = base::TimelineTarget::parse(&a.timeline)?;
     let root = unsafe { libc::geteuid() } == 0;
@@ -293,6 +306,7 @@ pub async fn run_physical(g: &Globals, a: &PhysicalArgs) -> Result<u8> {
         crate::catalog::refuse_unreadable(&a.source, "base", &unreadable, id, upto)?;
     }
     let chosen = chosen?;
+    base::check_live_timelines(&chosen, timeline, &listing)?;
     let newest_start = check_wal(&listing, &chosen, &target, timeline)?;
     if let RecoveryTarget::Time(t) = &target
         && let (Some(until), Some((newest, _))) =
@@ -387,6 +401,14 @@ pub async fn run_physical(g: &Globals, a: &PhysicalArgs) -> Result<u8> {
         println!(
             "recovery target: {} (timeline {})",
             report.recovery_target, a.timeline
+        );
+        println!(
+            "{}",
+            if a.archive_off {
+                "archiving: off in this copy (it pushes nothing into the repository); for a new primary, restore with --archive-mode preserve"
+            } else {
+                "archiving: as in the backup (--archive-mode preserve): once promoted, this server archives a new timeline into the repository"
+            }
         );
         if let Some(d) = &report.delta {
             println!(

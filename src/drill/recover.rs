@@ -223,6 +223,7 @@ async fn plan_base(
                 .min(at),
         ),
     };
+    base::check_live_timelines(&chosen, base::TimelineTarget::Latest, &listing)?;
     crate::commands::restore::check_wal(&listing, &chosen, &target, base::TimelineTarget::Latest)?;
     let wal = wal_range(&listing, &chosen);
     Ok(Plan {

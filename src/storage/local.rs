@@ -182,10 +182,20 @@ impl Storage for LocalStorage {
     }
 
     async fn get(&self, key: &str) -> StorageResult<ObjectReader> {
+        self.get_from(key, 0).await
+    }
+
+    async fn get_from(&self, key: &str, offset: u64) -> StorageResult<ObjectReader> {
+        use tokio::io::AsyncSeekExt;
         let path = self.path(key)?;
-        let f = tokio::fs::File::open(&path)
+        let mut f = tokio::fs::File::open(&path)
             .await
             .map_err(|e| io_err("open", key, e))?;
+        if offset > 0 {
+            f.seek(io::SeekFrom::Start(offset))
+                .await
+                .map_err(|e| io_err("seek", key, e))?;
+        }
         Ok(Box::new(tokio::io::BufReader::with_capacity(1 << 20, f)))
     }
 

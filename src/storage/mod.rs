@@ -9,8 +9,14 @@
 //! the pipeline. A body that ends without [`BodyWriter::finish`] (the producer
 //! failed, panicked or was dropped) is an error, never a truncated object:
 //! an upload either stores every byte the producer meant to send or nothing.
+//!
+//! [`open`] puts every store behind [`retry::Retrying`]: the one place where
+//! calls get their deadlines, retries and backoff, and where an interrupted
+//! read resumes at the offset it reached (see docs/design.md, "Deadlines and
+//! retries"). The stores themselves stay simple.
 
 pub mod local;
+pub mod retry;
 pub mod s3;
 
 use std::fmt;
@@ -143,6 +149,10 @@ pub trait Storage: Send + Sync + fmt::Debug {
     async fn put(&self, key: &str, body: Body, mode: PutMode) -> StorageResult<ObjectMeta>;
     /// Streams an object's bytes.
     async fn get(&self, key: &str) -> StorageResult<ObjectReader>;
+    /// Streams an object's bytes from byte `offset` on (a ranged GET on
+    /// S3, a seek locally): how an interrupted read resumes. An offset at
+    /// or past the end yields no bytes.
+    async fn get_from(&self, key: &str, offset: u64) -> StorageResult<ObjectReader>;
     /// Size and time of an object, or `None` when it does not exist.
     async fn head(&self, key: &str) -> StorageResult<Option<ObjectMeta>>;
     /// Every object whose key starts with `prefix`, sorted by key.
@@ -216,15 +226,80 @@ enum Chunk {
 
 /// The receiving end of an upload: chunks in order, then an explicit end.
 pub struct Body {
-    rx: mpsc::Receiver<Chunk>,
+    source: BodySource,
     done: bool,
+}
+
+enum BodySource {
+    Channel(mpsc::Receiver<Chunk>),
+    /// A handle on a body the retry wrapper holds, so that a put which
+    /// failed before taking anything from it can be tried again.
+    Shared(std::sync::Arc<SharedBody>),
+}
+
+/// A body shared between attempts of one put (see [`retry::Retrying`]).
+pub(crate) struct SharedBody {
+    rx: tokio::sync::Mutex<mpsc::Receiver<Chunk>>,
+    /// Set once any attempt received anything (data, end, failure): from
+    /// then on the body cannot be replayed and the put cannot be retried.
+    touched: std::sync::atomic::AtomicBool,
+}
+
+impl SharedBody {
+    /// Takes over `body`'s channel. `None` when the body is itself a
+    /// shared handle (a wrapper around a wrapper): then nothing is shared
+    /// twice and the caller does not retry.
+    pub(crate) fn new(body: Body) -> Result<std::sync::Arc<SharedBody>, Body> {
+        match body.source {
+            BodySource::Channel(rx) if !body.done => Ok(std::sync::Arc::new(SharedBody {
+                rx: tokio::sync::Mutex::new(rx),
+                touched: std::sync::atomic::AtomicBool::new(false),
+            })),
+            source => Err(Body {
+                source,
+                done: body.done,
+            }),
+        }
+    }
+
+    /// A body for one attempt.
+    pub(crate) fn handle(self: &std::sync::Arc<Self>) -> Body {
+        Body {
+            source: BodySource::Shared(self.clone()),
+            done: false,
+        }
+    }
+
+    /// Whether an attempt took anything from the body.
+    pub(crate) fn touched(&self) -> bool {
+        self.touched.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 impl Body {
     /// A bounded channel: at most [`BODY_CHANNEL_DEPTH`] chunks in flight.
     pub fn channel() -> (BodySender, Body) {
         let (tx, rx) = mpsc::channel(BODY_CHANNEL_DEPTH);
-        (BodySender { tx }, Body { rx, done: false })
+        (
+            BodySender { tx },
+            Body {
+                source: BodySource::Channel(rx),
+                done: false,
+            },
+        )
+    }
+
+    async fn recv(&mut self) -> Option<Chunk> {
+        match &mut self.source {
+            BodySource::Channel(rx) => rx.recv().await,
+            BodySource::Shared(shared) => {
+                let got = shared.rx.lock().await.recv().await;
+                shared
+                    .touched
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+                got
+            }
+        }
     }
 
     /// The next chunk, `Ok(None)` at a clean end, or an error when the
@@ -233,7 +308,7 @@ impl Body {
         if self.done {
             return Ok(None);
         }
-        match self.rx.recv().await {
+        match self.recv().await {
             Some(Chunk::Data(b)) => Ok(Some(b)),
             Some(Chunk::Finished) => {
                 self.done = true;
@@ -364,12 +439,14 @@ pub fn validate_key(key: &str) -> StorageResult<()> {
     Ok(())
 }
 
-/// Opens the store a configuration names.
+/// Opens the store a configuration names, behind the retry wrapper: every
+/// call it serves gets `limits`' deadlines, retries and backoff.
 pub async fn open(
     location: &crate::config::RepositoryLocation,
+    limits: &retry::Limits,
 ) -> StorageResult<std::sync::Arc<dyn Storage>> {
     use crate::config::RepositoryLocation;
-    Ok(match location {
+    let store: std::sync::Arc<dyn Storage> = match location {
         RepositoryLocation::Local(path) => {
             std::sync::Arc::new(local::LocalStorage::new(path.clone()))
         }
@@ -379,15 +456,24 @@ pub async fn open(
             endpoint,
             region,
             path_style,
-        } => std::sync::Arc::new(
-            s3::S3Storage::connect(s3::S3Config {
+        } => {
+            let cfg = s3::S3Config {
                 bucket: bucket.clone(),
                 prefix: prefix.clone(),
                 endpoint: endpoint.clone(),
                 region: region.clone(),
                 path_style: *path_style,
-            })
-            .await?,
-        ),
-    })
+            };
+            // Connecting checks the bucket (one HEAD): it gets the same
+            // deadlines and retries as every later call.
+            let key = format!("s3://{bucket}");
+            std::sync::Arc::new(
+                retry::with_retries(limits, "connect", &key, || {
+                    s3::S3Storage::connect_with(cfg.clone(), limits)
+                })
+                .await?,
+            )
+        }
+    };
+    Ok(retry::Retrying::wrap(store, *limits))
 }

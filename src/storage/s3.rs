@@ -9,8 +9,15 @@
 //!
 //! Errors are sorted into what retrying cannot fix (`Permanent`: missing
 //! bucket, access denied, bad request) and what it might (`Transient`:
-//! network, 5xx, throttling). The SDK's own standard retry mode already
-//! retried the transient ones with backoff before we see them.
+//! network, 5xx, throttling, timeouts).
+//!
+//! Deadlines and retries ([`Limits`]): the client cuts a connection
+//! attempt after `connect_timeout`, a request after `request_timeout` and
+//! a transfer that stalls for `stall_timeout` (the SDK's stalled-stream
+//! protection, both directions). Retrying is the wrapper's job
+//! ([`super::retry`]), so the client itself tries each request once —
+//! except the requests of a `put`, which carry bytes already taken from a
+//! body the wrapper cannot replay: those the SDK retries itself.
 
 use std::collections::VecDeque;
 use std::error::Error as StdError;
@@ -32,6 +39,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use tokio::task::JoinSet;
 
+use super::retry::Limits;
 use super::{
     Body, Capabilities, IncompleteUpload, LockMode, ObjectLock, ObjectMeta, ObjectReader, PutMode,
     Storage, StorageError, StorageResult, validate_key,
@@ -46,12 +54,12 @@ pub const PART_SIZE: usize = 16 * 1024 * 1024;
 const MAX_PARTS_IN_FLIGHT: usize = 3;
 /// S3's limit on the number of parts of one upload.
 const MAX_PARTS: i32 = 10_000;
-/// Attempts per request (first try included) for the SDK's standard retry
-/// mode: throttling, 5xx and connection failures are retried with
-/// exponential backoff; 4xx answers are not.
-const MAX_ATTEMPTS: u32 = 5;
-/// An unreachable endpoint must fail in seconds, not minutes.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The slowest average rate an upload request may move at: a request
+/// carrying `n` bytes gets `request_timeout + n / MIN_UPLOAD_RATE` (a
+/// 16 MiB part: 128 s more), so a slow link still uploads while a server
+/// that took the bytes and never answers is cut. A transfer that stops
+/// outright is cut sooner, by the stall timeout.
+const MIN_UPLOAD_RATE: u64 = 128 * 1024;
 
 /// Where and how to reach a bucket. Credentials are not here: they come
 /// from the standard AWS chain (environment, profile, web identity, IMDS).
@@ -80,6 +88,7 @@ pub struct S3Storage {
     /// Object Lock retention put on every object created (except locks,
     /// see [`S3Storage::lock_for`]).
     lock: Option<ObjectLock>,
+    limits: Limits,
 }
 
 impl fmt::Debug for S3Storage {
@@ -93,10 +102,16 @@ impl fmt::Debug for S3Storage {
 }
 
 impl S3Storage {
+    /// [`S3Storage::connect_with`] the default limits.
+    pub async fn connect(cfg: S3Config) -> Result<S3Storage, StorageError> {
+        S3Storage::connect_with(cfg, &Limits::default()).await
+    }
+
     /// Builds a client and checks that the bucket exists and is reachable
     /// with the credentials found, so a wrong bucket name, bad credentials
     /// or an unreachable endpoint are reported before any work starts.
-    pub async fn connect(cfg: S3Config) -> Result<S3Storage, StorageError> {
+    /// One attempt: retries are the caller's (see [`super::open`]).
+    pub async fn connect_with(cfg: S3Config, limits: &Limits) -> Result<S3Storage, StorageError> {
         let prefix = cfg.prefix.trim_matches('/').to_string();
         if cfg.bucket.is_empty() || cfg.bucket.contains('/') {
             return Err(StorageError::Permanent {
@@ -108,20 +123,26 @@ impl S3Storage {
         let region = RegionProviderChain::first_try(cfg.region.clone().map(Region::new))
             .or_default_provider()
             .or_else(Region::new("us-east-1"));
-        let retry = RetryConfig::standard()
-            .with_max_attempts(MAX_ATTEMPTS)
-            .with_initial_backoff(Duration::from_millis(500))
-            .with_max_backoff(Duration::from_secs(10));
-        // Only a connect timeout: a per-attempt timeout would also cap how
-        // long a 16 MiB part may take on a slow link. Stalled transfers are
-        // caught by the SDK's stalled-stream protection instead.
+        // One attempt per request: the retry wrapper retries whole calls
+        // (see the module docs for the put requests, which differ).
+        let retry = RetryConfig::standard().with_max_attempts(1);
+        // The attempt timeout ends at the answer's headers for a GET (its
+        // body streams afterwards, watched by the stall protection), so it
+        // is safe for every request but uploads, which get their own.
         let timeouts = TimeoutConfig::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
+            .connect_timeout(limits.connect_timeout)
+            .operation_attempt_timeout(limits.request_timeout)
+            .build();
+        let stall = aws_sdk_s3::config::StalledStreamProtectionConfig::enabled()
+            .upload_enabled(true)
+            .download_enabled(true)
+            .grace_period(limits.stall_timeout)
             .build();
         let sdk = aws_config::defaults(BehaviorVersion::latest())
             .region(region)
             .retry_config(retry)
             .timeout_config(timeouts)
+            .stalled_stream_protection(stall)
             .load()
             .await;
         let region_name = sdk
@@ -151,6 +172,7 @@ impl S3Storage {
             prefix,
             endpoint,
             lock: None,
+            limits: *limits,
         };
         storage
             .client
@@ -160,6 +182,29 @@ impl S3Storage {
             .await
             .map_err(|e| storage.bucket_error(e))?;
         Ok(storage)
+    }
+
+    /// Settings for a request inside a `put`: its bytes come from a body
+    /// the retry wrapper cannot replay, so the SDK retries it (standard
+    /// mode: throttling, 5xx, connection failures and timeouts, with
+    /// backoff; never a 4xx). A request carrying `upload` bytes may take
+    /// longer than `request_timeout` by what [`MIN_UPLOAD_RATE`] allows.
+    fn put_request(&self, upload: u64) -> aws_sdk_s3::config::Builder {
+        let l = &self.limits;
+        let extra = Duration::from_secs_f64(upload as f64 / MIN_UPLOAD_RATE as f64);
+        aws_sdk_s3::config::Builder::default()
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(l.retries + 1)
+                    .with_initial_backoff(super::retry::INITIAL_BACKOFF)
+                    .with_max_backoff(super::retry::MAX_BACKOFF),
+            )
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(l.connect_timeout)
+                    .operation_attempt_timeout(l.request_timeout + extra)
+                    .build(),
+            )
     }
 
     /// The retention to put on `key`. Repository lock files
@@ -402,7 +447,11 @@ impl S3Storage {
                 ))
                 .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Crc32);
         }
-        req.send().await.map_err(|e| self.map_err("put", key, e))?;
+        req.customize()
+            .config_override(self.put_request(size))
+            .send()
+            .await
+            .map_err(|e| self.map_err("put", key, e))?;
         Ok(ObjectMeta {
             key: key.to_string(),
             size,
@@ -435,6 +484,8 @@ impl S3Storage {
                 .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Crc32);
         }
         let created = create
+            .customize()
+            .config_override(self.put_request(0))
             .send()
             .await
             .map_err(|e| self.map_err("put", key, e))?;
@@ -469,7 +520,12 @@ impl S3Storage {
         if mode == PutMode::Create {
             req = req.if_none_match("*");
         }
-        if let Err(e) = req.send().await {
+        if let Err(e) = req
+            .customize()
+            .config_override(self.put_request(0))
+            .send()
+            .await
+        {
             // Includes a 412 when another writer created the key meanwhile:
             // the parts are then garbage.
             self.abort_quietly(&full, &upload_id).await;
@@ -556,6 +612,7 @@ impl S3Storage {
         number: i32,
         data: Bytes,
     ) -> StorageResult<CompletedPart> {
+        let data_len = data.len() as u64;
         let mut req = self
             .client
             .upload_part()
@@ -571,7 +628,12 @@ impl S3Storage {
             // needs them): every part carries its own.
             req = req.checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Crc32);
         }
-        let out = req.send().await.map_err(|e| self.map_err("put", key, e))?;
+        let out = req
+            .customize()
+            .config_override(self.put_request(data_len))
+            .send()
+            .await
+            .map_err(|e| self.map_err("put", key, e))?;
         let mut part = CompletedPart::builder()
             .part_number(number)
             .set_e_tag(out.e_tag().map(str::to_string));
@@ -590,6 +652,8 @@ impl S3Storage {
             .bucket(&self.bucket)
             .key(full_key)
             .upload_id(upload_id)
+            .customize()
+            .config_override(self.put_request(0))
             .send()
             .await
         {
@@ -691,15 +755,27 @@ impl Storage for S3Storage {
     }
 
     async fn get(&self, key: &str) -> StorageResult<ObjectReader> {
+        self.get_from(key, 0).await
+    }
+
+    async fn get_from(&self, key: &str, offset: u64) -> StorageResult<ObjectReader> {
         validate_key(key)?;
-        let out = self
+        let mut req = self
             .client
             .get_object()
             .bucket(&self.bucket)
-            .key(self.full_key(key))
-            .send()
-            .await
-            .map_err(|e| self.map_err("get", key, e))?;
+            .key(self.full_key(key));
+        if offset > 0 {
+            req = req.range(format!("bytes={offset}-"));
+        }
+        let out = match req.send().await {
+            Ok(out) => out,
+            // Resuming exactly at the end: nothing left to read.
+            Err(e) if offset > 0 && e.raw_response().map(|r| r.status().as_u16()) == Some(416) => {
+                return Ok(Box::new(tokio::io::empty()));
+            }
+            Err(e) => return Err(self.map_err("get", key, e)),
+        };
         Ok(Box::new(out.body.into_async_read()))
     }
 

@@ -10,6 +10,7 @@
 pub mod archiving;
 pub mod chroma;
 pub mod cli;
+pub mod faults;
 pub mod moto;
 pub mod pg;
 pub mod redis;

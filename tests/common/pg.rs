@@ -477,15 +477,7 @@ impl PgCluster {
     /// `psql` connected to `db` (unaligned, tuples only, stop on error);
     /// add `-c`/`-f` yourself.
     pub fn psql_cmd(&self, db: &str) -> Command {
-        let mut c = Command::new(self.bin("psql"));
-        for v in PG_ENV {
-            c.env_remove(v);
-        }
-        c.env("PGCONNECT_TIMEOUT", "10")
-            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
-            .args(["-h", "127.0.0.1", "-U", "postgres"])
-            .args(["-p", &self.port.to_string(), "-d", db]);
-        c
+        psql_at(self.port, db)
     }
 
     /// Runs `sql` in `db`; trimmed stdout or the error text.
@@ -656,6 +648,34 @@ fn make_reachable(dir: &Path) {
             );
         }
     }
+}
+
+/// `psql` (unaligned, tuples only, stop on error) connected as
+/// `postgres` to `db` of a server on `127.0.0.1:port` that is no
+/// [`PgCluster`], e.g. one `strata restore --start` started; add
+/// `-c`/`-f` yourself.
+pub fn psql_at(port: u16, db: &str) -> Command {
+    let mut c = Command::new(pg_bin_dir().join("psql"));
+    for v in PG_ENV {
+        c.env_remove(v);
+    }
+    c.env("PGCONNECT_TIMEOUT", "10")
+        .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
+        .args(["-h", "127.0.0.1", "-U", "postgres"])
+        .args(["-p", &port.to_string(), "-d", db]);
+    c
+}
+
+/// `pg_ctl -D dir ARGS…` as the `postgres` user when root (the owner
+/// `strata restore` gives a restored data dir), for servers that are no
+/// [`PgCluster`], e.g. one `strata restore --start` started.
+pub fn pg_ctl_at(dir: &Path, args: &[&str]) -> std::process::Output {
+    server_cmd(&pg_bin_dir().join("pg_ctl"), Path::new("/"), &[])
+        .arg("-D")
+        .arg(dir)
+        .args(args)
+        .output()
+        .expect("spawn pg_ctl")
 }
 
 /// One cluster per test binary with default settings, for tests that just

@@ -510,8 +510,22 @@ pub enum RecoveryTarget {
     Time(DateTime<Utc>),
     Lsn(Lsn),
     Name(String),
+    /// Up to and including this transaction's commit (or abort).
+    Xid(u64),
     /// Replay everything archived.
     Latest,
+}
+
+/// Parses `--to-xid`: a transaction id as `txid_current()`, `pg_current_xact_id()`
+/// or a server log print it (32-bit, or 64-bit with the epoch).
+pub fn parse_xid(s: &str) -> Result<u64> {
+    match s.trim().parse::<u64>() {
+        // 0-2 are reserved (invalid, bootstrap, frozen): never a commit
+        Ok(x) if x >= 3 => Ok(x),
+        _ => Err(Error::usage(format!(
+            "--to-xid {s:?}: give a transaction id (a number of 3 or more, as `SELECT pg_current_xact_id()` shows)"
+        ))),
+    }
 }
 
 impl RecoveryTarget {
@@ -524,6 +538,7 @@ impl RecoveryTarget {
             )),
             RecoveryTarget::Lsn(l) => Some(format!("recovery_target_lsn = '{l}'")),
             RecoveryTarget::Name(n) => Some(format!("recovery_target_name = {}", conf_quote(n))),
+            RecoveryTarget::Xid(x) => Some(format!("recovery_target_xid = '{x}'")),
             RecoveryTarget::Latest => None,
         }
     }
@@ -536,6 +551,7 @@ impl RecoveryTarget {
             ),
             RecoveryTarget::Lsn(l) => format!("LSN {l}"),
             RecoveryTarget::Name(n) => format!("restore point {n:?}"),
+            RecoveryTarget::Xid(x) => format!("transaction {x}"),
             RecoveryTarget::Latest => "the end of the archived WAL".into(),
         }
     }
@@ -629,6 +645,100 @@ impl TimelineTarget {
     }
 }
 
+/// A parent timeline that kept receiving WAL after a child branched off
+/// it: two servers wrote (an old primary that ran on after a failover, a
+/// restored copy promoted while production went on). Following the child
+/// silently drops what the parent wrote after the branch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveParent {
+    pub child: Timeline,
+    pub parent: Timeline,
+    /// Where the child branched off.
+    pub branch: Lsn,
+    /// The parent's newest archived segment, past the branch.
+    pub parent_newest: SegmentName,
+}
+
+/// The parents on the way from `base` to `target` (each child's direct
+/// parent, the last line of its history file) that hold archived
+/// segments after the segment their child branched off in. The segment
+/// holding the branch point itself proves nothing: an old primary that
+/// died may have archived it whole.
+pub fn live_parents(
+    base: Timeline,
+    target: Timeline,
+    segments: &[SegmentName],
+    switches: &[TimelineSwitch],
+    size: SegmentSize,
+) -> Vec<LiveParent> {
+    let mut out = Vec::new();
+    let mut child = target;
+    while child > base {
+        // the direct parent: the switch of `child` at the highest LSN
+        let Some(direct) = switches
+            .iter()
+            .filter(|s| s.timeline == child)
+            .max_by_key(|s| s.switch)
+        else {
+            break;
+        };
+        let branch_segno = SegmentName::containing(direct.parent, direct.switch, size).segno(size);
+        if let Some(newest) = segments
+            .iter()
+            .filter(|s| s.timeline == direct.parent && s.segno(size) > branch_segno)
+            .max()
+        {
+            out.push(LiveParent {
+                child,
+                parent: direct.parent,
+                branch: direct.switch,
+                parent_newest: *newest,
+            });
+        }
+        child = direct.parent;
+    }
+    out
+}
+
+/// Refuses to follow `--timeline latest` from `chosen` when the path
+/// it takes leaves a parent that kept receiving WAL (see [`LiveParent`]).
+/// An explicit timeline is the operator's choice and is not checked.
+pub fn check_live_timelines(
+    chosen: &Candidate,
+    timeline: TimelineTarget,
+    listing: &super::wal::archive::WalListing,
+) -> Result<()> {
+    let (TimelineTarget::Latest, Some(size)) =
+        (timeline, SegmentSize::new(chosen.base.wal_segment_size))
+    else {
+        return Ok(());
+    };
+    let from = Timeline(chosen.base.timeline);
+    let to = timeline.resolve(from, &listing.switches);
+    refuse_live_parents(&live_parents(
+        from,
+        to,
+        &listing.segments,
+        &listing.switches,
+        size,
+    ))
+}
+
+/// The error for the first of `live`, if any.
+pub fn refuse_live_parents(live: &[LiveParent]) -> Result<()> {
+    let Some(l) = live.first() else {
+        return Ok(());
+    };
+    Err(Error::usage(format!(
+        "two timelines are live: timeline {} branched off timeline {} at LSN {}, and timeline {} kept receiving WAL after that (its newest archived segment is {}); --timeline latest would follow timeline {} and miss what timeline {} wrote since",
+        l.child.0, l.parent.0, l.branch, l.parent.0, l.parent_newest, l.child.0, l.parent.0
+    ))
+    .hint(format!(
+        "pick one: --timeline {} (or `current` when the base backup is on it) follows the server that kept running on timeline {}; --timeline {} follows the branch (a failover's new primary, or a restored copy that archived); a restored copy archives only with --archive-mode preserve",
+        l.parent.0, l.parent.0, l.child.0
+    )))
+}
+
 /// Whether recovery can follow timeline `target` from the base backup
 /// `c`: it is on that timeline, or wholly (start to stop) on an ancestor
 /// before the point where `target`'s history leaves it. PostgreSQL refuses
@@ -702,7 +812,7 @@ pub fn choose(
         RecoveryTarget::Time(t) => c.base.stop_time < *t,
         RecoveryTarget::Lsn(l) => c.base.stop_lsn.parse::<Lsn>().is_ok_and(|s| s <= *l),
         // where a restore point lies is not known before replay
-        RecoveryTarget::Name(_) | RecoveryTarget::Latest => true,
+        RecoveryTarget::Name(_) | RecoveryTarget::Xid(_) | RecoveryTarget::Latest => true,
     };
     let mut fitting: Vec<Candidate> = on_timeline.into_iter().filter(fits).collect();
     fitting.sort_by_key(|c| std::cmp::Reverse(c.base.stop_time));
@@ -1415,6 +1525,45 @@ START TIME: 2026-11-23 11:20:31 UTC\nLABEL: pg_basebackup base backup\nSTART TIM
         assert_eq!(names("0/FF000028", "1/1000010").len(), 3);
     }
 
+    /// Issue 15 item 2: a copy restored to look at the past archived
+    /// timeline 2 while production went on on timeline 1; `--timeline
+    /// latest` followed the copy and silently returned its data.
+    #[test]
+    fn a_parent_that_kept_receiving_wal_is_live() {
+        let size = SegmentSize::DEFAULT;
+        let seg = |tli: u32, n: u64| SegmentName::from_segno(Timeline(tli), n, size);
+        let switch = |tli: u32, parent: u32, segno: u64| TimelineSwitch {
+            timeline: Timeline(tli),
+            parent: Timeline(parent),
+            switch: Lsn(segno * size.bytes() + 0x100),
+        };
+        // timeline 2 branched off 1 in segment 5
+        let switches = [switch(2, 1, 5)];
+        // a failover: the old primary archived the branch's segment whole
+        let failover = [seg(1, 4), seg(1, 5), seg(2, 5), seg(2, 6)];
+        assert!(live_parents(Timeline(1), Timeline(2), &failover, &switches, size).is_empty());
+        // the old primary went on: segments 6 and 7 on timeline 1
+        let split = [seg(1, 4), seg(1, 5), seg(1, 6), seg(1, 7), seg(2, 5)];
+        let live = live_parents(Timeline(1), Timeline(2), &split, &switches, size);
+        assert_eq!(live.len(), 1);
+        assert_eq!(
+            (live[0].parent, live[0].parent_newest),
+            (Timeline(1), seg(1, 7))
+        );
+        let e = refuse_live_parents(&live).unwrap_err();
+        assert!(e.message.contains("two timelines are live"), "{e}");
+        assert!(e.hint.unwrap().contains("--timeline 1"));
+        // a base backup on timeline 2 does not look at timeline 1
+        assert!(live_parents(Timeline(2), Timeline(2), &split, &switches, size).is_empty());
+        // timeline 3 off 2 off 1: the grandparent is checked too; only the
+        // direct parent (the history file's last line) counts per step
+        let switches = [switch(2, 1, 5), switch(3, 1, 5), switch(3, 2, 8)];
+        let segs = [seg(1, 5), seg(1, 9), seg(2, 5), seg(2, 8), seg(3, 8)];
+        let live = live_parents(Timeline(1), Timeline(3), &segs, &switches, size);
+        assert_eq!(live.len(), 1);
+        assert_eq!((live[0].child, live[0].parent), (Timeline(2), Timeline(1)));
+    }
+
     #[test]
     fn timelines_a_base_backup_reaches() {
         let sw = |t: u32, p: u32, lsn: &str| TimelineSwitch {
@@ -1487,5 +1636,14 @@ START TIME: 2026-11-23 11:20:31 UTC\nLABEL: pg_basebackup base backup\nSTART TIM
             "recovery_target_name = 'it''s'"
         );
         assert_eq!(RecoveryTarget::Latest.setting(), None);
+        assert_eq!(
+            RecoveryTarget::Xid(parse_xid("4711").unwrap())
+                .setting()
+                .unwrap(),
+            "recovery_target_xid = '4711'"
+        );
+        for bad in ["", "0", "2", "-5", "12x", "0/3000060"] {
+            assert!(parse_xid(bad).is_err(), "{bad}");
+        }
     }
 }
