@@ -436,7 +436,18 @@ fn wal_segments(n: usize, dir: &Path) -> Vec<PathBuf> {
 fn fetch(s: &Target, name: &str, ctx: &str) -> Option<Vec<u8>> {
     let dest = s.dir.join("fetched");
     let _ = fs::remove_file(&dest);
-    let o = run(s, &["wal", "fetch", name, dest.to_str().unwrap()]);
+    // --prefetch 0: no background prefetcher outlives the test
+    let o = run(
+        s,
+        &[
+            "wal",
+            "fetch",
+            "--prefetch",
+            "0",
+            name,
+            dest.to_str().unwrap(),
+        ],
+    );
     match o.code {
         Some(1) => {
             assert!(
