@@ -13,6 +13,7 @@
 pub mod catalog;
 pub mod commands;
 pub mod config;
+pub mod crashpoint;
 pub mod drill;
 pub mod error;
 pub mod keys;

@@ -128,6 +128,7 @@ impl Storage for LocalStorage {
         .await
         .expect("blocking task")
         .map_err(|e| io_err("create", key, e))?;
+        crate::crashpoint::step(format_args!("put-created {key}"));
 
         // Chunks are written on a blocking thread one at a time: the
         // bounded body channel keeps memory flat however large the object.
@@ -148,19 +149,24 @@ impl Storage for LocalStorage {
                     .expect("blocking task")
                     .map_err(|e| io_err("write", key, e))?;
             }
-            let (p, t, d) = (path.clone(), tmp.clone(), dir.clone());
+            let (p, t, d, k) = (path.clone(), tmp.clone(), dir.clone(), key.to_owned());
             tokio::task::spawn_blocking(move || -> io::Result<()> {
                 file.sync_all()?;
+                crate::crashpoint::step(format_args!("put-synced {k}"));
                 drop(file);
                 match mode {
                     PutMode::Overwrite => fs::rename(&t, &p)?,
                     PutMode::Create => {
                         // link(2) fails with EEXIST if the name exists: atomic create.
                         fs::hard_link(&t, &p)?;
+                        crate::crashpoint::step(format_args!("put-linked {k}"));
                         fs::remove_file(&t)?;
                     }
                 }
-                fsync_dir(&d)
+                crate::crashpoint::step(format_args!("put-in-place {k}"));
+                fsync_dir(&d)?;
+                crate::crashpoint::step(format_args!("put-dir-synced {k}"));
+                Ok(())
             })
             .await
             .expect("blocking task")
@@ -223,6 +229,7 @@ impl Storage for LocalStorage {
 
     async fn delete(&self, key: &str) -> StorageResult<()> {
         let path = self.path(key)?;
+        crate::crashpoint::step(format_args!("delete {key}"));
         match tokio::fs::remove_file(&path).await {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -264,6 +271,7 @@ impl Storage for LocalStorage {
     }
 
     async fn abort_incomplete(&self, upload: &IncompleteUpload) -> StorageResult<()> {
+        crate::crashpoint::step(format_args!("abort {}", upload.handle));
         if !upload.handle.contains(TMP_MARK) {
             return Err(StorageError::Permanent {
                 op: "abort",
