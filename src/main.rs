@@ -34,7 +34,12 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Create the repository named by [repository] url
-    Init,
+    Init {
+        /// Local repository, as root: give it to this OS user (e.g. postgres, whose
+        /// archive_command writes WAL into it); root-run commands keep that owner
+        #[arg(long, value_name = "USER")]
+        owner: Option<String>,
+    },
     /// Manage age keys
     Key {
         #[command(subcommand)]
@@ -441,7 +446,7 @@ async fn dispatch(cli: Cli) -> Result<u8, Error> {
     };
     let json = cli.json;
     match cli.command {
-        Command::Init => commands::init::run(&g, json).await,
+        Command::Init { owner } => commands::init::run(&g, owner.as_deref(), json).await,
         Command::Key {
             action: KeyAction::Generate { out },
         } => commands::key::generate(&out, json),

@@ -152,6 +152,58 @@ pub struct Status {
     pub leftovers: usize,
     /// Repository locks held now (running commands, or abandoned ones).
     pub locks: Vec<crate::catalog::lock::FoundLock>,
+    /// Local repository: directories and files not owned by the
+    /// repository directory's owner (see `storage::local`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ownership: Vec<String>,
+}
+
+/// The directories of a local repository (down to WAL timelines and one
+/// source's backups) and files beside them not owned by the repository
+/// directory's owner: another user's `archive_command` or backups cannot
+/// write there (the trap: `init` or a backup run as root in a repository
+/// PostgreSQL's `postgres` user archives into).
+pub fn ownership_problems(root: &std::path::Path) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(top) = std::fs::metadata(root) else {
+        return Vec::new();
+    };
+    let name = |uid: u32| -> String {
+        // SAFETY: getpwuid returns null or a static entry read at once.
+        let pw = unsafe { libc::getpwuid(uid) };
+        if pw.is_null() {
+            return format!("uid {uid}");
+        }
+        // SAFETY: non-null, pw_name is a C string.
+        unsafe { std::ffi::CStr::from_ptr((*pw).pw_name) }
+            .to_string_lossy()
+            .into_owned()
+    };
+    let mut out = Vec::new();
+    let mut dirs = vec![(root.to_path_buf(), 0)];
+    while let Some((dir, depth)) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(md) = e.metadata() else { continue };
+            let path = e.path();
+            if md.uid() != top.uid() && out.len() < 10 {
+                out.push(format!(
+                    "{} belongs to {}, the repository {} to {}: commands running as {} cannot write there",
+                    path.display(),
+                    name(md.uid()),
+                    root.display(),
+                    name(top.uid()),
+                    name(top.uid())
+                ));
+            }
+            if md.is_dir() && depth < 2 {
+                dirs.push((path, depth + 1));
+            }
+        }
+    }
+    out
 }
 
 impl Status {
@@ -315,6 +367,10 @@ pub async fn gather(cfg: &Config, repo: &Repository, now: DateTime<Utc>) -> Resu
         wal,
         leftovers: leftovers.len() + incomplete.len(),
         locks,
+        ownership: match &cfg.repository {
+            crate::config::RepositoryLocation::Local(dir) => ownership_problems(dir),
+            crate::config::RepositoryLocation::S3 { .. } => Vec::new(),
+        },
     })
 }
 
@@ -599,6 +655,7 @@ mod tests {
                 pitr: None,
             }],
             leftovers: 0,
+            ownership: vec![],
             locks: vec![],
         };
         let text = prometheus(&s);

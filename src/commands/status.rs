@@ -46,6 +46,12 @@ pub async fn run(g: &Globals, check: bool, json: bool) -> Result<u8> {
             w.source
         ));
     }
+    if !s.ownership.is_empty() {
+        problems.push(format!(
+            "{} repository entries belong to another user than the repository (see above)",
+            s.ownership.len()
+        ));
+    }
     if let Some(d) = last_drill.as_ref().filter(|d| !d.passed) {
         problems.push(format!("the last drill, {}, failed", d.id));
     }
@@ -195,6 +201,14 @@ fn print_human(s: &Status) {
         println!(
             "{} leftover(s) of backups that never completed: `strata cleanup` removes them",
             s.leftovers
+        );
+    }
+    for o in &s.ownership {
+        println!("ownership: {o}");
+    }
+    if !s.ownership.is_empty() {
+        println!(
+            "ownership: give them back with `chown -R OWNER: REPOSITORY`; strata run as root then keeps the repository's owner for what it creates (docs/deployment.md)"
         );
     }
 }

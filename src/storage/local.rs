@@ -6,6 +6,12 @@
 //! temporary file that `list_incomplete` reports). Create-only puts link the
 //! temporary file to the final name, which the kernel refuses atomically
 //! when the name exists: two writers can never both "create" one key.
+//!
+//! Ownership: the repository directory's owner and group own everything in
+//! it. A strata running as root (a backup from root's crontab) gives each
+//! directory and file it creates the repository directory's owner and group,
+//! so the `postgres` user's `archive_command` can still write beside them
+//! (`chown -R postgres: DIR` once, or `strata init --owner postgres`).
 
 use std::fs;
 use std::io::{self, Write};
@@ -25,11 +31,31 @@ const TMP_MARK: &str = ".strata-tmp-";
 #[derive(Debug, Clone)]
 pub struct LocalStorage {
     root: PathBuf,
+    /// Whom what root creates is given to (see the module docs); read
+    /// from the repository directory once.
+    owner: std::sync::Arc<std::sync::OnceLock<Option<(u32, u32)>>>,
 }
 
 impl LocalStorage {
     pub fn new(root: impl Into<PathBuf>) -> LocalStorage {
-        LocalStorage { root: root.into() }
+        LocalStorage {
+            root: root.into(),
+            owner: Default::default(),
+        }
+    }
+
+    /// The repository directory's owner and group when strata runs as
+    /// root and they are not root's: what new files and directories get.
+    fn owner(&self) -> Option<(u32, u32)> {
+        *self.owner.get_or_init(|| {
+            use std::os::unix::fs::MetadataExt;
+            // SAFETY: geteuid has no preconditions.
+            if unsafe { libc::geteuid() } != 0 {
+                return None;
+            }
+            let md = fs::metadata(&self.root).ok()?;
+            (md.uid() != 0 || md.gid() != 0).then_some((md.uid(), md.gid()))
+        })
     }
 
     pub fn root(&self) -> &Path {
@@ -67,23 +93,45 @@ fn fsync_dir(dir: &Path) -> io::Result<()> {
 }
 
 /// Creates `dir` and its parents, fsyncing each new directory's parent so
-/// the new entries survive a crash too.
-fn create_dirs_durable(dir: &Path) -> io::Result<()> {
+/// the new entries survive a crash too; each new directory is given to
+/// `owner` (see the module docs).
+fn create_dirs_durable(dir: &Path, owner: Option<(u32, u32)>) -> io::Result<()> {
     if dir.is_dir() {
         return Ok(());
     }
     if let Some(parent) = dir.parent() {
-        create_dirs_durable(parent)?;
+        create_dirs_durable(parent, owner)?;
     }
     match fs::create_dir(dir) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
         Err(e) => return Err(e),
     }
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::chown(dir, Some(uid), Some(gid))?;
+    }
     if let Some(parent) = dir.parent() {
         fsync_dir(parent)?;
     }
     Ok(())
+}
+
+/// Creates the temporary file of a put, owned by `owner` when given.
+fn create_tmp(dir: &Path, tmp: &Path, owner: Option<(u32, u32)>) -> io::Result<fs::File> {
+    create_dirs_durable(dir, owner)?;
+    let file = match fs::File::create(tmp) {
+        // a concurrent delete removed the directory it had just
+        // emptied (see `remove_empty_parents`): make it again
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            create_dirs_durable(dir, owner)?;
+            fs::File::create(tmp)
+        }
+        r => r,
+    }?;
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::fchown(&file, Some(uid), Some(gid))?;
+    }
+    Ok(file)
 }
 
 #[async_trait]
@@ -112,22 +160,11 @@ impl Storage for LocalStorage {
         if mode == PutMode::Create && path.exists() {
             return Err(StorageError::AlreadyExists { key: key.into() });
         }
-        let (dir2, tmp2) = (dir.clone(), tmp.clone());
-        let mut file = tokio::task::spawn_blocking(move || {
-            create_dirs_durable(&dir2)?;
-            match fs::File::create(&tmp2) {
-                // a concurrent delete removed the directory it had just
-                // emptied (see `remove_empty_parents`): make it again
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    create_dirs_durable(&dir2)?;
-                    fs::File::create(&tmp2)
-                }
-                r => r,
-            }
-        })
-        .await
-        .expect("blocking task")
-        .map_err(|e| io_err("create", key, e))?;
+        let (dir2, tmp2, owner) = (dir.clone(), tmp.clone(), self.owner());
+        let mut file = tokio::task::spawn_blocking(move || create_tmp(&dir2, &tmp2, owner))
+            .await
+            .expect("blocking task")
+            .map_err(|e| io_err("create", key, e))?;
         crate::crashpoint::step(format_args!("put-created {key}"));
 
         // Chunks are written on a blocking thread one at a time: the

@@ -430,6 +430,7 @@ pub async fn restore(
     )
     .await;
     if let Err(e) = result {
+        let e = hint_missing_roles(e, opts.globals, opts.no_owner);
         if opts.create {
             // Leave nothing half-restored behind a failed restore. FORCE
             // (PostgreSQL 13+) ends a pg_restore connection still lingering.
@@ -496,6 +497,24 @@ pub async fn restore(
         phases,
         warnings,
     })
+}
+
+/// A restore onto a server that lacks the roles owning the dumped objects
+/// fails with pg_restore's `role "…" does not exist`: say how to fix it.
+fn hint_missing_roles(e: Error, globals: bool, no_owner: bool) -> Error {
+    let missing = e.message.contains("role \"") && e.message.contains("does not exist");
+    if !missing || e.hint.is_some() {
+        return e;
+    }
+    match (globals, no_owner) {
+        (false, _) => e.hint(
+            "the target server lacks roles the backup's objects belong to (a fresh server): add --globals to create the backup's roles and tablespaces first, or --no-owner to give every object to the restoring user",
+        ),
+        (true, false) => e.hint(
+            "a role is still missing after --globals (its creation failed: see the warnings above); --no-owner gives every object to the restoring user",
+        ),
+        (true, true) => e,
+    }
 }
 
 /// A full restore needs an empty database; a table restore needs the
@@ -774,4 +793,21 @@ async fn apply_globals(
         .filter(|l| l.contains("ERROR") && !l.contains("already exists"))
         .map(|l| format!("roles: {l}"))
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 15 item 8: `role "…" does not exist` came with no hint.
+    #[test]
+    fn a_missing_role_hints_globals() {
+        let e = Error::source(
+            "pg_restore failed (exit status: 1): pg_restore: error: could not execute query: ERROR:  role \"app_owner\" does not exist",
+        );
+        let h = hint_missing_roles(e, false, false).hint.unwrap();
+        assert!(h.contains("--globals") && h.contains("--no-owner"), "{h}");
+        let other = hint_missing_roles(Error::source("pg_restore failed: disk full"), false, false);
+        assert!(other.hint.is_none());
+    }
 }
