@@ -632,6 +632,10 @@ fn restore_all_brings_every_source_to_a_time() {
     assert!(dest.join("main/recovery.signal").exists());
     let auto = fs::read_to_string(dest.join("main/postgresql.auto.conf")).unwrap();
     assert!(auto.contains("recovery_target_time"), "{auto}");
+    // issue 15 item 3: no connection (and so no partial past) before the
+    // copy has replayed to T and promoted; and the output says so
+    assert!(auto.contains("hot_standby = 'off'"), "{auto}");
+    assert!(s.contains("NOT recovered yet"), "{s}");
     assert!(dest.join("app/database.pgdump").exists());
     assert!(dest.join("cache/dump.rdb").exists());
     assert!(

@@ -372,4 +372,10 @@ fn what_the_server_would_trip_on_is_refused_before_any_download() {
         .unwrap_or_else(|| panic!("no port in: {said}"));
     assert_ne!(chosen, f._pg.port);
     assert!(std::net::TcpListener::bind(("127.0.0.1", chosen)).is_ok());
+    // issue 15 item 3: `pg_ctl -w` returned while the copy still
+    // recovered, and queries saw a partial past; the copy now accepts
+    // connections only once promoted, and the output says it is not done
+    let conf = fs::read_to_string(dir.join("postgresql.auto.conf")).unwrap();
+    assert!(conf.contains("hot_standby = 'off'"), "{conf}");
+    assert!(said.contains("NOT recovered yet"), "{said}");
 }

@@ -404,6 +404,7 @@ pub async fn run_physical(g: &Globals, a: &PhysicalArgs) -> Result<u8> {
         start,
         owner: owner.clone(),
         port: Some(port),
+        hot_standby_off: !a.start,
         // a restore to the end of the archive must get there (other
         // targets: PostgreSQL itself refuses to promote short of them)
         must_reach: match target {
@@ -463,7 +464,7 @@ pub async fn run_physical(g: &Globals, a: &PhysicalArgs) -> Result<u8> {
             );
         } else {
             println!(
-                "start it with `pg_ctl -D {} -o '-p {port}' start`{} (port {port} is free now; its configuration keeps the source's port, for a new primary): it replays WAL through `strata wal fetch`, then promotes",
+                "NOT recovered yet: start it with `pg_ctl -D {} -o '-p {port}' start`{} (port {port} is free now; its configuration keeps the source's port, for a new primary): it replays WAL through `strata wal fetch`, then promotes, and accepts connections only then (hot_standby is off until you remove that line from postgresql.auto.conf)",
                 report.target_dir,
                 owner
                     .as_deref()

@@ -341,6 +341,8 @@ pub async fn recover(
                 must_reach: None,
                 // its port is passed when it starts the server
                 port: None,
+                // written below for `restore --all`
+                hot_standby_off: false,
             };
             base::restore(storage, cand, ctx.identities.clone(), &opts, ctx.reporter).await?;
             phase(&mut out, "download+decrypt+decompress", t);
@@ -353,7 +355,11 @@ pub async fn recover(
                 if serve.is_some() {
                     "archive_mode = 'off'\n"
                 } else {
-                    "archive_mode = 'off'  # strata restore --all: remove once this copy is the new primary\n"
+                    // started by the operator: no connection before it has
+                    // replayed to T and promoted (a read-only connection
+                    // during recovery saw a partial past; issue 15 item 3)
+                    "archive_mode = 'off'  # strata restore --all: remove once this copy is the new primary\n\
+                     hot_standby = 'off'  # strata restore --all: connections only once recovered and promoted\n"
                 },
             )?;
             if let Some(s) = serve {

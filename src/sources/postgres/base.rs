@@ -844,6 +844,9 @@ pub struct RestoreOptions {
     pub start: Option<StartOptions>,
     /// Give the directory to this OS user (when running as root).
     pub owner: Option<String>,
+    /// Write `hot_standby = 'off'`: a copy the operator starts accepts
+    /// connections only once recovered and promoted.
+    pub hot_standby_off: bool,
     /// The port to start the copy on (found free; reported). The copy's
     /// configuration keeps the source's port, for a new primary; the
     /// command strata prints and `--start` pass this one.
@@ -1190,6 +1193,14 @@ fn write_recovery_conf(dir: &Path, opts: &RestoreOptions) -> Result<()> {
     ));
     if opts.archive_off {
         text.push_str("archive_mode = 'off'  # strata restore --archive-mode off\n");
+    }
+    if opts.hot_standby_off {
+        // started by the operator: connections only once recovery reached
+        // the target and promoted, so nobody reads a partial past while
+        // it replays (`pg_ctl -w` returned while the copy still recovered)
+        text.push_str(
+            "hot_standby = 'off'  # strata restore: no connections before promotion; remove to watch recovery\n",
+        );
     }
     let mut f = std::fs::OpenOptions::new()
         .create(true)
