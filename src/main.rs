@@ -109,13 +109,10 @@ enum Command {
             group = "restore_output"
         )]
         to_dir: Option<PathBuf>,
-        /// Recover up to this time (RFC 3339, `YYYY-MM-DD HH:MM:SS[+TZ]` (UTC if no zone), `15 minutes ago`)
-        #[arg(
-            long,
-            value_name = "TIME",
-            requires = "pitr_dest",
-            group = "pitr_target"
-        )]
+        /// The state at this time (RFC 3339, `YYYY-MM-DD HH:MM:SS[+TZ]` (UTC if no zone), `15 minutes ago`):
+        /// with --target-dir, point-in-time recovery; with --to-database, the database
+        /// (or its --table/--schema) recovered to T in a sandbox; for snapshots, as --at
+        #[arg(long, value_name = "TIME", group = "pitr_target")]
         to_time: Option<String>,
         /// Recover up to this WAL location (e.g. 0/3000060)
         #[arg(
@@ -171,6 +168,9 @@ enum Command {
         /// Restore only this table (repeatable; `schema.table` or `table`)
         #[arg(long = "table", value_name = "T")]
         tables: Vec<String>,
+        /// With --to-time and --to-database: restore only this schema (repeatable)
+        #[arg(long = "schema", value_name = "S", requires = "to_time")]
+        schemas: Vec<String>,
         /// pg_restore parallel jobs; more than 1 needs scratch space for one plain copy of the dump
         #[arg(long, default_value_t = 1, value_name = "N")]
         jobs: u32,
@@ -197,7 +197,8 @@ enum Command {
         /// Chroma: restore only this collection (repeatable)
         #[arg(long = "collection", value_name = "NAME")]
         collections: Vec<String>,
-        /// Snapshot sources: restore the newest snapshot taken at or before this time
+        /// The newest backup taken at or before this time (snapshots, dumps); with
+        /// --target-dir the same as --to-time
         #[arg(long, value_name = "TIME", conflicts_with = "pitr_target")]
         at: Option<String>,
         /// Redis --into: address strata serves the snapshot on, which the target
@@ -491,8 +492,10 @@ async fn dispatch(cli: Cli) -> Result<u8, Error> {
             replace: true,
             all: false,
             into: None,
+            to_time,
+            to_database,
             ..
-        } => Err(Error::usage(
+        } if to_time.is_none() || to_database.is_none() => Err(Error::usage(
             "--replace goes with --into URL (or --all, for sources restored into their configured servers)",
         )),
         Command::Restore {
@@ -538,13 +541,15 @@ async fn dispatch(cli: Cli) -> Result<u8, Error> {
             replace,
             collections,
             at,
+            to_time,
             listen,
             ..
         } => {
             let args = commands::restore::IntoArgs {
                 source,
                 backup,
-                at,
+                // one spelling for every kind: --to-time means --at here
+                at: at.or(to_time),
                 into,
                 replace,
                 collections,
@@ -562,12 +567,13 @@ async fn dispatch(cli: Cli) -> Result<u8, Error> {
             port,
             force,
             at,
+            to_time,
             ..
         } if to_file.is_some() || to_dir.is_some() => {
             let args = commands::restore::RedisArgs {
                 source,
                 backup,
-                at,
+                at: at.or(to_time),
                 to_file,
                 to_dir,
                 start,
@@ -596,16 +602,12 @@ async fn dispatch(cli: Cli) -> Result<u8, Error> {
             at,
             ..
         } => {
-            if at.is_some() {
-                return Err(Error::usage(
-                    "--at picks a snapshot or dump; with --target-dir give --to-time TIME",
-                ));
-            }
             let args = commands::restore::PhysicalArgs {
                 source,
                 backup,
                 target_dir,
-                to_time,
+                // one spelling for every kind: --at means --to-time here
+                to_time: to_time.or(at),
                 to_lsn,
                 to_name,
                 to_xid,
@@ -620,6 +622,42 @@ async fn dispatch(cli: Cli) -> Result<u8, Error> {
                 json,
             };
             commands::restore::run_physical(&g, &args).await
+        }
+        Command::Restore {
+            source,
+            to_database: Some(to_database),
+            to_time: Some(to_time),
+            create,
+            tables,
+            schemas,
+            target_url,
+            replace,
+            no_owner,
+            scratch_dir,
+            backup,
+            jobs,
+            globals,
+            ..
+        } => {
+            if backup != "latest" || jobs != 1 || globals {
+                return Err(Error::usage(
+                    "--to-time with --to-database recovers the cluster to that time in a sandbox: --backup, --jobs and --globals do not apply",
+                ));
+            }
+            let args = commands::restore_table::TableAtArgs {
+                source,
+                to_time,
+                tables,
+                schemas,
+                to_database,
+                create,
+                target_url,
+                replace,
+                no_owner,
+                scratch_dir,
+                json,
+            };
+            commands::restore_table::run(&g, &args).await
         }
         Command::Restore {
             source,

@@ -14,6 +14,7 @@ pub mod restore;
 pub mod restore_all;
 pub mod restore_chroma;
 pub mod restore_redis;
+pub mod restore_table;
 pub mod schedule;
 pub mod status;
 pub mod unlock;

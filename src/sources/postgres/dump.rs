@@ -520,7 +520,11 @@ fn hint_missing_roles(e: Error, globals: bool, no_owner: bool) -> Error {
 /// A full restore needs an empty database; a table restore needs the
 /// tables to be absent (the incident case: a dropped table restored into
 /// the live database).
-async fn check_target_empty(target_db: &Target, db: &str, tables: &[String]) -> Result<()> {
+pub(crate) async fn check_target_empty(
+    target_db: &Target,
+    db: &str,
+    tables: &[String],
+) -> Result<()> {
     let client = target_db.connect().await?;
     let rows = client
         .query(
@@ -557,7 +561,7 @@ async fn check_target_empty(target_db: &Target, db: &str, tables: &[String]) -> 
     Ok(())
 }
 
-fn split_table(t: &str) -> (Option<&str>, &str) {
+pub(crate) fn split_table(t: &str) -> (Option<&str>, &str) {
     match t.split_once('.') {
         Some((s, n)) => (Some(s), n),
         None => (None, t),
