@@ -77,7 +77,12 @@ enum Command {
         /// Every configured source to one point: --to-time T (or --latest) into
         /// --target-dir DIR/<source>, or without it into each source's
         /// configured restore_to; prints each source's skew from T
-        #[arg(long, conflicts_with_all = ["start", "to_lsn", "to_name", "to_xid", "into", "to_file", "to_dir", "to_database"])]
+        #[arg(long, conflicts_with_all = [
+            "start", "to_lsn", "to_name", "to_xid", "into", "to_file", "to_dir", "to_database",
+            // flags --all would otherwise ignore
+            "backup", "collections", "tables", "schemas", "create", "globals", "no_owner",
+            "target_url", "jobs", "scratch_dir", "at", "delta", "timeline",
+        ])]
         all: bool,
         /// Backup id, or `latest`
         #[arg(long, default_value = "latest", value_name = "ID|latest")]

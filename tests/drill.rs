@@ -636,6 +636,42 @@ fn restore_all_brings_every_source_to_a_time() {
     // copy has replayed to T and promoted; and the output says so
     assert!(auto.contains("hot_standby = 'off'"), "{auto}");
     assert!(s.contains("NOT recovered yet"), "{s}");
+
+    // issue 15 item 11: a rerun (after a partial failure) skips what an
+    // earlier run of the same restore finished and redoes what it left
+    // half-way; flags --all would ignore are refused
+    let marker = dest.join(".main.strata-restore-all.json");
+    let m = fs::read_to_string(&marker).unwrap();
+    assert!(m.contains("\"done\": true"), "{m}");
+    fs::write(&marker, m.replace("\"done\": true", "\"done\": false")).unwrap();
+    fs::write(dest.join("main/half-written"), "x").unwrap();
+    let rerun = f.repo.strata(&[
+        "restore",
+        "--all",
+        "--to-time",
+        &f.after_backups,
+        "--target-dir",
+        dest.to_str().unwrap(),
+    ]);
+    assert!(rerun.status.success(), "{}", text(&rerun));
+    let r = String::from_utf8_lossy(&rerun.stdout);
+    assert!(r.contains("app (kept: an earlier run restored it)"), "{r}");
+    assert!(
+        r.contains("main: base+wal") && !r.contains("main (kept"),
+        "{r}"
+    );
+    assert!(!dest.join("main/half-written").exists(), "main was redone");
+    assert!(dest.join("main/PG_VERSION").exists());
+    let out = f.repo.strata(&[
+        "restore",
+        "--all",
+        "--latest",
+        "--collection",
+        "docs",
+        "--target-dir",
+        dest.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(dest.join("app/database.pgdump").exists());
     assert!(dest.join("cache/dump.rdb").exists());
     assert!(
@@ -741,7 +777,11 @@ fn restore_all_into_the_configured_targets() {
     }
     assert!(dir.join("restored/main/PG_VERSION").exists());
 
-    // again into the same directories: refused by name, nothing overwritten
+    // again into the same directories, not made by this restore (no
+    // marker: a rerun of the same restore keeps them, see
+    // restore_all_brings_every_source_to_a_time): refused by name,
+    // nothing overwritten
+    fs::remove_file(dir.join("restored/.main.strata-restore-all.json")).unwrap();
     let out = strata(
         &cfg,
         &["--json", "restore", "--all", "--latest", "--replace"],

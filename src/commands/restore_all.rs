@@ -58,6 +58,51 @@ struct SourceResult {
     error: Option<String>,
     hint: Option<String>,
     exit_code: u8,
+    /// Restored by an earlier run of the same `restore --all` (same target
+    /// and backup) and left as it was.
+    kept: bool,
+}
+
+/// Beside each directory `restore --all` restores into
+/// (`<parent>/.<name>.strata-restore-all.json`): which restore made it and
+/// whether it finished, so a rerun after a partial failure skips what is
+/// done and redoes only what it left half-way. A directory without one is
+/// never touched.
+#[derive(Debug, Serialize, serde::Deserialize)]
+struct Marker {
+    source: String,
+    /// RFC 3339 time, or `latest`.
+    target: String,
+    backup: String,
+    done: bool,
+}
+
+impl Marker {
+    fn path(dir: &std::path::Path) -> Option<PathBuf> {
+        let name = dir.file_name()?.to_string_lossy().into_owned();
+        Some(dir.with_file_name(format!(".{name}.strata-restore-all.json")))
+    }
+
+    fn read(dir: &std::path::Path) -> Option<Marker> {
+        serde_json::from_slice(&std::fs::read(Self::path(dir)?).ok()?).ok()
+    }
+
+    fn write(&self, dir: &std::path::Path) -> Result<()> {
+        let path = Self::path(dir)
+            .ok_or_else(|| Error::usage(format!("{} names no directory", dir.display())))?;
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(
+            &path,
+            serde_json::to_vec_pretty(self).expect("marker serialises"),
+        )
+        .map_err(|e| Error::failed(format!("writing {}: {e}", path.display())))
+    }
+
+    fn same_as(&self, other: &Marker) -> bool {
+        (&self.source, &self.target, &self.backup) == (&other.source, &other.target, &other.backup)
+    }
 }
 
 pub async fn run(g: &Globals, a: &AllArgs) -> Result<u8> {
@@ -132,6 +177,7 @@ pub async fn run(g: &Globals, a: &AllArgs) -> Result<u8> {
             error: None,
             hint: None,
             exit_code: 0,
+            kept: false,
         };
         let done = async {
             let Some(dest) = &dest else {
@@ -158,6 +204,39 @@ pub async fn run(g: &Globals, a: &AllArgs) -> Result<u8> {
             r.bytes = plan.bytes;
             match dest {
                 RestoreTo::Dir(dir) => {
+                    let marker = Marker {
+                        source: src.name.clone(),
+                        target: match point {
+                            Point::Time(t) => t.to_rfc3339(),
+                            Point::Latest => "latest".into(),
+                        },
+                        backup: plan.backup_id(),
+                        done: false,
+                    };
+                    match Marker::read(dir) {
+                        // this run's source, finished by an earlier run
+                        Some(m) if m.done && m.same_as(&marker) => {
+                            r.kept = true;
+                            return Ok(());
+                        }
+                        // an earlier run of this very restore stopped
+                        // half-way: its directory is ours to redo
+                        Some(m) if !m.done && m.same_as(&marker) => {
+                            reporter.note(format!(
+                                "{}: an earlier run stopped half-way in {}; restoring it again",
+                                src.name,
+                                dir.display()
+                            ));
+                            std::fs::remove_dir_all(dir).or_else(|e| {
+                                if e.kind() == std::io::ErrorKind::NotFound {
+                                    Ok(())
+                                } else {
+                                    Err(e)
+                                }
+                            })?;
+                        }
+                        _ => {}
+                    }
                     if std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some()) {
                         return Err(Error::usage(format!(
                             "{} is not empty; restore --all never overwrites a directory",
@@ -178,7 +257,13 @@ pub async fn run(g: &Globals, a: &AllArgs) -> Result<u8> {
                         owner: owner.clone(),
                         reporter: &reporter,
                     };
+                    marker.write(dir)?;
                     recover::recover(&ctx, &plan, dir, None).await?;
+                    Marker {
+                        done: true,
+                        ..marker
+                    }
+                    .write(dir)?;
                 }
                 RestoreTo::Server(url) => {
                     load_into(&repo, &identities, src, &plan, url, a.replace, &reporter).await?
@@ -304,8 +389,13 @@ fn print_line(r: &SourceResult, at: chrono::DateTime<Utc>) {
     }
     let skew = r.skew_seconds.unwrap_or_default();
     println!(
-        "{}: {} {} → {} ({}); {}",
+        "{}{}: {} {} → {} ({}); {}",
         r.source,
+        if r.kept {
+            " (kept: an earlier run restored it)"
+        } else {
+            ""
+        },
         r.method.as_deref().unwrap_or("-"),
         r.backup.as_deref().unwrap_or("-"),
         r.dir.as_deref().or(r.into.as_deref()).unwrap_or("-"),
