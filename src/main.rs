@@ -65,7 +65,16 @@ enum Command {
     /// Restore a logical backup into a database, or a base backup and WAL
     /// into a data directory (point-in-time recovery, with --target-dir),
     /// or a Redis snapshot (--to-file, --to-dir)
-    #[command(group(clap::ArgGroup::new("pitr_dest").args(["target_dir", "all"]).multiple(true)))]
+    #[command(
+        group(clap::ArgGroup::new("pitr_dest").args(["target_dir", "all"]).multiple(true)),
+        after_help = "During an incident (docs/cli.md, \"During an incident\"):\n  \
+            the whole cluster at a time, beside production:\n    \
+            strata restore main --target-dir /srv/pg-at-0915 --to-time '2026-12-06 09:15:00' --start --port 5440\n  \
+            one table back from a time (recovered in a sandbox, refused if it exists unless --replace):\n    \
+            strata restore main --to-time '10 minutes ago' --table public.orders --to-database app\n  \
+            every source to one time (rerunnable after a partial failure):\n    \
+            strata restore --all --to-time '2026-12-06 09:15:00' --target-dir /srv/restore-0915"
+    )]
     Restore {
         /// Source name, as in [sources.NAME] (not with --all)
         #[arg(
