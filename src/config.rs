@@ -247,9 +247,24 @@ impl Config {
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let mut msg = format!("invalid config {}", path.display());
             if let Some(span) = e.span() {
-                msg.push_str(&format!(", line {}", line_of(text, span.start)));
+                let line = line_of(text, span.start);
+                msg.push_str(&format!(", line {line}"));
+                // the line itself names the key
+                if let Some(l) = text.lines().nth(line - 1).map(str::trim)
+                    && !l.is_empty()
+                    && l.len() <= 120
+                {
+                    msg.push_str(&format!(" (`{l}`)"));
+                }
             }
-            Error::usage(format!("{msg}: {}", e.message().trim()))
+            let why = plain_type_names(e.message().trim());
+            let err = Error::usage(format!("{msg}: {why}"));
+            if why.contains("unknown field `include`") {
+                return err.hint(
+                    "`include` is a top-level key: put it before the first [table] header (in TOML, every key after a [header] belongs to that table)",
+                );
+            }
+            err
         })?;
         let bad = |span: std::ops::Range<usize>, key: &str, why: String| {
             Error::usage(format!(
@@ -642,6 +657,29 @@ pub(crate) fn valid_name(name: &str) -> bool {
 }
 
 /// 1-based line number of a byte offset.
+/// serde's Rust type names in a parse error, said for people
+/// (`expected i32` → `expected a whole number`).
+fn plain_type_names(msg: &str) -> String {
+    let mut out = msg.to_string();
+    for (rust, plain) in [
+        ("expected usize", "expected a whole number"),
+        ("expected isize", "expected a whole number"),
+        ("expected u64", "expected a whole number"),
+        ("expected u32", "expected a whole number"),
+        ("expected u16", "expected a whole number"),
+        ("expected u8", "expected a whole number"),
+        ("expected i64", "expected a whole number"),
+        ("expected i32", "expected a whole number"),
+        ("expected i16", "expected a whole number"),
+        ("expected i8", "expected a whole number"),
+        ("expected f64", "expected a number"),
+        ("expected f32", "expected a number"),
+    ] {
+        out = out.replace(rust, plain);
+    }
+    out
+}
+
 pub(crate) fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
 }
@@ -790,6 +828,27 @@ mod tests {
         assert!(e.message.contains("/etc/strata/strata.toml"), "{e}");
         assert!(e.message.contains("line 9"), "{e}");
         assert!(e.message.contains("bogus"), "{e}");
+    }
+
+    /// Issue 15 (rough edges): type errors said `expected i32` and not
+    /// the key; `include` after a table gave a misleading message.
+    #[test]
+    fn type_errors_name_the_line_in_plain_words() {
+        let e = parse(&base("[compression]\nlevel = \"high\"\n")).unwrap_err();
+        assert!(e.message.contains("level = \"high\""), "{e}");
+        assert!(e.message.contains("expected a whole number"), "{e}");
+        assert!(
+            !e.message.contains("i32") && !e.message.contains("u32"),
+            "{e}"
+        );
+        let e = parse(&base(
+            "[sources.app]\nkind = \"postgres\"\nurl = \"postgres://u@h/db\"\ninclude = [\"plan.toml\"]\n",
+        ))
+        .unwrap_err();
+        assert!(
+            e.hint.as_deref().is_some_and(|h| h.contains("top-level")),
+            "{e}"
+        );
     }
 
     #[test]
@@ -1010,7 +1069,8 @@ mod tier_tests {
             if needle != "keep_last" || !extra.contains("bad name") {
                 assert!(
                     m.contains(&format!("line {},", line(&t, needle)))
-                        || m.contains(&format!("line {}:", line(&t, needle))),
+                        || m.contains(&format!("line {}:", line(&t, needle)))
+                        || m.contains(&format!("line {} (", line(&t, needle))),
                     "{extra}: {m}"
                 );
             }

@@ -858,14 +858,37 @@ async fn dispatch(cli: Cli) -> Result<u8, Error> {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("STRATA_LOG")
-                .unwrap_or_else(|_| "warn".into()),
+            // the AWS SDK warns at length while probing for a region or
+            // credentials it then finds elsewhere (IMDS on a non-EC2 host):
+            // its own errors still reach the operator through strata's
+            tracing_subscriber::EnvFilter::try_from_env("STRATA_LOG").unwrap_or_else(|_| {
+                "warn,aws_config=error,aws_smithy_runtime=error,aws_smithy_http_client=error".into()
+            }),
         )
         .with_writer(std::io::stderr)
         // background workers log into files: no colour codes there
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            // `--json` users get a usage error as JSON too (help and
+            // version stay text)
+            let json = std::env::args().any(|a| a == "--json");
+            let usage = !matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion)
+                && e.kind() != ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand;
+            if json && usage {
+                commands::print_json(&serde_json::json!({
+                    "error": e.render().to_string().trim(),
+                    "hint": null,
+                    "exit_code": 2,
+                    "retryable": false,
+                }));
+            }
+            e.exit();
+        }
+    };
     let json = cli.json;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -348,7 +348,9 @@ pub async fn history(g: &Globals, id: Option<&str>, json: bool) -> Result<u8> {
         }
         return Ok(0);
     }
-    let h = store::history(&repo).await?;
+    let mut h = store::history(&repo).await?;
+    // newest first, in JSON as on the terminal (and as `list` orders)
+    h.reverse();
     if json {
         super::print_json(&h);
         return Ok(0);
@@ -361,7 +363,7 @@ pub async fn history(g: &Globals, id: Option<&str>, json: bool) -> Result<u8> {
         "{:<24}  {:<6}  {:<20}  {:>9}  {:>9}  SOURCES",
         "DRILL", "RESULT", "TARGET", "RTO", "RPO"
     );
-    for d in h.iter().rev() {
+    for d in &h {
         println!(
             "{:<24}  {:<6}  {:<20}  {:>9}  {:>9}  {}",
             d.id,

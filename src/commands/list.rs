@@ -16,6 +16,10 @@ struct Row<'a> {
     tier: Option<&'a str>,
     started: chrono::DateTime<chrono::Utc>,
     finished: chrono::DateTime<chrono::Utc>,
+    /// The same names as `backup`'s report.
+    plain_bytes: u64,
+    stored_bytes: u64,
+    /// Older names of the two above, kept for scripts that read them.
     plain_size: u64,
     stored_size: u64,
 }
@@ -42,6 +46,8 @@ pub async fn run(g: &Globals, source: Option<&str>, json: bool) -> Result<u8> {
                 tier: s.tier.as_deref(),
                 started: s.started,
                 finished: s.finished,
+                plain_bytes: s.plain_size,
+                stored_bytes: s.stored_size,
                 plain_size: s.plain_size,
                 stored_size: s.stored_size,
             }

@@ -20,6 +20,14 @@ pub async fn run(g: &Globals, textfile: &Path, json: bool) -> Result<u8> {
         .await
         .unwrap_or_default();
     text.push_str(&crate::drill::store::prometheus(&drills));
+    if textfile == Path::new("-") {
+        // `--textfile -`: stdout, for a scrape wrapper or a pipe
+        use std::io::Write;
+        std::io::stdout()
+            .write_all(text.as_bytes())
+            .map_err(|e| Error::failed(format!("writing the metrics to stdout: {e}")))?;
+        return Ok(0);
+    }
     write_atomic(textfile, text.as_bytes())?;
     if json {
         super::print_json(
