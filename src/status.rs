@@ -156,6 +156,130 @@ pub struct Status {
     /// repository directory's owner (see `storage::local`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ownership: Vec<String>,
+    /// PostgreSQL sources whose WAL a tier archives: what the server's
+    /// archiving settings put at risk (asked of the server itself).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub archiving: Vec<ArchivingWarning>,
+}
+
+/// One finding about a server's archiving settings.
+#[derive(Debug, Clone, Serialize)]
+pub struct ArchivingWarning {
+    pub source: String,
+    /// Whether `status --check` fails on it (WAL not reaching this
+    /// repository at all), or it is advice (an unbounded RPO).
+    pub problem: bool,
+    pub message: String,
+}
+
+/// The repository an `archive_command` running `strata --config C wal
+/// push` archives into: C's `[repository]`. `None` when the command does
+/// not run strata or names no config that can be read.
+fn archive_repository(command: &str) -> Option<Result<crate::config::RepositoryLocation, String>> {
+    if !command.contains("wal push") {
+        return None;
+    }
+    let words: Vec<&str> = command.split_whitespace().collect();
+    let at = words.iter().position(|w| *w == "--config")?;
+    let path = words.get(at + 1)?.trim_matches(|c| c == '\'' || c == '"');
+    Some(
+        crate::config::Config::load(std::path::Path::new(path))
+            .map(|c| c.repository)
+            .map_err(|e| e.message),
+    )
+}
+
+/// Asks each PostgreSQL source covered by a `wal` tier for its archiving
+/// settings (5 s per server): `archive_mode` off, an `archive_command` that
+/// does not archive into this repository, `archive_timeout` unset (a quiet
+/// server then leaves its newest WAL unarchived for as long as it stays
+/// quiet: the drill's RPO of 95 s came from that).
+pub async fn archiving(cfg: &Config) -> Vec<ArchivingWarning> {
+    use crate::tier::TierKind;
+    let mut out = Vec::new();
+    for src in cfg.sources.values() {
+        let covered = cfg
+            .tiers
+            .values()
+            .any(|t| t.kind == TierKind::Wal && t.sources.iter().any(|s| s == &src.name));
+        if src.kind != crate::config::SourceKind::Postgres || !covered {
+            continue;
+        }
+        let mut warn = |problem: bool, message: String| {
+            out.push(ArchivingWarning {
+                source: src.name.clone(),
+                problem,
+                message,
+            })
+        };
+        let target = crate::sources::postgres::Target::new(&src.url);
+        let settings = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            let client = target.connect().await.map_err(|e| e.message)?;
+            let row = client
+                .query_one(
+                    "SELECT current_setting('archive_mode'), current_setting('archive_command'), \
+                     current_setting('archive_timeout')",
+                    &[],
+                )
+                .await
+                .map_err(|e| crate::sources::postgres::pg_error_text(&e))?;
+            Ok::<_, String>((
+                row.get::<_, String>(0),
+                row.get::<_, String>(1),
+                row.get::<_, String>(2),
+            ))
+        })
+        .await;
+        let (mode, command, timeout) = match settings {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                warn(
+                    false,
+                    format!("cannot ask the server for its archiving settings: {e}"),
+                );
+                continue;
+            }
+            Err(_) => {
+                warn(
+                    false,
+                    "cannot ask the server for its archiving settings: no answer within 5 s".into(),
+                );
+                continue;
+            }
+        };
+        if mode == "off" {
+            warn(true, "archive_mode is off: no WAL is archived, so no point-in-time restore past the newest base backup".into());
+            continue;
+        }
+        match archive_repository(&command) {
+            None => warn(
+                true,
+                format!("archive_command does not run `strata --config … wal push`: {command:?}"),
+            ),
+            Some(Err(e)) => warn(
+                true,
+                format!(
+                    "archive_command's config cannot be read here ({e}): cannot tell where WAL goes"
+                ),
+            ),
+            Some(Ok(loc)) if !loc.same_place(&cfg.repository) => warn(
+                true,
+                format!(
+                    "archive_command archives into another repository than this config's: {} (this config: {})",
+                    loc.display(),
+                    cfg.repository.display()
+                ),
+            ),
+            Some(Ok(_)) => {}
+        }
+        if timeout == "0" {
+            warn(
+                false,
+                "archive_timeout is 0: on a quiet server the newest WAL stays unarchived for as long as it is quiet (the RPO has no bound); set it, e.g. archive_timeout = 60".into(),
+            );
+        }
+    }
+    out
 }
 
 /// The directories of a local repository (down to WAL timelines and one
@@ -367,6 +491,7 @@ pub async fn gather(cfg: &Config, repo: &Repository, now: DateTime<Utc>) -> Resu
         wal,
         leftovers: leftovers.len() + incomplete.len(),
         locks,
+        archiving: archiving(cfg).await,
         ownership: match &cfg.repository {
             crate::config::RepositoryLocation::Local(dir) => ownership_problems(dir),
             crate::config::RepositoryLocation::S3 { .. } => Vec::new(),
@@ -656,6 +781,7 @@ mod tests {
             }],
             leftovers: 0,
             ownership: vec![],
+            archiving: vec![],
             locks: vec![],
         };
         let text = prometheus(&s);

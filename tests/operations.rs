@@ -371,3 +371,60 @@ fn root_keeps_the_repository_owner_and_status_names_strays() {
     assert!(o.stderr.contains("no such OS user"), "{o}");
     assert!(!t.repo_dir().exists());
 }
+
+/// Issue 15 (rough edges): `status` did not warn that `archive_timeout`
+/// is unset (the drill's RPO of 95 s came from that) or that WAL goes to
+/// another repository than the one configured. It asks the server now.
+#[test]
+fn status_asks_the_server_where_its_wal_goes() {
+    use common::archiving::Repo;
+    use common::pg::{PgCluster, PgOptions};
+    let repo = Repo::new("ops-archiving");
+    let pg = PgCluster::start(PgOptions {
+        extra_conf: repo.archive_conf(),
+        name: "ops-archiving",
+        ..Default::default()
+    });
+    repo.write_config(&pg.url("postgres"));
+    let tier = "\n[tiers.wal]\nkind = \"wal\"\nsources = [\"main\"]\nkeep_within = \"7d\"\n";
+    let mut cfg = fs::read_to_string(&repo.cfg).unwrap();
+    cfg.push_str(tier);
+    fs::write(&repo.cfg, &cfg).unwrap();
+    let out = repo.strata(&["status"]);
+    let t = common::text(&out);
+    assert!(
+        t.contains("archiving main: warning: archive_timeout is 0"),
+        "{t}"
+    );
+    assert!(!t.contains("PROBLEM"), "{t}");
+
+    // a second config for the same server, with another repository: its
+    // status names the repository the server really archives into
+    let other = repo.dir.join("other.toml");
+    let elsewhere = repo.dir.join("elsewhere");
+    fs::write(
+        &other,
+        cfg.replace(
+            &format!("file://{}", repo.dir.join("repo").display()),
+            &format!("file://{}", elsewhere.display()),
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(common::strata_bin())
+            .arg("--config")
+            .arg(&other)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    assert!(run(&["init"]).status.success());
+    let out = run(&["status", "--check"]);
+    let t = common::text(&out);
+    assert_eq!(out.status.code(), Some(4), "{t}");
+    assert!(t.contains("archives into another repository"), "{t}");
+    assert!(
+        t.contains(&repo.dir.join("repo").display().to_string()),
+        "{t}"
+    );
+}

@@ -46,6 +46,9 @@ pub async fn run(g: &Globals, check: bool, json: bool) -> Result<u8> {
             w.source
         ));
     }
+    for w in s.archiving.iter().filter(|w| w.problem) {
+        problems.push(format!("{}: {}", w.source, w.message));
+    }
     if !s.ownership.is_empty() {
         problems.push(format!(
             "{} repository entries belong to another user than the repository (see above)",
@@ -201,6 +204,14 @@ fn print_human(s: &Status) {
         println!(
             "{} leftover(s) of backups that never completed: `strata cleanup` removes them",
             s.leftovers
+        );
+    }
+    for w in &s.archiving {
+        println!(
+            "archiving {}: {}{}",
+            w.source,
+            if w.problem { "PROBLEM: " } else { "warning: " },
+            w.message
         );
     }
     for o in &s.ownership {
