@@ -52,10 +52,14 @@ enum Command {
         /// Tier to record the backup under, as in [tiers.NAME]
         #[arg(long, value_name = "NAME")]
         tier: Option<String>,
-        /// dump (logical, pg_dump) or base (physical, pg_basebackup; needs WAL archiving)
+        /// dump (logical, pg_dump), base (physical, pg_basebackup; needs WAL archiving)
+        /// or point (a named restore point, --label; needs WAL archiving)
         /// [default: the tier's kind, else dump]
-        #[arg(long, value_name = "KIND", value_parser = ["dump", "base"])]
+        #[arg(long, value_name = "KIND", value_parser = ["dump", "base", "point"])]
         kind: Option<String>,
+        /// --kind point: the restore point's name (restore it with --to-name)
+        #[arg(long, value_name = "NAME")]
+        label: Option<String>,
     },
     /// List backups, newest first
     List {
@@ -136,7 +140,7 @@ enum Command {
             group = "pitr_target"
         )]
         to_lsn: Option<String>,
-        /// Recover up to this restore point (pg_create_restore_point)
+        /// Recover up to this restore point (`strata backup --kind point`, or pg_create_restore_point with --unrecorded-name)
         #[arg(
             long,
             value_name = "NAME",
@@ -144,6 +148,10 @@ enum Command {
             group = "pitr_target"
         )]
         to_name: Option<String>,
+        /// --to-name names a point strata did not record (made by hand with
+        /// pg_create_restore_point): replay the archive looking for it
+        #[arg(long, requires = "to_name")]
+        unrecorded_name: bool,
         /// Recover up to and including this transaction's commit (recovery_target_xid)
         #[arg(
             long,
@@ -468,7 +476,25 @@ async fn dispatch(cli: Cli) -> Result<u8, Error> {
         Command::Key {
             action: KeyAction::Recipients { set },
         } => commands::key::recipients(&g, set, json).await,
-        Command::Backup { source, tier, kind } => {
+        Command::Backup {
+            source,
+            kind: Some(kind),
+            label,
+            tier,
+        } if kind == "point" => {
+            let (Some(source), Some(label), None) = (source, label, tier) else {
+                return Err(Error::usage(
+                    "--kind point records a named restore point: strata backup SOURCE --kind point --label NAME (no --tier)",
+                ));
+            };
+            commands::backup::point(&g, &source, &label, json).await
+        }
+        Command::Backup { label: Some(_), .. } => Err(Error::usage(
+            "--label names a restore point: use it with --kind point",
+        )),
+        Command::Backup {
+            source, tier, kind, ..
+        } => {
             let kind = kind.map(|k| match k.as_str() {
                 "base" => strata::tier::TierKind::Base,
                 _ => strata::tier::TierKind::Dump,
@@ -604,6 +630,7 @@ async fn dispatch(cli: Cli) -> Result<u8, Error> {
             to_time,
             to_lsn,
             to_name,
+            unrecorded_name,
             to_xid,
             latest,
             timeline,
@@ -624,6 +651,7 @@ async fn dispatch(cli: Cli) -> Result<u8, Error> {
                 to_time: to_time.or(at),
                 to_lsn,
                 to_name,
+                unrecorded_name,
                 to_xid,
                 latest,
                 timeline,

@@ -228,3 +228,114 @@ fn a_damaged_segment_fails_verify_and_stops_the_restore() {
         text(&out)
     );
 }
+
+/// Issue 15 item 12: a wrong restore-point name replayed the whole archive
+/// and then dumped PostgreSQL's log. Points strata records (`backup
+/// --kind point --label`) are checked before anything starts, and their
+/// LSN chooses the base backup.
+#[test]
+fn recorded_restore_points_are_checked_before_the_restore_starts() {
+    let (repo, pg, _, _, _) = archive_four_segments("pitr-points");
+    let out = repo.strata(&[
+        "backup",
+        "main",
+        "--kind",
+        "point",
+        "--label",
+        "before-deploy",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("--to-name before-deploy"),
+        "{}",
+        text(&out)
+    );
+    // named once; a bad label is refused
+    let out = repo.strata(&[
+        "backup",
+        "main",
+        "--kind",
+        "point",
+        "--label",
+        "before-deploy",
+    ]);
+    assert_eq!(out.status.code(), Some(8), "{}", text(&out));
+    let out = repo.strata(&["backup", "main", "--kind", "point", "--label", "has space"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    // after the point: a row, and a newer base backup (which cannot reach
+    // back to the point: the restore must choose the older one)
+    pg.psql("postgres", "INSERT INTO ev DEFAULT VALUES");
+    let out = repo.strata(&["backup", "main", "--kind", "base"]);
+    assert!(out.status.success(), "{}", text(&out));
+    // a switch right after the backup's own is a no-op: write first
+    pg.psql("postgres", "INSERT INTO ev DEFAULT VALUES");
+    let last = pg.psql(
+        "postgres",
+        "SELECT pg_walfile_name(pg_current_wal_insert_lsn())",
+    );
+    pg.psql("postgres", "SELECT pg_switch_wal()");
+    pg.wait_for(
+        "postgres",
+        &format!("SELECT coalesce(last_archived_wal, '') >= '{last}' FROM pg_stat_archiver"),
+        "t",
+        Duration::from_secs(60),
+    );
+
+    let dir = pg_scratch_dir("pitr-points-restore").join("data");
+    let dir_s = dir.display().to_string();
+    let out = repo.strata(&[
+        "restore",
+        "main",
+        "--target-dir",
+        &dir_s,
+        "--to-name",
+        "before-deplyo",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("before-deploy") && text(&out).contains("--unrecorded-name"),
+        "{}",
+        text(&out)
+    );
+    assert!(!dir.exists(), "nothing was written");
+
+    let stop_dir = dir.clone();
+    common::at_exit(move || {
+        let _ = pg_ctl(&stop_dir, &["stop", "-m", "immediate"]);
+    });
+    let port = common::free_port().to_string();
+    let out = repo.strata(&[
+        "restore",
+        "main",
+        "--target-dir",
+        &dir_s,
+        "--to-name",
+        "before-deploy",
+        "--timeline",
+        "current",
+        "--start",
+        "--port",
+        &port,
+    ]);
+    let log = fs::read_to_string(dir.join("strata-restore.log")).unwrap_or_default();
+    assert!(out.status.success(), "{}\n{log}", text(&out));
+    let rows = std::process::Command::new(common::pg::pg_bin_dir().join("psql"))
+        .args([
+            "-X",
+            "-A",
+            "-t",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-p",
+            &port,
+            "-d",
+            "postgres",
+        ])
+        .args(["-c", "SELECT count(*) FROM ev"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&rows.stdout).trim(), "4");
+    let _ = pg_ctl(&dir, &["stop", "-m", "fast"]);
+}

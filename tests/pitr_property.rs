@@ -298,7 +298,9 @@ fn restore(w: &Workload, label: &str, target: &Target) -> (String, String) {
         Target::Time(t) => args.extend(["--to-time", t.as_str()]),
         Target::Lsn(l) => args.extend(["--to-lsn", l.as_str()]),
         Target::Name { name, backup } => {
-            args.extend(["--to-name", name.as_str()]);
+            // points made with pg_create_restore_point, not recorded by
+            // strata: looked for in the WAL
+            args.extend(["--to-name", name.as_str(), "--unrecorded-name"]);
             if let Some(id) = backup {
                 args.extend(["--backup", id.as_str()]);
             }

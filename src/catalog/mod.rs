@@ -19,6 +19,7 @@ pub mod id;
 pub mod lock;
 pub mod manifest;
 pub mod pick;
+pub mod points;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;

@@ -369,3 +369,66 @@ impl SourceResult {
         }
     }
 }
+
+/// `strata backup SOURCE --kind point --label NAME`: a named restore point
+/// (`pg_create_restore_point`), recorded in the repository so that
+/// `restore --to-name NAME` is checked before it starts and chooses the
+/// right base backup. The WAL segment holding it is switched out, so it
+/// reaches the archive now rather than when the segment fills.
+pub async fn point(g: &Globals, source: &str, label: &str, json: bool) -> Result<u8> {
+    use crate::catalog::points::{RestorePoint, check_label};
+    use crate::sources::postgres::{Target, pg_error_text};
+    check_label(label)?;
+    let cfg = g.config()?;
+    let src = cfg.source(source)?;
+    if src.kind != crate::config::SourceKind::Postgres {
+        return Err(Error::usage(format!(
+            "--kind point is for PostgreSQL sources; {source} is a {} source",
+            src.kind.as_str()
+        )));
+    }
+    let repo = super::open_repository(&cfg).await?;
+    if repo.point(source, label).await?.is_some() {
+        return Err(Error::conflict(format!(
+            "source {source} already has a restore point named {label}"
+        ))
+        .hint("choose another --label (restore points are named once)"));
+    }
+    let client = Target::new(&src.url).connect().await?;
+    let row = client
+        .query_one(
+            "SELECT p::text, pg_walfile_name(p) FROM pg_create_restore_point($1) AS p",
+            &[&label],
+        )
+        .await
+        .map_err(|e| {
+            Error::source(format!("pg_create_restore_point: {}", pg_error_text(&e))).hint(
+                "the backup user needs EXECUTE on pg_create_restore_point(text) and pg_switch_wal() (superusers have it), and the server wal_level replica or higher",
+            )
+        })?;
+    let (lsn, file): (String, String) = (row.get(0), row.get(1));
+    // the point's segment goes to the archive now
+    client
+        .query_one("SELECT pg_switch_wal()::text", &[])
+        .await
+        .map_err(|e| Error::source(format!("pg_switch_wal: {}", pg_error_text(&e))))?;
+    let timeline = u32::from_str_radix(file.get(..8).unwrap_or("1"), 16).unwrap_or(1);
+    let p = RestorePoint {
+        format: 1,
+        source: source.to_string(),
+        name: label.to_string(),
+        lsn,
+        timeline,
+        created: chrono::Utc::now(),
+    };
+    repo.record_point(&p).await?;
+    if json {
+        super::print_json(&p);
+    } else {
+        println!(
+            "restore point {} of {source} at LSN {} (timeline {}); restore to it with `strata restore {source} --target-dir DIR --to-name {}`",
+            p.name, p.lsn, p.timeline, p.name
+        );
+    }
+    Ok(0)
+}

@@ -136,6 +136,8 @@ pub struct PhysicalArgs {
     pub to_time: Option<String>,
     pub to_lsn: Option<String>,
     pub to_name: Option<String>,
+    /// `--to-name` names a point strata did not record.
+    pub unrecorded_name: bool,
     pub to_xid: Option<String>,
     pub latest: bool,
     pub timeline: String,
@@ -301,6 +303,42 @@ pub async fn run_physical(g: &Globals, a: &PhysicalArgs) -> Result<u8> {
     };
 
     let repo = super::open_repository(&cfg).await?;
+    // A restore point strata recorded is checked before anything starts
+    // (a wrong name used to replay the whole archive, then fail), and its
+    // LSN chooses the base backup, as --to-lsn would.
+    let choice = match &target {
+        RecoveryTarget::Name(n) => match repo.point(&a.source, n).await? {
+            Some(p) => RecoveryTarget::Lsn(p.lsn.parse().map_err(|e| {
+                Error::integrity(format!("restore point record of {n}: bad LSN: {e}"))
+            })?),
+            None if a.unrecorded_name => target.clone(),
+            None => {
+                let known = repo.points(&a.source).await?;
+                let list = if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known
+                        .iter()
+                        .take(10)
+                        .map(|p| {
+                            format!(
+                                "{} ({})",
+                                p.name,
+                                p.created.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                return Err(Error::usage(format!(
+                    "{} has no restore point named {n:?} recorded by strata (recorded, newest first: {list})",
+                    a.source
+                ))
+                .hint("check the name; a point made by hand with pg_create_restore_point is not recorded: add --unrecorded-name to replay the archive looking for it (PostgreSQL fails at the end of the archive if it is not there)"));
+            }
+        },
+        _ => target.clone(),
+    };
     let (entries, unreadable) = repo.backups(Some(&a.source)).await?;
     let named = a.backup != "latest";
     let entries = if named {
@@ -329,7 +367,7 @@ pub async fn run_physical(g: &Globals, a: &PhysicalArgs) -> Result<u8> {
     }
     let archive = crate::sources::postgres::wal::archive::WalArchive::new(&repo, &a.source);
     let listing = archive.listing(Some(identities.clone())).await?;
-    let chosen = base::choose(cands, &target, timeline, &listing.switches);
+    let chosen = base::choose(cands, &choice, timeline, &listing.switches);
     if !named {
         let upto = match &target {
             RecoveryTarget::Time(t) => Some(*t),
@@ -340,7 +378,7 @@ pub async fn run_physical(g: &Globals, a: &PhysicalArgs) -> Result<u8> {
     }
     let chosen = chosen?;
     base::check_live_timelines(&chosen, timeline, &listing)?;
-    let newest_start = check_wal(&listing, &chosen, &target, timeline)?;
+    let newest_start = check_wal(&listing, &chosen, &choice, timeline)?;
     if let RecoveryTarget::Time(t) = &target
         && let (Some(until), Some((newest, _))) =
             (archive.archived_until(&listing).await?, listing.newest)
