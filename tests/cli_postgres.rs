@@ -542,7 +542,7 @@ fn single_table_restore_when_pg_restore_stops_reading_early() {
     let s = Strata::local("early", &[("app", pg.url(db))]);
     s.init();
     let id = check_report(&s.backup("app"), 20 * MIB);
-    s.run(&[
+    let restore: &[&str] = &[
         "restore",
         "app",
         "--to-database",
@@ -550,8 +550,8 @@ fn single_table_restore_when_pg_restore_stops_reading_early() {
         "--create",
         "--table",
         "a_small",
-    ])
-    .ok();
+    ];
+    s.run(restore).ok();
     assert_eq!(table_content(pg, "cli_early_dst", "a_small"), want);
     drop_db(pg, "cli_early_dst");
 
@@ -562,17 +562,7 @@ fn single_table_restore_when_pg_restore_stops_reading_early() {
     let at = bytes.len() - 100_000;
     bytes[at] ^= 0x01;
     fs::write(&path, &bytes).unwrap();
-    let o = s
-        .run(&[
-            "restore",
-            "app",
-            "--to-database",
-            "cli_early_dst",
-            "--create",
-            "--table",
-            "a_small",
-        ])
-        .expect_code(4);
+    let o = s.run(restore).expect_code(4);
     assert!(o.stderr.contains("damaged"), "{o}");
     assert!(!db_exists(pg, "cli_early_dst"));
 }

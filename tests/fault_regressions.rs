@@ -39,40 +39,27 @@ fn an_unreadable_newest_manifest_refuses_latest() {
     let new = s.backup("app")["id"].as_str().unwrap().to_string();
     fs::write(manifest_path(&s, &new), b"{ not a manifest").unwrap();
 
-    let o = s
-        .run(&[
-            "restore",
-            "app",
-            "--to-database",
-            "fr_unreadable_copy",
-            "--create",
-        ])
-        .expect_code(4);
-    assert!(
-        o.stderr.contains(&format!("manifests/app/{new}.json")),
-        "{o}"
-    );
-    assert!(
-        o.stderr.contains(&old) && o.stderr.contains("--backup"),
-        "{o}"
-    );
-    // `--at` a time after both backups is the same choice
+    // `latest`, and `--at` a time after both backups: the same choice
     std::thread::sleep(std::time::Duration::from_millis(2100));
-    let o = s
-        .run(&[
+    for extra in [&[][..], &["--at", "1 second ago"][..]] {
+        let mut args = vec![
             "restore",
             "app",
             "--to-database",
             "fr_unreadable_copy",
             "--create",
-            "--at",
-            "1 second ago",
-        ])
-        .expect_code(4);
-    assert!(
-        o.stderr.contains(&format!("manifests/app/{new}.json")),
-        "{o}"
-    );
+        ];
+        args.extend_from_slice(extra);
+        let o = s.run(&args).expect_code(4);
+        assert!(
+            o.stderr.contains(&format!("manifests/app/{new}.json")),
+            "{o}"
+        );
+        assert!(
+            o.stderr.contains(&old) && o.stderr.contains("--backup"),
+            "{o}"
+        );
+    }
     // the operator names the older one: that is a choice, not a fallback
     s.run(&[
         "restore",

@@ -6,7 +6,29 @@ use std::fs;
 use std::time::Duration;
 
 use common::archiving::{Repo, text};
-use common::pg::{PgCluster, PgOptions, pg_scratch_dir};
+use common::pg::{PgCluster, PgOptions, pg_ctl_at as pg_ctl, pg_scratch_dir};
+
+/// Inserts a row, then switches the WAL segment it went into out; returns
+/// that segment's name.
+fn row_and_switch(pg: &PgCluster) -> String {
+    pg.psql("postgres", "INSERT INTO ev DEFAULT VALUES");
+    let seg = pg.psql(
+        "postgres",
+        "SELECT pg_walfile_name(pg_current_wal_insert_lsn())",
+    );
+    pg.psql("postgres", "SELECT pg_switch_wal()");
+    seg
+}
+
+/// Waits until the server has archived `segment`.
+fn wait_archived(pg: &PgCluster, segment: &str) {
+    pg.wait_for(
+        "postgres",
+        &format!("SELECT coalesce(last_archived_wal, '') >= '{segment}' FROM pg_stat_archiver"),
+        "t",
+        Duration::from_secs(60),
+    );
+}
 
 /// A cluster archiving into a fresh repository: a base backup, then rows
 /// committed across four switched segments. Returns the repository, the
@@ -29,24 +51,9 @@ fn archive_four_segments(name: &'static str) -> (Repo, PgCluster, String, String
     pg.psql("postgres", "INSERT INTO ev DEFAULT VALUES");
     let before_gap = pg.psql("postgres", "SELECT pg_current_wal_insert_lsn()");
     pg.psql("postgres", "SELECT pg_switch_wal()");
-    pg.psql("postgres", "INSERT INTO ev DEFAULT VALUES");
-    let missing = pg.psql(
-        "postgres",
-        "SELECT pg_walfile_name(pg_current_wal_insert_lsn())",
-    );
-    pg.psql("postgres", "SELECT pg_switch_wal()");
-    pg.psql("postgres", "INSERT INTO ev DEFAULT VALUES");
-    let last = pg.psql(
-        "postgres",
-        "SELECT pg_walfile_name(pg_current_wal_insert_lsn())",
-    );
-    pg.psql("postgres", "SELECT pg_switch_wal()");
-    pg.wait_for(
-        "postgres",
-        &format!("SELECT coalesce(last_archived_wal, '') >= '{last}' FROM pg_stat_archiver"),
-        "t",
-        Duration::from_secs(60),
-    );
+    let missing = row_and_switch(&pg);
+    let last = row_and_switch(&pg);
+    wait_archived(&pg, &last);
     (repo, pg, before_gap, missing, last)
 }
 
@@ -128,19 +135,6 @@ fn a_missing_segment_fails_verify_and_refuses_restore() {
         "FF/0",
     ]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-}
-
-/// `pg_ctl` as the data directory's owner.
-fn pg_ctl(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
-    let bin = common::pg::pg_bin_dir().join("pg_ctl");
-    let mut c = if common::pg::pg_user().is_some() {
-        let mut c = std::process::Command::new("runuser");
-        c.args(["-u", "postgres", "--"]).arg(bin);
-        c
-    } else {
-        std::process::Command::new(bin)
-    };
-    c.arg("-D").arg(dir).args(args).output().unwrap()
 }
 
 /// Issue 13 item 1: one flipped byte in a WAL object in the middle of the
@@ -268,18 +262,8 @@ fn recorded_restore_points_are_checked_before_the_restore_starts() {
     let out = repo.strata(&["backup", "main", "--kind", "base"]);
     assert!(out.status.success(), "{}", text(&out));
     // a switch right after the backup's own is a no-op: write first
-    pg.psql("postgres", "INSERT INTO ev DEFAULT VALUES");
-    let last = pg.psql(
-        "postgres",
-        "SELECT pg_walfile_name(pg_current_wal_insert_lsn())",
-    );
-    pg.psql("postgres", "SELECT pg_switch_wal()");
-    pg.wait_for(
-        "postgres",
-        &format!("SELECT coalesce(last_archived_wal, '') >= '{last}' FROM pg_stat_archiver"),
-        "t",
-        Duration::from_secs(60),
-    );
+    let last = row_and_switch(&pg);
+    wait_archived(&pg, &last);
 
     let dir = pg_scratch_dir("pitr-points-restore").join("data");
     let dir_s = dir.display().to_string();
@@ -319,20 +303,7 @@ fn recorded_restore_points_are_checked_before_the_restore_starts() {
     ]);
     let log = fs::read_to_string(dir.join("strata-restore.log")).unwrap_or_default();
     assert!(out.status.success(), "{}\n{log}", text(&out));
-    let rows = std::process::Command::new(common::pg::pg_bin_dir().join("psql"))
-        .args([
-            "-X",
-            "-A",
-            "-t",
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-p",
-            &port,
-            "-d",
-            "postgres",
-        ])
+    let rows = common::pg::psql_at(port.parse().unwrap(), "postgres")
         .args(["-c", "SELECT count(*) FROM ev"])
         .output()
         .unwrap();

@@ -132,16 +132,7 @@ impl ErrorFile {
     }
 
     pub fn into_error(self, name: &str, log: &Path) -> Error {
-        let kind = match self.exit_code {
-            2 => Kind::Usage,
-            3 => Kind::Repository,
-            4 => Kind::Integrity,
-            5 => Kind::Source,
-            6 => Kind::Storage,
-            7 => Kind::Crypto,
-            8 => Kind::Conflict,
-            _ => Kind::Failed,
-        };
+        let kind = Kind::from_exit_code(self.exit_code);
         let e = Error::new(
             kind,
             format!(
