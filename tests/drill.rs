@@ -611,14 +611,17 @@ fn interrupted_drill_leaves_nothing_behind() {
 fn restore_all_brings_every_source_to_a_time() {
     let f = fixture();
     let dest = pg_scratch_dir("drill-all").join("restored");
-    let out = f.repo.strata(&[
-        "restore",
-        "--all",
-        "--to-time",
-        &f.after_backups,
-        "--target-dir",
-        dest.to_str().unwrap(),
-    ]);
+    let restore_all = || {
+        f.repo.strata(&[
+            "restore",
+            "--all",
+            "--to-time",
+            &f.after_backups,
+            "--target-dir",
+            dest.to_str().unwrap(),
+        ])
+    };
+    let out = restore_all();
     assert!(out.status.success(), "{}", text(&out));
     let s = String::from_utf8_lossy(&out.stdout);
     assert!(s.contains("main: base+wal"), "{s}");
@@ -645,14 +648,7 @@ fn restore_all_brings_every_source_to_a_time() {
     assert!(m.contains("\"done\": true"), "{m}");
     fs::write(&marker, m.replace("\"done\": true", "\"done\": false")).unwrap();
     fs::write(dest.join("main/half-written"), "x").unwrap();
-    let rerun = f.repo.strata(&[
-        "restore",
-        "--all",
-        "--to-time",
-        &f.after_backups,
-        "--target-dir",
-        dest.to_str().unwrap(),
-    ]);
+    let rerun = restore_all();
     assert!(rerun.status.success(), "{}", text(&rerun));
     let r = String::from_utf8_lossy(&rerun.stdout);
     assert!(r.contains("app (kept: an earlier run restored it)"), "{r}");
