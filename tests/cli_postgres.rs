@@ -876,3 +876,64 @@ fn killed_backup_is_invisible_and_cleaned_up() {
     assert!(v.stdout.contains(&id), "{v}");
     assert_eq!(s.list_ids(), vec![id]);
 }
+
+/// Issue 16 item 2: a restore looked up `pg_restore` and `psql` without
+/// the source's `bin_dir` (PostgreSQL 18's failed with "no pg_restore for
+/// PostgreSQL 18 or newer found" although bin_dir was set). Every client
+/// binary strata runs for a source comes from its bin_dir: here, wrappers
+/// that log their own name and run the real one.
+#[test]
+fn bin_dir_is_honoured_by_backup_and_restore() {
+    use std::os::unix::fs::PermissionsExt;
+    let pg = shared_pg();
+    let db = "cli_bindir_src";
+    pg.create_db(db);
+    pg.psql(
+        db,
+        "CREATE TABLE t AS SELECT g AS id FROM generate_series(1, 10) g",
+    );
+    let s = Strata::local("bindir", &[("app", pg.url(db))]);
+    let bin = s.dir.join("bin");
+    fs::create_dir(&bin).unwrap();
+    let log = s.dir.join("used.log");
+    for name in ["pg_dump", "pg_dumpall", "pg_restore", "psql"] {
+        let w = bin.join(name);
+        fs::write(
+            &w,
+            format!(
+                "#!/bin/sh\necho {name} >> '{}'\nexec '{}' \"$@\"\n",
+                log.display(),
+                pg.bin(name).display()
+            ),
+        )
+        .unwrap();
+        fs::set_permissions(&w, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let cfg = fs::read_to_string(&s.config).unwrap();
+    let with_bin = cfg.replace(
+        "[sources.app]\n",
+        &format!("[sources.app]\nbin_dir = \"{}\"\n", bin.display()),
+    );
+    assert_ne!(with_bin, cfg);
+    fs::write(&s.config, with_bin).unwrap();
+    s.init();
+    s.backup("app");
+    s.run(&[
+        "restore",
+        "app",
+        "--to-database",
+        "cli_bindir_dst",
+        "--create",
+        "--globals",
+    ])
+    .ok();
+    let used = fs::read_to_string(&log).unwrap();
+    for name in ["pg_dump", "pg_dumpall", "pg_restore", "psql"] {
+        assert!(
+            used.lines().any(|l| l == name),
+            "{name} not from bin_dir: {used}"
+        );
+    }
+    assert_eq!(pg.psql("cli_bindir_dst", "SELECT count(*) FROM t"), "10");
+    drop_db(pg, "cli_bindir_dst");
+}

@@ -97,6 +97,7 @@ pub async fn run(g: &Globals, a: &Args) -> Result<u8> {
         globals: a.globals,
         no_owner: a.no_owner,
         scratch_dir: a.scratch_dir.clone().unwrap_or_else(std::env::temp_dir),
+        bin_dir: src.bin_dir.clone(),
     };
     let report = dump::restore(repo.storage(), &entry, identities, &opts, &reporter).await?;
     for w in &report.warnings {

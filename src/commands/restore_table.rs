@@ -131,6 +131,7 @@ pub async fn run(g: &Globals, a: &TableAtArgs) -> Result<u8> {
                 globals: false,
                 no_owner: a.no_owner,
                 scratch_dir: std::env::temp_dir(),
+                bin_dir: src.bin_dir.clone(),
             };
             dump::restore(repo.storage(), &plan.entry, identities, &opts, &reporter).await?;
             ("dump", plan.skew_seconds())

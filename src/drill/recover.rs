@@ -449,6 +449,7 @@ pub async fn recover(
                     globals: true,
                     no_owner: false,
                     scratch_dir: s.sandbox.root().to_path_buf(),
+                    bin_dir: plan.source.bin_dir.clone(),
                 };
                 let r = dump::restore(
                     storage,

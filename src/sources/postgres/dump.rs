@@ -318,6 +318,9 @@ pub struct RestoreOptions {
     pub no_owner: bool,
     /// Where a parallel restore keeps its temporary copy of the dump.
     pub scratch_dir: PathBuf,
+    /// The source's `bin_dir`: pg_restore and psql come from there too
+    /// (a PostgreSQL newer than the host's packages).
+    pub bin_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Serialize)]
@@ -398,8 +401,17 @@ pub async fn restore(
         let rec = manifest.object(GLOBALS_OBJECT).ok_or_else(|| {
             Error::integrity(format!("backup {} has no {GLOBALS_OBJECT}", summary.id))
         })?;
-        warnings
-            .extend(apply_globals(storage, rec, identities.clone(), &opts.target, major).await?);
+        warnings.extend(
+            apply_globals(
+                storage,
+                rec,
+                identities.clone(),
+                &opts.target,
+                opts.bin_dir.as_deref(),
+                major,
+            )
+            .await?,
+        );
         phases.push(("globals".to_string(), t.elapsed().as_secs_f64()));
     }
 
@@ -579,7 +591,7 @@ async fn run_pg_restore(
     reporter: &Reporter,
     phases: &mut Vec<(String, f64)>,
 ) -> Result<()> {
-    let pg_restore = find_binary(None, "pg_restore", major)?;
+    let pg_restore = find_binary(opts.bin_dir.as_deref(), "pg_restore", major)?;
     let mut cmd = target_db.command(&pg_restore);
     cmd.args(["--no-password", "--exit-on-error"])
         .arg(format!("--dbname={}", target_db.child_url()));
@@ -776,9 +788,10 @@ async fn apply_globals(
     rec: &ObjectRecord,
     identities: Arc<Vec<Identity>>,
     target: &Target,
+    bin_dir: Option<&std::path::Path>,
     major: u32,
 ) -> Result<Vec<String>> {
-    let psql = find_binary(None, "psql", major)?;
+    let psql = find_binary(bin_dir, "psql", major)?;
     let mut cmd = target.command(&psql);
     cmd.args(["-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=0"])
         .arg(format!("--dbname={}", target.child_url()));
