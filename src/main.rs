@@ -104,12 +104,14 @@ enum Command {
             group = "restore_output"
         )]
         to_dir: Option<PathBuf>,
-        /// Recover up to this time (RFC 3339, `YYYY-MM-DD HH:MM:SS[+TZ]` (UTC if no zone), `15 minutes ago`)
+        /// Recover up to this time (RFC 3339, `YYYY-MM-DD HH:MM:SS[+TZ]` (UTC if no zone), `15 minutes ago`, `-15m`)
+        // hyphen values: `-15m` is a time, not a flag (issue 13 item 10)
         #[arg(
             long,
             value_name = "TIME",
             requires = "pitr_dest",
-            group = "pitr_target"
+            group = "pitr_target",
+            allow_hyphen_values = true
         )]
         to_time: Option<String>,
         /// Recover up to this WAL location (e.g. 0/3000060)
@@ -185,7 +187,12 @@ enum Command {
         #[arg(long = "collection", value_name = "NAME")]
         collections: Vec<String>,
         /// Snapshot sources: restore the newest snapshot taken at or before this time
-        #[arg(long, value_name = "TIME", conflicts_with = "pitr_target")]
+        #[arg(
+            long,
+            value_name = "TIME",
+            conflicts_with = "pitr_target",
+            allow_hyphen_values = true
+        )]
         at: Option<String>,
         /// Redis --into: address strata serves the snapshot on, which the target
         /// connects to [default: 127.0.0.1:0 for a loopback target, else 0.0.0.0:0]
@@ -215,7 +222,12 @@ enum Command {
         #[command(subcommand)]
         action: Option<DrillAction>,
         /// Recover to this time (as for restore --to-time) [default: --latest]
-        #[arg(long, value_name = "TIME", conflicts_with = "latest")]
+        #[arg(
+            long,
+            value_name = "TIME",
+            conflicts_with = "latest",
+            allow_hyphen_values = true
+        )]
         to_time: Option<String>,
         /// Recover everything there is; RPO is measured against now
         #[arg(long)]
