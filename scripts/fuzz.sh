@@ -80,10 +80,14 @@ for t in "${TARGETS[@]}"; do
     mkdir -p "$CORPUS/$t"
     step "$t: ${SECONDS_EACH}s"
     log=$LOGS/$t.log
+    # a target's dictionary (its keywords) when it has one
+    dict=()
+    [ -f "fuzz/dict/$t.dict" ] && dict=(-dict="dict/$t.dict")
     rc=0
+    # new inputs go to $CORPUS/$t (the first directory), never into the clone
     (cd fuzz && cargo fuzz run -s "$SANITIZER" "$t" "$CORPUS/$t" "corpus/$t" -- \
         -max_total_time="$SECONDS_EACH" -timeout=10 -rss_limit_mb=2048 \
-        -print_final_stats=1 </dev/null) >"$log" 2>&1 || rc=$?
+        -print_final_stats=1 "${dict[@]}" </dev/null) >"$log" 2>&1 || rc=$?
     if [ "$rc" -eq 0 ]; then
         grep -E '^stat::number_of_executed_units|^Done [0-9]+ runs' "$log" | tail -1 || true
     else

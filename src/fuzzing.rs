@@ -109,7 +109,11 @@ pub fn time(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    for now in [fixed_now(), DateTime::<Utc>::MIN_UTC, DateTime::<Utc>::MAX_UTC] {
+    for now in [
+        fixed_now(),
+        DateTime::<Utc>::MIN_UTC,
+        DateTime::<Utc>::MAX_UTC,
+    ] {
         let _ = crate::timeparse::parse_time(text, now);
         let _ = crate::catalog::pick::parse_at(text, now);
     }

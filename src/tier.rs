@@ -613,7 +613,10 @@ mod object_lock_tests {
             .unwrap();
         let l = t["d"].object_lock.unwrap();
         let now = chrono::Utc::now();
-        assert_eq!(l.at(now).retain_until, chrono::DateTime::<chrono::Utc>::MAX_UTC);
+        assert_eq!(
+            l.at(now).retain_until,
+            chrono::DateTime::<chrono::Utc>::MAX_UTC
+        );
         // the largest counts that fit still give a period
         assert!(
             lock_period(&Policy {

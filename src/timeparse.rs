@@ -162,7 +162,10 @@ mod tests {
             "99999999999999999999999 weeks ago",
         ] {
             let r = p(s);
-            assert!(r.starts_with("ERR") && r.contains("earliest time"), "{s}: {r}");
+            assert!(
+                r.starts_with("ERR") && r.contains("earliest time"),
+                "{s}: {r}"
+            );
         }
         // the largest that fits still works
         assert!(!p("100000w ago").starts_with("ERR"));

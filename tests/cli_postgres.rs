@@ -669,7 +669,14 @@ fn time_arguments_out_of_range_or_hyphen_leading() {
     }
     // `-15m` is a time: recovery is planned (and refused only for want of
     // a base backup), not refused as an unknown flag
-    let o = s.run(&["restore", "main", "--target-dir", target, "--to-time", "-15m"]);
+    let o = s.run(&[
+        "restore",
+        "main",
+        "--target-dir",
+        target,
+        "--to-time",
+        "-15m",
+    ]);
     assert!(
         o.stderr.contains("main has no base backup") && !o.stderr.contains("unexpected argument"),
         "{o}"

@@ -252,8 +252,8 @@ impl ExportReader {
             self.ended = true;
             return Ok(Line::End(e.end));
         }
-        let r: RecordIn = serde_json::from_slice(line)
-            .map_err(|e| format!("record {}: {e}", self.records))?;
+        let r: RecordIn =
+            serde_json::from_slice(line).map_err(|e| format!("record {}: {e}", self.records))?;
         if let Some(n) = self.want_len
             && r.embedding.len() != n
         {
@@ -393,9 +393,16 @@ mod tests {
                 .unwrap_err()
                 .contains("after the end line")
         );
-        assert!(read(&[header, rec.as_bytes()], None).unwrap_err().contains("ends early"));
+        assert!(
+            read(&[header, rec.as_bytes()], None)
+                .unwrap_err()
+                .contains("ends early")
+        );
         assert_eq!(read(&[], None).unwrap_err(), "it is empty");
-        assert!(read(&[rec.as_bytes()], None).is_err(), "a record is no header");
+        assert!(
+            read(&[rec.as_bytes()], None).is_err(),
+            "a record is no header"
+        );
         let mut r = ExportReader::new(None);
         r.line(header).unwrap();
         r.line(br#"{"end":{"records":0}}"#).unwrap();

@@ -348,7 +348,11 @@ mod tests {
             assert!(name.parse::<SegmentName>().is_err(), "{name:?}");
             assert!(name.parse::<WalFile>().is_err(), "{name:?}");
             assert!(format!("{name}.partial").parse::<WalFile>().is_err());
-            assert!(format!("{name}.00000028.backup").parse::<WalFile>().is_err());
+            assert!(
+                format!("{name}.00000028.backup")
+                    .parse::<WalFile>()
+                    .is_err()
+            );
         }
     }
 
