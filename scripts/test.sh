@@ -15,6 +15,8 @@
 #   STRATA_MOTO_VENV      moto[server] venv for the S3 Object Lock tests
 #                         (/var/tmp/strata-moto-venv)
 #   STRATA_TEST_KEEP=1    keep test servers' temp dirs (for debugging)
+#   STRATA_FUZZ_SECONDS   seconds per fuzz target after the tests (default
+#                         20; 0 skips; see scripts/fuzz.sh)
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -163,4 +165,20 @@ if [ "$rc" -eq 0 ]; then
 else
     step "tests FAILED (cargo exit $rc)"
 fi
-exit "$rc"
+
+# --- fuzzing (time-boxed) ----------------------------------------------------
+# Every fuzz target for STRATA_FUZZ_SECONDS (default 20) each, with the
+# whole suite only (not with extra cargo test args); STRATA_FUZZ_SECONDS=0
+# skips it. Its build dir is outside the clone (scripts/fuzz.sh), so only
+# the first CI run pays for the fuzz build. Longer runs: scripts/fuzz.sh.
+fuzz_rc=0
+FUZZ_SECONDS=${STRATA_FUZZ_SECONDS:-20}
+if [ $# -eq 0 ] && [ "$FUZZ_SECONDS" != 0 ]; then
+    step "fuzzing every target for ${FUZZ_SECONDS}s (scripts/fuzz.sh)"
+    "$REPO_ROOT/scripts/fuzz.sh" "$FUZZ_SECONDS" </dev/null || fuzz_rc=$?
+    [ "$fuzz_rc" -eq 0 ] || step "fuzzing FAILED (exit $fuzz_rc)"
+fi
+if [ "$rc" -ne 0 ]; then
+    exit "$rc"
+fi
+exit "$fuzz_rc"

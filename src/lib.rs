@@ -8,7 +8,8 @@
 //! (hash → zstd → age streaming stages), [`catalog`] (repository format,
 //! manifests), [`sources`] (what is backed up: PostgreSQL, Redis),
 //! [`tier`], [`schedule`] and [`retention`] (what runs when, kept how long),
-//! [`commands`] (one module per CLI command), [`config`], [`keys`].
+//! [`commands`] (one module per CLI command), [`config`], [`keys`];
+//! [`fuzzing`] holds the entry points of the fuzz targets in `fuzz/`.
 
 pub mod catalog;
 pub mod commands;
@@ -16,6 +17,7 @@ pub mod config;
 pub mod crashpoint;
 pub mod drill;
 pub mod error;
+pub mod fuzzing;
 pub mod keys;
 pub mod notify;
 pub mod pipeline;

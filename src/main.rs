@@ -127,10 +127,16 @@ enum Command {
             group = "restore_output"
         )]
         to_dir: Option<PathBuf>,
-        /// The state at this time (RFC 3339, `YYYY-MM-DD HH:MM:SS[+TZ]` (UTC if no zone), `15 minutes ago`):
+        /// The state at this time (RFC 3339, `YYYY-MM-DD HH:MM:SS[+TZ]` (UTC if no zone), `15 minutes ago`, `-15m`):
         /// with --target-dir, point-in-time recovery; with --to-database, the database
         /// (or its --table/--schema) recovered to T in a sandbox; for snapshots, as --at
-        #[arg(long, value_name = "TIME", group = "pitr_target")]
+        // hyphen values: `-15m` is a time, not a flag (issue 13 item 10)
+        #[arg(
+            long,
+            value_name = "TIME",
+            group = "pitr_target",
+            allow_hyphen_values = true
+        )]
         to_time: Option<String>,
         /// Recover up to this WAL location (e.g. 0/3000060)
         #[arg(
@@ -221,7 +227,12 @@ enum Command {
         collections: Vec<String>,
         /// The newest backup taken at or before this time (snapshots, dumps); with
         /// --target-dir the same as --to-time
-        #[arg(long, value_name = "TIME", conflicts_with = "pitr_target")]
+        #[arg(
+            long,
+            value_name = "TIME",
+            conflicts_with = "pitr_target",
+            allow_hyphen_values = true
+        )]
         at: Option<String>,
         /// Redis --into: address strata serves the snapshot on, which the target
         /// connects to [default: 127.0.0.1:0 for a loopback target, else 0.0.0.0:0]
@@ -251,7 +262,12 @@ enum Command {
         #[command(subcommand)]
         action: Option<DrillAction>,
         /// Recover to this time (as for restore --to-time) [default: --latest]
-        #[arg(long, value_name = "TIME", conflicts_with = "latest")]
+        #[arg(
+            long,
+            value_name = "TIME",
+            conflicts_with = "latest",
+            allow_hyphen_values = true
+        )]
         to_time: Option<String>,
         /// Recover everything there is; RPO is measured against now
         #[arg(long)]

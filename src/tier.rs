@@ -149,7 +149,10 @@ impl TierLock {
     pub fn at(&self, now: chrono::DateTime<chrono::Utc>) -> crate::storage::ObjectLock {
         crate::storage::ObjectLock {
             mode: self.mode,
-            retain_until: now + self.period,
+            // a period too long for the calendar locks as long as there is
+            retain_until: now
+                .checked_add_signed(self.period)
+                .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC),
         }
     }
 }
@@ -159,16 +162,20 @@ impl TierLock {
 /// `keep_daily N`: N days, `keep_weekly N`: N weeks, `keep_monthly N`:
 /// N × 31 days, `keep_yearly N`: N × 366 days). `keep_last` alone has no
 /// horizon (it depends on how often backups run): `None`.
+/// A horizon too long for a [`chrono::Duration`] (billions of months or
+/// years) gives [`chrono::TimeDelta::MAX`] (issue 13: `Duration::days`
+/// panicked on it).
 pub fn lock_period(p: &Policy) -> Option<chrono::Duration> {
     use chrono::Duration;
     let n = |v: Option<u32>| i64::from(v.unwrap_or(0));
+    let days = |d: i64| Duration::try_days(d).unwrap_or(Duration::MAX);
     [
         p.keep_within.unwrap_or(Duration::zero()),
-        Duration::hours(n(p.keep_hourly)),
-        Duration::days(n(p.keep_daily)),
-        Duration::weeks(n(p.keep_weekly)),
-        Duration::days(31 * n(p.keep_monthly)),
-        Duration::days(366 * n(p.keep_yearly)),
+        Duration::try_hours(n(p.keep_hourly)).unwrap_or(Duration::MAX),
+        days(n(p.keep_daily)),
+        Duration::try_weeks(n(p.keep_weekly)).unwrap_or(Duration::MAX),
+        days(31 * n(p.keep_monthly)),
+        days(366 * n(p.keep_yearly)),
     ]
     .into_iter()
     .max()
@@ -509,6 +516,14 @@ fn resolve(
                      add keep_within or a keep_hourly/daily/weekly/monthly/yearly rule",
                 )
             })?;
+            if period == chrono::TimeDelta::MAX {
+                return Err(file.bad(
+                    v.span(),
+                    &key("object_lock"),
+                    "the lock lasts the tier's retention period, and this tier's is too long \
+                     to count (billions of months or years): shorten its keep_* rules",
+                ));
+            }
             Some(TierLock { mode, period })
         }
     };
@@ -573,6 +588,44 @@ mod object_lock_tests {
                 ..RawPolicy::default()
             }),
             None
+        );
+    }
+
+    /// issue 13 (fuzzing the config): `keep_yearly` or `keep_monthly`
+    /// near u32::MAX overflowed chrono in `lock_period` and a huge
+    /// `keep_within` overflowed the retain-until date: config parsing (or
+    /// the backup) panicked. Too long a lock is a config error naming the
+    /// key; a representable one ends at the latest instant there is.
+    #[test]
+    fn huge_retention_horizons_do_not_panic() {
+        for extra in [
+            "[tiers.d]\nkeep_yearly = 4000000000\nobject_lock = \"governance\"\n",
+            "[tiers.d]\nkeep_monthly = 4294967295\nobject_lock = \"compliance\"\n",
+        ] {
+            let e = tiers(extra).unwrap_err();
+            assert!(
+                e.message.contains("tiers.d.object_lock") && e.message.contains("too long"),
+                "{extra}: {}",
+                e.message
+            );
+        }
+        let t = tiers("[tiers.d]\nkeep_within = \"1000000000w\"\nobject_lock = \"governance\"\n")
+            .unwrap();
+        let l = t["d"].object_lock.unwrap();
+        let now = chrono::Utc::now();
+        assert_eq!(
+            l.at(now).retain_until,
+            chrono::DateTime::<chrono::Utc>::MAX_UTC
+        );
+        // the largest counts that fit still give a period
+        assert!(
+            lock_period(&Policy {
+                keep_hourly: Some(u32::MAX),
+                keep_daily: Some(u32::MAX),
+                keep_weekly: Some(u32::MAX),
+                ..Policy::default()
+            })
+            .is_some_and(|d| d == Duration::weeks(i64::from(u32::MAX)))
         );
     }
 

@@ -12,7 +12,10 @@ pub fn parse_time(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, Strin
         return Ok(d.with_timezone(&Utc));
     }
     if let Some(d) = relative(t) {
-        return Ok(now - d);
+        // issue 13 item 5: `1000000000w ago` overflowed chrono and panicked
+        return now.checked_sub_signed(d).ok_or_else(|| {
+            format!("{text:?} reaches before the earliest time strata can represent")
+        });
     }
     // `2026-11-23 12:00:00[.frac]` with an optional zone (`+01`, `+01:00`,
     // `+0100`, `Z`, ` UTC`), and the same with `T`.
@@ -76,7 +79,9 @@ fn split_zone(s: &str) -> (&str, Option<FixedOffset>) {
     }
 }
 
-/// `15 minutes ago`, `2h ago`, `-15m`, `-1 day`.
+/// `15 minutes ago`, `2h ago`, `-15m`, `-1 day`. A count too large for
+/// any duration gives [`chrono::TimeDelta::MAX`], which no instant can go
+/// back by (so the caller refuses it as out of range, not as nonsense).
 fn relative(s: &str) -> Option<chrono::Duration> {
     let body = if let Some(b) = s.strip_suffix("ago") {
         b.trim()
@@ -87,7 +92,9 @@ fn relative(s: &str) -> Option<chrono::Duration> {
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(body.len());
     let (n, unit) = body.split_at(split);
-    let n: i64 = n.parse().ok()?;
+    if n.is_empty() {
+        return None;
+    }
     let secs = match unit.trim() {
         "s" | "sec" | "secs" | "second" | "seconds" => 1,
         "m" | "min" | "mins" | "minute" | "minutes" => 60,
@@ -96,7 +103,13 @@ fn relative(s: &str) -> Option<chrono::Duration> {
         "w" | "week" | "weeks" => 7 * 86400,
         _ => return None,
     };
-    chrono::Duration::try_seconds(n.checked_mul(secs)?)
+    Some(
+        n.parse::<i64>()
+            .ok()
+            .and_then(|n| n.checked_mul(secs))
+            .and_then(chrono::Duration::try_seconds)
+            .unwrap_or(chrono::TimeDelta::MAX),
+    )
 }
 
 #[cfg(test)]
@@ -133,6 +146,29 @@ mod tests {
         assert_eq!(p("2h ago"), "2026-11-23T10:00:00Z");
         assert_eq!(p("-1 day"), "2026-11-22T12:00:00Z");
         assert_eq!(p("30s ago"), "2026-11-23T11:59:30Z");
+    }
+
+    /// issue 13 item 5: relative times beyond chrono's range panicked
+    /// (`DateTime - TimeDelta overflowed`), through --to-time, --at,
+    /// drills and `restore --all`; they are refused instead.
+    #[test]
+    fn relative_times_out_of_range_are_refused() {
+        for s in [
+            "1000000000w ago",
+            "-1000000000w",
+            "9223372036854775807s ago",
+            "15250284452471 seconds ago",
+            "-99999999999999 days",
+            "99999999999999999999999 weeks ago",
+        ] {
+            let r = p(s);
+            assert!(
+                r.starts_with("ERR") && r.contains("earliest time"),
+                "{s}: {r}"
+            );
+        }
+        // the largest that fits still works
+        assert!(!p("100000w ago").starts_with("ERR"));
     }
 
     #[test]

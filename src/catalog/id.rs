@@ -37,7 +37,10 @@ impl BackupId {
 impl FromStr for BackupId {
     type Err = String;
     fn from_str(s: &str) -> Result<BackupId, String> {
+        // ASCII first: slicing at byte 16 inside a multi-byte character
+        // panicked (found by fuzzing manifests, issue 13)
         let ok = s.len() == 23
+            && s.is_ascii()
             && NaiveDateTime::parse_from_str(&s[..16], TIME_FMT).is_ok()
             && s.as_bytes()[16] == b'-'
             && s[17..]
@@ -98,6 +101,22 @@ mod tests {
             "2026112XT101502Z-abcdef",
         ] {
             assert!(s.parse::<BackupId>().is_err(), "{s}");
+        }
+    }
+
+    /// issue 13 (fuzzing, fuzz/corpus/manifest/crash-non-ascii-id): an id
+    /// of 23 bytes with a multi-byte character across byte 16 — in a
+    /// manifest summary or `--backup` — panicked instead of being refused.
+    #[test]
+    fn non_ascii_ids_are_refused() {
+        for s in [
+            "20261206T144209\u{62d}21d158",
+            "20261206T144209Zé1d158",
+            "2026120é6T14420Z-21d15",
+        ] {
+            assert_eq!(s.len(), 23, "{s}");
+            assert!(s.parse::<BackupId>().is_err(), "{s}");
+            assert!(serde_json::from_str::<BackupId>(&format!("{s:?}")).is_err());
         }
     }
 }

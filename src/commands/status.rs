@@ -140,22 +140,8 @@ fn print_human(s: &Status) {
     if s.rows.is_empty() {
         println!("no backups and no tiers configured");
     } else {
-        let widths: Vec<usize> = (0..7)
-            .map(|i| {
-                table
-                    .iter()
-                    .map(|r| r[i].chars().count())
-                    .max()
-                    .unwrap_or(0)
-            })
-            .collect();
-        for row in &table {
-            let line: Vec<String> = row
-                .iter()
-                .zip(&widths)
-                .map(|(c, w)| format!("{c:<w$}"))
-                .collect();
-            println!("{}", line.join("  ").trim_end());
+        for line in table_lines(&table) {
+            println!("{line}");
         }
     }
     if !s.sources.is_empty() {
@@ -221,5 +207,64 @@ fn print_human(s: &Status) {
         println!(
             "ownership: give them back with `chown -R OWNER: REPOSITORY`; strata run as root then keeps the repository's owner for what it creates (docs/deployment.md)"
         );
+    }
+}
+
+/// The rows of a table, each column padded to its widest cell.
+///
+/// Pads by hand: `format!("{c:<w$}")` panics when a width exceeds 65,535
+/// (issue 13 item 5: a manifest summary naming a 65,536-character source
+/// made `status` exit 101).
+fn table_lines<const N: usize>(table: &[[String; N]]) -> Vec<String> {
+    let widths: Vec<usize> = (0..N)
+        .map(|i| {
+            table
+                .iter()
+                .map(|r| r[i].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    table
+        .iter()
+        .map(|row| {
+            let mut line = String::new();
+            for (i, (c, w)) in row.iter().zip(&widths).enumerate() {
+                if i > 0 {
+                    line.push_str("  ");
+                }
+                line.push_str(c);
+                line.extend(std::iter::repeat_n(' ', w - c.chars().count()));
+            }
+            line.trim_end().to_string()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_columns_are_padded() {
+        let t = [
+            ["A".to_string(), "BB".into(), "C".into()],
+            ["ééé".to_string(), "-".into(), "x".into()],
+        ];
+        assert_eq!(table_lines(&t), vec!["A    BB  C", "ééé  -   x"]);
+    }
+
+    /// issue 13 item 5: a 65,536-character name in a manifest summary
+    /// panicked (`format!` widths stop at 65,535); the table is printed.
+    #[test]
+    fn a_name_wider_than_a_format_width_does_not_panic() {
+        let long = "s".repeat(65_536);
+        let t = [
+            ["SOURCE".to_string(), "TIER".into()],
+            [long.clone(), "daily".into()],
+        ];
+        let lines = table_lines(&t);
+        assert_eq!(lines[1], format!("{long}  daily"));
+        assert_eq!(lines[0].len(), 65_536 + 2 + 4);
     }
 }

@@ -191,6 +191,95 @@ pub fn parse_header(line: &[u8]) -> Result<Header, String> {
     Ok(h)
 }
 
+/// One line of an export, as [`ExportReader::line`] reads it.
+#[derive(Debug)]
+pub enum Line<'a> {
+    Header(Header),
+    Record(RecordIn<'a>),
+    End(EndCount),
+}
+
+/// Reads the lines of an export in order and checks their sequence: the
+/// header first, records, then the end line with the right count and
+/// nothing after it. Pure (no server), so the restore and the fuzz target
+/// (`fuzz/fuzz_targets/chroma_export.rs`) read exports the same way.
+#[derive(Debug)]
+pub struct ExportReader {
+    /// base64 length of one embedding, when the dimension is known.
+    want_len: Option<usize>,
+    dimension: Option<u32>,
+    header: bool,
+    records: u64,
+    ended: bool,
+}
+
+impl ExportReader {
+    /// A reader for an export whose embeddings have `dimension` floats
+    /// (as the manifest records; `None`: not checked).
+    pub fn new(dimension: Option<u32>) -> ExportReader {
+        ExportReader {
+            want_len: dimension.map(|d| (4 * d as usize).div_ceil(3) * 4),
+            dimension,
+            header: false,
+            records: 0,
+            ended: false,
+        }
+    }
+
+    /// Record lines read so far.
+    pub fn records(&self) -> u64 {
+        self.records
+    }
+
+    /// Reads the next line (without its newline).
+    pub fn line<'a>(&mut self, line: &'a [u8]) -> Result<Line<'a>, String> {
+        if self.ended {
+            return Err("lines after the end line".into());
+        }
+        if !self.header {
+            let h = parse_header(line)?;
+            self.header = true;
+            return Ok(Line::Header(h));
+        }
+        if line.starts_with(b"{\"end\"") {
+            let e: End = serde_json::from_slice(line).map_err(|e| e.to_string())?;
+            if e.end.records != self.records {
+                return Err(format!(
+                    "the end line counts {} records, the file holds {}",
+                    e.end.records, self.records
+                ));
+            }
+            self.ended = true;
+            return Ok(Line::End(e.end));
+        }
+        let r: RecordIn =
+            serde_json::from_slice(line).map_err(|e| format!("record {}: {e}", self.records))?;
+        if let Some(n) = self.want_len
+            && r.embedding.len() != n
+        {
+            return Err(format!(
+                "record {}: the embedding is not of dimension {}",
+                r.id,
+                self.dimension.unwrap_or(0)
+            ));
+        }
+        self.records += 1;
+        Ok(Line::Record(r))
+    }
+
+    /// Checks that the export was complete; `rest` is what followed the
+    /// last newline (nothing, in a whole export).
+    pub fn finish(&self, rest: &[u8]) -> Result<u64, String> {
+        if !self.header {
+            return Err("it is empty".into());
+        }
+        if !rest.is_empty() || !self.ended {
+            return Err("it ends early (no end line)".into());
+        }
+        Ok(self.records)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -271,6 +360,53 @@ mod tests {
         assert_eq!(decode_embedding(r.embedding).unwrap(), vec![1.0, 2.0]);
         assert_eq!(r.metadata.unwrap().get(), meta.get());
         assert_eq!(r.document.as_deref(), Some("doc"));
+    }
+
+    #[test]
+    fn export_reader_checks_the_sequence() {
+        let header = br#"{"strata_chroma_export":1,"tenant":"t","database":"d","collection":{"name":"c","id":"i","metadata":null,"configuration":null,"schema":null,"dimension":2}}"#;
+        let rec = format!(
+            r#"{{"id":"a","embedding":"{}","document":null,"metadata":null,"uri":null}}"#,
+            encode_embedding(&[1.0, 2.0])
+        );
+        let read = |lines: &[&[u8]], dimension: Option<u32>| -> Result<u64, String> {
+            let mut r = ExportReader::new(dimension);
+            for l in lines {
+                r.line(l)?;
+            }
+            r.finish(b"")
+        };
+        let end1: &[u8] = br#"{"end":{"records":1}}"#;
+        assert_eq!(read(&[header, rec.as_bytes(), end1], Some(2)), Ok(1));
+        assert!(
+            read(&[header, rec.as_bytes(), end1], Some(3))
+                .unwrap_err()
+                .contains("not of dimension 3")
+        );
+        assert!(
+            read(&[header, br#"{"end":{"records":2}}"#], None)
+                .unwrap_err()
+                .contains("counts 2 records, the file holds 0")
+        );
+        assert!(
+            read(&[header, rec.as_bytes(), end1, rec.as_bytes()], None)
+                .unwrap_err()
+                .contains("after the end line")
+        );
+        assert!(
+            read(&[header, rec.as_bytes()], None)
+                .unwrap_err()
+                .contains("ends early")
+        );
+        assert_eq!(read(&[], None).unwrap_err(), "it is empty");
+        assert!(
+            read(&[rec.as_bytes()], None).is_err(),
+            "a record is no header"
+        );
+        let mut r = ExportReader::new(None);
+        r.line(header).unwrap();
+        r.line(br#"{"end":{"records":0}}"#).unwrap();
+        assert!(r.finish(b"{\"id\"").unwrap_err().contains("ends early"));
     }
 
     #[test]

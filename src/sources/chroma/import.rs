@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use url::Url;
 
 use super::client::Client;
-use super::format::{self, End, RecordIn};
+use super::format::{self, Line};
 use super::{ChromaInfo, CollectionInfo};
 use crate::catalog::Entry;
 use crate::error::{Error, Kind, Result};
@@ -462,11 +462,9 @@ async fn load(
     let mut pending: Vec<u8> = Vec::new();
     let mut coll_id: Option<String> = None;
     let mut records = 0u64;
-    let mut ended = false;
+    let mut reader = format::ExportReader::new(dimension);
     let mut batch = AddBatch::default();
     let mut add_time = Duration::ZERO;
-    // base64 length of one embedding, when the dimension is known
-    let want_len = dimension.map(|d| (4 * d as usize).div_ceil(3) * 4);
     loop {
         let chunk = rx.recv().await;
         let at_end = chunk.is_none();
@@ -477,44 +475,22 @@ async fn load(
         while let Some(nl) = pending[start..].iter().position(|&b| b == b'\n') {
             let line = &pending[start..start + nl];
             start += nl + 1;
-            if ended {
-                return Err(bad("lines after the end line".into()));
-            }
-            let Some(id) = &coll_id else {
-                let h = format::parse_header(line).map_err(bad)?;
-                let created = client
-                    .create_collection(
-                        &name,
-                        h.collection.metadata.as_deref(),
-                        h.collection.configuration.as_deref(),
-                    )
-                    .await?;
-                coll_id = Some(created.id);
-                continue;
-            };
-            if line.starts_with(b"{\"end\"") {
-                let e: End = serde_json::from_slice(line).map_err(|e| bad(e.to_string()))?;
-                if e.end.records != records + batch.ids.len() as u64 {
-                    return Err(bad(format!(
-                        "the end line counts {} records, the file holds {}",
-                        e.end.records,
-                        records + batch.ids.len() as u64
-                    )));
+            let r = match reader.line(line).map_err(bad)? {
+                Line::Header(h) => {
+                    let created = client
+                        .create_collection(
+                            &name,
+                            h.collection.metadata.as_deref(),
+                            h.collection.configuration.as_deref(),
+                        )
+                        .await?;
+                    coll_id = Some(created.id);
+                    continue;
                 }
-                ended = true;
-                continue;
-            }
-            let r: RecordIn = serde_json::from_slice(line)
-                .map_err(|e| bad(format!("record {}: {e}", records + batch.ids.len() as u64)))?;
-            if let Some(n) = want_len
-                && r.embedding.len() != n
-            {
-                return Err(bad(format!(
-                    "record {}: the embedding is not of dimension {}",
-                    r.id,
-                    dimension.unwrap_or(0)
-                )));
-            }
+                Line::End(_) => continue,
+                Line::Record(r) => r,
+            };
+            let id = coll_id.as_ref().expect("the header came first");
             batch.ids.push(r.id.into_owned());
             batch.embeddings.push(r.embedding.to_string());
             batch.documents.push(r.document.map(|d| d.into_owned()));
@@ -536,12 +512,8 @@ async fn load(
             break;
         }
     }
-    let Some(id) = coll_id else {
-        return Err(bad("it is empty".into()));
-    };
-    if !pending.is_empty() || !ended {
-        return Err(bad("it ends early (no end line)".into()));
-    }
+    reader.finish(&pending).map_err(bad)?;
+    let id = coll_id.expect("finish checked the header");
     records += flush(&client, &id, &name, &mut batch, &mut add_time).await?;
     Ok(Loaded {
         id,

@@ -151,7 +151,9 @@ impl FromStr for SegmentName {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let bad = || format!("{s:?} is not a WAL segment name (24 upper-case hex digits)");
-        if s.len() != 24 {
+        // ASCII first: slicing at byte 8 or 16 inside a multi-byte
+        // character panicked (found by fuzzing, issue 13)
+        if s.len() != 24 || !s.is_ascii() {
             return Err(bad());
         }
         let timeline: Timeline = s[..8].parse().map_err(|_| bad())?;
@@ -328,6 +330,30 @@ mod tests {
 
     fn seg(s: &str) -> SegmentName {
         s.parse().unwrap()
+    }
+
+    /// issue 13 (fuzzing, fuzz/corpus/wal_name/crash-non-ascii): a
+    /// 24-byte name with a multi-byte character across byte 8 panicked
+    /// (`byte index 8 is not a char boundary`) instead of being refused.
+    #[test]
+    fn non_ascii_names_are_refused() {
+        let crash = "EEEźEEźEEE\0\0\0\0\0\0E16/\u{4}3";
+        assert_eq!(crash.len(), 24);
+        for name in [
+            crash,
+            "0000000é000000000000000",
+            "000000010000000é0000000",
+            "00000001000000000000000é",
+        ] {
+            assert!(name.parse::<SegmentName>().is_err(), "{name:?}");
+            assert!(name.parse::<WalFile>().is_err(), "{name:?}");
+            assert!(format!("{name}.partial").parse::<WalFile>().is_err());
+            assert!(
+                format!("{name}.00000028.backup")
+                    .parse::<WalFile>()
+                    .is_err()
+            );
+        }
     }
 
     #[test]
