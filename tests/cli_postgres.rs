@@ -992,3 +992,68 @@ fn bin_dir_is_honoured_by_backup_and_restore() {
     assert_eq!(pg.psql("cli_bindir_dst", "SELECT count(*) FROM t"), "10");
     drop_db(pg, "cli_bindir_dst");
 }
+
+/// Issue 13 item 9: on an S3 server that cannot list multipart uploads
+/// (s3s-fs, some S3-compatible stores), a backup killed mid-upload left
+/// its parts forever, unseen by `verify` and `cleanup`. strata's upload
+/// journal (`uploads/`) now names them.
+#[test]
+fn killed_s3_upload_is_reported_and_cleaned_where_uploads_cannot_be_listed() {
+    let src = big_source();
+    let pg = shared_pg();
+    let server = s3_server();
+    let prefix = format!("killed-s3-{}", std::process::id());
+    let s = Strata::with_repo(
+        "killed-s3",
+        RepoSpec::shared_s3(&prefix),
+        &[("app", pg.url(src.db))],
+    );
+    s.init();
+    let before = server.open_uploads();
+    let log = s.dir.join("killed-s3-backup.log");
+    let mut child = s
+        .command(&["backup", "app"])
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let open = loop {
+        let open: Vec<String> = server
+            .open_uploads()
+            .into_iter()
+            .filter(|u| !before.contains(u))
+            .collect();
+        if !open.is_empty() {
+            break open;
+        }
+        if let Some(st) = child.try_wait().unwrap() {
+            panic!(
+                "backup ended ({st}) before it could be killed mid-upload:\n{}",
+                fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        assert!(Instant::now() < deadline, "no upload appeared within 120 s");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // a part or two up, then the kill
+    std::thread::sleep(Duration::from_millis(500));
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let v = s.run(&["verify"]).ok();
+    assert!(v.stdout.contains("leftover incomplete upload"), "{v}");
+    s.run(&["cleanup", "--older-than", "0"]).ok();
+    let left: Vec<String> = server
+        .open_uploads()
+        .into_iter()
+        .filter(|u| open.contains(u))
+        .collect();
+    assert_eq!(
+        left,
+        Vec::<String>::new(),
+        "cleanup left the killed upload's parts"
+    );
+    let v = s.run(&["verify"]).ok();
+    assert!(!v.stdout.contains("leftover incomplete"), "{v}");
+}

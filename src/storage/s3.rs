@@ -211,7 +211,66 @@ impl S3Storage {
     /// (`locks/…`) are never locked: they must be deletable when their
     /// holder finishes.
     fn lock_for(&self, key: &str) -> Option<ObjectLock> {
-        self.lock.filter(|_| !key.starts_with("locks/"))
+        // locks and the upload journal are deleted when done: never locked
+        self.lock
+            .filter(|_| !key.starts_with("locks/") && !key.starts_with(UPLOADS_JOURNAL))
+    }
+
+    /// The journal entry of one multipart upload (see [`UPLOADS_JOURNAL`]).
+    fn journal_key(upload_id: &str) -> String {
+        use sha2::Digest;
+        let h = sha2::Sha256::digest(upload_id.as_bytes());
+        format!("{UPLOADS_JOURNAL}{}.json", hex::encode(&h[..16]))
+    }
+
+    /// Records an upload before its first part, so a writer killed
+    /// mid-upload leaves a trace `list_incomplete` finds even on servers
+    /// that cannot list multipart uploads.
+    async fn journal_start(&self, key: &str, upload_id: &str) -> StorageResult<()> {
+        let entry = JournalEntry {
+            key: key.to_string(),
+            upload_id: upload_id.to_string(),
+            started: Utc::now(),
+        };
+        let bytes = serde_json::to_vec(&entry).expect("journal entry serialises");
+        self.put_single(
+            &Self::journal_key(upload_id),
+            bytes.into(),
+            PutMode::Overwrite,
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Removes an upload's journal entry once it completed or was
+    /// aborted; a failure leaves an entry `abort_incomplete` clears later.
+    async fn journal_end(&self, upload_id: &str) {
+        if let Err(e) = self.delete(&Self::journal_key(upload_id)).await {
+            tracing::warn!("could not remove the journal entry of upload {upload_id}: {e}");
+        }
+    }
+
+    /// The uploads the journal holds under `prefix`.
+    async fn journaled(&self, prefix: &str) -> StorageResult<Vec<IncompleteUpload>> {
+        let mut out = Vec::new();
+        for o in self.list(UPLOADS_JOURNAL).await? {
+            let bytes = match self.get_bytes(&o.key).await {
+                Ok(b) => b,
+                Err(StorageError::NotFound { .. }) => continue, // just ended
+                Err(e) => return Err(e),
+            };
+            let Ok(entry) = serde_json::from_slice::<JournalEntry>(&bytes) else {
+                continue;
+            };
+            if entry.key.starts_with(prefix) {
+                out.push(IncompleteUpload {
+                    key: entry.key,
+                    handle: entry.upload_id,
+                    started: Some(entry.started),
+                });
+            }
+        }
+        Ok(out)
     }
 
     /// HEAD of `key`; `None` when it does not exist.
@@ -496,6 +555,34 @@ impl S3Storage {
                 message: format!("{} returned no multipart upload id", self.endpoint),
             });
         };
+        if let Err(e) = self.journal_start(key, &upload_id).await {
+            self.abort_quietly(&full, &upload_id).await;
+            return Err(e);
+        }
+        let result = self
+            .put_multipart_parts(key, &full, &upload_id, first, second, body, mode)
+            .await;
+        // done or aborted: the journal entry goes (a failed abort keeps
+        // the upload listed where the server lists them; the rare case of
+        // both failing is what `cleanup` on a listing server catches)
+        self.journal_end(&upload_id).await;
+        result
+    }
+
+    /// The parts and the completion of a multipart upload started by
+    /// [`put_multipart`](Self::put_multipart); any failure aborts it.
+    #[allow(clippy::too_many_arguments)]
+    async fn put_multipart_parts(
+        &self,
+        key: &str,
+        full: &str,
+        upload_id: &str,
+        first: Bytes,
+        second: Bytes,
+        body: Body,
+        mode: PutMode,
+    ) -> StorageResult<ObjectMeta> {
+        let (full, upload_id) = (full.to_string(), upload_id.to_string());
         let (parts, size) = match self
             .upload_parts(key, &upload_id, VecDeque::from([first, second]), body)
             .await
@@ -666,6 +753,20 @@ impl S3Storage {
             );
         }
     }
+}
+
+/// Where multipart uploads are journaled while they run (one small object
+/// per upload, removed when it completes or is aborted): servers without
+/// ListMultipartUploads (s3s-fs, some S3-compatible stores) would otherwise
+/// keep the parts of a killed writer forever, unseen by `verify` and
+/// `cleanup`.
+pub const UPLOADS_JOURNAL: &str = "uploads/";
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct JournalEntry {
+    key: String,
+    upload_id: String,
+    started: DateTime<Utc>,
 }
 
 /// Part size for part `number` (1-based): 16 MiB for the first thousand
@@ -870,7 +971,10 @@ impl Storage for S3Storage {
                     let unsupported = e.raw_response().map(|r| r.status().as_u16()) == Some(501)
                         || e.as_service_error().and_then(|s| s.code()) == Some("NotImplemented");
                     if unsupported {
-                        return Ok(Vec::new());
+                        // the journal is all there is to go by
+                        let mut found = self.journaled(prefix).await?;
+                        found.sort_by(|a, b| a.key.cmp(&b.key).then(a.handle.cmp(&b.handle)));
+                        return Ok(found);
                     }
                     return Err(self.map_err("list incomplete", prefix, e));
                 }
@@ -896,13 +1000,20 @@ impl Storage for S3Storage {
                 break;
             }
         }
+        // journal entries the server no longer lists (the upload ended, its
+        // entry outlived it): listed too, so aborting them clears them
+        for j in self.journaled(prefix).await? {
+            if !found.iter().any(|f| f.handle == j.handle) {
+                found.push(j);
+            }
+        }
         found.sort_by(|a, b| a.key.cmp(&b.key).then(a.handle.cmp(&b.handle)));
         Ok(found)
     }
 
     async fn abort_incomplete(&self, upload: &IncompleteUpload) -> StorageResult<()> {
         validate_key(&upload.key)?;
-        match self
+        let aborted = match self
             .client
             .abort_multipart_upload()
             .bucket(&self.bucket)
@@ -917,7 +1028,11 @@ impl Storage for S3Storage {
                 StorageError::NotFound { .. } => Ok(()),
                 other => Err(other),
             },
+        };
+        if aborted.is_ok() {
+            self.journal_end(&upload.handle).await;
         }
+        aborted
     }
 
     fn with_object_lock(&self, lock: ObjectLock) -> Option<std::sync::Arc<dyn Storage>> {
