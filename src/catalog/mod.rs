@@ -8,6 +8,9 @@
 //! manifests/<source>/<backup-id>.json  manifests, written last
 //! locks/<name>.json                    who is writing (see [`lock`])
 //! wal/<source>/…                       WAL archive (sources::postgres::wal::archive)
+//! recipients.json                      the recipients every write must use
+//! points/<source>/<name>.json          restore points strata created ([`points`])
+//! uploads/<hash>.json                  S3 multipart uploads under way (storage::s3)
 //! ```
 //! Write order is the crash-safety invariant: all data objects first, the
 //! manifest last. Readers start from manifests, so a backup that crashed
