@@ -351,8 +351,15 @@ impl Repository {
     /// decrypt it. A repository without a record gets the configured ones
     /// recorded now.
     pub async fn check_recipients(&self, configured: &[String]) -> Result<()> {
-        let Some(recorded) = self.recorded_recipients().await? else {
-            return self.record_recipients(configured, false).await;
+        let recorded = match self.recorded_recipients().await? {
+            Some(r) => r,
+            None => {
+                // first write of an older repository: record ours, then
+                // compare with what is recorded now (a concurrent first
+                // writer with other recipients may have won)
+                self.record_recipients(configured, false).await?;
+                self.recorded_recipients().await?.unwrap_or_default()
+            }
         };
         let configured = recipient_set(configured);
         if configured == recipient_set(&recorded) {
