@@ -294,17 +294,30 @@ impl RepoLock {
         let key = kind.key();
         let info = LockInfo::new(&kind, command, now);
         let bytes = serde_json::to_vec_pretty(&info).expect("lock serialises");
-        match storage.put_bytes(&key, bytes.into(), PutMode::Create).await {
-            Ok(_) => {}
-            Err(StorageError::AlreadyExists { .. }) => {
-                let holders: Vec<FoundLock> = list(&storage)
-                    .await?
-                    .into_iter()
-                    .filter(|l| l.key == key)
-                    .collect();
-                return Err(conflict_error(&what, &holders, now));
+        // A holder that releases between our refused create and the look
+        // at who holds it leaves nobody to name: it is gone, so try again
+        // (a few times) rather than refuse naming no one.
+        let mut attempts = 0;
+        loop {
+            match storage
+                .put_bytes(&key, bytes.clone().into(), PutMode::Create)
+                .await
+            {
+                Ok(_) => break,
+                Err(StorageError::AlreadyExists { .. }) => {
+                    let holders: Vec<FoundLock> = list(&storage)
+                        .await?
+                        .into_iter()
+                        .filter(|l| l.key == key)
+                        .collect();
+                    attempts += 1;
+                    if holders.is_empty() && attempts < 3 {
+                        continue;
+                    }
+                    return Err(conflict_error(&what, &holders, now));
+                }
+                Err(e) => return Err(Error::from(e).context(format!("taking lock {key}"))),
             }
-            Err(e) => return Err(Error::from(e).context(format!("taking lock {key}"))),
         }
         // Our lock exists; now look for the other side's (see module docs).
         let others: Vec<FoundLock> = match &kind {
