@@ -491,7 +491,9 @@ pub async fn gather(cfg: &Config, repo: &Repository, now: DateTime<Utc>) -> Resu
         wal,
         leftovers: leftovers.len() + incomplete.len(),
         locks,
-        archiving: archiving(cfg).await,
+        // asked of the servers by `status` only (`metrics` need not
+        // connect to every source on each scrape)
+        archiving: Vec::new(),
         ownership: match &cfg.repository {
             crate::config::RepositoryLocation::Local(dir) => ownership_problems(dir),
             crate::config::RepositoryLocation::S3 { .. } => Vec::new(),

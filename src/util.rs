@@ -98,9 +98,32 @@ pub async fn interruption() -> &'static str {
     }
 }
 
+/// Whether nothing listens on 127.0.0.1:`port` (a server about to start
+/// there could bind it).
+pub fn port_free(port: u16) -> bool {
+    std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+}
+
+/// A port on 127.0.0.1 that nothing listens on now (the system picks).
+pub fn free_port() -> crate::error::Result<u16> {
+    let l = std::net::TcpListener::bind(("127.0.0.1", 0))
+        .map_err(|e| crate::error::Error::failed(format!("no free port on 127.0.0.1: {e}")))?;
+    Ok(l.local_addr()?.port())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ports() {
+        let taken = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+        let port = taken.local_addr().unwrap().port();
+        assert!(!port_free(port));
+        let other = free_port().unwrap();
+        assert_ne!(other, port);
+        assert!(port_free(other));
+    }
 
     #[test]
     fn sizes() {

@@ -30,6 +30,28 @@ fn wait_archived(pg: &PgCluster, segment: &str) {
     );
 }
 
+/// `restore main --target-dir DIR ARGS --timeline current --start` on a
+/// free port (the server stopped at exit); the output, the port and the
+/// server log.
+fn restore_started(
+    repo: &Repo,
+    dir: &std::path::Path,
+    args: &[&str],
+) -> (std::process::Output, u16, String) {
+    let stop_dir = dir.to_path_buf();
+    common::at_exit(move || {
+        let _ = pg_ctl(&stop_dir, &["stop", "-m", "immediate"]);
+    });
+    let port = common::free_port();
+    let (dir_s, port_s) = (dir.display().to_string(), port.to_string());
+    let mut all = vec!["restore", "main", "--target-dir", &dir_s];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--timeline", "current", "--start", "--port", &port_s]);
+    let out = repo.strata(&all);
+    let log = fs::read_to_string(dir.join("strata-restore.log")).unwrap_or_default();
+    (out, port, log)
+}
+
 /// A cluster archiving into a fresh repository: a base backup, then rows
 /// committed across four switched segments. Returns the repository, the
 /// running cluster, the insert LSN before the third segment, the third
@@ -173,25 +195,7 @@ fn a_damaged_segment_fails_verify_and_stops_the_restore() {
     assert!(out.status.success(), "{}", text(&out));
 
     let dir = pg_scratch_dir("pitr-damaged-restore").join("data");
-    let stop_dir = dir.clone();
-    common::at_exit(move || {
-        let _ = pg_ctl(&stop_dir, &["stop", "-m", "immediate"]);
-    });
-    let port = common::free_port().to_string();
-    let dir_s = dir.display().to_string();
-    let out = repo.strata(&[
-        "restore",
-        "main",
-        "--target-dir",
-        &dir_s,
-        "--latest",
-        "--timeline",
-        "current",
-        "--start",
-        "--port",
-        &port,
-    ]);
-    let log = fs::read_to_string(dir.join("strata-restore.log")).unwrap_or_default();
+    let (out, _, log) = restore_started(&repo, &dir, &["--latest"]);
     assert_eq!(out.status.code(), Some(4), "{}\n{log}", text(&out));
     let t = text(&out);
     assert!(
@@ -283,27 +287,9 @@ fn recorded_restore_points_are_checked_before_the_restore_starts() {
     );
     assert!(!dir.exists(), "nothing was written");
 
-    let stop_dir = dir.clone();
-    common::at_exit(move || {
-        let _ = pg_ctl(&stop_dir, &["stop", "-m", "immediate"]);
-    });
-    let port = common::free_port().to_string();
-    let out = repo.strata(&[
-        "restore",
-        "main",
-        "--target-dir",
-        &dir_s,
-        "--to-name",
-        "before-deploy",
-        "--timeline",
-        "current",
-        "--start",
-        "--port",
-        &port,
-    ]);
-    let log = fs::read_to_string(dir.join("strata-restore.log")).unwrap_or_default();
+    let (out, port, log) = restore_started(&repo, &dir, &["--to-name", "before-deploy"]);
     assert!(out.status.success(), "{}\n{log}", text(&out));
-    let rows = common::pg::psql_at(port.parse().unwrap(), "postgres")
+    let rows = common::pg::psql_at(port, "postgres")
         .args(["-c", "SELECT count(*) FROM ev"])
         .output()
         .unwrap();

@@ -84,6 +84,48 @@ impl Repository {
         Ok(out)
     }
 
+    /// Where the restore point `name` of `source` lies, for choosing the
+    /// base backup of a `--to-name` restore. A name strata did not record
+    /// is refused (exit 2), listing the recorded ones, unless `unrecorded`
+    /// (a point made by hand): then `None`, and replay looks for it.
+    pub async fn point_lsn(
+        &self,
+        source: &str,
+        name: &str,
+        unrecorded: bool,
+    ) -> Result<Option<crate::sources::postgres::wal::Lsn>> {
+        if let Some(p) = self.point(source, name).await? {
+            let lsn = p.lsn.parse().map_err(|e| {
+                Error::integrity(format!("restore point record of {name}: bad LSN: {e}"))
+            })?;
+            return Ok(Some(lsn));
+        }
+        if unrecorded {
+            return Ok(None);
+        }
+        let known = self.points(source).await?;
+        let list = if known.is_empty() {
+            "none".to_string()
+        } else {
+            known
+                .iter()
+                .take(10)
+                .map(|p| {
+                    format!(
+                        "{} ({})",
+                        p.name,
+                        p.created.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        Err(Error::usage(format!(
+            "{source} has no restore point named {name:?} recorded by strata (recorded, newest first: {list})"
+        ))
+        .hint("check the name; a point made by hand with pg_create_restore_point is not recorded: add --unrecorded-name to replay the archive looking for it (PostgreSQL fails at the end of the archive if it is not there)"))
+    }
+
     /// The restore point `name` of `source`, if strata recorded it.
     pub async fn point(&self, source: &str, name: &str) -> Result<Option<RestorePoint>> {
         if check_label(name).is_err() {

@@ -63,7 +63,7 @@ pub async fn run(g: &Globals, a: &DrillArgs) -> Result<u8> {
     let recipients = crate::keys::parse_recipients(&cfg.recipients)?;
     let repo = super::open_repository(&cfg).await?;
     let id = BackupId::new(now).to_string();
-    let owner = (unsafe { libc::geteuid() } == 0).then(|| "postgres".to_string());
+    let owner = super::server_owner(None)?;
     let work_dir = a.work_dir.clone().unwrap_or_else(std::env::temp_dir);
     let sandbox = if a.dry_run {
         None

@@ -46,16 +46,43 @@ impl Globals {
     /// The identities for reading data: `--identity`, `$STRATA_IDENTITY_FILE`,
     /// else the config's `identity_file`.
     pub fn identities(&self, cfg: &Config) -> Result<Arc<Vec<Identity>>> {
-        let path = self
-            .identity
-            .clone()
-            .or_else(|| std::env::var_os("STRATA_IDENTITY_FILE").map(PathBuf::from))
-            .or_else(|| cfg.identity_file.clone())
-            .ok_or_else(|| {
+        let path = self.identity_path(cfg).ok_or_else(|| {
                 Error::crypto("no identity to decrypt with")
                     .hint("set [encryption] identity_file, $STRATA_IDENTITY_FILE or pass --identity FILE; backup hosts normally hold only the public key")
             })?;
         Ok(Arc::new(keys::load_identities(&path)?))
+    }
+
+    /// The identity given on the command line or in the environment
+    /// (`--identity`, `$STRATA_IDENTITY_FILE`), which a restored server's
+    /// `restore_command` must be told about (the config's it reads itself).
+    pub fn explicit_identity(&self) -> Option<PathBuf> {
+        self.identity
+            .clone()
+            .or_else(|| std::env::var_os("STRATA_IDENTITY_FILE").map(PathBuf::from))
+    }
+
+    /// Where the identity is read from: [`explicit_identity`](Self::explicit_identity),
+    /// else the config's `identity_file`.
+    pub fn identity_path(&self, cfg: &Config) -> Option<PathBuf> {
+        self.explicit_identity()
+            .or_else(|| cfg.identity_file.clone())
+    }
+}
+
+/// The OS user a restored PostgreSQL server runs as: `--run-as`, or
+/// `postgres` when strata runs as root (PostgreSQL refuses root); none
+/// otherwise (it runs as the caller).
+pub fn server_owner(run_as: Option<&str>) -> Result<Option<String>> {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    match (run_as, root) {
+        (Some(u), true) => Ok(Some(u.to_string())),
+        (None, true) => Ok(Some("postgres".to_string())),
+        (Some(_), false) => Err(Error::usage("--run-as needs strata to run as root").hint(
+            "without root, the restored directory belongs to you and the server runs as you",
+        )),
+        (None, false) => Ok(None),
     }
 }
 

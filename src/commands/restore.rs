@@ -255,17 +255,7 @@ pub async fn run_physical(g: &Globals, a: &PhysicalArgs) -> Result<u8> {
         RecoveryTarget::Latest
     };
     let timeline = base::TimelineTarget::parse(&a.timeline)?;
-    let root = unsafe { libc::geteuid() } == 0;
-    let owner = match (&a.run_as, root) {
-        (Some(u), true) => Some(u.clone()),
-        (None, true) => Some("postgres".to_string()),
-        (Some(_), false) => {
-            return Err(Error::usage("--run-as needs strata to run as root").hint(
-                "without root, the restored directory belongs to you and the server runs as you",
-            ));
-        }
-        (None, false) => None,
-    };
+    let owner = super::server_owner(a.run_as.as_deref())?;
     let identities = g.identities(&cfg)?;
     let restore_command = restore_command(g, &cfg.path, &a.source)?;
     let target_dir = absolute(&a.target_dir)?;
@@ -274,13 +264,7 @@ pub async fn run_physical(g: &Globals, a: &PhysicalArgs) -> Result<u8> {
     use crate::sources::postgres::precheck;
     if let Some(user) = &owner {
         let config = absolute(&cfg.path)?;
-        let identity = g
-            .identity
-            .clone()
-            .or_else(|| std::env::var_os("STRATA_IDENTITY_FILE").map(PathBuf::from))
-            .or_else(|| cfg.identity_file.clone())
-            .map(|p| absolute(&p))
-            .transpose()?;
+        let identity = g.identity_path(&cfg).map(|p| absolute(&p)).transpose()?;
         let mut reads: Vec<(&str, &std::path::Path)> = vec![("the config", &config)];
         if let Some(id) = &identity {
             reads.push(("the identity", id));
@@ -291,7 +275,7 @@ pub async fn run_physical(g: &Globals, a: &PhysicalArgs) -> Result<u8> {
         precheck::server_user(user, &target_dir, &reads)?;
     }
     let port = if a.start {
-        if !precheck::port_free(a.port) {
+        if !crate::util::port_free(a.port) {
             return Err(Error::conflict(format!(
                 "port {} on 127.0.0.1 is in use: the restored server could not start on it",
                 a.port
@@ -300,7 +284,12 @@ pub async fn run_physical(g: &Globals, a: &PhysicalArgs) -> Result<u8> {
         }
         a.port
     } else {
-        precheck::free_port(a.port)?
+        // the one asked for (or the default) when free, else any
+        if crate::util::port_free(a.port) {
+            a.port
+        } else {
+            crate::util::free_port()?
+        }
     };
 
     let repo = super::open_repository(&cfg).await?;
@@ -308,57 +297,28 @@ pub async fn run_physical(g: &Globals, a: &PhysicalArgs) -> Result<u8> {
     // (a wrong name used to replay the whole archive, then fail), and its
     // LSN chooses the base backup, as --to-lsn would.
     let choice = match &target {
-        RecoveryTarget::Name(n) => match repo.point(&a.source, n).await? {
-            Some(p) => RecoveryTarget::Lsn(p.lsn.parse().map_err(|e| {
-                Error::integrity(format!("restore point record of {n}: bad LSN: {e}"))
-            })?),
-            None if a.unrecorded_name => target.clone(),
-            None => {
-                let known = repo.points(&a.source).await?;
-                let list = if known.is_empty() {
-                    "none".to_string()
-                } else {
-                    known
-                        .iter()
-                        .take(10)
-                        .map(|p| {
-                            format!(
-                                "{} ({})",
-                                p.name,
-                                p.created.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-                            )
-                        })
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                };
-                return Err(Error::usage(format!(
-                    "{} has no restore point named {n:?} recorded by strata (recorded, newest first: {list})",
-                    a.source
-                ))
-                .hint("check the name; a point made by hand with pg_create_restore_point is not recorded: add --unrecorded-name to replay the archive looking for it (PostgreSQL fails at the end of the archive if it is not there)"));
-            }
+        RecoveryTarget::Name(n) => match repo.point_lsn(&a.source, n, a.unrecorded_name).await? {
+            Some(lsn) => RecoveryTarget::Lsn(lsn),
+            None => target.clone(),
         },
         _ => target.clone(),
     };
-    let (entries, unreadable) = repo.backups(Some(&a.source)).await?;
     let named = a.backup != "latest";
-    let entries = if named {
-        vec![repo.find(&a.source, &a.backup).await?]
+    let (entries, unreadable) = if named {
+        (vec![repo.find(&a.source, &a.backup).await?], Vec::new())
     } else {
-        entries
+        repo.backups(Some(&a.source)).await?
     };
     let cands = base::candidates(&entries, &identities)?;
     if cands.is_empty() {
-        if !named {
-            crate::catalog::refuse_unreadable(&a.source, "base", &unreadable, None, None)?;
-        }
+        crate::catalog::refuse_unreadable(&a.source, "base", &unreadable, None, None)?;
         return Err(Error::usage(format!(
             "{} has no base backup{}",
             a.source,
-            if a.backup == "latest" {
-                String::new()
-            } else {
+            if named {
                 format!(" with id {}", a.backup)
+            } else {
+                String::new()
             }
         ))
         .hint(format!(
@@ -369,14 +329,13 @@ pub async fn run_physical(g: &Globals, a: &PhysicalArgs) -> Result<u8> {
     let archive = crate::sources::postgres::wal::archive::WalArchive::new(&repo, &a.source);
     let listing = archive.listing(Some(identities.clone())).await?;
     let chosen = base::choose(cands, &choice, timeline, &listing.switches);
-    if !named {
-        let upto = match &target {
-            RecoveryTarget::Time(t) => Some(*t),
-            _ => None,
-        };
-        let id = chosen.as_ref().ok().map(|c| &c.entry.summary().id);
-        crate::catalog::refuse_unreadable(&a.source, "base", &unreadable, id, upto)?;
-    }
+    // (a named backup reads no other manifest: `unreadable` is empty)
+    let upto = match &target {
+        RecoveryTarget::Time(t) => Some(*t),
+        _ => None,
+    };
+    let id = chosen.as_ref().ok().map(|c| &c.entry.summary().id);
+    crate::catalog::refuse_unreadable(&a.source, "base", &unreadable, id, upto)?;
     let chosen = chosen?;
     base::check_live_timelines(&chosen, timeline, &listing)?;
     let newest_start = check_wal(&listing, &chosen, &choice, timeline)?;
@@ -442,7 +401,6 @@ pub async fn run_physical(g: &Globals, a: &PhysicalArgs) -> Result<u8> {
         archive_off: a.archive_off,
         start,
         owner: owner.clone(),
-        port: Some(port),
         hot_standby_off: !a.start,
         // a restore to the end of the archive must get there (other
         // targets: PostgreSQL itself refuses to promote short of them)
@@ -451,11 +409,13 @@ pub async fn run_physical(g: &Globals, a: &PhysicalArgs) -> Result<u8> {
             _ => None,
         },
     };
-    let report = if a.delta {
+    let mut report = if a.delta {
         base::restore_delta(repo.storage(), &chosen, identities, &opts, &reporter).await?
     } else {
         base::restore(repo.storage(), &chosen, identities, &opts, &reporter).await?
     };
+    // the port it runs on, or the one the printed command starts it on
+    report.port = Some(port);
     if a.json {
         super::print_json(&report);
     } else {
@@ -539,11 +499,7 @@ pub(crate) fn restore_command(
         shell_word(&exe.display().to_string()),
         shell_word(&absolute(config)?.display().to_string())
     );
-    let identity = g
-        .identity
-        .clone()
-        .or_else(|| std::env::var_os("STRATA_IDENTITY_FILE").map(PathBuf::from));
-    if let Some(id) = identity {
+    if let Some(id) = g.explicit_identity() {
         cmd.push_str(&format!(
             " --identity {}",
             shell_word(&absolute(&id)?.display().to_string())

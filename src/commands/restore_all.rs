@@ -120,13 +120,7 @@ pub async fn run(g: &Globals, a: &AllArgs) -> Result<u8> {
             ));
         }
     };
-    let root = unsafe { libc::geteuid() } == 0;
-    let owner = match (&a.run_as, root) {
-        (Some(u), true) => Some(u.clone()),
-        (None, true) => Some("postgres".to_string()),
-        (Some(_), false) => return Err(Error::usage("--run-as needs strata to run as root")),
-        (None, false) => None,
-    };
+    let owner = super::server_owner(a.run_as.as_deref())?;
     if cfg.sources.is_empty() {
         return Err(Error::usage(format!(
             "no sources in {}",

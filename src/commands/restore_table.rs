@@ -18,7 +18,7 @@ use super::Globals;
 use crate::catalog::BackupId;
 use crate::config::SourceKind;
 use crate::drill::recover::{self, Method, Point, Serve};
-use crate::drill::sandbox::{self, Sandbox};
+use crate::drill::sandbox::Sandbox;
 use crate::error::{Error, Result};
 use crate::progress::{Mode, Reporter};
 use crate::sources::postgres::{Target, base, dump, find_binary};
@@ -183,42 +183,15 @@ fn describe(tables: &[String], schemas: &[String]) -> String {
 /// not there yet (unless `--replace`).
 async fn check_target(target: &Target, target_db: &Target, a: &TableAtArgs) -> Result<()> {
     let client = target.connect().await?;
-    let exists = client
-        .query_opt(
-            "SELECT 1 FROM pg_database WHERE datname = $1",
-            &[&a.to_database],
-        )
-        .await
-        .map_err(|e| Error::source(crate::sources::postgres::pg_error_text(&e)))?
-        .is_some();
-    match (exists, a.create) {
-        (true, true) => {
-            return Err(Error::conflict(format!(
-                "database {} already exists on {}",
-                a.to_database,
-                target.display()
+    if !dump::check_database(&client, target, &a.to_database, a.create).await? {
+        client
+            .batch_execute(&format!(
+                "CREATE DATABASE {}",
+                crate::sources::postgres::quote_ident(&a.to_database)
             ))
-            .hint("drop --create to restore into it"));
-        }
-        (false, false) => {
-            return Err(Error::usage(format!(
-                "database {} does not exist on {}",
-                a.to_database,
-                target.display()
-            ))
-            .hint("add --create to create it"));
-        }
-        (false, true) => {
-            client
-                .batch_execute(&format!(
-                    "CREATE DATABASE {}",
-                    crate::sources::postgres::quote_ident(&a.to_database)
-                ))
-                .await
-                .map_err(|e| Error::source(crate::sources::postgres::pg_error_text(&e)))?;
-            return Ok(());
-        }
-        (true, false) => {}
+            .await
+            .map_err(|e| Error::source(crate::sources::postgres::pg_error_text(&e)))?;
+        return Ok(());
     }
     if a.replace {
         return Ok(());
@@ -261,11 +234,11 @@ async fn from_sandbox(
     a: &TableAtArgs,
     reporter: &Reporter,
 ) -> Result<()> {
-    let owner = (unsafe { libc::geteuid() } == 0).then(|| "postgres".to_string());
+    let owner = super::server_owner(None)?;
     let work_dir = a.scratch_dir.clone().unwrap_or_else(std::env::temp_dir);
     let sb = Sandbox::create(&work_dir, &BackupId::new(chrono::Utc::now()).to_string())?;
     let result = async {
-        let port = sandbox::free_port()?;
+        let port = crate::util::free_port()?;
         let ctx = recover::Context {
             repo,
             identities,

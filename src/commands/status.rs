@@ -15,7 +15,8 @@ use crate::util::{human_bytes, human_duration};
 pub async fn run(g: &Globals, check: bool, json: bool) -> Result<u8> {
     let cfg = g.config()?;
     let repo = super::open_repository(&cfg).await?;
-    let s = status::gather(&cfg, &repo, Utc::now()).await?;
+    let mut s = status::gather(&cfg, &repo, Utc::now()).await?;
+    s.archiving = status::archiving(&cfg).await;
     let last_drill = super::drill::last(&repo).await;
     if json {
         // `last_drill` added beside the status fields

@@ -52,22 +52,6 @@ struct WalData {
     problems: Vec<String>,
 }
 
-/// Keeps the first bytes written (a segment's long page header) and
-/// discards the rest: reading WAL back needs no disk and no memory.
-struct FirstBytes(Vec<u8>);
-
-impl std::io::Write for FirstBytes {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        use crate::sources::postgres::wal::LONG_HEADER_LEN;
-        let room = LONG_HEADER_LEN.saturating_sub(self.0.len());
-        self.0.extend_from_slice(&data[..room.min(data.len())]);
-        Ok(data.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// Reads every file of `source`'s WAL archive (segments, partial
 /// segments, history and backup history files) and checks it against its
 /// record: a flipped bit in a segment, or a record whose digest was
@@ -78,52 +62,19 @@ async fn read_wal(
     source: &str,
     identities: &std::sync::Arc<Vec<crate::keys::Identity>>,
 ) -> Result<WalData> {
-    use crate::sources::postgres::wal::{LongPageHeader, WalFile, archive::WalArchive};
+    use crate::sources::postgres::wal::{WalFile, archive::WalArchive};
     use futures::StreamExt;
     let archive = WalArchive::new(repo, source);
-    let listed = repo.storage().list(&archive.prefix()).await?;
-    let keys: std::collections::HashSet<&str> = listed.iter().map(|o| o.key.as_str()).collect();
-    let files: Vec<WalFile> = listed
-        .iter()
-        .filter(|o| !o.key.ends_with(".json") && keys.contains(format!("{}.json", o.key).as_str()))
-        .filter_map(|o| {
-            let f = o.key.rsplit('/').next()?.parse::<WalFile>().ok()?;
-            (archive.object_key(f) == o.key).then_some(f)
-        })
+    let files: Vec<WalFile> = archive
+        .archived()
+        .await?
+        .into_iter()
+        .map(|(f, _)| f)
         .collect();
     let count = files.len();
     let archive = &archive;
     let results: Vec<(WalFile, Result<u64>)> = futures::stream::iter(files)
-        .map(|f| async move {
-            let r = async {
-                let Some(found) = archive.locate(f, identities).await? else {
-                    return Err(crate::error::Error::integrity(
-                        "its object or record vanished while verify ran",
-                    ));
-                };
-                let head = fetch(
-                    repo.storage(),
-                    &found.record,
-                    identities.clone(),
-                    FirstBytes(Vec::new()),
-                    Progress::hidden(),
-                )
-                .await?;
-                if let Some(seg) = f.segment_data() {
-                    LongPageHeader::parse(&head.0)
-                        .and_then(|h| h.check_name(seg))
-                        .map_err(|why| {
-                            crate::error::Error::integrity(format!(
-                                "object {} does not hold segment {f}: {why}",
-                                found.record.key
-                            ))
-                        })?;
-                }
-                Ok(found.record.plain_size)
-            }
-            .await;
-            (f, r)
-        })
+        .map(|f| async move { (f, archive.read_back(f, identities).await) })
         .buffered(4)
         .collect()
         .await;

@@ -126,7 +126,7 @@ async fn drill_source(
         ));
         return sr;
     };
-    let port = match sandbox::free_port() {
+    let port = match crate::util::free_port() {
         Ok(p) => p,
         Err(e) => {
             sr.error = Some(e.message);

@@ -339,8 +339,6 @@ pub async fn recover(
                 // the drill starts the server itself and checks the end of
                 // replay ("WAL replayed completely")
                 must_reach: None,
-                // its port is passed when it starts the server
-                port: None,
                 // written below for `restore --all`
                 hot_standby_off: false,
             };

@@ -190,13 +190,6 @@ pub fn processes_in(root: &Path) -> Vec<u32> {
     .collect()
 }
 
-/// A TCP port free on 127.0.0.1 right now.
-pub fn free_port() -> Result<u16> {
-    let l = std::net::TcpListener::bind(("127.0.0.1", 0))
-        .map_err(|e| Error::failed(format!("no free port on 127.0.0.1: {e}")))?;
-    Ok(l.local_addr()?.port())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

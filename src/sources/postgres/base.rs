@@ -847,10 +847,6 @@ pub struct RestoreOptions {
     /// Write `hot_standby = 'off'`: a copy the operator starts accepts
     /// connections only once recovered and promoted.
     pub hot_standby_off: bool,
-    /// The port to start the copy on (found free; reported). The copy's
-    /// configuration keeps the source's port, for a new primary; the
-    /// command strata prints and `--start` pass this one.
-    pub port: Option<u16>,
     /// With `start`: recovery must end at or after this LSN (the start of
     /// the newest archived segment, for a restore to the end of the
     /// archive). A server that promoted before it (WAL PostgreSQL could
@@ -998,7 +994,7 @@ async fn restore_into(
         backup_stop_time: cand.base.stop_time,
         bytes: cand.record.plain_size,
         started: false,
-        port: opts.port,
+        port: None,
         promoted_at_lsn: None,
         timeline: None,
         duration_seconds: 0.0,

@@ -368,30 +368,7 @@ pub async fn restore(
     let mut warnings = Vec::new();
 
     // Refuse before touching anything.
-    let exists = maintenance
-        .query_opt(
-            "SELECT 1 FROM pg_database WHERE datname = $1",
-            &[&opts.to_database],
-        )
-        .await
-        .map_err(|e| Error::source(pg_error_text(&e)))?
-        .is_some();
-    if opts.create && exists {
-        return Err(Error::conflict(format!(
-            "database {} already exists on {}",
-            opts.to_database,
-            opts.target.display()
-        ))
-        .hint("restore into a new name with --create, or without --create into the existing (empty) database"));
-    }
-    if !opts.create && !exists {
-        return Err(Error::usage(format!(
-            "database {} does not exist on {}",
-            opts.to_database,
-            opts.target.display()
-        ))
-        .hint("add --create to create it"));
-    }
+    let exists = check_database(&maintenance, &opts.target, &opts.to_database, opts.create).await?;
     if exists {
         check_target_empty(&target_db, &opts.to_database, &opts.tables).await?;
     }
@@ -527,6 +504,37 @@ fn hint_missing_roles(e: Error, globals: bool, no_owner: bool) -> Error {
         ),
         (true, true) => e,
     }
+}
+
+/// Whether database `db` exists on `target`, refusing what `create`
+/// cannot honour: `--create` of an existing database (exit 8), a missing
+/// one without `--create` (exit 2).
+pub(crate) async fn check_database(
+    maintenance: &tokio_postgres::Client,
+    target: &Target,
+    db: &str,
+    create: bool,
+) -> Result<bool> {
+    let exists = maintenance
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&db])
+        .await
+        .map_err(|e| Error::source(pg_error_text(&e)))?
+        .is_some();
+    if create && exists {
+        return Err(Error::conflict(format!(
+            "database {db} already exists on {}",
+            target.display()
+        ))
+        .hint("restore into a new name with --create, or without --create into the existing (empty) database"));
+    }
+    if !create && !exists {
+        return Err(Error::usage(format!(
+            "database {db} does not exist on {}",
+            target.display()
+        ))
+        .hint("add --create to create it"));
+    }
+    Ok(exists)
 }
 
 /// A full restore needs an empty database; a table restore needs the

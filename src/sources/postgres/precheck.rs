@@ -1,11 +1,11 @@
 //! What a point-in-time restore checks before it reads a single object:
 //! that the OS user the server will run as exists, can reach the target
 //! directory, and can read what its `restore_command` needs (the config,
-//! the identity, a local repository); and that a port to start on is free.
+//! the identity, a local repository). (That a port is free is
+//! `util::port_free`.)
 //! Each of these used to be found only after the whole base backup was
 //! downloaded, or after a full replay: on 1 TB, hours.
 
-use std::net::{Ipv4Addr, TcpListener};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -76,35 +76,14 @@ pub fn server_user(user: &str, target_dir: &Path, reads: &[(&str, &Path)]) -> Re
     Ok(())
 }
 
-/// Whether nothing listens on 127.0.0.1:`port`.
-pub fn port_free(port: u16) -> bool {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
-}
-
-/// `preferred` when free, else a free port the system picks.
-pub fn free_port(preferred: u16) -> Result<u16> {
-    if port_free(preferred) {
-        return Ok(preferred);
-    }
-    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .map_err(|e| Error::failed(format!("cannot find a free port: {e}")))?;
-    Ok(l.local_addr()?.port())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn users_and_ports() {
+    fn users() {
         assert!(user_exists("root"));
         assert!(!user_exists("no-such-user-strata"));
         assert!(!user_exists("nul\0byte"));
-        let taken = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-        let port = taken.local_addr().unwrap().port();
-        assert!(!port_free(port));
-        let other = free_port(port).unwrap();
-        assert_ne!(other, port);
-        assert!(port_free(other));
     }
 }

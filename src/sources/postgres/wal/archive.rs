@@ -671,35 +671,23 @@ impl WalArchive {
     /// have a history file. With `identities`, the history files are read
     /// too (their switch points are sealed).
     pub async fn listing(&self, identities: Option<Arc<Vec<Identity>>>) -> Result<WalListing> {
-        let listed = self.repo.storage().list(&self.prefix()).await?;
-        let keys: std::collections::HashSet<&str> = listed.iter().map(|o| o.key.as_str()).collect();
         let mut segments = Vec::new();
         let mut histories = Vec::new();
         let mut backup_starts = Vec::new();
         let mut newest: Option<(super::SegmentName, Option<DateTime<Utc>>)> = None;
-        for o in &listed {
-            let Some(name) = o.key.rsplit('/').next() else {
-                continue;
-            };
-            if name.ends_with(".json") || !keys.contains(format!("{}.json", o.key).as_str()) {
-                continue;
-            }
-            match name.parse::<WalFile>() {
-                Ok(WalFile::Segment(s)) if o.key == self.object_key(WalFile::Segment(s)) => {
+        for (f, modified) in self.archived().await? {
+            match f {
+                WalFile::Segment(s) => {
                     if newest.is_none_or(|(n, _)| s > n) {
-                        newest = Some((s, o.modified));
+                        newest = Some((s, modified));
                     }
                     segments.push(s)
                 }
-                Ok(WalFile::History(t)) if o.key == self.object_key(WalFile::History(t)) => {
-                    histories.push(t)
+                WalFile::History(t) => histories.push(t),
+                WalFile::BackupHistory { segment, offset } => {
+                    backup_starts.push((segment, offset, modified));
                 }
-                Ok(f @ WalFile::BackupHistory { segment, offset })
-                    if o.key == self.object_key(f) =>
-                {
-                    backup_starts.push((segment, offset, o.modified));
-                }
-                _ => {}
+                WalFile::Partial(_) => {}
             }
         }
         let mut switches = Vec::new();
@@ -729,6 +717,47 @@ impl WalArchive {
             backup_starts,
             newest,
         })
+    }
+
+    /// Every archived file, by the object listing alone: those whose
+    /// object and record both exist under the key their name gives, with
+    /// the object's storage time.
+    pub async fn archived(&self) -> Result<Vec<(WalFile, Option<DateTime<Utc>>)>> {
+        let listed = self.repo.storage().list(&self.prefix()).await?;
+        let keys: std::collections::HashSet<&str> = listed.iter().map(|o| o.key.as_str()).collect();
+        Ok(listed
+            .iter()
+            .filter(|o| {
+                !o.key.ends_with(".json") && keys.contains(format!("{}.json", o.key).as_str())
+            })
+            .filter_map(|o| {
+                let f = o.key.rsplit('/').next()?.parse::<WalFile>().ok()?;
+                (self.object_key(f) == o.key).then_some((f, o.modified))
+            })
+            .collect())
+    }
+
+    /// Reads an archived file back and checks it against its record
+    /// (digest and size, and for segments that the object holds the
+    /// segment its name says), keeping nothing; returns its plain size.
+    /// `verify --read-data`: a flipped bit, or a record whose digest was
+    /// edited, fails here rather than stopping a restore short.
+    pub async fn read_back(&self, name: WalFile, identities: &Arc<Vec<Identity>>) -> Result<u64> {
+        let Some(found) = self.locate(name, identities).await? else {
+            return Err(Error::integrity(
+                "its object or record vanished while it was read",
+            ));
+        };
+        let head = pipeline::fetch(
+            self.repo.storage(),
+            &found.record,
+            identities.clone(),
+            FirstBytes(Vec::new()),
+            Progress::hidden(),
+        )
+        .await?;
+        check_header(name, &found.record.key, &head.0)?;
+        Ok(found.record.plain_size)
     }
 
     /// When the newest archived segment was pushed (its record's time; the
@@ -835,18 +864,11 @@ fn finish_download(
 ) -> Result<()> {
     let write_err = |e: io::Error| Error::failed(format!("writing {}: {e}", tmp.display()));
     let mut file = file.into_inner().map_err(|e| write_err(e.into_error()))?;
-    if let Some(seg) = name.segment_data() {
+    if name.segment_data().is_some() {
         file.rewind().map_err(write_err)?;
         let mut first = [0u8; LONG_HEADER_LEN];
         file.read_exact(&mut first).map_err(write_err)?;
-        LongPageHeader::parse(&first)
-            .and_then(|h| h.check_name(seg))
-            .map_err(|why| {
-                Error::integrity(format!(
-                    "archived object {key} does not hold segment {name}: {why}"
-                ))
-                .hint("the object was moved or replaced in the store; do not use it for recovery")
-            })?;
+        check_header(name, key, &first)?;
     }
     file.flush().map_err(write_err)?;
     if sync {
@@ -860,6 +882,38 @@ fn finish_download(
             dest.display()
         ))
     })
+}
+
+/// For a segment (or partial segment) `name`, that `first` (its first
+/// bytes) is the long page header of that very segment: an object moved
+/// or replaced in the store is never used for recovery.
+fn check_header(name: WalFile, key: &str, first: &[u8]) -> Result<()> {
+    let Some(seg) = name.segment_data() else {
+        return Ok(());
+    };
+    LongPageHeader::parse(first)
+        .and_then(|h| h.check_name(seg))
+        .map_err(|why| {
+            Error::integrity(format!(
+                "archived object {key} does not hold segment {name}: {why}"
+            ))
+            .hint("the object was moved or replaced in the store; do not use it for recovery")
+        })
+}
+
+/// Keeps the first bytes written (a segment's long page header) and
+/// discards the rest: reading WAL back needs no disk and no memory.
+struct FirstBytes(Vec<u8>);
+
+impl Write for FirstBytes {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let room = LONG_HEADER_LEN.saturating_sub(self.0.len());
+        self.0.extend_from_slice(&data[..room.min(data.len())]);
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// `DEST.tmp`, beside DEST.
