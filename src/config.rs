@@ -133,23 +133,7 @@ pub enum RestoreTo {
     Server(Url),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SourceKind {
-    Postgres,
-    Redis,
-    Chroma,
-}
-
-impl SourceKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SourceKind::Postgres => "postgres",
-            SourceKind::Redis => "redis",
-            SourceKind::Chroma => "chroma",
-        }
-    }
-}
+pub use crate::catalog::manifest::SourceKind;
 
 /// Where the repository lives.
 #[derive(Debug, Clone)]

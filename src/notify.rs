@@ -77,7 +77,7 @@ impl Event {
             error: outcome.err().map(|e| e.message.clone()),
             hint: outcome.err().and_then(|e| e.hint.clone()),
             time: Utc::now(),
-            host: crate::catalog::lock::host_name(),
+            host: crate::util::host_name(),
         }
     }
 }

@@ -111,6 +111,22 @@ pub fn free_port() -> crate::error::Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
+/// The machine's host name (for notifications and lock owners).
+pub fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates
+    // when the name fits, and we stop at the first NUL or the end.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc == 0 {
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        let h = String::from_utf8_lossy(&buf[..end]).into_owned();
+        if !h.is_empty() {
+            return h;
+        }
+    }
+    "unknown-host".into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

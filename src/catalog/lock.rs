@@ -86,7 +86,7 @@ impl LockInfo {
                 LockKind::Exclusive => None,
             },
             owner: current_user(),
-            host: hostname(),
+            host: crate::util::host_name(),
             pid: std::process::id(),
             command: command.to_string(),
             created: now,
@@ -144,7 +144,7 @@ impl FoundLock {
 
     /// [`holder_gone_with`](Self::holder_gone_with) for this host.
     pub fn holder_gone(&self) -> bool {
-        self.holder_gone_with(&hostname(), pid_alive)
+        self.holder_gone_with(&crate::util::host_name(), pid_alive)
     }
 
     /// Stale, or its holder is gone, or not a lock at all: `strata
@@ -441,25 +441,7 @@ fn current_user() -> String {
     format!("uid {}", unsafe { libc::getuid() })
 }
 
-fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates
-    // when the name fits, and we stop at the first NUL or the end.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc == 0 {
-        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-        let h = String::from_utf8_lossy(&buf[..end]).into_owned();
-        if !h.is_empty() {
-            return h;
-        }
-    }
-    "unknown-host".into()
-}
-
-/// The machine's host name (for notifications and lock owners).
-pub fn host_name() -> String {
-    hostname()
-}
+pub use crate::util::host_name;
 
 #[cfg(test)]
 mod tests {

@@ -15,7 +15,6 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::id::BackupId;
-use crate::config::SourceKind;
 use crate::error::{Error, Result};
 use crate::keys::{Identity, Recipient};
 use crate::pipeline::{ObjectRecord, seal, unseal};
@@ -117,11 +116,11 @@ pub struct Manifest {
     pub redis: Option<RedisInfo>,
     /// Chroma facts, for exports of a chroma source.
     #[serde(default)]
-    pub chroma: Option<crate::sources::chroma::ChromaInfo>,
+    pub chroma: Option<ChromaInfo>,
     /// Results of the source's `verify_queries` at backup time (for a
     /// base backup: at its start), compared after a restore.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub verify_queries: Vec<crate::sources::postgres::verify_queries::QueryResult>,
+    pub verify_queries: Vec<QueryResult>,
 }
 
 /// Redis facts recorded with a snapshot.
@@ -283,4 +282,86 @@ impl ManifestFile {
         }
         Ok(m)
     }
+}
+
+/// What kind of server a source is (recorded in every manifest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    Postgres,
+    Redis,
+    Chroma,
+}
+
+impl SourceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceKind::Postgres => "postgres",
+            SourceKind::Redis => "redis",
+            SourceKind::Chroma => "chroma",
+        }
+    }
+}
+
+/// Chroma facts recorded with an export (sealed in the manifest).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ChromaInfo {
+    /// What `/api/v2/version` answers: the API version (`1.0.0` for
+    /// chromadb 1.5.9), not the package's.
+    pub server_version: String,
+    pub tenant: String,
+    pub database: String,
+    pub collections: Vec<CollectionInfo>,
+}
+
+// Distances are floats, compared bit for bit here (the manifest's summary
+// check needs `Eq`); a NaN never comes from Chroma's distance functions.
+impl Eq for ChromaInfo {}
+
+/// One exported collection.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CollectionInfo {
+    pub name: String,
+    /// Its id on the source server.
+    pub id: String,
+    /// The object holding it (its name in the manifest's objects).
+    pub object: String,
+    /// Distance function: `l2`, `cosine` or `ip`.
+    pub space: String,
+    pub dimension: Option<u32>,
+    /// Records written to the export.
+    pub records: u64,
+    /// `count` just before and just after the export (writes in between
+    /// are not isolated).
+    pub count_before: u64,
+    pub count_after: u64,
+    /// Nearest-neighbour probes run right after the export.
+    pub probes: Vec<Probe>,
+}
+
+/// A nearest-neighbour query and what it returned at backup time.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Probe {
+    /// The query vector (base64 of little-endian f32, as in the export):
+    /// the embedding of a stored record.
+    pub vector: String,
+    /// The record whose embedding it is.
+    pub from_id: String,
+    /// Result ids, nearest first.
+    pub ids: Vec<String>,
+    pub distances: Vec<f32>,
+}
+
+/// The result of one verify query.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct QueryResult {
+    pub sql: String,
+    pub columns: Vec<String>,
+    /// The first [`KEPT_ROWS`](crate::sources::postgres::verify_queries::KEPT_ROWS) rows, as text (`None`: SQL NULL).
+    pub rows: Vec<Vec<Option<String>>>,
+    /// How many rows the query returned.
+    pub row_count: u64,
+    /// SHA-256 (hex) of the columns line and every row line
+    /// ([`canonical_line`](crate::sources::postgres::verify_queries::canonical_line)).
+    pub digest: String,
 }

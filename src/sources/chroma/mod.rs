@@ -34,56 +34,7 @@ pub mod export;
 pub mod format;
 pub mod import;
 
-use serde::{Deserialize, Serialize};
-
-/// Chroma facts recorded with an export (sealed in the manifest).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct ChromaInfo {
-    /// What `/api/v2/version` answers: the API version (`1.0.0` for
-    /// chromadb 1.5.9), not the package's.
-    pub server_version: String,
-    pub tenant: String,
-    pub database: String,
-    pub collections: Vec<CollectionInfo>,
-}
-
-// Distances are floats, compared bit for bit here (the manifest's summary
-// check needs `Eq`); a NaN never comes from Chroma's distance functions.
-impl Eq for ChromaInfo {}
-
-/// One exported collection.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct CollectionInfo {
-    pub name: String,
-    /// Its id on the source server.
-    pub id: String,
-    /// The object holding it (its name in the manifest's objects).
-    pub object: String,
-    /// Distance function: `l2`, `cosine` or `ip`.
-    pub space: String,
-    pub dimension: Option<u32>,
-    /// Records written to the export.
-    pub records: u64,
-    /// `count` just before and just after the export (writes in between
-    /// are not isolated).
-    pub count_before: u64,
-    pub count_after: u64,
-    /// Nearest-neighbour probes run right after the export.
-    pub probes: Vec<Probe>,
-}
-
-/// A nearest-neighbour query and what it returned at backup time.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Probe {
-    /// The query vector (base64 of little-endian f32, as in the export):
-    /// the embedding of a stored record.
-    pub vector: String,
-    /// The record whose embedding it is.
-    pub from_id: String,
-    /// Result ids, nearest first.
-    pub ids: Vec<String>,
-    pub distances: Vec<f32>,
-}
+pub use crate::catalog::manifest::{ChromaInfo, CollectionInfo, Probe};
 
 /// Nearest neighbours asked for by a probe.
 pub const PROBE_RESULTS: usize = 10;

@@ -15,7 +15,7 @@
 //! id`).
 
 use futures::{StreamExt, pin_mut};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio_postgres::{Client, SimpleQueryMessage};
 
@@ -30,19 +30,7 @@ pub const SESSION_SETTINGS: &str = "SET extra_float_digits = 1; SET DateStyle = 
      SET IntervalStyle = 'postgres'; SET TimeZone = 'UTC'; SET bytea_output = 'hex'; \
      SET statement_timeout = '5min'";
 
-/// The result of one verify query.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct QueryResult {
-    pub sql: String,
-    pub columns: Vec<String>,
-    /// The first [`KEPT_ROWS`] rows, as text (`None`: SQL NULL).
-    pub rows: Vec<Vec<Option<String>>>,
-    /// How many rows the query returned.
-    pub row_count: u64,
-    /// SHA-256 (hex) of the columns line and every row line
-    /// ([`canonical_line`]).
-    pub digest: String,
-}
+pub use crate::catalog::manifest::QueryResult;
 
 /// A difference between a recorded result and a new one.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
