@@ -88,7 +88,7 @@ pub fn server_owner(run_as: Option<&str>) -> Result<Option<String>> {
 
 /// Opens the configured repository, refusing anything that is not one.
 pub async fn open_repository(cfg: &Config) -> Result<Repository> {
-    let storage = crate::storage::open(&cfg.repository, &cfg.store_limits).await?;
+    let storage = crate::storage::location::open(&cfg.repository, &cfg.store_limits).await?;
     Repository::open(storage).await
 }
 

@@ -110,7 +110,7 @@ impl S3Storage {
     /// Builds a client and checks that the bucket exists and is reachable
     /// with the credentials found, so a wrong bucket name, bad credentials
     /// or an unreachable endpoint are reported before any work starts.
-    /// One attempt: retries are the caller's (see [`super::open`]).
+    /// One attempt: retries are the caller's (see [`super::location::open`]).
     pub async fn connect_with(cfg: S3Config, limits: &Limits) -> Result<S3Storage, StorageError> {
         let prefix = cfg.prefix.trim_matches('/').to_string();
         if cfg.bucket.is_empty() || cfg.bucket.contains('/') {
