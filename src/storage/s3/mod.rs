@@ -1,15 +1,11 @@
 //! S3 object storage: the [`Storage`] implementation for AWS S3 and every
 //! S3-compatible service (MinIO, Cloudflare R2, Ceph RGW, s3s-fs in tests).
 //!
-//! Uploads stream: a body is cut into parts and sent as a multipart upload
-//! with a few parts in flight, so memory stays bounded by
-//! `(MAX_PARTS_IN_FLIGHT + 1) × part size` whatever the object's size. An
-//! upload that fails (the producer or the server) is aborted, so a failed
-//! backup leaves neither a truncated object nor billable orphan parts.
-//!
-//! Errors are sorted into what retrying cannot fix (`Permanent`: missing
-//! bucket, access denied, bad request) and what it might (`Transient`:
-//! network, 5xx, throttling, timeouts).
+//! Here: the client and its settings, and the trait's calls. Uploads
+//! stream as multipart uploads with a bounded number of parts in flight
+//! (`upload.rs`); each running multipart upload is journaled so a killed
+//! writer's parts are found again (`journal.rs`); the SDK's errors are
+//! sorted into what retrying cannot fix and what it might (`errors.rs`).
 //!
 //! Deadlines and retries ([`Limits`]): the client cuts a connection
 //! attempt after `connect_timeout`, a request after `request_timeout` and
@@ -19,25 +15,24 @@
 //! except the requests of a `put`, which carry bytes already taken from a
 //! body the wrapper cannot replay: those the SDK retries itself.
 
-use std::collections::VecDeque;
-use std::error::Error as StdError;
 use std::fmt;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_config::BehaviorVersion;
 use aws_config::meta::region::RegionProviderChain;
 use aws_sdk_s3::Client;
-use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{Region, RequestChecksumCalculation};
-use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_s3::primitives::{ByteStream, DateTime as AwsDateTime};
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
-use bytes::Bytes;
+use aws_sdk_s3::error::ProvideErrorMetadata;
+use aws_sdk_s3::primitives::DateTime as AwsDateTime;
 use chrono::{DateTime, Utc};
-use tokio::task::JoinSet;
+
+mod errors;
+mod journal;
+mod upload;
+
+pub use journal::UPLOADS_JOURNAL;
 
 use super::retry::Limits;
 use super::{
@@ -47,19 +42,8 @@ use super::{
 
 /// Size of a multipart part (and the threshold above which an object is
 /// uploaded in parts). S3 allows 10 000 parts, so parts grow past the
-/// first thousand (see [`part_size`]) to keep very large objects possible.
+/// first thousand (see `part_size` in `upload.rs`) to keep very large objects possible.
 pub const PART_SIZE: usize = 16 * 1024 * 1024;
-/// Parts uploading at once. More gains little throughput on one stream and
-/// costs a part's worth of memory each.
-const MAX_PARTS_IN_FLIGHT: usize = 3;
-/// S3's limit on the number of parts of one upload.
-const MAX_PARTS: i32 = 10_000;
-/// The slowest average rate an upload request may move at: a request
-/// carrying `n` bytes gets `request_timeout + n / MIN_UPLOAD_RATE` (a
-/// 16 MiB part: 128 s more), so a slow link still uploads while a server
-/// that took the bytes and never answers is cut. A transfer that stops
-/// outright is cut sooner, by the stall timeout.
-const MIN_UPLOAD_RATE: u64 = 128 * 1024;
 
 /// Where and how to reach a bucket. Credentials are not here: they come
 /// from the standard AWS chain (environment, profile, web identity, IMDS).
@@ -184,29 +168,6 @@ impl S3Storage {
         Ok(storage)
     }
 
-    /// Settings for a request inside a `put`: its bytes come from a body
-    /// the retry wrapper cannot replay, so the SDK retries it (standard
-    /// mode: throttling, 5xx, connection failures and timeouts, with
-    /// backoff; never a 4xx). A request carrying `upload` bytes may take
-    /// longer than `request_timeout` by what [`MIN_UPLOAD_RATE`] allows.
-    fn put_request(&self, upload: u64) -> aws_sdk_s3::config::Builder {
-        let l = &self.limits;
-        let extra = Duration::from_secs_f64(upload as f64 / MIN_UPLOAD_RATE as f64);
-        aws_sdk_s3::config::Builder::default()
-            .retry_config(
-                RetryConfig::standard()
-                    .with_max_attempts(l.retries + 1)
-                    .with_initial_backoff(super::retry::INITIAL_BACKOFF)
-                    .with_max_backoff(super::retry::MAX_BACKOFF),
-            )
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .connect_timeout(l.connect_timeout)
-                    .operation_attempt_timeout(l.request_timeout + extra)
-                    .build(),
-            )
-    }
-
     /// The retention to put on `key`. Repository lock files
     /// (`locks/…`) are never locked: they must be deletable when their
     /// holder finishes.
@@ -214,63 +175,6 @@ impl S3Storage {
         // locks and the upload journal are deleted when done: never locked
         self.lock
             .filter(|_| !key.starts_with("locks/") && !key.starts_with(UPLOADS_JOURNAL))
-    }
-
-    /// The journal entry of one multipart upload (see [`UPLOADS_JOURNAL`]).
-    fn journal_key(upload_id: &str) -> String {
-        use sha2::Digest;
-        let h = sha2::Sha256::digest(upload_id.as_bytes());
-        format!("{UPLOADS_JOURNAL}{}.json", hex::encode(&h[..16]))
-    }
-
-    /// Records an upload before its first part, so a writer killed
-    /// mid-upload leaves a trace `list_incomplete` finds even on servers
-    /// that cannot list multipart uploads.
-    async fn journal_start(&self, key: &str, upload_id: &str) -> StorageResult<()> {
-        let entry = JournalEntry {
-            key: key.to_string(),
-            upload_id: upload_id.to_string(),
-            started: Utc::now(),
-        };
-        let bytes = serde_json::to_vec(&entry).expect("journal entry serialises");
-        self.put_single(
-            &Self::journal_key(upload_id),
-            bytes.into(),
-            PutMode::Overwrite,
-        )
-        .await
-        .map(drop)
-    }
-
-    /// Removes an upload's journal entry once it completed or was
-    /// aborted; a failure leaves an entry `abort_incomplete` clears later.
-    async fn journal_end(&self, upload_id: &str) {
-        if let Err(e) = self.delete(&Self::journal_key(upload_id)).await {
-            tracing::warn!("could not remove the journal entry of upload {upload_id}: {e}");
-        }
-    }
-
-    /// The uploads the journal holds under `prefix`.
-    async fn journaled(&self, prefix: &str) -> StorageResult<Vec<IncompleteUpload>> {
-        let mut out = Vec::new();
-        for o in self.list(UPLOADS_JOURNAL).await? {
-            let bytes = match self.get_bytes(&o.key).await {
-                Ok(b) => b,
-                Err(StorageError::NotFound { .. }) => continue, // just ended
-                Err(e) => return Err(e),
-            };
-            let Ok(entry) = serde_json::from_slice::<JournalEntry>(&bytes) else {
-                continue;
-            };
-            if entry.key.starts_with(prefix) {
-                out.push(IncompleteUpload {
-                    key: entry.key,
-                    handle: entry.upload_id,
-                    started: Some(entry.started),
-                });
-            }
-        }
-        Ok(out)
     }
 
     /// HEAD of `key`; `None` when it does not exist.
@@ -322,459 +226,6 @@ impl S3Storage {
             source,
         }
     }
-
-    /// HeadBucket answers have no body, so 404 and 403 carry no error code.
-    fn bucket_error<E>(&self, err: SdkError<E, HttpResponse>) -> StorageError
-    where
-        E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
-    {
-        let status = err.raw_response().map(|r| r.status().as_u16());
-        let key = format!("s3://{}", self.bucket);
-        match status {
-            Some(404) => StorageError::Permanent {
-                op: "connect",
-                key,
-                message: format!("bucket {} does not exist at {}", self.bucket, self.endpoint),
-            },
-            Some(403) => StorageError::Permanent {
-                op: "connect",
-                key,
-                message: format!(
-                    "access denied to bucket {} at {}: check credentials and bucket policy",
-                    self.bucket, self.endpoint
-                ),
-            },
-            _ => match self.map_err("connect", "", err) {
-                StorageError::NotFound { .. } | StorageError::AlreadyExists { .. } => {
-                    StorageError::Permanent {
-                        op: "connect",
-                        key,
-                        message: format!(
-                            "unexpected answer from {} for bucket {}",
-                            self.endpoint, self.bucket
-                        ),
-                    }
-                }
-                StorageError::Permanent { message, .. } => StorageError::Permanent {
-                    op: "connect",
-                    key,
-                    message,
-                },
-                StorageError::Transient { message, .. } => StorageError::Transient {
-                    op: "connect",
-                    key,
-                    message,
-                },
-                other => other,
-            },
-        }
-    }
-
-    /// Sorts an SDK error into the storage error kinds. `key` is relative.
-    fn map_err<E>(
-        &self,
-        op: &'static str,
-        key: &str,
-        err: SdkError<E, HttpResponse>,
-    ) -> StorageError
-    where
-        E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
-    {
-        let url = if key.is_empty() {
-            format!("s3://{}", self.bucket)
-        } else {
-            self.url(key)
-        };
-        let permanent = |message: String| StorageError::Permanent {
-            op,
-            key: url.clone(),
-            message,
-        };
-        let transient = |message: String| StorageError::Transient {
-            op,
-            key: url.clone(),
-            message,
-        };
-        match &err {
-            SdkError::ServiceError(se) => {
-                let status = se.raw().status().as_u16();
-                let code = se.err().code().unwrap_or("");
-                let detail = se.err().message().unwrap_or("");
-                let what = format!("HTTP {status} {code} {detail}").trim().to_string();
-                match (status, code) {
-                    (_, "NoSuchBucket") => permanent(format!(
-                        "bucket {} does not exist at {}",
-                        self.bucket, self.endpoint
-                    )),
-                    (_, "NoSuchKey" | "NotFound" | "NoSuchUpload") | (404, _) => {
-                        StorageError::NotFound {
-                            key: key.to_string(),
-                        }
-                    }
-                    (_, "PreconditionFailed") | (412, _) => StorageError::AlreadyExists {
-                        key: key.to_string(),
-                    },
-                    (
-                        _,
-                        "AccessDenied"
-                        | "InvalidAccessKeyId"
-                        | "SignatureDoesNotMatch"
-                        | "ExpiredToken"
-                        | "InvalidToken"
-                        | "AllAccessDisabled",
-                    )
-                    | (401 | 403, _) => permanent(format!(
-                        "access denied to bucket {} at {} ({what}): check credentials and bucket policy",
-                        self.bucket, self.endpoint
-                    )),
-                    (301, _) | (_, "PermanentRedirect" | "AuthorizationHeaderMalformed") => {
-                        let region = se
-                            .raw()
-                            .headers()
-                            .get("x-amz-bucket-region")
-                            .unwrap_or("another region");
-                        permanent(format!(
-                            "bucket {} is in {region}: set the region ({what})",
-                            self.bucket
-                        ))
-                    }
-                    (
-                        _,
-                        "SlowDown"
-                        | "Throttling"
-                        | "ThrottlingException"
-                        | "RequestTimeout"
-                        | "InternalError"
-                        | "ServiceUnavailable"
-                        | "ConditionalRequestConflict",
-                    )
-                    | (408 | 409 | 429, _)
-                    | (500..=599, _) => transient(format!("{} answered {what}", self.endpoint)),
-                    _ => permanent(format!("{} refused the request: {what}", self.endpoint)),
-                }
-            }
-            SdkError::DispatchFailure(df) => {
-                let chain = error_chain(&err);
-                if chain.contains("credential") {
-                    permanent(format!("no usable AWS credentials: {chain}"))
-                } else if df.is_user() {
-                    permanent(format!("request to {} failed: {chain}", self.endpoint))
-                } else {
-                    transient(format!(
-                        "cannot reach S3 endpoint {}: {chain}",
-                        self.endpoint
-                    ))
-                }
-            }
-            SdkError::TimeoutError(_) => transient(format!(
-                "timed out talking to S3 endpoint {}: {}",
-                self.endpoint,
-                error_chain(&err)
-            )),
-            SdkError::ResponseError(_) => transient(format!(
-                "unreadable response from {}: {}",
-                self.endpoint,
-                error_chain(&err)
-            )),
-            SdkError::ConstructionFailure(_) => permanent(format!(
-                "could not build the request: {}",
-                error_chain(&err)
-            )),
-            _ => transient(error_chain(&err)),
-        }
-    }
-
-    async fn put_single(&self, key: &str, data: Bytes, mode: PutMode) -> StorageResult<ObjectMeta> {
-        let size = data.len() as u64;
-        let mut req = self
-            .client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(self.full_key(key))
-            .content_length(size as i64)
-            .body(ByteStream::from(data));
-        if mode == PutMode::Create {
-            req = req.if_none_match("*");
-        }
-        if let Some(lock) = self.lock_for(key) {
-            // S3 requires an integrity checksum on a PutObject that sets a
-            // retention; CRC32 makes the SDK compute one.
-            req = req
-                .object_lock_mode(lock_mode(lock.mode))
-                .object_lock_retain_until_date(AwsDateTime::from_millis(
-                    lock.retain_until.timestamp_millis(),
-                ))
-                .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Crc32);
-        }
-        req.customize()
-            .config_override(self.put_request(size))
-            .send()
-            .await
-            .map_err(|e| self.map_err("put", key, e))?;
-        Ok(ObjectMeta {
-            key: key.to_string(),
-            size,
-            modified: None,
-        })
-    }
-
-    /// Multipart upload of a body whose first two blocks are already read.
-    /// Any failure aborts the upload so no parts are left behind.
-    async fn put_multipart(
-        &self,
-        key: &str,
-        first: Bytes,
-        second: Bytes,
-        body: Body,
-        mode: PutMode,
-    ) -> StorageResult<ObjectMeta> {
-        let full = self.full_key(key);
-        let mut create = self
-            .client
-            .create_multipart_upload()
-            .bucket(&self.bucket)
-            .key(&full);
-        if let Some(lock) = self.lock_for(key) {
-            create = create
-                .object_lock_mode(lock_mode(lock.mode))
-                .object_lock_retain_until_date(AwsDateTime::from_millis(
-                    lock.retain_until.timestamp_millis(),
-                ))
-                .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Crc32);
-        }
-        let created = create
-            .customize()
-            .config_override(self.put_request(0))
-            .send()
-            .await
-            .map_err(|e| self.map_err("put", key, e))?;
-        let Some(upload_id) = created.upload_id().map(str::to_string) else {
-            return Err(StorageError::Permanent {
-                op: "put",
-                key: self.url(key),
-                message: format!("{} returned no multipart upload id", self.endpoint),
-            });
-        };
-        if let Err(e) = self.journal_start(key, &upload_id).await {
-            self.abort_quietly(&full, &upload_id).await;
-            return Err(e);
-        }
-        let result = self
-            .put_multipart_parts(key, &full, &upload_id, first, second, body, mode)
-            .await;
-        // done or aborted: the journal entry goes (a failed abort keeps
-        // the upload listed where the server lists them; the rare case of
-        // both failing is what `cleanup` on a listing server catches)
-        self.journal_end(&upload_id).await;
-        result
-    }
-
-    /// The parts and the completion of a multipart upload started by
-    /// [`put_multipart`](Self::put_multipart); any failure aborts it.
-    #[allow(clippy::too_many_arguments)]
-    async fn put_multipart_parts(
-        &self,
-        key: &str,
-        full: &str,
-        upload_id: &str,
-        first: Bytes,
-        second: Bytes,
-        body: Body,
-        mode: PutMode,
-    ) -> StorageResult<ObjectMeta> {
-        let (full, upload_id) = (full.to_string(), upload_id.to_string());
-        let (parts, size) = match self
-            .upload_parts(key, &upload_id, VecDeque::from([first, second]), body)
-            .await
-        {
-            Ok(done) => done,
-            Err(e) => {
-                self.abort_quietly(&full, &upload_id).await;
-                return Err(e);
-            }
-        };
-        let mut req = self
-            .client
-            .complete_multipart_upload()
-            .bucket(&self.bucket)
-            .key(&full)
-            .upload_id(&upload_id)
-            .multipart_upload(
-                CompletedMultipartUpload::builder()
-                    .set_parts(Some(parts))
-                    .build(),
-            );
-        if mode == PutMode::Create {
-            req = req.if_none_match("*");
-        }
-        if let Err(e) = req
-            .customize()
-            .config_override(self.put_request(0))
-            .send()
-            .await
-        {
-            // Includes a 412 when another writer created the key meanwhile:
-            // the parts are then garbage.
-            self.abort_quietly(&full, &upload_id).await;
-            return Err(self.map_err("put", key, e));
-        }
-        Ok(ObjectMeta {
-            key: key.to_string(),
-            size,
-            modified: None,
-        })
-    }
-
-    /// Feeds blocks from the body to part uploads, at most
-    /// [`MAX_PARTS_IN_FLIGHT`] at once. Reading the next block overlaps the
-    /// uploads in flight, so memory is bounded by (in flight + 1) parts.
-    async fn upload_parts(
-        &self,
-        key: &str,
-        upload_id: &str,
-        mut ready: VecDeque<Bytes>,
-        mut body: Body,
-    ) -> StorageResult<(Vec<CompletedPart>, u64)> {
-        let mut tasks: JoinSet<StorageResult<CompletedPart>> = JoinSet::new();
-        let mut parts = Vec::new();
-        let mut number: i32 = 0;
-        let mut size: u64 = 0;
-        loop {
-            // Surface a failed part early instead of reading on.
-            while let Some(done) = tasks.try_join_next() {
-                parts.push(self.joined(key, done)?);
-            }
-            let block = match ready.pop_front() {
-                Some(b) => b,
-                None => match body
-                    .next_block(part_size(number + 1))
-                    .await
-                    .map_err(|e| self.aborted(key, e))?
-                {
-                    Some(b) if !b.is_empty() => b,
-                    _ => break,
-                },
-            };
-            number += 1;
-            if number > MAX_PARTS {
-                return Err(StorageError::Permanent {
-                    op: "put",
-                    key: self.url(key),
-                    message: format!("object exceeds S3's limit of {MAX_PARTS} parts"),
-                });
-            }
-            size += block.len() as u64;
-            while tasks.len() >= MAX_PARTS_IN_FLIGHT {
-                let done = tasks.join_next().await.expect("tasks is not empty");
-                parts.push(self.joined(key, done)?);
-            }
-            let this = self.clone();
-            let key = key.to_string();
-            let upload_id = upload_id.to_string();
-            tasks.spawn(async move { this.upload_part(&key, &upload_id, number, block).await });
-        }
-        while let Some(done) = tasks.join_next().await {
-            parts.push(self.joined(key, done)?);
-        }
-        parts.sort_by_key(|p| p.part_number());
-        Ok((parts, size))
-    }
-
-    fn joined(
-        &self,
-        key: &str,
-        done: Result<StorageResult<CompletedPart>, tokio::task::JoinError>,
-    ) -> StorageResult<CompletedPart> {
-        done.map_err(|e| StorageError::Permanent {
-            op: "put",
-            key: self.url(key),
-            message: format!("part upload task failed: {e}"),
-        })?
-    }
-
-    async fn upload_part(
-        &self,
-        key: &str,
-        upload_id: &str,
-        number: i32,
-        data: Bytes,
-    ) -> StorageResult<CompletedPart> {
-        let data_len = data.len() as u64;
-        let mut req = self
-            .client
-            .upload_part()
-            .bucket(&self.bucket)
-            .key(self.full_key(key))
-            .upload_id(upload_id)
-            .part_number(number)
-            .content_length(data.len() as i64)
-            .body(ByteStream::from(data));
-        let locked = self.lock_for(key).is_some();
-        if locked {
-            // The upload was created with CRC32 checksums (a locked upload
-            // needs them): every part carries its own.
-            req = req.checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Crc32);
-        }
-        let out = req
-            .customize()
-            .config_override(self.put_request(data_len))
-            .send()
-            .await
-            .map_err(|e| self.map_err("put", key, e))?;
-        let mut part = CompletedPart::builder()
-            .part_number(number)
-            .set_e_tag(out.e_tag().map(str::to_string));
-        if locked {
-            part = part.set_checksum_crc32(out.checksum_crc32().map(str::to_string));
-        }
-        Ok(part.build())
-    }
-
-    /// Best effort: the upload already failed; a failed abort leaves an
-    /// incomplete upload that `list_incomplete` will find later.
-    async fn abort_quietly(&self, full_key: &str, upload_id: &str) {
-        if let Err(e) = self
-            .client
-            .abort_multipart_upload()
-            .bucket(&self.bucket)
-            .key(full_key)
-            .upload_id(upload_id)
-            .customize()
-            .config_override(self.put_request(0))
-            .send()
-            .await
-        {
-            tracing::warn!(
-                bucket = %self.bucket,
-                key = full_key,
-                upload_id,
-                error = %error_chain(&e),
-                "could not abort multipart upload"
-            );
-        }
-    }
-}
-
-/// Where multipart uploads are journaled while they run (one small object
-/// per upload, removed when it completes or is aborted): servers without
-/// ListMultipartUploads (s3s-fs, some S3-compatible stores) would otherwise
-/// keep the parts of a killed writer forever, unseen by `verify` and
-/// `cleanup`.
-pub const UPLOADS_JOURNAL: &str = "uploads/";
-
-#[derive(serde::Serialize, serde::Deserialize)]
-struct JournalEntry {
-    key: String,
-    upload_id: String,
-    started: DateTime<Utc>,
-}
-
-/// Part size for part `number` (1-based): 16 MiB for the first thousand
-/// parts, then one more 16 MiB per thousand, which lifts the maximum
-/// object size from 156 GiB to about 860 GiB. Memory grows only for such
-/// objects.
-fn part_size(number: i32) -> usize {
-    PART_SIZE * (1 + (number.max(1) as usize - 1) / 1000)
 }
 
 fn lock_mode(m: LockMode) -> aws_sdk_s3::types::ObjectLockMode {
@@ -786,21 +237,6 @@ fn lock_mode(m: LockMode) -> aws_sdk_s3::types::ObjectLockMode {
 
 fn to_chrono(t: Option<&AwsDateTime>) -> Option<DateTime<Utc>> {
     t.and_then(|t| DateTime::from_timestamp(t.secs(), t.subsec_nanos()))
-}
-
-/// An error and its sources, joined: the SDK's top-level messages
-/// ("dispatch failure") say nothing; the cause is at the bottom.
-fn error_chain(err: &(dyn StdError + 'static)) -> String {
-    let mut parts: Vec<String> = vec![err.to_string()];
-    let mut source = err.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        source = s.source();
-    }
-    parts.join(": ")
 }
 
 #[async_trait]
