@@ -11,9 +11,11 @@
 //! [`commands`] (one module per CLI command), [`config`], [`keys`];
 //! [`fuzzing`] holds the entry points of the fuzz targets in `fuzz/`.
 
+pub mod backup;
 pub mod catalog;
 pub mod commands;
 pub mod config;
+pub mod context;
 pub mod crashpoint;
 pub mod drill;
 pub mod error;
