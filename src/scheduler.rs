@@ -15,8 +15,10 @@
 //!   says so in its log when it cannot run a kind.
 //!
 //! The daemon itself (`strata schedule run`) is [`daemon`]; its clock,
-//! real or fake for tests, is [`clock`]; its log lines are [`events`].
+//! real or fake for tests, is [`clock`]; its log lines are [`events`];
+//! the processes it starts and signals are [`children`].
 
+pub mod children;
 pub mod clock;
 pub mod daemon;
 pub mod events;
