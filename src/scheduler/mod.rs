@@ -20,6 +20,7 @@
 
 pub mod children;
 pub mod clock;
+pub mod cron;
 pub mod daemon;
 pub mod events;
 
