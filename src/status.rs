@@ -17,7 +17,7 @@ use serde::Serialize;
 use crate::catalog::{Repository, Summary};
 use crate::config::Config;
 use crate::error::Result;
-use crate::schedule::Schedule;
+use crate::scheduler::cron::Schedule;
 use crate::sources::postgres::wal::archive::WAL_PREFIX;
 use crate::sources::postgres::wal::{Lsn, SegmentName, SegmentSize, Timeline};
 use crate::tier::Tier;
