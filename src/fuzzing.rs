@@ -51,7 +51,7 @@ pub fn config(data: &[u8]) {
         return;
     };
     let now = fixed_now();
-    let _ = crate::schedule::upcoming(cfg.tiers.values(), now, 3);
+    let _ = crate::scheduler::upcoming(cfg.tiers.values(), now, 3);
     for t in cfg.tiers.values() {
         if let Some(s) = &t.schedule {
             let _ = s.previous_run(t.tz(), now);

@@ -11,9 +11,11 @@
 //! [`commands`] (one module per CLI command), [`config`], [`keys`];
 //! [`fuzzing`] holds the entry points of the fuzz targets in `fuzz/`.
 
+pub mod backup;
 pub mod catalog;
 pub mod commands;
 pub mod config;
+pub mod context;
 pub mod crashpoint;
 pub mod drill;
 pub mod error;
@@ -23,7 +25,6 @@ pub mod notify;
 pub mod pipeline;
 pub mod progress;
 pub mod retention;
-pub mod schedule;
 pub mod scheduler;
 pub mod sources;
 pub mod status;
@@ -33,6 +34,8 @@ pub mod timeparse;
 pub mod util;
 
 pub use error::{Error, Result};
+/// The schedule model's old path (`crate::schedule::Schedule`).
+pub use scheduler::cron as schedule;
 
 /// strata's own version, recorded in every manifest.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

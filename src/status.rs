@@ -17,7 +17,7 @@ use serde::Serialize;
 use crate::catalog::{Repository, Summary};
 use crate::config::Config;
 use crate::error::Result;
-use crate::schedule::Schedule;
+use crate::scheduler::cron::Schedule;
 use crate::sources::postgres::wal::archive::WAL_PREFIX;
 use crate::sources::postgres::wal::{Lsn, SegmentName, SegmentSize, Timeline};
 use crate::tier::Tier;
@@ -175,7 +175,9 @@ pub struct ArchivingWarning {
 /// The repository an `archive_command` running `strata --config C wal
 /// push` archives into: C's `[repository]`. `None` when the command does
 /// not run strata or names no config that can be read.
-fn archive_repository(command: &str) -> Option<Result<crate::config::RepositoryLocation, String>> {
+fn archive_repository(
+    command: &str,
+) -> Option<Result<crate::storage::location::RepositoryLocation, String>> {
     if !command.contains("wal push") {
         return None;
     }
@@ -495,8 +497,8 @@ pub async fn gather(cfg: &Config, repo: &Repository, now: DateTime<Utc>) -> Resu
         // connect to every source on each scrape)
         archiving: Vec::new(),
         ownership: match &cfg.repository {
-            crate::config::RepositoryLocation::Local(dir) => ownership_problems(dir),
-            crate::config::RepositoryLocation::S3 { .. } => Vec::new(),
+            crate::storage::location::RepositoryLocation::Local(dir) => ownership_problems(dir),
+            crate::storage::location::RepositoryLocation::S3 { .. } => Vec::new(),
         },
     })
 }

@@ -11,7 +11,7 @@ pub async fn run(g: &Globals, owner: Option<&str>, json: bool) -> Result<u8> {
         None => None,
         Some(user) => Some(owner_ids(&cfg, user)?),
     };
-    let storage = crate::storage::open(&cfg.repository, &cfg.store_limits).await?;
+    let storage = crate::storage::location::open(&cfg.repository, &cfg.store_limits).await?;
     let repo = Repository::init(storage).await?;
     // which keys every later write must use (`check_recipients`)
     repo.record_recipients(&cfg.recipients, false).await?;

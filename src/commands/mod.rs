@@ -24,11 +24,11 @@ pub mod wal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::catalog::Repository;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::keys::{self, Identity};
-use crate::pipeline::Encoder;
+
+pub use crate::context::{encoder, open_repository};
 
 /// Options every command shares.
 #[derive(Debug, Clone, Default)]
@@ -84,20 +84,6 @@ pub fn server_owner(run_as: Option<&str>) -> Result<Option<String>> {
         )),
         (None, false) => Ok(None),
     }
-}
-
-/// Opens the configured repository, refusing anything that is not one.
-pub async fn open_repository(cfg: &Config) -> Result<Repository> {
-    let storage = crate::storage::open(&cfg.repository, &cfg.store_limits).await?;
-    Repository::open(storage).await
-}
-
-pub fn encoder(cfg: &Config) -> Result<Encoder> {
-    Ok(Encoder {
-        recipients: Arc::new(keys::parse_recipients(&cfg.recipients)?),
-        level: cfg.compression.level,
-        threads: cfg.compression.threads,
-    })
 }
 
 /// Prints a value as pretty JSON on stdout.

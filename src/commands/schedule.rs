@@ -1,5 +1,5 @@
 //! `strata schedule next|crontab`: when the configured tiers run, and the
-//! crontab that runs them (see [`crate::schedule`]).
+//! crontab that runs them (see [`crate::scheduler`]).
 
 use std::path::PathBuf;
 
@@ -7,7 +7,8 @@ use chrono::Utc;
 
 use super::Globals;
 use crate::error::{Error, Result};
-use crate::schedule::{crontab as render_crontab, upcoming};
+use crate::scheduler::crontab::crontab as render_crontab;
+use crate::scheduler::upcoming;
 
 /// `strata schedule next [--count N]`: each tier's next runs, in its own
 /// zone and in UTC.

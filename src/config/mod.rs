@@ -137,65 +137,7 @@ pub enum RestoreTo {
 
 pub use crate::catalog::manifest::SourceKind;
 
-/// Where the repository lives.
-#[derive(Debug, Clone)]
-pub enum RepositoryLocation {
-    Local(PathBuf),
-    S3 {
-        bucket: String,
-        prefix: String,
-        endpoint: Option<String>,
-        region: Option<String>,
-        path_style: bool,
-    },
-}
-
-impl RepositoryLocation {
-    /// As a URL, for messages.
-    pub fn display(&self) -> String {
-        match self {
-            RepositoryLocation::Local(p) => format!("file://{}", p.display()),
-            RepositoryLocation::S3 {
-                bucket,
-                prefix,
-                endpoint,
-                ..
-            } => format!(
-                "s3://{bucket}/{prefix}{}",
-                endpoint
-                    .as_ref()
-                    .map(|e| format!(" at {e}"))
-                    .unwrap_or_default()
-            ),
-        }
-    }
-
-    /// Whether two configs name the same repository (local paths compared
-    /// once resolved).
-    pub fn same_place(&self, other: &RepositoryLocation) -> bool {
-        match (self, other) {
-            (RepositoryLocation::Local(a), RepositoryLocation::Local(b)) => {
-                let resolve = |p: &PathBuf| p.canonicalize().unwrap_or_else(|_| p.clone());
-                resolve(a) == resolve(b)
-            }
-            (
-                RepositoryLocation::S3 {
-                    bucket: b1,
-                    prefix: p1,
-                    endpoint: e1,
-                    ..
-                },
-                RepositoryLocation::S3 {
-                    bucket: b2,
-                    prefix: p2,
-                    endpoint: e2,
-                    ..
-                },
-            ) => (b1, p1.trim_matches('/'), e1) == (b2, p2.trim_matches('/'), e2),
-            _ => false,
-        }
-    }
-}
+pub use crate::storage::location::RepositoryLocation;
 
 #[derive(Debug, Clone)]
 pub struct Compression {

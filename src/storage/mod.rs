@@ -10,12 +10,13 @@
 //! failed, panicked or was dropped) is an error, never a truncated object:
 //! an upload either stores every byte the producer meant to send or nothing.
 //!
-//! [`open`] puts every store behind [`retry::Retrying`]: the one place where
+//! [`location::open`] puts every store behind [`retry::Retrying`]: the one place where
 //! calls get their deadlines, retries and backoff, and where an interrupted
 //! read resumes at the offset it reached (see docs/design.md, "Deadlines and
 //! retries"). The stores themselves stay simple.
 
 pub mod local;
+pub mod location;
 pub mod retry;
 pub mod s3;
 
@@ -437,43 +438,4 @@ pub fn validate_key(key: &str) -> StorageResult<()> {
         });
     }
     Ok(())
-}
-
-/// Opens the store a configuration names, behind the retry wrapper: every
-/// call it serves gets `limits`' deadlines, retries and backoff.
-pub async fn open(
-    location: &crate::config::RepositoryLocation,
-    limits: &retry::Limits,
-) -> StorageResult<std::sync::Arc<dyn Storage>> {
-    use crate::config::RepositoryLocation;
-    let store: std::sync::Arc<dyn Storage> = match location {
-        RepositoryLocation::Local(path) => {
-            std::sync::Arc::new(local::LocalStorage::new(path.clone()))
-        }
-        RepositoryLocation::S3 {
-            bucket,
-            prefix,
-            endpoint,
-            region,
-            path_style,
-        } => {
-            let cfg = s3::S3Config {
-                bucket: bucket.clone(),
-                prefix: prefix.clone(),
-                endpoint: endpoint.clone(),
-                region: region.clone(),
-                path_style: *path_style,
-            };
-            // Connecting checks the bucket (one HEAD): it gets the same
-            // deadlines and retries as every later call.
-            let key = format!("s3://{bucket}");
-            std::sync::Arc::new(
-                retry::with_retries(limits, "connect", &key, || {
-                    s3::S3Storage::connect_with(cfg.clone(), limits)
-                })
-                .await?,
-            )
-        }
-    };
-    Ok(retry::Retrying::wrap(store, *limits))
 }

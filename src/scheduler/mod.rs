@@ -1,4 +1,5 @@
-//! The scheduler's planner: which tiers are due now.
+//! The scheduler's planner: which tiers are due now, and each tier's
+//! upcoming runs (`strata schedule next`).
 //!
 //! Pure, with the clock passed in, so the daemon and tests see the same
 //! plan. Rules, chosen on purpose:
@@ -15,9 +16,15 @@
 //!   says so in its log when it cannot run a kind.
 //!
 //! The daemon itself (`strata schedule run`) is [`daemon`]; its clock,
-//! real or fake for tests, is [`clock`]; its log lines are [`events`].
+//! real or fake for tests, is [`clock`]; its log lines are [`events`];
+//! the processes it starts and signals are [`children`].
+//! A tier's schedule, the cron expression, is [`cron`]; the crontab that
+//! runs the tiers from cron instead of the daemon is [`crontab`].
 
+pub mod children;
 pub mod clock;
+pub mod cron;
+pub mod crontab;
 pub mod daemon;
 pub mod events;
 
@@ -177,10 +184,61 @@ pub fn missed_slots(tier: &Tier, from: DateTime<Utc>, now: DateTime<Utc>, cap: u
     n
 }
 
+/// One tier's upcoming runs.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Upcoming {
+    pub tier: String,
+    pub kind: &'static str,
+    pub schedule: Option<String>,
+    pub timezone: String,
+    pub runnable: bool,
+    pub sources: Vec<String>,
+    /// Each run as `(time in the tier's zone, the same instant in UTC)`.
+    pub runs: Vec<Run>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Run {
+    /// RFC 3339 with the zone's offset at that time.
+    pub local: String,
+    pub utc: DateTime<Utc>,
+}
+
+/// The next `count` runs of every tier after `now`, tiers in name order.
+/// Tiers with no schedule are listed with no runs.
+pub fn upcoming<'a>(
+    tiers: impl IntoIterator<Item = &'a Tier>,
+    now: DateTime<Utc>,
+    count: usize,
+) -> Vec<Upcoming> {
+    tiers
+        .into_iter()
+        .map(|t| Upcoming {
+            tier: t.name.clone(),
+            kind: t.kind.as_str(),
+            schedule: t.schedule.as_ref().map(|s| s.to_string()),
+            timezone: t.tz().name().to_string(),
+            runnable: t.kind.runnable(),
+            sources: t.sources.clone(),
+            runs: t
+                .schedule
+                .as_ref()
+                .map(|s| s.next_runs(t.tz(), now, count))
+                .unwrap_or_default()
+                .into_iter()
+                .map(|local| Run {
+                    local: local.to_rfc3339(),
+                    utc: local.with_timezone(&Utc),
+                })
+                .collect(),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
+    use super::cron::Schedule;
     use super::*;
-    use crate::schedule::Schedule;
     use crate::tier::TierKind;
     use chrono_tz::Tz;
 
