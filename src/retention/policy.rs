@@ -6,7 +6,7 @@
 //! backups to delete. Nothing here reads a clock or touches storage, so a
 //! dry run and the real run see the same plan, and tests can pin `now`.
 //! Applying the plan (manifest first, then data; see [`crate::catalog`])
-//! is the caller's job.
+//! is [`super::apply`]'s job.
 //!
 //! Semantics follow restic's `forget` (see docs), applied to each source
 //! independently:
