@@ -458,7 +458,7 @@ fn print_wal(w: &wal::WalPrune, dry_run: bool) {
     }
     for r in &w.ranges {
         let verb = match (r.action, dry_run) {
-            (crate::sources::postgres::wal::retention::WalAction::Keep, _) => "keep",
+            (crate::retention::wal_cut::WalAction::Keep, _) => "keep",
             (_, true) => "would delete",
             (_, false) => "delete",
         };

@@ -18,7 +18,6 @@
 pub mod archive;
 pub mod continuity;
 pub mod push_async;
-pub mod retention;
 pub mod spool;
 
 use std::fmt;
