@@ -31,8 +31,6 @@
 //! as `kept: object lock until T`: deleting its manifest would strand
 //! locked data, and deleting its data would break a listed backup.
 
-mod wal;
-
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Duration, Utc};
@@ -43,7 +41,7 @@ use super::cleanup::{Sweep, sweep};
 use crate::catalog::lock::{self, LockKind};
 use crate::catalog::{Entry, Repository};
 use crate::error::{Error, Kind, Result};
-use crate::retention::{self, Candidate};
+use crate::retention::{self, Candidate, wal};
 use crate::tier::Tier;
 
 /// What prune decided about one backup.
