@@ -64,7 +64,7 @@ pub async fn run(
         });
         if slots && scan_due {
             last_scan = Some(Instant::now());
-            match pa::ready_files(&pg_wal) {
+            match pa::ready_files(pg_wal) {
                 Ok(ready) => {
                     let queued: HashSet<String> = ready.iter().map(|f| f.to_string()).collect();
                     sp.forget_archived(&queued);
