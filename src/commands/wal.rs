@@ -7,21 +7,26 @@
 //! log is their output), a clear message on failure. `fetch` exits 1
 //! without a word when the file is not archived: PostgreSQL asks for
 //! history files and segments that do not exist as part of normal recovery.
+//!
+//! This module reads arguments and configuration, opens the repository,
+//! starts the background workers and prints; the archive itself is
+//! [`crate::sources::postgres::wal::archive`], and the workers' loops are
+//! [`pusher::run`] (`wal push-worker`) and [`prefetch::run`]
+//! (`wal prefetch-worker`).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use serde::Serialize;
 
 use super::Globals;
 use crate::config::{Config, Source, SourceKind};
 use crate::error::{Error, Result};
-use crate::keys::Identity;
 use crate::sources::postgres::wal::archive::{
-    Located, MacKey, PushContext, PushStatus, WalArchive, tmp_beside,
+    MacKey, PushContext, PushStatus, WalArchive, tmp_beside,
 };
+use crate::sources::postgres::wal::prefetch::{self, take_prefetched};
+use crate::sources::postgres::wal::pusher;
 use crate::sources::postgres::wal::spool::{self, Spool};
 use crate::sources::postgres::wal::{SegmentName, SegmentSize, WalFile};
 
@@ -134,10 +139,6 @@ struct FetchReport {
     from: &'static str,
 }
 
-/// How long a fetch waits for the prefetcher's download of its segment
-/// before downloading it itself.
-const PREFETCH_WAIT: Duration = Duration::from_secs(120);
-
 /// `strata wal fetch` as PostgreSQL runs it: [`fetch`], with every
 /// failure printed and turned into [`FETCH_FAILED`].
 pub async fn fetch_cmd(g: &Globals, a: &FetchArgs) -> Result<u8> {
@@ -244,23 +245,6 @@ pub async fn fetch(g: &Globals, a: &FetchArgs) -> Result<u8> {
     Ok(0)
 }
 
-/// Moves `seg` from the spool to `dest` if it is there, or once the
-/// prefetcher's download of it under way has landed; `false` when it is
-/// not spooled (nor coming).
-async fn take_prefetched(sp: &Spool, seg: SegmentName, dest: &Path) -> std::io::Result<bool> {
-    if sp.take(seg, dest)? {
-        return Ok(true);
-    }
-    let deadline = Instant::now() + PREFETCH_WAIT;
-    while sp.downloading(seg) && sp.prefetcher_running() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        if sp.take(seg, dest)? {
-            return Ok(true);
-        }
-    }
-    sp.take(seg, dest)
-}
-
 /// Tells the prefetcher that PostgreSQL has `seg` now, starting one when
 /// none runs. Failures are logged: prefetching only ever saves time.
 fn keep_prefetching(
@@ -333,8 +317,6 @@ pub struct PrefetchArgs {
 /// when PostgreSQL has asked for nothing new for a while (recovery ended
 /// or stalled; the next fetch starts it again) or the spool is deleted.
 pub async fn prefetch_worker(g: &Globals, a: &PrefetchArgs) -> Result<u8> {
-    use futures::stream::FuturesUnordered;
-    use std::collections::{HashMap, HashSet};
     let cfg = g.config()?;
     let src = pick_source(&cfg, Some(&a.source))?;
     let identities = g.identities(&cfg)?;
@@ -351,130 +333,8 @@ pub async fn prefetch_worker(g: &Globals, a: &PrefetchArgs) -> Result<u8> {
     sp.remove_downloads();
     let archive = WalArchive::new(&repo, &src.name);
     let depth = a.depth.clamp(1, MAX_PREFETCH) as usize;
-    let mut running = FuturesUnordered::new();
-    let mut in_flight: HashSet<SegmentName> = HashSet::new();
-    // not archived (yet) or failed: not asked for again before then
-    let mut retry_at: HashMap<SegmentName, Instant> = HashMap::new();
-    let mut last = None;
-    let mut idle_since = Instant::now();
-    let (mut fetched, mut failed) = (0u64, 0u64);
-    let data_dir = recovering_data_dir(&a.spool);
-    let mut checked = Instant::now();
-    loop {
-        if !sp.dir().is_dir() {
-            break;
-        }
-        // Recovery over (the server promoted): nothing more will be asked
-        // for, so stop now rather than linger, and take the spool along
-        // (issue 13: a prefetcher outliving its restore re-created it).
-        if let Some(d) = &data_dir
-            && checked.elapsed() >= Duration::from_millis(200)
-        {
-            checked = Instant::now();
-            if !d.join("recovery.signal").exists() && !d.join("standby.signal").exists() {
-                drop(running);
-                let _ = std::fs::remove_dir_all(sp.dir());
-                let _ = std::fs::remove_dir(&a.spool);
-                tracing::info!(
-                    "prefetcher {} exits: recovery of {} is over; {fetched} segments prefetched, {failed} failed",
-                    std::process::id(),
-                    d.display()
-                );
-                return Ok(0);
-            }
-        }
-        let wanted = sp.wanted();
-        if wanted != last {
-            idle_since = Instant::now();
-            last = wanted;
-            if let Some((w, _)) = wanted {
-                sp.clean(w);
-                retry_at.retain(|s, _| !spool::is_stale(*s, w));
-            }
-        }
-        if let Some((w, size)) = wanted {
-            let mut s = w;
-            for _ in 0..depth {
-                s = s.next(size);
-                if running.len() >= depth {
-                    break;
-                }
-                if in_flight.contains(&s)
-                    || sp.contains(s)
-                    || retry_at.get(&s).is_some_and(|t| Instant::now() < *t)
-                {
-                    continue;
-                }
-                in_flight.insert(s);
-                let (archive, sp, ids) = (&archive, &sp, identities.clone());
-                running.push(async move { (s, prefetch_one(archive, sp, s, ids).await) });
-            }
-        }
-        if running.is_empty() {
-            if idle_since.elapsed() > a.idle_exit {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            continue;
-        }
-        tokio::select! {
-            Some((s, r)) = running.next() => {
-                in_flight.remove(&s);
-                match r {
-                    Ok(true) => {
-                        fetched += 1;
-                        // PostgreSQL may have passed it meanwhile
-                        if let Some((w, _)) = sp.wanted() && spool::is_stale(s, w) {
-                            sp.clean(w);
-                        }
-                    }
-                    Ok(false) => {
-                        retry_at.insert(s, Instant::now() + Duration::from_secs(1));
-                    }
-                    Err(e) => {
-                        failed += 1;
-                        tracing::warn!("prefetching {s}: {e}");
-                        retry_at.insert(s, Instant::now() + Duration::from_secs(2));
-                    }
-                }
-            }
-            _ = tokio::time::sleep(Duration::from_millis(10)) => {}
-        }
-    }
-    tracing::info!(
-        "prefetcher {} exits: {fetched} segments prefetched, {failed} failed",
-        std::process::id()
-    );
+    prefetch::run(&sp, &archive, identities, depth, a.idle_exit, &a.spool).await;
     Ok(0)
-}
-
-/// The data directory whose recovery a spool serves, when the spool is
-/// the default one in its `pg_wal` (`<data>/pg_wal/strata-prefetch`) and
-/// the directory is recovering from the archive.
-fn recovering_data_dir(spool_root: &Path) -> Option<PathBuf> {
-    let pg_wal = spool_root.parent()?;
-    if spool_root.file_name()? != "strata-prefetch" || pg_wal.file_name()? != "pg_wal" {
-        return None;
-    }
-    let data = pg_wal.parent()?.to_path_buf();
-    (data.join("recovery.signal").exists() || data.join("standby.signal").exists()).then_some(data)
-}
-
-/// Downloads `seg` into the spool: `false` when it is not archived.
-async fn prefetch_one(
-    archive: &WalArchive,
-    sp: &Spool,
-    seg: SegmentName,
-    identities: Arc<Vec<Identity>>,
-) -> Result<bool> {
-    let Some(found): Option<Located> = archive.locate(WalFile::Segment(seg), &identities).await?
-    else {
-        return Ok(false);
-    };
-    archive
-        .download(&found, &sp.path(seg), &sp.tmp_path(seg), identities, true)
-        .await?;
-    Ok(true)
 }
 
 /// `strata wal push [--async] [--processes N] [--spool DIR] PATH`.
@@ -620,13 +480,6 @@ async fn push_async(
     }
 }
 
-/// How long a background pusher runs before it retires.
-const PUSHER_LIFETIME: Duration = Duration::from_secs(3600);
-
-/// How long one upload of the background pusher may take before it is
-/// given up (and reported to its archive_command as an error).
-const PUSH_TIMEOUT: Duration = Duration::from_secs(600);
-
 /// Starts `strata wal push-worker` in its own session (it outlives this
 /// `archive_command`), its output appended to the spool's `pusher.log`.
 fn spawn_pusher(
@@ -721,9 +574,7 @@ pub struct WorkerArgs {
 /// archiving (`archive_status/*.ready`), `processes` at a time, and writes
 /// each one's result into the spool. One per spool (a `flock`).
 pub async fn push_worker(g: &Globals, a: &WorkerArgs) -> Result<u8> {
-    use crate::sources::postgres::wal::push_async::{self as pa, ErrorFile, Outcome, PushSpool};
-    use futures::stream::FuturesUnordered;
-    use std::collections::HashSet;
+    use crate::sources::postgres::wal::push_async::PushSpool;
 
     let cfg = g.config()?;
     let src = pick_source(&cfg, Some(&a.source))?;
@@ -749,117 +600,7 @@ pub async fn push_worker(g: &Globals, a: &WorkerArgs) -> Result<u8> {
         mac_key: MacKey::derive(&repo.id, &cfg.recipients),
         identities: &identities,
     };
-    tracing::info!(
-        "pusher {} started: {} uploads at a time from {}",
-        std::process::id(),
-        a.processes,
-        a.pg_wal.display()
-    );
-    let (mut pushed, mut failed) = (0u64, 0u64);
-    let mut in_flight: HashSet<String> = HashSet::new();
-    let mut running = FuturesUnordered::new();
-    let mut idle_since = Instant::now();
-    // candidates from the last scan of archive_status, in push order: a
-    // backlog of thousands of files is scanned about once a second, not
-    // once per upload
-    let mut queue: std::collections::VecDeque<crate::sources::postgres::wal::WalFile> =
-        Default::default();
-    let mut last_scan: Option<Instant> = None;
-    // A pusher retires after an hour (the next archive_command starts a
-    // fresh one): an object lock's retain-until date is fixed when the
-    // repository is opened, so it stays within an hour of each push.
-    let started = Instant::now();
-    loop {
-        let retiring = started.elapsed() > PUSHER_LIFETIME;
-        let slots = running.len() < a.processes as usize && !retiring;
-        let scan_due = last_scan.is_none_or(|t| {
-            let e = t.elapsed();
-            (queue.is_empty() && e >= Duration::from_millis(50)) || e >= Duration::from_secs(1)
-        });
-        if slots && scan_due {
-            last_scan = Some(Instant::now());
-            match pa::ready_files(&a.pg_wal) {
-                Ok(ready) => {
-                    let queued: HashSet<String> = ready.iter().map(|f| f.to_string()).collect();
-                    sp.forget_archived(&queued);
-                    queue = ready.into();
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    tracing::info!(
-                        "{}/archive_status is gone; pusher exits",
-                        a.pg_wal.display()
-                    );
-                    break;
-                }
-                // keep the queue and every result: a failed scan says
-                // nothing about what was archived
-                Err(e) => tracing::warn!("reading {}/archive_status: {e}", a.pg_wal.display()),
-            }
-        }
-        while running.len() < a.processes as usize
-            && let Some(f) = queue.pop_front()
-        {
-            let n = f.to_string();
-            if in_flight.contains(&n) || sp.has_result(&n) {
-                continue;
-            }
-            in_flight.insert(n.clone());
-            let path = a.pg_wal.join(&n);
-            let (archive, ctx) = (&archive, &ctx);
-            running.push(async move {
-                let r = match tokio::time::timeout(PUSH_TIMEOUT, archive.push(ctx, &path, f)).await
-                {
-                    Ok(r) => r,
-                    Err(_) => Err(Error::failed(format!(
-                        "{n}: the upload did not finish within {}s",
-                        PUSH_TIMEOUT.as_secs()
-                    ))
-                    .retryable()),
-                };
-                (n, r)
-            });
-        }
-        if running.is_empty() {
-            if idle_since.elapsed() > a.idle_exit || retiring {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        }
-        tokio::select! {
-            Some((n, r)) = running.next() => {
-                in_flight.remove(&n);
-                idle_since = Instant::now();
-                let outcome = match r {
-                    Ok(rep) => {
-                        pushed += 1;
-                        if rep.status != PushStatus::Stored {
-                            tracing::info!("{n}: {:?} (already archived with the same content)", rep.status);
-                        }
-                        Outcome::Ok
-                    }
-                    Err(e) => {
-                        failed += 1;
-                        tracing::error!("{n}: {e}");
-                        Outcome::Error(ErrorFile::of(&e))
-                    }
-                };
-                if let Err(e) = sp.write(&n, &outcome) {
-                    tracing::error!("writing the result of {n} into {}: {e}", sp.dir().display());
-                }
-            }
-            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
-        }
-    }
-    tracing::info!(
-        "pusher {} exits ({}): {pushed} pushed, {failed} failed",
-        std::process::id(),
-        if started.elapsed() > PUSHER_LIFETIME {
-            "retired after an hour".to_string()
-        } else {
-            format!("{}s idle", a.idle_exit.as_secs())
-        }
-    );
+    pusher::run(&sp, &archive, &ctx, &a.pg_wal, a.processes, a.idle_exit).await;
     Ok(0)
 }
 

@@ -17,8 +17,9 @@
 
 pub mod archive;
 pub mod continuity;
+pub mod prefetch;
 pub mod push_async;
-pub mod retention;
+pub mod pusher;
 pub mod spool;
 
 use std::fmt;

@@ -6,7 +6,7 @@
 //! backups to delete. Nothing here reads a clock or touches storage, so a
 //! dry run and the real run see the same plan, and tests can pin `now`.
 //! Applying the plan (manifest first, then data; see [`crate::catalog`])
-//! is the caller's job.
+//! is [`super::apply`]'s job.
 //!
 //! Semantics follow restic's `forget` (see docs), applied to each source
 //! independently:
@@ -39,8 +39,6 @@ use chrono::{
 };
 use chrono_tz::Tz;
 use serde::Deserialize;
-
-use crate::catalog::{BackupId, Summary};
 
 /// A retention policy. Counts of `0` and a zero `keep_within` mean the
 /// rule is off, as if absent; a policy with no rule on keeps everything
@@ -305,19 +303,6 @@ pub struct Candidate<T> {
     pub item: T,
     pub time: DateTime<Utc>,
     pub source: String,
-}
-
-impl Candidate<BackupId> {
-    /// A catalog backup, timed by when it started: the moment its data
-    /// describes (`pg_dump` takes its snapshot at the start), as restic
-    /// times a snapshot.
-    pub fn from_summary(summary: &Summary) -> Candidate<BackupId> {
-        Candidate {
-            item: summary.id.clone(),
-            time: summary.started,
-            source: summary.source.clone(),
-        }
-    }
 }
 
 /// What to keep (with every reason) and what to delete; both in the order

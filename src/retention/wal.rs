@@ -1,6 +1,6 @@
 //! The WAL half of `strata prune`: for every PostgreSQL source with a WAL
 //! archive, which archived files the WAL tier's window and the kept base
-//! backups still need ([`crate::sources::postgres::wal::retention`]
+//! backups still need ([`crate::retention::wal_cut`]
 //! decides; this module gathers its inputs and applies its plan).
 //!
 //! Inputs come from plain data only (object listing, manifest summaries
@@ -26,10 +26,8 @@ use serde::Serialize;
 use crate::catalog::{Entry, Repository};
 use crate::config::{Config, SourceKind};
 use crate::error::Result;
+use crate::retention::wal_cut::{self, Archived, KeptBase, WalAction, WalPlan, WalRange};
 use crate::sources::postgres::wal::archive::WalArchive;
-use crate::sources::postgres::wal::retention::{
-    self, Archived, KeptBase, WalAction, WalPlan, WalRange,
-};
 use crate::sources::postgres::wal::{Lsn, SegmentSize, Timeline, WalFile};
 use crate::tier::TierKind;
 
@@ -251,7 +249,7 @@ async fn plan_source(
         ));
     }
     result.size = size;
-    result.plan = retention::plan(&files, &bases, window_start, &window_text, size);
+    result.plan = wal_cut::plan(&files, &bases, window_start, &window_text, size);
     result.anchor = result.plan.anchor.clone();
     result.finish_plan();
     Ok(Some(result))

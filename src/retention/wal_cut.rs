@@ -40,7 +40,7 @@ use std::collections::BTreeSet;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::{Lsn, SegmentName, SegmentSize, Timeline, WalFile};
+use crate::sources::postgres::wal::{Lsn, SegmentName, SegmentSize, Timeline, WalFile};
 
 /// A kept base backup, as the plain part of its manifest describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
