@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::dump::{BackupContext, BackupReport, spawn_piped, store_child_output};
 use super::wal::archive::WalArchive;
 use super::wal::continuity::TimelineSwitch;
 use super::wal::{Lsn, SegmentName, SegmentSize, Timeline, WalFile};
@@ -32,6 +31,7 @@ use crate::error::{Error, Result};
 use crate::keys::Identity;
 use crate::pipeline::{ObjectRecord, fetch};
 use crate::progress::Reporter;
+use crate::sources::backup::{BackupContext, BackupReport, spawn_piped, store_child_output};
 use crate::storage::Storage;
 
 /// The one object of a base backup: the cluster as a tar stream.
