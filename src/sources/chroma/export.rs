@@ -25,7 +25,7 @@ use crate::catalog::manifest::Summary;
 use crate::catalog::{BackupId, Manifest, Repository};
 use crate::config::Source;
 use crate::error::{Error, Kind, Result};
-use crate::sources::postgres::dump::{BackupContext, BackupReport};
+use crate::sources::backup::{BackupContext, BackupReport};
 
 /// Records asked for per `get` request.
 pub const PAGE: usize = 1000;

@@ -10,136 +10,25 @@ use std::time::Instant;
 use chrono::Utc;
 use serde::Serialize;
 
+/// Moved to [`crate::sources::backup`] (issue 14); kept here for callers
+/// outside sources/.
+pub use crate::sources::backup::{BackupContext, BackupReport};
+
 use super::{Target, find_binary, major_of, pg_error_text, quote_ident, server_info};
 use crate::catalog::manifest::Summary;
 use crate::catalog::{BackupId, Entry, Manifest, Repository};
 use crate::config::Source;
 use crate::error::{Error, Kind, Result};
-use crate::keys::{Identity, Recipient};
-use crate::pipeline::{Encoder, ObjectRecord, fetch};
+use crate::keys::Identity;
+use crate::pipeline::{ObjectRecord, fetch};
 use crate::progress::Reporter;
+use crate::sources::backup::{STDERR_TAIL, spawn_piped, store_child};
 use crate::storage::Storage;
 use crate::util::{StderrTail, kill_child};
 
 /// Object names inside a dump backup.
 pub const DUMP_OBJECT: &str = "database.pgdump";
 pub const GLOBALS_OBJECT: &str = "globals.sql";
-/// How much of a child's stderr is kept for error messages.
-const STDERR_TAIL: usize = 16 * 1024;
-
-/// What one backup did, for people and for `--json`.
-#[derive(Debug, Serialize)]
-pub struct BackupReport {
-    pub id: String,
-    pub source: String,
-    pub kind: String,
-    pub tier: Option<String>,
-    pub started: chrono::DateTime<Utc>,
-    pub finished: chrono::DateTime<Utc>,
-    pub duration_seconds: f64,
-    pub plain_bytes: u64,
-    pub stored_bytes: u64,
-    pub manifest: String,
-}
-
-/// Everything a backup needs besides the source.
-pub struct BackupContext<'a> {
-    pub repo: &'a Repository,
-    pub encoder: Encoder,
-    pub recipients: &'a [Recipient],
-    pub reporter: &'a Reporter,
-}
-
-/// Spawns a client program with stdout piped and stderr drained on its own
-/// thread.
-pub(crate) fn spawn_piped(
-    mut cmd: std::process::Command,
-    what: &str,
-) -> Result<(Child, StderrTail)> {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| Error::source(format!("cannot start {what}: {e}")))?;
-    let tail = StderrTail::spawn(child.stderr.take().expect("piped"), STDERR_TAIL);
-    Ok((child, tail))
-}
-
-/// Streams one child's stdout into a new object; the object is committed
-/// only if the child exits 0.
-async fn store_child(
-    ctx: &BackupContext<'_>,
-    mut child: Child,
-    tail: StderrTail,
-    what: &str,
-    key: &str,
-    name: &str,
-) -> Result<ObjectRecord> {
-    let stdout = child.stdout.take().expect("piped");
-    store_child_output(ctx, child, tail, stdout, what, key, name).await
-}
-
-/// [`store_child`] reading the child's output through `stdout` (the raw
-/// pipe, or an adapter that inspects the stream on its way).
-pub(crate) async fn store_child_output<R: std::io::Read + Send + 'static>(
-    ctx: &BackupContext<'_>,
-    child: Child,
-    tail: StderrTail,
-    stdout: R,
-    what: &str,
-    key: &str,
-    name: &str,
-) -> Result<ObjectRecord> {
-    let pid = child.id();
-    let child = Arc::new(std::sync::Mutex::new(Some((child, tail))));
-    let c2 = child.clone();
-    let what2 = what.to_string();
-    let step = ctx.reporter.step(what.to_string(), None);
-    let result = ctx
-        .encoder
-        .store(
-            ctx.repo.storage().clone(),
-            key,
-            name,
-            stdout,
-            step.progress.clone(),
-            move |_| {
-                let (mut ch, tail) = c2.lock().unwrap().take().expect("checked once");
-                let status = ch
-                    .wait()
-                    .map_err(|e| Error::source(format!("{what2}: {e}")))?;
-                let stderr = tail.finish();
-                if status.success() {
-                    Ok(())
-                } else {
-                    Err(Error::source(format!(
-                        "{what2} failed ({status}): {stderr}"
-                    )))
-                }
-            },
-        )
-        .await;
-    match result {
-        Ok(rec) => {
-            step.done(&format!(
-                "stored {}",
-                crate::util::human_bytes(rec.stored_size)
-            ));
-            Ok(rec)
-        }
-        Err(e) => {
-            step.abandon();
-            // The pipeline failed before the exit check: stop the child.
-            if let Some((mut ch, tail)) = child.lock().unwrap().take() {
-                kill_child(&mut ch);
-                let stderr = tail.finish();
-                tracing::debug!(pid, %stderr, "stopped {what} after a pipeline failure");
-            }
-            Err(e)
-        }
-    }
-}
 
 /// Takes a logical backup of `source`.
 pub async fn backup(
@@ -281,27 +170,6 @@ pub async fn backup(
     );
     manifest.verify_queries = verify_results;
     ctx.commit(&manifest, clock).await
-}
-
-impl BackupContext<'_> {
-    /// Writes `manifest`, last: the backup exists from now on. Its report,
-    /// timed from `clock`.
-    pub async fn commit(&self, manifest: &Manifest, clock: Instant) -> Result<BackupReport> {
-        let key = self.repo.commit(manifest, self.recipients).await?;
-        let s = &manifest.summary;
-        Ok(BackupReport {
-            id: s.id.to_string(),
-            source: s.source.clone(),
-            kind: s.kind.clone(),
-            tier: s.tier.clone(),
-            started: s.started,
-            finished: s.finished,
-            duration_seconds: clock.elapsed().as_secs_f64(),
-            plain_bytes: s.plain_size,
-            stored_bytes: s.stored_size,
-            manifest: key,
-        })
-    }
 }
 
 /// How to restore a logical backup.

@@ -5,7 +5,9 @@ pub mod base;
 pub mod delta;
 pub mod dump;
 pub mod pgpass;
+pub mod pitr;
 pub mod precheck;
+pub mod server;
 pub mod verify_queries;
 pub mod wal;
 

@@ -35,7 +35,7 @@ use crate::error::{Error, Kind, Result};
 use crate::keys::Identity;
 use crate::pipeline::{ObjectRecord, fetch};
 use crate::progress::Reporter;
-use crate::sources::postgres::dump::{BackupContext, BackupReport};
+use crate::sources::backup::{BackupContext, BackupReport};
 use crate::storage::Storage;
 
 /// The object name of a snapshot.
