@@ -11,9 +11,9 @@
 //! from T.
 //!
 //! It goes through the same per-source path a drill does
-//! ([`crate::drill::recover`]), without starting servers. One source's
-//! failure does not stop the others; the exit code is non-zero if any
-//! failed.
+//! ([`crate::restore::plan`], [`crate::restore::recover`]), without
+//! starting servers. One source's failure does not stop the others; the
+//! exit code is non-zero if any failed.
 
 use std::path::PathBuf;
 
@@ -22,9 +22,10 @@ use serde::Serialize;
 
 use super::Globals;
 use crate::config::{RestoreTo, SourceKind};
-use crate::drill::recover::{self, Point};
 use crate::error::{Error, Kind, Result};
 use crate::progress::{Mode, Reporter};
+use crate::restore::plan::{Plan, Point};
+use crate::restore::recover;
 use crate::util::{human_bytes, redact_url};
 
 #[derive(Debug, Clone)]
@@ -190,7 +191,7 @@ pub async fn run(g: &Globals, a: &AllArgs) -> Result<u8> {
                     cfg.path.display()
                 )));
             };
-            let plan = recover::plan(&repo, src, point, &identities, now).await?;
+            let plan = crate::restore::plan::plan(&repo, src, point, &identities, now).await?;
             r.method = Some(plan.method.as_str().into());
             r.backup = Some(plan.backup_id());
             r.restored_to = Some(plan.restorable_point);
@@ -307,7 +308,7 @@ async fn load_into(
     repo: &crate::catalog::Repository,
     identities: &std::sync::Arc<Vec<crate::keys::Identity>>,
     src: &crate::config::Source,
-    plan: &recover::Plan,
+    plan: &Plan,
     url: &url::Url,
     replace: bool,
     reporter: &Reporter,

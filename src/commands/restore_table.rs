@@ -17,10 +17,11 @@ use url::Url;
 use super::Globals;
 use crate::catalog::BackupId;
 use crate::config::SourceKind;
-use crate::drill::recover::{self, Method, Point, Serve};
 use crate::drill::sandbox::Sandbox;
 use crate::error::{Error, Result};
 use crate::progress::{Mode, Reporter};
+use crate::restore::plan::{Method, Plan, Point};
+use crate::restore::recover::{self, Serve};
 use crate::sources::postgres::{Target, base, dump, find_binary};
 use crate::util::StderrTail;
 
@@ -92,7 +93,7 @@ pub async fn run(g: &Globals, a: &TableAtArgs) -> Result<u8> {
     check_target(&target, &target_db, a).await?;
 
     let repo = super::open_repository(&cfg).await?;
-    let plan = recover::plan(&repo, src, Point::Time(at), &identities, now).await?;
+    let plan = crate::restore::plan::plan(&repo, src, Point::Time(at), &identities, now).await?;
     let reporter = Reporter::new(Mode::detect(a.json));
     let what = describe(&a.tables, &a.schemas);
     let (method, skew) = match plan.method {
@@ -227,7 +228,7 @@ async fn from_sandbox(
     g: &Globals,
     cfg: &crate::config::Config,
     src: &crate::config::Source,
-    plan: &recover::Plan,
+    plan: &Plan,
     repo: &crate::catalog::Repository,
     identities: std::sync::Arc<Vec<crate::keys::Identity>>,
     target_db: &Target,
