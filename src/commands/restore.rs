@@ -7,6 +7,7 @@ use url::Url;
 use super::Globals;
 use crate::error::{Error, Result};
 use crate::progress::{Mode, Reporter};
+use crate::restore::plan::{self, Wanted};
 use crate::sources::postgres::Target;
 use crate::sources::postgres::dump::{self, RestoreOptions};
 
@@ -49,37 +50,12 @@ pub async fn run(g: &Globals, a: &Args) -> Result<u8> {
     let repo = super::open_repository(&cfg).await?;
     // `latest` is the newest logical backup: base backups of the same
     // source restore with --target-dir
-    let entry = if let Some(t) = &a.at {
-        if a.backup != "latest" {
-            return Err(Error::usage("give --backup ID or --at TIME, not both"));
-        }
-        let at = crate::catalog::pick::parse_at(t, chrono::Utc::now())?;
-        let picked = repo.pick_at(&a.source, Some("dump"), at).await?;
-        eprintln!("{}", picked.describe());
-        picked.entry
-    } else if a.backup == "latest" {
-        let (entries, unreadable) = repo.backups(Some(&a.source)).await?;
-        let newest = entries.into_iter().find(|e| e.summary().kind == "dump");
-        crate::catalog::refuse_unreadable(
-            &a.source,
-            "latest",
-            &unreadable,
-            newest.as_ref().map(|e| &e.summary().id),
-            None,
-        )?;
-        newest.ok_or_else(|| {
-            Error::new(
-                crate::error::Kind::Integrity,
-                format!("source {} has no logical (dump) backup", a.source),
-            )
-            .hint(format!(
-                "take one with `strata backup {}`; base backups restore with --target-dir",
-                a.source
-            ))
-        })?
-    } else {
-        repo.find(&a.source, &a.backup).await?
-    };
+    let wanted = Wanted::from_flags(&a.backup, a.at.as_deref(), chrono::Utc::now())?;
+    let chosen = plan::choose(&repo, src, &wanted).await?;
+    if let Some(note) = &chosen.note {
+        eprintln!("{note}");
+    }
+    let entry = chosen.entry;
     let reporter = Reporter::new(Mode::detect(a.json));
     reporter.note(format!(
         "restore {} of {} into database {} on {}",
@@ -537,7 +513,13 @@ pub async fn run_redis(g: &Globals, a: &RedisArgs) -> Result<u8> {
     let identities = g.identities(&cfg)?;
     let repo = super::open_repository(&cfg).await?;
     let reporter = Reporter::new(Mode::detect(a.json));
-    let entry = redis_snapshot(&repo, &a.source, &a.backup, a.at.as_deref()).await?;
+    let wanted = Wanted::from_flags(&a.backup, a.at.as_deref(), chrono::Utc::now())?;
+    let chosen = plan::choose(&repo, src, &wanted).await?;
+    // stderr even with --json: which snapshot was chosen matters
+    if let Some(note) = &chosen.note {
+        eprintln!("{note}");
+    }
+    let entry = chosen.entry;
     if entry.summary().kind != "snapshot" {
         return Err(Error::usage(format!(
             "backup {} of {} is a {} backup, not a Redis snapshot",
@@ -579,49 +561,6 @@ pub async fn run_redis(g: &Globals, a: &RedisArgs) -> Result<u8> {
         }
     }
     Ok(0)
-}
-
-/// The Redis snapshot `--backup ID|latest` or `--at T` names; with `--at`,
-/// says which one was chosen and how far before T it was taken.
-pub(crate) async fn redis_snapshot(
-    repo: &crate::catalog::Repository,
-    source: &str,
-    backup: &str,
-    at: Option<&str>,
-) -> Result<crate::catalog::Entry> {
-    use crate::catalog::pick;
-    let Some(at) = at else {
-        if backup == "latest" {
-            // newest first
-            let (entries, unreadable) = repo.backups(Some(source)).await?;
-            let newest = entries.into_iter().find(|e| e.summary().kind == "snapshot");
-            crate::catalog::refuse_unreadable(
-                source,
-                "latest",
-                &unreadable,
-                newest.as_ref().map(|e| &e.summary().id),
-                None,
-            )?;
-            return newest.ok_or_else(|| {
-                    Error::new(
-                        crate::error::Kind::Integrity,
-                        format!("source {source} has no snapshot"),
-                    )
-                    .hint(format!(
-                        "take one with `strata backup {source}`; `strata list {source}` shows what exists"
-                    ))
-                });
-        }
-        return repo.find(source, backup).await;
-    };
-    if backup != "latest" {
-        return Err(Error::usage("give --backup ID or --at TIME, not both"));
-    }
-    let at = pick::parse_at(at, chrono::Utc::now())?;
-    let picked = repo.pick_at(source, Some("snapshot"), at).await?;
-    // stderr even with --json: which snapshot was chosen matters
-    eprintln!("{}", picked.describe());
-    Ok(picked.entry)
 }
 
 /// `strata restore SOURCE --into URL [--replace] [--collection NAME]...`:

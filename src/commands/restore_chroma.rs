@@ -4,9 +4,9 @@
 
 use super::Globals;
 use super::restore::IntoArgs;
-use crate::catalog::pick;
 use crate::error::{Error, Result};
 use crate::progress::{Mode, Reporter};
+use crate::restore::plan::{self, Wanted};
 use crate::sources::chroma::import::{self, RestoreOptions};
 
 pub async fn run(g: &Globals, a: &IntoArgs) -> Result<u8> {
@@ -23,19 +23,13 @@ pub async fn run(g: &Globals, a: &IntoArgs) -> Result<u8> {
     let identities = g.identities(&cfg)?;
     let repo = super::open_repository(&cfg).await?;
     let reporter = Reporter::new(Mode::detect(a.json));
-    let entry = match &a.at {
-        Some(t) => {
-            if a.backup != "latest" {
-                return Err(Error::usage("give --backup ID or --at TIME, not both"));
-            }
-            let at = pick::parse_at(t, chrono::Utc::now())?;
-            let picked = repo.pick_at(&a.source, Some("dump"), at).await?;
-            // on stderr even with --json: which backup, how long before T
-            eprintln!("{}", picked.describe());
-            picked.entry
-        }
-        None => repo.find(&a.source, &a.backup).await?,
-    };
+    let wanted = Wanted::from_flags(&a.backup, a.at.as_deref(), chrono::Utc::now())?;
+    let chosen = plan::choose(&repo, src, &wanted).await?;
+    // on stderr even with --json: which backup, how long before T
+    if let Some(note) = &chosen.note {
+        eprintln!("{note}");
+    }
+    let entry = chosen.entry;
     let token = into_token(&src.url, &into, src.token.as_deref());
     let opts = RestoreOptions {
         into,

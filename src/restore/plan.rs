@@ -1,13 +1,18 @@
-//! Which backup restores a source to a point in time: the choice
-//! `strata restore --all --to-time T`, `strata restore --table --to-time T`
-//! and `strata drill` share.
+//! Which backup restores a source: the choice every restore makes first.
 //!
-//! [`plan`] chooses what to restore — for PostgreSQL with base backups,
-//! the newest base backup ending before T and the WAL after it (replay
-//! stops exactly at T when the archive reaches past T, else at the end of
-//! the archive); for dump-only PostgreSQL sources, Redis and Chroma, the
-//! newest backup taken at or before T — and says how far from T that lands
-//! (the skew, which a drill reports as RPO).
+//! [`choose`] finds the backup a restore names on the command line —
+//! `--backup latest` (the newest of the kind the restore takes),
+//! `--backup ID`, or `--at T` (the newest taken at or before T) — for
+//! `strata restore` of a dump, a Redis snapshot or a Chroma export.
+//!
+//! [`plan`] chooses for a point in time, the choice `strata restore --all
+//! --to-time T`, `strata restore --table --to-time T` and `strata drill`
+//! share: for PostgreSQL with base backups, the newest base backup ending
+//! before T and the WAL after it (replay stops exactly at T when the
+//! archive reaches past T, else at the end of the archive); for dump-only
+//! PostgreSQL sources, Redis and Chroma, the newest backup taken at or
+//! before T — and says how far from T that lands (the skew, which a drill
+//! reports as RPO).
 
 use std::sync::Arc;
 
@@ -21,6 +26,86 @@ use crate::keys::Identity;
 use crate::sources::postgres::base::{self, Candidate, RecoveryTarget};
 use crate::sources::postgres::wal::archive::{WalArchive, WalListing};
 use crate::sources::postgres::wal::{Lsn, SegmentName, SegmentSize, Timeline};
+
+/// Which backup a restore names: `--backup latest`, `--backup ID` or
+/// `--at T`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Wanted {
+    Latest,
+    Id(String),
+    At(DateTime<Utc>),
+}
+
+impl Wanted {
+    /// From `--backup ID|latest` and `--at T` (not both).
+    pub fn from_flags(backup: &str, at: Option<&str>, now: DateTime<Utc>) -> Result<Wanted> {
+        match at {
+            Some(t) => {
+                if backup != "latest" {
+                    return Err(Error::usage("give --backup ID or --at TIME, not both"));
+                }
+                Ok(Wanted::At(pick::parse_at(t, now)?))
+            }
+            None if backup == "latest" => Ok(Wanted::Latest),
+            None => Ok(Wanted::Id(backup.to_string())),
+        }
+    }
+}
+
+/// The backup [`choose`] found.
+pub struct Chosen {
+    pub entry: Entry,
+    /// With `--at`: which backup was chosen and how long before T it was
+    /// taken (worth saying even with `--json`, on stderr).
+    pub note: Option<String>,
+}
+
+/// The backup of `src` that `wanted` names, among those a restore of
+/// `src` takes (outside point-in-time recovery): a PostgreSQL source's
+/// logical dumps (base backups restore with --target-dir), a Redis
+/// source's snapshots, a Chroma source's exports.
+pub async fn choose(repo: &Repository, src: &Source, wanted: &Wanted) -> Result<Chosen> {
+    let source = src.name.as_str();
+    let kind = match src.kind {
+        SourceKind::Postgres | SourceKind::Chroma => "dump",
+        SourceKind::Redis => "snapshot",
+    };
+    let entry = match wanted {
+        Wanted::At(at) => {
+            let picked = repo.pick_at(source, Some(kind), *at).await?;
+            return Ok(Chosen {
+                note: Some(picked.describe()),
+                entry: picked.entry,
+            });
+        }
+        Wanted::Id(id) => repo.find(source, id).await?,
+        // a Chroma source keeps exports only: its newest backup
+        Wanted::Latest if src.kind == SourceKind::Chroma => repo.find(source, "latest").await?,
+        Wanted::Latest => {
+            // newest first
+            let (entries, unreadable) = repo.backups(Some(source)).await?;
+            let newest = entries.into_iter().find(|e| e.summary().kind == kind);
+            crate::catalog::refuse_unreadable(
+                source,
+                "latest",
+                &unreadable,
+                newest.as_ref().map(|e| &e.summary().id),
+                None,
+            )?;
+            newest.ok_or_else(|| match src.kind {
+                SourceKind::Redis => Error::integrity(format!("source {source} has no snapshot"))
+                    .hint(format!(
+                        "take one with `strata backup {source}`; `strata list {source}` shows what exists"
+                    )),
+                _ => Error::integrity(format!("source {source} has no logical (dump) backup"))
+                    .hint(format!(
+                        "take one with `strata backup {source}`; base backups restore with --target-dir"
+                    )),
+            })?
+        }
+    };
+    Ok(Chosen { entry, note: None })
+}
 
 /// Where to recover to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
