@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use url::Url;
 
 use super::Globals;
+pub use super::restore_into::IntoArgs;
 use crate::error::{Error, Result};
 use crate::progress::{Mode, Reporter};
 use crate::restore::plan::{self, Wanted};
@@ -561,22 +562,6 @@ pub async fn run_redis(g: &Globals, a: &RedisArgs) -> Result<u8> {
         }
     }
     Ok(0)
-}
-
-/// `strata restore SOURCE --into URL [--replace] [--collection NAME]...`:
-/// load a snapshot into a running server (Redis or Chroma).
-#[derive(Debug, Clone)]
-pub struct IntoArgs {
-    pub source: String,
-    pub backup: String,
-    /// `--at T`: the newest snapshot taken at or before T (instead of --backup).
-    pub at: Option<String>,
-    pub into: String,
-    pub replace: bool,
-    pub collections: Vec<String>,
-    /// Redis: the address strata serves the snapshot on (`--listen`).
-    pub listen: Option<String>,
-    pub json: bool,
 }
 
 /// Loads a snapshot into a running server; which kind of server follows

@@ -3,7 +3,7 @@
 //! and verify it (counts and probe queries).
 
 use super::Globals;
-use super::restore::IntoArgs;
+use super::restore_into::IntoArgs;
 use crate::error::{Error, Result};
 use crate::progress::{Mode, Reporter};
 use crate::restore::plan::{self, Wanted};

@@ -3,7 +3,7 @@
 //! server (see [`crate::sources::redis::load`]).
 
 use super::Globals;
-use super::restore::IntoArgs;
+use super::restore_into::IntoArgs;
 use crate::error::{Error, Result};
 use crate::progress::{Mode, Reporter};
 use crate::restore::plan::{self, Wanted};
