@@ -8,6 +8,7 @@ use super::Globals;
 pub use super::restore_into::IntoArgs;
 use crate::error::{Error, Result};
 use crate::progress::{Mode, Reporter};
+use crate::restore::pitr::{self, absolute};
 use crate::restore::plan::{self, Wanted};
 use crate::sources::postgres::Target;
 use crate::sources::postgres::dump::{self, RestoreOptions};
@@ -248,7 +249,7 @@ pub async fn run_physical(g: &Globals, a: &PhysicalArgs) -> Result<u8> {
     crate::catalog::refuse_unreadable(&a.source, "base", &unreadable, id, upto)?;
     let chosen = chosen?;
     base::check_live_timelines(&chosen, timeline, &listing)?;
-    let newest_start = crate::restore::pitr::check_wal(&listing, &chosen, &choice, timeline)?;
+    let newest_start = pitr::check_wal(&listing, &chosen, &choice, timeline)?;
     if let RecoveryTarget::Time(t) = &target
         && let (Some(until), Some((newest, _))) =
             (archive.archived_until(&listing).await?, listing.newest)
@@ -395,43 +396,15 @@ pub async fn run_physical(g: &Globals, a: &PhysicalArgs) -> Result<u8> {
     Ok(0)
 }
 
-/// The `restore_command` the restored server runs: this strata binary,
-/// with absolute paths (the server runs it from its data directory).
+/// The `restore_command` the restored server runs (see
+/// [`crate::restore::pitr::restore_command`]), told about an identity
+/// given on the command line or in the environment.
 pub(crate) fn restore_command(
     g: &Globals,
     config: &std::path::Path,
     source: &str,
 ) -> Result<String> {
-    let exe = std::env::current_exe()
-        .map_err(|e| Error::failed(format!("cannot find the strata executable: {e}")))?;
-    let mut cmd = format!(
-        "{} --config {}",
-        shell_word(&exe.display().to_string()),
-        shell_word(&absolute(config)?.display().to_string())
-    );
-    if let Some(id) = g.explicit_identity() {
-        cmd.push_str(&format!(
-            " --identity {}",
-            shell_word(&absolute(&id)?.display().to_string())
-        ));
-    }
-    cmd.push_str(&format!(" wal fetch --source {} %f %p", shell_word(source)));
-    Ok(cmd)
-}
-
-pub(crate) fn absolute(p: &std::path::Path) -> Result<PathBuf> {
-    std::path::absolute(p).map_err(|e| Error::usage(format!("{}: {e}", p.display())))
-}
-
-/// Quotes a word for the shell that runs restore_command, when needed.
-fn shell_word(s: &str) -> String {
-    if s.bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"/._-+=:@".contains(&b))
-    {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', "'\\''"))
-    }
+    pitr::restore_command(config, g.explicit_identity().as_deref(), source)
 }
 
 /// Refuses restore flags meant for another kind of source, saying which

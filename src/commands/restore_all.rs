@@ -24,7 +24,7 @@ use super::Globals;
 use crate::config::{RestoreTo, SourceKind};
 use crate::error::{Error, Kind, Result};
 use crate::progress::{Mode, Reporter};
-use crate::restore::plan::{Plan, Point};
+use crate::restore::plan::Point;
 use crate::restore::recover;
 use crate::util::{human_bytes, redact_url};
 
@@ -133,7 +133,7 @@ pub async fn run(g: &Globals, a: &AllArgs) -> Result<u8> {
     let target_dir = a
         .target_dir
         .as_deref()
-        .map(super::restore::absolute)
+        .map(crate::restore::pitr::absolute)
         .transpose()?;
     let reporter = Reporter::new(Mode::detect(a.json));
     let at = point.time(now);
@@ -261,7 +261,16 @@ pub async fn run(g: &Globals, a: &AllArgs) -> Result<u8> {
                     .write(dir)?;
                 }
                 RestoreTo::Server(url) => {
-                    load_into(&repo, &identities, src, &plan, url, a.replace, &reporter).await?
+                    crate::restore::into::load_into(
+                        &repo,
+                        &identities,
+                        src,
+                        &plan,
+                        url,
+                        a.replace,
+                        &reporter,
+                    )
+                    .await?
                 }
             }
             Ok::<_, Error>(())
@@ -300,74 +309,6 @@ pub async fn run(g: &Globals, a: &AllArgs) -> Result<u8> {
         );
     }
     Ok(code)
-}
-
-/// Loads a Redis snapshot or a Chroma export into `url`, verified as
-/// `restore --into` verifies it.
-async fn load_into(
-    repo: &crate::catalog::Repository,
-    identities: &std::sync::Arc<Vec<crate::keys::Identity>>,
-    src: &crate::config::Source,
-    plan: &Plan,
-    url: &url::Url,
-    replace: bool,
-    reporter: &Reporter,
-) -> Result<()> {
-    match src.kind {
-        SourceKind::Redis => {
-            let opts = crate::sources::redis::load::IntoOptions {
-                target: crate::sources::redis::Target::new(url),
-                replace,
-                listen: None,
-            };
-            let r = crate::sources::redis::load::restore_into(
-                repo.storage(),
-                &plan.entry,
-                identities.clone(),
-                &opts,
-                reporter,
-            )
-            .await?;
-            reporter.note(format!(
-                "{}: {} keys loaded into {}",
-                src.name,
-                r.keyspace.iter().map(|d| d.keys).sum::<u64>(),
-                r.target
-            ));
-        }
-        SourceKind::Chroma => {
-            let opts = crate::sources::chroma::import::RestoreOptions {
-                into: url.clone(),
-                tenant: src.tenant.clone(),
-                database: src.database.clone(),
-                token: super::restore_chroma::into_token(&src.url, url, src.token.as_deref()),
-                collections: vec![],
-                replace,
-            };
-            let r = crate::sources::chroma::import::restore_and_verify(
-                repo.storage(),
-                &plan.entry,
-                identities.clone(),
-                &opts,
-                reporter,
-            )
-            .await?;
-            reporter.note(format!(
-                "{}: {} records in {} collection(s) loaded into {} and verified",
-                src.name,
-                r.records,
-                r.collections.len(),
-                r.into
-            ));
-        }
-        SourceKind::Postgres => {
-            return Err(Error::usage(format!(
-                "source {}: a postgres source is restored into a data directory, not a server",
-                src.name
-            )));
-        }
-    }
-    Ok(())
 }
 
 fn print_line(r: &SourceResult, at: chrono::DateTime<Utc>) {

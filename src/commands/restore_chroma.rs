@@ -30,7 +30,7 @@ pub async fn run(g: &Globals, a: &IntoArgs) -> Result<u8> {
         eprintln!("{note}");
     }
     let entry = chosen.entry;
-    let token = into_token(&src.url, &into, src.token.as_deref());
+    let token = crate::restore::into::into_token(&src.url, &into, src.token.as_deref());
     let opts = RestoreOptions {
         into,
         tenant: src.tenant.clone(),
@@ -84,21 +84,4 @@ pub async fn run(g: &Globals, a: &IntoArgs) -> Result<u8> {
         );
     }
     Ok(0)
-}
-
-/// The token for the `--into` server: `STRATA_INTO_TOKEN` if set, else the
-/// source's own token only when `--into` is the source's server (its token
-/// is never sent to another one).
-pub(crate) fn into_token(
-    source: &url::Url,
-    into: &url::Url,
-    token: Option<&str>,
-) -> Option<String> {
-    if let Ok(t) = std::env::var("STRATA_INTO_TOKEN") {
-        return Some(t);
-    }
-    let server = |u: &url::Url| (u.host_str().map(str::to_owned), u.port_or_known_default());
-    (server(source) == server(into))
-        .then(|| token.map(str::to_owned))
-        .flatten()
 }

@@ -9,8 +9,10 @@
 //!
 //! [`plan`] chooses for a source and a point in time, [`recover`] carries
 //! such a plan out; [`pitr`] holds what only point-in-time recovery of
-//! PostgreSQL needs.
+//! PostgreSQL needs, [`into`] what loading into a running Redis or Chroma
+//! server needs.
 
+pub mod into;
 pub mod pitr;
 pub mod plan;
 pub mod recover;

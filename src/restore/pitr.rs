@@ -1,7 +1,10 @@
 //! Point-in-time recovery of PostgreSQL from a base backup and the WAL
 //! archive (`strata restore SOURCE --target-dir DIR --to-…`): which base
-//! backup reaches the target, and whether the archived WAL can carry
-//! replay there.
+//! backup reaches the target, whether the archived WAL can carry replay
+//! there, and the `restore_command` through which the restored server
+//! fetches that WAL.
+
+use std::path::PathBuf;
 
 use crate::error::{Error, Result};
 
@@ -70,4 +73,46 @@ pub fn check_wal(
         .hint("choose an earlier --to-lsn, or wait until the WAL holding it is archived"));
     }
     Ok(c.newest.map(|n| n.start_lsn(size)))
+}
+
+/// The `restore_command` the restored server runs: this strata binary,
+/// with absolute paths (the server runs it from its data directory);
+/// `identity`: one given on the command line or in the environment (the
+/// config's the command reads itself).
+pub fn restore_command(
+    config: &std::path::Path,
+    identity: Option<&std::path::Path>,
+    source: &str,
+) -> Result<String> {
+    let exe = std::env::current_exe()
+        .map_err(|e| Error::failed(format!("cannot find the strata executable: {e}")))?;
+    let mut cmd = format!(
+        "{} --config {}",
+        shell_word(&exe.display().to_string()),
+        shell_word(&absolute(config)?.display().to_string())
+    );
+    if let Some(id) = identity {
+        cmd.push_str(&format!(
+            " --identity {}",
+            shell_word(&absolute(id)?.display().to_string())
+        ));
+    }
+    cmd.push_str(&format!(" wal fetch --source {} %f %p", shell_word(source)));
+    Ok(cmd)
+}
+
+/// `p` made absolute (a usage error when it cannot be).
+pub fn absolute(p: &std::path::Path) -> Result<PathBuf> {
+    std::path::absolute(p).map_err(|e| Error::usage(format!("{}: {e}", p.display())))
+}
+
+/// Quotes a word for the shell that runs restore_command, when needed.
+fn shell_word(s: &str) -> String {
+    if s.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"/._-+=:@".contains(&b))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
 }
