@@ -132,7 +132,7 @@ pub struct PhysicalArgs {
 }
 
 pub async fn run_physical(g: &Globals, a: &PhysicalArgs) -> Result<u8> {
-    use crate::sources::postgres::base::{self, RecoveryTarget, StartOptions};
+    use crate::sources::postgres::base::{self, RecoveryTarget};
     let cfg = g.config()?;
     let src = cfg.source(&a.source)?;
     expect_kind(src, crate::config::SourceKind::Postgres, "--target-dir")?;
@@ -204,74 +204,19 @@ pub async fn run_physical(g: &Globals, a: &PhysicalArgs) -> Result<u8> {
     };
 
     let repo = super::open_repository(&cfg).await?;
-    // A restore point strata recorded is checked before anything starts
-    // (a wrong name used to replay the whole archive, then fail), and its
-    // LSN chooses the base backup, as --to-lsn would.
-    let choice = match &target {
-        RecoveryTarget::Name(n) => match repo.point_lsn(&a.source, n, a.unrecorded_name).await? {
-            Some(lsn) => RecoveryTarget::Lsn(lsn),
-            None => target.clone(),
-        },
-        _ => target.clone(),
-    };
-    let named = a.backup != "latest";
-    let (entries, unreadable) = if named {
-        (vec![repo.find(&a.source, &a.backup).await?], Vec::new())
-    } else {
-        repo.backups(Some(&a.source)).await?
-    };
-    let cands = base::candidates(&entries, &identities)?;
-    if cands.is_empty() {
-        crate::catalog::refuse_unreadable(&a.source, "base", &unreadable, None, None)?;
-        return Err(Error::usage(format!(
-            "{} has no base backup{}",
-            a.source,
-            if named {
-                format!(" with id {}", a.backup)
-            } else {
-                String::new()
-            }
-        ))
-        .hint(format!(
-            "take one with `strata backup {} --kind base`",
-            a.source
-        )));
-    }
-    let archive = crate::sources::postgres::wal::archive::WalArchive::new(&repo, &a.source);
-    let listing = archive.listing(Some(identities.clone())).await?;
-    let chosen = base::choose(cands, &choice, timeline, &listing.switches);
-    // (a named backup reads no other manifest: `unreadable` is empty)
-    let upto = match &target {
-        RecoveryTarget::Time(t) => Some(*t),
-        _ => None,
-    };
-    let id = chosen.as_ref().ok().map(|c| &c.entry.summary().id);
-    crate::catalog::refuse_unreadable(&a.source, "base", &unreadable, id, upto)?;
-    let chosen = chosen?;
-    base::check_live_timelines(&chosen, timeline, &listing)?;
-    let newest_start = pitr::check_wal(&listing, &chosen, &choice, timeline)?;
-    if let RecoveryTarget::Time(t) = &target
-        && let (Some(until), Some((newest, _))) =
-            (archive.archived_until(&listing).await?, listing.newest)
-        && *t > until
-    {
-        // PostgreSQL would replay everything archived, never meet a commit
-        // after T, and stop with "recovery ended before configured
-        // recovery target was reached"
-        let at = |d: &chrono::DateTime<chrono::Utc>| {
-            d.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
-        };
-        return Err(Error::usage(format!(
-            "--to-time {} is after the newest archived WAL: segment {newest} was archived at {}, and the WAL written since is not in the archive",
-            at(t),
-            at(&until)
-        ))
-        .hint(format!(
-            "if the server still runs, `SELECT pg_switch_wal()` on it archives the segment being written (then try again); \
-             else choose an earlier time, or --latest to replay everything archived (up to about {})",
-            at(&until)
-        )));
-    }
+    let pitr::BasePlan {
+        chosen,
+        newest_start,
+    } = pitr::choose_base(
+        &repo,
+        &a.source,
+        &a.backup,
+        &target,
+        a.unrecorded_name,
+        timeline,
+        &identities,
+    )
+    .await?;
     let reporter = Reporter::new(Mode::detect(a.json));
     reporter.note(format!(
         "restore base backup {} of {} (ends {} at LSN {}) into {}; recovery target: {}",
@@ -291,15 +236,7 @@ pub async fn run_physical(g: &Globals, a: &PhysicalArgs) -> Result<u8> {
             "pg_ctl",
             base::backup_major(&chosen),
         )?;
-        let mut url = src.url.clone();
-        let _ = url.set_host(Some("127.0.0.1"));
-        let _ = url.set_port(Some(a.port));
-        Some(StartOptions {
-            port: a.port,
-            pg_ctl,
-            connect: Target::new(&url),
-            timeout: std::time::Duration::from_secs(3600),
-        })
+        Some(pitr::start_options(&src.url, a.port, pg_ctl))
     } else {
         None
     };

@@ -138,7 +138,7 @@ pub async fn recover(
                     "pg_ctl",
                     base::backup_major(cand),
                 )?;
-                let start = start_options(&plan.source.url, s.port, pg_ctl);
+                let start = super::pitr::start_options(&plan.source.url, s.port, pg_ctl);
                 s.sandbox
                     .register_pg(dir, &start.pg_ctl, ctx.owner.as_deref());
                 let t = Instant::now();
@@ -264,18 +264,6 @@ pub async fn recover(
     }
     out.answered_after = clock.elapsed();
     Ok(out)
-}
-
-fn start_options(url: &Url, port: u16, pg_ctl: PathBuf) -> StartOptions {
-    let mut url = url.clone();
-    let _ = url.set_host(Some("127.0.0.1"));
-    let _ = url.set_port(Some(port));
-    StartOptions {
-        port,
-        pg_ctl,
-        connect: Target::new(&url),
-        timeout: Duration::from_secs(3600),
-    }
 }
 
 fn append_conf(dir: &Path, text: &str) -> Result<()> {
