@@ -10,8 +10,10 @@
 //! [`plan`] chooses for a source and a point in time, [`recover`] carries
 //! such a plan out; [`pitr`] holds what only point-in-time recovery of
 //! PostgreSQL needs, [`into`] what loading into a running Redis or Chroma
-//! server needs.
+//! server needs, [`all`] restoring every source at once (`strata
+//! restore --all`).
 
+pub mod all;
 pub mod into;
 pub mod pitr;
 pub mod plan;
