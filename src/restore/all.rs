@@ -167,7 +167,7 @@ pub async fn restore_all(
                     cfg.path.display()
                 )));
             };
-            let plan = super::plan::plan(repo, src, point, &identities, now).await?;
+            let plan = super::plan::plan(repo, src, point, identities, now).await?;
             r.method = Some(plan.method.as_str().into());
             r.backup = Some(plan.backup_id());
             r.restored_to = Some(plan.restorable_point);
@@ -237,7 +237,7 @@ pub async fn restore_all(
                     .write(dir)?;
                 }
                 RestoreTo::Server(url) => {
-                    super::into::load_into(repo, &identities, src, &plan, url, *replace, reporter)
+                    super::into::load_into(repo, identities, src, &plan, url, *replace, reporter)
                         .await?
                 }
             }
