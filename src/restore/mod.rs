@@ -11,10 +11,12 @@
 //! such a plan out; [`pitr`] holds what only point-in-time recovery of
 //! PostgreSQL needs, [`into`] what loading into a running Redis or Chroma
 //! server needs, [`all`] restoring every source at once (`strata
-//! restore --all`).
+//! restore --all`), [`table`] one table of a PostgreSQL source as of a
+//! point in time.
 
 pub mod all;
 pub mod into;
 pub mod pitr;
 pub mod plan;
 pub mod recover;
+pub mod table;
