@@ -7,6 +7,7 @@
 //! Layout: [`storage`] (object-store trait and backends), [`pipeline`]
 //! (hash → zstd → age streaming stages), [`catalog`] (repository format,
 //! manifests), [`sources`] (what is backed up: PostgreSQL, Redis),
+//! [`restore`] (which backup brings a source back, and restoring it),
 //! [`tier`], [`schedule`] and [`retention`] (what runs when, kept how long),
 //! [`commands`] (one module per CLI command), [`config`], [`keys`];
 //! [`fuzzing`] holds the entry points of the fuzz targets in `fuzz/`.
@@ -24,6 +25,7 @@ pub mod keys;
 pub mod notify;
 pub mod pipeline;
 pub mod progress;
+pub mod restore;
 pub mod retention;
 pub mod scheduler;
 pub mod sources;

@@ -13,6 +13,7 @@ pub mod prune;
 pub mod restore;
 pub mod restore_all;
 pub mod restore_chroma;
+pub mod restore_into;
 pub mod restore_redis;
 pub mod restore_table;
 pub mod schedule;

@@ -5,8 +5,11 @@ use std::path::PathBuf;
 use url::Url;
 
 use super::Globals;
+pub use super::restore_into::IntoArgs;
 use crate::error::{Error, Result};
 use crate::progress::{Mode, Reporter};
+use crate::restore::pitr::{self, absolute};
+use crate::restore::plan::{self, Wanted};
 use crate::sources::postgres::Target;
 use crate::sources::postgres::dump::{self, RestoreOptions};
 
@@ -49,37 +52,12 @@ pub async fn run(g: &Globals, a: &Args) -> Result<u8> {
     let repo = super::open_repository(&cfg).await?;
     // `latest` is the newest logical backup: base backups of the same
     // source restore with --target-dir
-    let entry = if let Some(t) = &a.at {
-        if a.backup != "latest" {
-            return Err(Error::usage("give --backup ID or --at TIME, not both"));
-        }
-        let at = crate::catalog::pick::parse_at(t, chrono::Utc::now())?;
-        let picked = repo.pick_at(&a.source, Some("dump"), at).await?;
-        eprintln!("{}", picked.describe());
-        picked.entry
-    } else if a.backup == "latest" {
-        let (entries, unreadable) = repo.backups(Some(&a.source)).await?;
-        let newest = entries.into_iter().find(|e| e.summary().kind == "dump");
-        crate::catalog::refuse_unreadable(
-            &a.source,
-            "latest",
-            &unreadable,
-            newest.as_ref().map(|e| &e.summary().id),
-            None,
-        )?;
-        newest.ok_or_else(|| {
-            Error::new(
-                crate::error::Kind::Integrity,
-                format!("source {} has no logical (dump) backup", a.source),
-            )
-            .hint(format!(
-                "take one with `strata backup {}`; base backups restore with --target-dir",
-                a.source
-            ))
-        })?
-    } else {
-        repo.find(&a.source, &a.backup).await?
-    };
+    let wanted = Wanted::from_flags(&a.backup, a.at.as_deref(), chrono::Utc::now())?;
+    let chosen = plan::choose(&repo, src, &wanted).await?;
+    if let Some(note) = &chosen.note {
+        eprintln!("{note}");
+    }
+    let entry = chosen.entry;
     let reporter = Reporter::new(Mode::detect(a.json));
     reporter.note(format!(
         "restore {} of {} into database {} on {}",
@@ -153,75 +131,8 @@ pub struct PhysicalArgs {
     pub json: bool,
 }
 
-/// Refuses (exit 2) a recovery the archived WAL cannot deliver: a gap
-/// between the base backup's start and the target (for `--to-lsn`) or the
-/// newest archived segment (otherwise: replay would stop early at the gap
-/// and the restore would silently miss data), or a `--to-lsn` after the
-/// newest archived WAL. Returns where the newest segment recovery can
-/// reach starts (what a restore to the end of the archive must get to).
-pub(crate) fn check_wal(
-    listing: &crate::sources::postgres::wal::archive::WalListing,
-    chosen: &crate::sources::postgres::base::Candidate,
-    target: &crate::sources::postgres::base::RecoveryTarget,
-    timeline: crate::sources::postgres::base::TimelineTarget,
-) -> Result<Option<crate::sources::postgres::wal::Lsn>> {
-    use crate::sources::postgres::base::{RecoveryTarget, TimelineTarget};
-    use crate::sources::postgres::wal::{Lsn, SegmentSize, Timeline, continuity::continuity};
-    let (Ok(start), Some(size)) = (
-        chosen.base.start_lsn.parse::<Lsn>(),
-        SegmentSize::new(chosen.base.wal_segment_size),
-    ) else {
-        return Ok(None);
-    };
-    let segments = &listing.segments;
-    let mut switches = listing.switches.clone();
-    match timeline {
-        TimelineTarget::Current => switches.clear(),
-        TimelineTarget::Latest => {}
-        TimelineTarget::Number(n) => switches.retain(|s| s.timeline.0 <= n),
-    }
-    let c = continuity(
-        segments,
-        &switches,
-        Timeline(chosen.base.timeline),
-        start,
-        size,
-    );
-    let backup = chosen.entry.summary().id.to_string();
-    let gap = match target {
-        RecoveryTarget::Lsn(l) => c.gaps.iter().find(|(from, _)| from <= l),
-        _ => c.gaps.first(),
-    };
-    if let Some((_, g)) = gap {
-        return Err(Error::usage(format!(
-            "cannot recover to {} from base backup {backup}: {}; replay would stop at {}",
-            target.describe(),
-            g.describe(),
-            g.from
-        ))
-        .hint(format!(
-            "choose a target before the gap with --to-lsn (before {}), or archive segment {} again",
-            g.from,
-            g.missing.first().map(String::as_str).unwrap_or("?")
-        )));
-    }
-    if let RecoveryTarget::Lsn(l) = target
-        && *l >= c.reachable
-    {
-        let newest = c
-            .newest
-            .map(|n| format!("segment {n}, up to LSN {}", c.reachable))
-            .unwrap_or_else(|| format!("nothing from LSN {start} on"));
-        return Err(Error::usage(format!(
-            "LSN {l} is after the newest archived WAL ({newest})"
-        ))
-        .hint("choose an earlier --to-lsn, or wait until the WAL holding it is archived"));
-    }
-    Ok(c.newest.map(|n| n.start_lsn(size)))
-}
-
 pub async fn run_physical(g: &Globals, a: &PhysicalArgs) -> Result<u8> {
-    use crate::sources::postgres::base::{self, RecoveryTarget, StartOptions};
+    use crate::sources::postgres::base::{self, RecoveryTarget};
     let cfg = g.config()?;
     let src = cfg.source(&a.source)?;
     expect_kind(src, crate::config::SourceKind::Postgres, "--target-dir")?;
@@ -293,74 +204,19 @@ pub async fn run_physical(g: &Globals, a: &PhysicalArgs) -> Result<u8> {
     };
 
     let repo = super::open_repository(&cfg).await?;
-    // A restore point strata recorded is checked before anything starts
-    // (a wrong name used to replay the whole archive, then fail), and its
-    // LSN chooses the base backup, as --to-lsn would.
-    let choice = match &target {
-        RecoveryTarget::Name(n) => match repo.point_lsn(&a.source, n, a.unrecorded_name).await? {
-            Some(lsn) => RecoveryTarget::Lsn(lsn),
-            None => target.clone(),
-        },
-        _ => target.clone(),
-    };
-    let named = a.backup != "latest";
-    let (entries, unreadable) = if named {
-        (vec![repo.find(&a.source, &a.backup).await?], Vec::new())
-    } else {
-        repo.backups(Some(&a.source)).await?
-    };
-    let cands = base::candidates(&entries, &identities)?;
-    if cands.is_empty() {
-        crate::catalog::refuse_unreadable(&a.source, "base", &unreadable, None, None)?;
-        return Err(Error::usage(format!(
-            "{} has no base backup{}",
-            a.source,
-            if named {
-                format!(" with id {}", a.backup)
-            } else {
-                String::new()
-            }
-        ))
-        .hint(format!(
-            "take one with `strata backup {} --kind base`",
-            a.source
-        )));
-    }
-    let archive = crate::sources::postgres::wal::archive::WalArchive::new(&repo, &a.source);
-    let listing = archive.listing(Some(identities.clone())).await?;
-    let chosen = base::choose(cands, &choice, timeline, &listing.switches);
-    // (a named backup reads no other manifest: `unreadable` is empty)
-    let upto = match &target {
-        RecoveryTarget::Time(t) => Some(*t),
-        _ => None,
-    };
-    let id = chosen.as_ref().ok().map(|c| &c.entry.summary().id);
-    crate::catalog::refuse_unreadable(&a.source, "base", &unreadable, id, upto)?;
-    let chosen = chosen?;
-    base::check_live_timelines(&chosen, timeline, &listing)?;
-    let newest_start = check_wal(&listing, &chosen, &choice, timeline)?;
-    if let RecoveryTarget::Time(t) = &target
-        && let (Some(until), Some((newest, _))) =
-            (archive.archived_until(&listing).await?, listing.newest)
-        && *t > until
-    {
-        // PostgreSQL would replay everything archived, never meet a commit
-        // after T, and stop with "recovery ended before configured
-        // recovery target was reached"
-        let at = |d: &chrono::DateTime<chrono::Utc>| {
-            d.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
-        };
-        return Err(Error::usage(format!(
-            "--to-time {} is after the newest archived WAL: segment {newest} was archived at {}, and the WAL written since is not in the archive",
-            at(t),
-            at(&until)
-        ))
-        .hint(format!(
-            "if the server still runs, `SELECT pg_switch_wal()` on it archives the segment being written (then try again); \
-             else choose an earlier time, or --latest to replay everything archived (up to about {})",
-            at(&until)
-        )));
-    }
+    let pitr::BasePlan {
+        chosen,
+        newest_start,
+    } = pitr::choose_base(
+        &repo,
+        &a.source,
+        &a.backup,
+        &target,
+        a.unrecorded_name,
+        timeline,
+        &identities,
+    )
+    .await?;
     let reporter = Reporter::new(Mode::detect(a.json));
     reporter.note(format!(
         "restore base backup {} of {} (ends {} at LSN {}) into {}; recovery target: {}",
@@ -380,15 +236,7 @@ pub async fn run_physical(g: &Globals, a: &PhysicalArgs) -> Result<u8> {
             "pg_ctl",
             base::backup_major(&chosen),
         )?;
-        let mut url = src.url.clone();
-        let _ = url.set_host(Some("127.0.0.1"));
-        let _ = url.set_port(Some(a.port));
-        Some(StartOptions {
-            port: a.port,
-            pg_ctl,
-            connect: Target::new(&url),
-            timeout: std::time::Duration::from_secs(3600),
-        })
+        Some(pitr::start_options(&src.url, a.port, pg_ctl))
     } else {
         None
     };
@@ -485,43 +333,15 @@ pub async fn run_physical(g: &Globals, a: &PhysicalArgs) -> Result<u8> {
     Ok(0)
 }
 
-/// The `restore_command` the restored server runs: this strata binary,
-/// with absolute paths (the server runs it from its data directory).
+/// The `restore_command` the restored server runs (see
+/// [`crate::restore::pitr::restore_command`]), told about an identity
+/// given on the command line or in the environment.
 pub(crate) fn restore_command(
     g: &Globals,
     config: &std::path::Path,
     source: &str,
 ) -> Result<String> {
-    let exe = std::env::current_exe()
-        .map_err(|e| Error::failed(format!("cannot find the strata executable: {e}")))?;
-    let mut cmd = format!(
-        "{} --config {}",
-        shell_word(&exe.display().to_string()),
-        shell_word(&absolute(config)?.display().to_string())
-    );
-    if let Some(id) = g.explicit_identity() {
-        cmd.push_str(&format!(
-            " --identity {}",
-            shell_word(&absolute(&id)?.display().to_string())
-        ));
-    }
-    cmd.push_str(&format!(" wal fetch --source {} %f %p", shell_word(source)));
-    Ok(cmd)
-}
-
-pub(crate) fn absolute(p: &std::path::Path) -> Result<PathBuf> {
-    std::path::absolute(p).map_err(|e| Error::usage(format!("{}: {e}", p.display())))
-}
-
-/// Quotes a word for the shell that runs restore_command, when needed.
-fn shell_word(s: &str) -> String {
-    if s.bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"/._-+=:@".contains(&b))
-    {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', "'\\''"))
-    }
+    pitr::restore_command(config, g.explicit_identity().as_deref(), source)
 }
 
 /// Refuses restore flags meant for another kind of source, saying which
@@ -604,7 +424,13 @@ pub async fn run_redis(g: &Globals, a: &RedisArgs) -> Result<u8> {
     let identities = g.identities(&cfg)?;
     let repo = super::open_repository(&cfg).await?;
     let reporter = Reporter::new(Mode::detect(a.json));
-    let entry = redis_snapshot(&repo, &a.source, &a.backup, a.at.as_deref()).await?;
+    let wanted = Wanted::from_flags(&a.backup, a.at.as_deref(), chrono::Utc::now())?;
+    let chosen = plan::choose(&repo, src, &wanted).await?;
+    // stderr even with --json: which snapshot was chosen matters
+    if let Some(note) = &chosen.note {
+        eprintln!("{note}");
+    }
+    let entry = chosen.entry;
     if entry.summary().kind != "snapshot" {
         return Err(Error::usage(format!(
             "backup {} of {} is a {} backup, not a Redis snapshot",
@@ -646,65 +472,6 @@ pub async fn run_redis(g: &Globals, a: &RedisArgs) -> Result<u8> {
         }
     }
     Ok(0)
-}
-
-/// The Redis snapshot `--backup ID|latest` or `--at T` names; with `--at`,
-/// says which one was chosen and how far before T it was taken.
-pub(crate) async fn redis_snapshot(
-    repo: &crate::catalog::Repository,
-    source: &str,
-    backup: &str,
-    at: Option<&str>,
-) -> Result<crate::catalog::Entry> {
-    use crate::catalog::pick;
-    let Some(at) = at else {
-        if backup == "latest" {
-            // newest first
-            let (entries, unreadable) = repo.backups(Some(source)).await?;
-            let newest = entries.into_iter().find(|e| e.summary().kind == "snapshot");
-            crate::catalog::refuse_unreadable(
-                source,
-                "latest",
-                &unreadable,
-                newest.as_ref().map(|e| &e.summary().id),
-                None,
-            )?;
-            return newest.ok_or_else(|| {
-                    Error::new(
-                        crate::error::Kind::Integrity,
-                        format!("source {source} has no snapshot"),
-                    )
-                    .hint(format!(
-                        "take one with `strata backup {source}`; `strata list {source}` shows what exists"
-                    ))
-                });
-        }
-        return repo.find(source, backup).await;
-    };
-    if backup != "latest" {
-        return Err(Error::usage("give --backup ID or --at TIME, not both"));
-    }
-    let at = pick::parse_at(at, chrono::Utc::now())?;
-    let picked = repo.pick_at(source, Some("snapshot"), at).await?;
-    // stderr even with --json: which snapshot was chosen matters
-    eprintln!("{}", picked.describe());
-    Ok(picked.entry)
-}
-
-/// `strata restore SOURCE --into URL [--replace] [--collection NAME]...`:
-/// load a snapshot into a running server (Redis or Chroma).
-#[derive(Debug, Clone)]
-pub struct IntoArgs {
-    pub source: String,
-    pub backup: String,
-    /// `--at T`: the newest snapshot taken at or before T (instead of --backup).
-    pub at: Option<String>,
-    pub into: String,
-    pub replace: bool,
-    pub collections: Vec<String>,
-    /// Redis: the address strata serves the snapshot on (`--listen`).
-    pub listen: Option<String>,
-    pub json: bool,
 }
 
 /// Loads a snapshot into a running server; which kind of server follows

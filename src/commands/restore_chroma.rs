@@ -3,10 +3,10 @@
 //! and verify it (counts and probe queries).
 
 use super::Globals;
-use super::restore::IntoArgs;
-use crate::catalog::pick;
+use super::restore_into::IntoArgs;
 use crate::error::{Error, Result};
 use crate::progress::{Mode, Reporter};
+use crate::restore::plan::{self, Wanted};
 use crate::sources::chroma::import::{self, RestoreOptions};
 
 pub async fn run(g: &Globals, a: &IntoArgs) -> Result<u8> {
@@ -23,20 +23,14 @@ pub async fn run(g: &Globals, a: &IntoArgs) -> Result<u8> {
     let identities = g.identities(&cfg)?;
     let repo = super::open_repository(&cfg).await?;
     let reporter = Reporter::new(Mode::detect(a.json));
-    let entry = match &a.at {
-        Some(t) => {
-            if a.backup != "latest" {
-                return Err(Error::usage("give --backup ID or --at TIME, not both"));
-            }
-            let at = pick::parse_at(t, chrono::Utc::now())?;
-            let picked = repo.pick_at(&a.source, Some("dump"), at).await?;
-            // on stderr even with --json: which backup, how long before T
-            eprintln!("{}", picked.describe());
-            picked.entry
-        }
-        None => repo.find(&a.source, &a.backup).await?,
-    };
-    let token = into_token(&src.url, &into, src.token.as_deref());
+    let wanted = Wanted::from_flags(&a.backup, a.at.as_deref(), chrono::Utc::now())?;
+    let chosen = plan::choose(&repo, src, &wanted).await?;
+    // on stderr even with --json: which backup, how long before T
+    if let Some(note) = &chosen.note {
+        eprintln!("{note}");
+    }
+    let entry = chosen.entry;
+    let token = crate::restore::into::into_token(&src.url, &into, src.token.as_deref());
     let opts = RestoreOptions {
         into,
         tenant: src.tenant.clone(),
@@ -90,21 +84,4 @@ pub async fn run(g: &Globals, a: &IntoArgs) -> Result<u8> {
         );
     }
     Ok(0)
-}
-
-/// The token for the `--into` server: `STRATA_INTO_TOKEN` if set, else the
-/// source's own token only when `--into` is the source's server (its token
-/// is never sent to another one).
-pub(crate) fn into_token(
-    source: &url::Url,
-    into: &url::Url,
-    token: Option<&str>,
-) -> Option<String> {
-    if let Ok(t) = std::env::var("STRATA_INTO_TOKEN") {
-        return Some(t);
-    }
-    let server = |u: &url::Url| (u.host_str().map(str::to_owned), u.port_or_known_default());
-    (server(source) == server(into))
-        .then(|| token.map(str::to_owned))
-        .flatten()
 }

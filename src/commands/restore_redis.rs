@@ -3,9 +3,10 @@
 //! server (see [`crate::sources::redis::load`]).
 
 use super::Globals;
-use super::restore::IntoArgs;
+use super::restore_into::IntoArgs;
 use crate::error::{Error, Result};
 use crate::progress::{Mode, Reporter};
+use crate::restore::plan::{self, Wanted};
 use crate::sources::redis::load::{self, IntoOptions};
 use crate::sources::redis::snapshot::show_keyspace;
 use crate::sources::redis::{Target, check_url};
@@ -35,8 +36,13 @@ pub async fn run(g: &Globals, a: &IntoArgs) -> Result<u8> {
     };
     let identities = g.identities(&cfg)?;
     let repo = super::open_repository(&cfg).await?;
-    let entry =
-        super::restore::redis_snapshot(&repo, &a.source, &a.backup, a.at.as_deref()).await?;
+    let wanted = Wanted::from_flags(&a.backup, a.at.as_deref(), chrono::Utc::now())?;
+    let chosen = plan::choose(&repo, src, &wanted).await?;
+    // stderr even with --json: which snapshot was chosen matters
+    if let Some(note) = &chosen.note {
+        eprintln!("{note}");
+    }
+    let entry = chosen.entry;
     let reporter = Reporter::new(Mode::detect(a.json));
     let opts = IntoOptions {
         target: Target::new(&into),

@@ -4,7 +4,7 @@
 //!
 //! Per source, in turn (two cores do not restore three sources faster in
 //! parallel, and one at a time keeps each phase's timing honest):
-//! [`recover::plan`] chooses the backup (and WAL) — the same choice
+//! [`crate::restore::plan::plan`] chooses the backup (and WAL) — the same choice
 //! `strata restore --all` makes — [`recover::recover`] restores it into a
 //! server on a free loopback port, [`checks`] run against that server, and
 //! the sandbox's servers are stopped before the next source starts. The
@@ -19,7 +19,6 @@
 
 pub mod checks;
 pub mod html;
-pub mod recover;
 pub mod report;
 pub mod sandbox;
 pub mod store;
@@ -33,7 +32,8 @@ use crate::config::Source;
 use crate::error::Result;
 use crate::keys::Identity;
 use crate::progress::Reporter;
-use recover::{Method, Plan, Point, Serve};
+use crate::restore::plan::{Method, Plan, Point};
+use crate::restore::recover::{self, Serve};
 use report::{Check, Phase, SourceReport};
 use sandbox::Sandbox;
 
@@ -100,7 +100,7 @@ async fn drill_source(
     let mut sr = SourceReport::new(&src.name, src.kind.as_str());
     sr.rto_target_seconds = src.rto_target.or(opts.rto_target).map(seconds);
     sr.rpo_target_seconds = src.rpo_target.or(opts.rpo_target).map(seconds);
-    let plan = match recover::plan(repo, src, opts.point, identities, opts.now).await {
+    let plan = match crate::restore::plan::plan(repo, src, opts.point, identities, opts.now).await {
         Ok(p) => p,
         Err(e) => {
             sr.error = Some(e.message);
