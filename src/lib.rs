@@ -12,6 +12,7 @@
 //! [`fuzzing`] holds the entry points of the fuzz targets in `fuzz/`.
 
 pub mod catalog;
+pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod crashpoint;
