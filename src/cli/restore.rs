@@ -347,3 +347,396 @@ impl RestoreArgs {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use clap::Parser;
+    use clap::error::ErrorKind;
+
+    use super::RestoreRequest;
+    use crate::cli::{Cli, Command};
+    use crate::error::Kind;
+
+    /// `strata restore ARGS…` through the real parser, then `request`.
+    fn request(args: &[&str]) -> crate::Result<RestoreRequest> {
+        let argv = ["strata", "restore"].iter().chain(args);
+        match Cli::try_parse_from(argv).expect("clap accepts it").command {
+            Command::Restore(a) => a.request(true),
+            other => panic!("not restore: {other:?}"),
+        }
+    }
+
+    /// The usage error (exit 2) `request` refuses ARGS with.
+    fn refused(args: &[&str]) -> String {
+        let e = request(args).expect_err("refused");
+        assert_eq!(e.kind, Kind::Usage, "{e}");
+        assert_eq!(e.exit_code(), 2);
+        e.message
+    }
+
+    /// What clap itself refuses ARGS with (exit 2 too).
+    fn clap_refuses(args: &[&str]) -> ErrorKind {
+        let argv = ["strata", "restore"].iter().chain(args);
+        let e = Cli::try_parse_from(argv).expect_err("clap refuses it");
+        assert_eq!(e.exit_code(), 2, "{e}");
+        e.kind()
+    }
+
+    const REPLACE: &str = "--replace goes with --into URL (or --all, for sources restored into their configured servers)";
+    const SANDBOX: &str = "--to-time with --to-database recovers the cluster to that time in a sandbox: --backup, --jobs and --globals do not apply";
+
+    #[test]
+    fn to_database_alone_is_a_logical_restore() {
+        let Ok(RestoreRequest::Logical(a)) = request(&["main", "--to-database", "app"]) else {
+            panic!("not logical")
+        };
+        assert_eq!((a.source.as_str(), a.to_database.as_str()), ("main", "app"));
+        assert_eq!((a.backup.as_str(), a.at, a.jobs), ("latest", None, 1));
+        assert!(!a.create && !a.globals && !a.no_owner && a.tables.is_empty());
+        assert!(a.json);
+        let Ok(RestoreRequest::Logical(a)) = request(&[
+            "main",
+            "--to-database",
+            "app",
+            "--at",
+            "-15m",
+            "--backup",
+            "b1",
+            "--jobs",
+            "3",
+            "--globals",
+            "--create",
+            "--no-owner",
+            "--table",
+            "a",
+            "--table",
+            "s.b",
+            "--target-url",
+            "postgres://h/x",
+            "--scratch-dir",
+            "/s",
+        ]) else {
+            panic!("not logical")
+        };
+        assert_eq!(a.at.as_deref(), Some("-15m"));
+        assert_eq!((a.backup.as_str(), a.jobs), ("b1", 3));
+        assert!(a.globals && a.create && a.no_owner);
+        assert_eq!(a.tables, ["a", "s.b"]);
+        assert_eq!(a.target_url.as_deref(), Some("postgres://h/x"));
+        assert_eq!(a.scratch_dir, Some(PathBuf::from("/s")));
+    }
+
+    #[test]
+    fn to_database_with_to_time_is_table_at_time() {
+        let Ok(RestoreRequest::TableAt(a)) = request(&[
+            "main",
+            "--to-database",
+            "app",
+            "--to-time",
+            "10 minutes ago",
+            "--table",
+            "t",
+            "--schema",
+            "s",
+            "--create",
+            "--replace",
+            "--no-owner",
+            "--target-url",
+            "postgres://h/x",
+            "--scratch-dir",
+            "/s",
+        ]) else {
+            panic!("not table-at-time")
+        };
+        assert_eq!((a.source.as_str(), a.to_database.as_str()), ("main", "app"));
+        assert_eq!(a.to_time, "10 minutes ago");
+        assert_eq!(
+            (a.tables, a.schemas),
+            (vec!["t".to_string()], vec!["s".to_string()])
+        );
+        // --replace is allowed here: an existing table is dropped first
+        assert!(a.create && a.replace && a.no_owner);
+        assert_eq!(a.target_url.as_deref(), Some("postgres://h/x"));
+        assert_eq!(a.scratch_dir, Some(PathBuf::from("/s")));
+    }
+
+    #[test]
+    fn table_at_time_refuses_what_only_a_dump_restore_takes() {
+        for extra in [&["--backup", "b1"][..], &["--jobs", "2"], &["--globals"]] {
+            let mut args = vec!["main", "--to-database", "app", "--to-time", "T"];
+            args.extend(extra);
+            assert_eq!(refused(&args), SANDBOX, "{extra:?}");
+        }
+    }
+
+    #[test]
+    fn target_dir_is_point_in_time_recovery() {
+        let Ok(RestoreRequest::Physical(a)) = request(&["main", "--target-dir", "/d"]) else {
+            panic!("not physical")
+        };
+        assert_eq!(a.target_dir, PathBuf::from("/d"));
+        assert_eq!(
+            (a.backup.as_str(), a.timeline.as_str(), a.port),
+            ("latest", "latest", 5433)
+        );
+        assert!(a.to_time.is_none() && a.to_lsn.is_none() && a.to_name.is_none());
+        assert!(a.to_xid.is_none() && !a.latest && !a.start && !a.force && !a.delta);
+        // --archive-mode off is the default
+        assert!(a.archive_off);
+
+        let physical = |args: &[&str]| {
+            let mut all = vec!["main", "--target-dir", "/d"];
+            all.extend(args);
+            match request(&all) {
+                Ok(RestoreRequest::Physical(a)) => a,
+                other => panic!("{args:?}: {other:?}"),
+            }
+        };
+        assert_eq!(
+            physical(&["--to-time", "-15m"]).to_time.as_deref(),
+            Some("-15m")
+        );
+        // one spelling for every kind: --at means --to-time here
+        assert_eq!(physical(&["--at", "T"]).to_time.as_deref(), Some("T"));
+        assert_eq!(
+            physical(&["--to-lsn", "0/3000060"]).to_lsn.as_deref(),
+            Some("0/3000060")
+        );
+        let a = physical(&["--to-name", "p", "--unrecorded-name"]);
+        assert_eq!((a.to_name.as_deref(), a.unrecorded_name), (Some("p"), true));
+        let a = physical(&[
+            "--to-xid",
+            "77",
+            "--timeline",
+            "3",
+            "--archive-mode",
+            "preserve",
+        ]);
+        assert_eq!(
+            (a.to_xid.as_deref(), a.timeline.as_str()),
+            (Some("77"), "3")
+        );
+        assert!(!a.archive_off);
+        let a = physical(&[
+            "--latest", "--start", "--port", "5440", "--run-as", "pg", "--force",
+        ]);
+        assert!(a.latest && a.start && a.force);
+        assert_eq!((a.port, a.run_as.as_deref()), (5440, Some("pg")));
+        assert!(physical(&["--delta", "--backup", "b1"]).delta);
+    }
+
+    #[test]
+    fn to_file_and_to_dir_write_a_snapshot() {
+        let Ok(RestoreRequest::Snapshot(a)) = request(&["r", "--to-file", "/f", "--at", "T"])
+        else {
+            panic!("not a snapshot file")
+        };
+        assert_eq!((a.to_file, a.to_dir), (Some(PathBuf::from("/f")), None));
+        assert_eq!(a.at.as_deref(), Some("T"));
+        let Ok(RestoreRequest::Snapshot(a)) = request(&[
+            "r",
+            "--to-dir",
+            "/d",
+            "--start",
+            "--port",
+            "7000",
+            "--force",
+            "--to-time",
+            "-1h",
+        ]) else {
+            panic!("not a snapshot dir")
+        };
+        assert_eq!((a.to_file, a.to_dir), (None, Some(PathBuf::from("/d"))));
+        assert!(a.start && a.force);
+        assert_eq!(a.port, 7000);
+        // one spelling for every kind: --to-time means --at here
+        assert_eq!(a.at.as_deref(), Some("-1h"));
+    }
+
+    #[test]
+    fn into_loads_a_running_server() {
+        let Ok(RestoreRequest::Into(a)) = request(&[
+            "r",
+            "--into",
+            "redis://h:6379",
+            "--replace",
+            "--listen",
+            "0.0.0.0:0",
+            "--backup",
+            "b1",
+        ]) else {
+            panic!("not into")
+        };
+        assert_eq!(
+            (a.source.as_str(), a.into.as_str()),
+            ("r", "redis://h:6379")
+        );
+        assert_eq!(
+            (a.backup.as_str(), a.listen.as_deref()),
+            ("b1", Some("0.0.0.0:0"))
+        );
+        assert!(a.replace && a.at.is_none());
+        let Ok(RestoreRequest::Into(a)) = request(&[
+            "c",
+            "--into",
+            "http://h:8000",
+            "--collection",
+            "a",
+            "--collection",
+            "b",
+            "--to-time",
+            "T",
+        ]) else {
+            panic!("not into")
+        };
+        assert_eq!(a.collections, ["a", "b"]);
+        assert_eq!(a.at.as_deref(), Some("T"));
+        assert!(!a.replace);
+        let Ok(RestoreRequest::Into(a)) =
+            request(&["c", "--into", "http://h:8000", "--at", "-15m"])
+        else {
+            panic!("not into")
+        };
+        assert_eq!(a.at.as_deref(), Some("-15m"));
+    }
+
+    #[test]
+    fn all_restores_every_source() {
+        let Ok(RestoreRequest::All(a)) = request(&["--all", "--to-time", "T"]) else {
+            panic!("not all")
+        };
+        assert_eq!(a.to_time.as_deref(), Some("T"));
+        assert!(!a.latest && a.target_dir.is_none() && !a.replace && a.run_as.is_none());
+        let Ok(RestoreRequest::All(a)) =
+            request(&["--all", "--latest", "--target-dir", "/r", "--run-as", "pg"])
+        else {
+            panic!("not all")
+        };
+        assert!(a.latest);
+        assert_eq!(
+            (a.target_dir, a.run_as.as_deref()),
+            (Some(PathBuf::from("/r")), Some("pg"))
+        );
+        // into the configured servers, --replace is allowed
+        let Ok(RestoreRequest::All(a)) = request(&["--all", "--replace"]) else {
+            panic!("not all")
+        };
+        assert!(a.replace);
+    }
+
+    #[test]
+    fn all_refuses_a_source_force_and_replace_into_directories() {
+        assert_eq!(
+            refused(&["--all", "main"]),
+            r#"--all restores every source; drop "main", or drop --all to restore only it"#
+        );
+        assert_eq!(
+            refused(&["--all", "--force", "--target-dir", "/r"]),
+            "restore --all never overwrites a directory: give an empty or new --target-dir (or empty the restore_to directories)"
+        );
+        assert_eq!(
+            refused(&["--all", "--replace", "--target-dir", "/r"]),
+            "--replace is for sources loaded into their configured servers (restore_to); with --target-dir everything goes into new directories"
+        );
+        // the source is named first: its refusal wins
+        assert!(
+            refused(&["--all", "main", "--force", "--target-dir", "/r"])
+                .starts_with("--all restores")
+        );
+    }
+
+    #[test]
+    fn replace_needs_into_all_or_table_at_time() {
+        for args in [
+            &["main", "--to-database", "app", "--replace"][..],
+            &["main", "--target-dir", "/d", "--replace"],
+            &["main", "--target-dir", "/d", "--replace", "--to-time", "T"],
+            &["r", "--to-file", "/f", "--replace"],
+            &["r", "--to-dir", "/d", "--replace"],
+        ] {
+            assert_eq!(refused(args), REPLACE, "{args:?}");
+        }
+    }
+
+    // Not refused today, and so not listed: --to-xid, --timeline, --delta
+    // and --archive-mode beside --to-database, --into, --to-file or
+    // --to-dir are accepted and ignored. clap skips a `requires =
+    // "target_dir"` when an argument that conflicts with --target-dir is
+    // present; issue 14 moves code without changing behaviour, so this
+    // gap is reported, not closed, here.
+    #[test]
+    fn clap_refuses_what_the_declarations_forbid() {
+        use ErrorKind::{ArgumentConflict, InvalidValue, MissingRequiredArgument};
+        for (args, kind) in [
+            (&[][..], MissingRequiredArgument),
+            (&["main"], MissingRequiredArgument),
+            (&["--all", "--start"], ArgumentConflict),
+            (&["--all", "--to-database", "app"], ArgumentConflict),
+            (&["--all", "--into", "redis://h"], ArgumentConflict),
+            (
+                &["--all", "--archive-mode", "preserve", "--target-dir", "/d"],
+                ArgumentConflict,
+            ),
+            (
+                &["main", "--to-database", "app", "--target-dir", "/d"],
+                ArgumentConflict,
+            ),
+            (
+                &["main", "--to-file", "/f", "--to-dir", "/d"],
+                ArgumentConflict,
+            ),
+            (
+                &[
+                    "main",
+                    "--target-dir",
+                    "/d",
+                    "--to-time",
+                    "T",
+                    "--to-lsn",
+                    "0/1",
+                ],
+                ArgumentConflict,
+            ),
+            (
+                &["main", "--target-dir", "/d", "--at", "T", "--to-time", "T"],
+                ArgumentConflict,
+            ),
+            (
+                &["main", "--target-dir", "/d", "--delta", "--force"],
+                ArgumentConflict,
+            ),
+            (
+                &["main", "--to-database", "app", "--to-lsn", "0/1"],
+                MissingRequiredArgument,
+            ),
+            (
+                &["main", "--to-database", "app", "--latest"],
+                MissingRequiredArgument,
+            ),
+            (
+                &["main", "--to-database", "app", "--start"],
+                MissingRequiredArgument,
+            ),
+            (
+                &["main", "--to-database", "app", "--schema", "s"],
+                MissingRequiredArgument,
+            ),
+            (
+                &["main", "--to-database", "app", "--listen", "x"],
+                MissingRequiredArgument,
+            ),
+            (
+                &["main", "--target-dir", "/d", "--unrecorded-name"],
+                MissingRequiredArgument,
+            ),
+            (
+                &["main", "--target-dir", "/d", "--archive-mode", "on"],
+                InvalidValue,
+            ),
+        ] {
+            assert_eq!(clap_refuses(args), kind, "{args:?}");
+        }
+    }
+}
