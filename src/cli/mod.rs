@@ -585,3 +585,269 @@ pub fn usage_error_json(e: &clap::Error) -> Option<serde_json::Value> {
         })
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use chrono::{TimeZone, Utc};
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+    use crate::error::Kind;
+    use crate::tier::TierKind;
+
+    fn parse(args: &[&str]) -> Command {
+        let argv = std::iter::once(&"strata").chain(args);
+        Cli::try_parse_from(argv).expect("clap accepts it").command
+    }
+
+    fn usage(e: Error) -> String {
+        assert_eq!(e.kind, Kind::Usage, "{e}");
+        assert_eq!(e.exit_code(), 2);
+        e.message
+    }
+
+    #[test]
+    fn clap_declarations_are_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    fn backup(args: &[&str]) -> Result<BackupRequest> {
+        let mut all = vec!["backup"];
+        all.extend(args);
+        match parse(&all) {
+            Command::Backup(a) => a.request(),
+            other => panic!("not backup: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn backup_requests() {
+        assert_eq!(
+            backup(&["main"]).unwrap(),
+            BackupRequest::Backup {
+                source: Some("main".into()),
+                tier: None,
+                kind: None
+            }
+        );
+        assert_eq!(
+            backup(&["--tier", "daily", "--kind", "base"]).unwrap(),
+            BackupRequest::Backup {
+                source: None,
+                tier: Some("daily".into()),
+                kind: Some(TierKind::Base)
+            }
+        );
+        assert_eq!(
+            backup(&["main", "--kind", "dump"]).unwrap(),
+            BackupRequest::Backup {
+                source: Some("main".into()),
+                tier: None,
+                kind: Some(TierKind::Dump)
+            }
+        );
+        assert_eq!(
+            backup(&["main", "--kind", "point", "--label", "before-upgrade"]).unwrap(),
+            BackupRequest::Point {
+                source: "main".into(),
+                label: "before-upgrade".into()
+            }
+        );
+    }
+
+    #[test]
+    fn backup_refusals() {
+        let point = "--kind point records a named restore point: strata backup SOURCE --kind point --label NAME (no --tier)";
+        for args in [
+            &["main", "--kind", "point"][..],
+            &["--kind", "point", "--label", "l"],
+            &["main", "--kind", "point", "--label", "l", "--tier", "t"],
+        ] {
+            assert_eq!(usage(backup(args).unwrap_err()), point, "{args:?}");
+        }
+        for args in [
+            &["main", "--label", "l"][..],
+            &["main", "--label", "l", "--kind", "base"],
+        ] {
+            assert_eq!(
+                usage(backup(args).unwrap_err()),
+                "--label names a restore point: use it with --kind point",
+                "{args:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn cleanup_older_than() {
+        let Command::Cleanup(a) = parse(&["cleanup"]) else {
+            panic!("not cleanup")
+        };
+        assert_eq!(a.older_than().unwrap(), chrono::Duration::hours(24));
+        let Command::Cleanup(a) = parse(&["cleanup", "--older-than", "bogus"]) else {
+            panic!("not cleanup")
+        };
+        assert!(usage(a.older_than().unwrap_err()).starts_with("--older-than: "));
+    }
+
+    fn prune(args: &[&str]) -> Result<PruneRequest> {
+        let now = Utc.with_ymd_and_hms(2026, 11, 20, 12, 0, 0).unwrap();
+        let mut all = vec!["prune"];
+        all.extend(args);
+        match parse(&all) {
+            Command::Prune(a) => a.request(now),
+            other => panic!("not prune: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn prune_requests() {
+        let p = prune(&[]).unwrap();
+        assert_eq!((p.dry_run, p.at), (false, None));
+        assert_eq!(p.grace, chrono::Duration::hours(24));
+        let p = prune(&["--at", "2026-11-01T00:00:00+02:00", "--grace", "30m"]).unwrap();
+        assert_eq!(
+            p.at,
+            Some(Utc.with_ymd_and_hms(2026, 10, 31, 22, 0, 0).unwrap())
+        );
+        assert_eq!(p.grace, chrono::Duration::minutes(30));
+        // within a minute of now is not the future
+        assert!(prune(&["--at", "2026-11-20T12:00:59Z"]).is_ok());
+        // the future: a dry run, or a deliberate --allow-future-at
+        assert!(prune(&["--at", "2026-12-01T00:00:00Z", "--dry-run"]).is_ok());
+        assert!(prune(&["--at", "2026-12-01T00:00:00Z", "--allow-future-at"]).is_ok());
+    }
+
+    #[test]
+    fn prune_refusals() {
+        assert!(usage(prune(&["--grace", "bogus"]).unwrap_err()).starts_with("--grace: "));
+        let at = usage(prune(&["--at", "bogus"]).unwrap_err());
+        assert!(at.starts_with(r#"--at "bogus": "#), "{at}");
+        assert!(
+            at.ends_with("; give an RFC 3339 time like 2026-11-20T12:00:00Z"),
+            "{at}"
+        );
+        let e = prune(&["--at", "2026-12-01T00:00:00Z"]).unwrap_err();
+        assert_eq!(
+            e.hint.as_deref(),
+            Some("preview with --dry-run; to delete anyway add --allow-future-at")
+        );
+        assert_eq!(
+            usage(e),
+            "--at 2026-12-01T00:00:00+00:00: that is in the future, and prune would delete now what is due only then (WAL inside today's window too)"
+        );
+    }
+
+    #[test]
+    fn drill_schedule_and_wal_arguments_are_copied_whole() {
+        let Command::Drill(a) = parse(&[
+            "drill",
+            "--to-time",
+            "-15m",
+            "--source",
+            "a",
+            "--source",
+            "b",
+            "--tier",
+            "t",
+            "--report",
+            "/r",
+            "--dry-run",
+            "--work-dir",
+            "/w",
+        ]) else {
+            panic!("not drill")
+        };
+        let d = a.into_args(true);
+        assert_eq!((d.to_time.as_deref(), d.latest), (Some("-15m"), false));
+        assert_eq!(
+            (d.sources, d.tier.as_deref()),
+            (vec!["a".into(), "b".into()], Some("t"))
+        );
+        assert_eq!(
+            (d.report, d.work_dir),
+            (Some("/r".into()), Some("/w".into()))
+        );
+        assert!(d.dry_run && d.json);
+
+        let Command::Schedule(ScheduleArgs {
+            action: ScheduleAction::Run(a),
+        }) = parse(&["schedule", "run", "--once", "--max-jobs", "3"])
+        else {
+            panic!("not schedule run")
+        };
+        let r = a.into_args();
+        assert_eq!(
+            (r.log_format.as_str(), r.shutdown_grace.as_str()),
+            ("text", "5m")
+        );
+        assert!(r.once && r.state_dir.is_none());
+        assert_eq!(r.max_jobs, 3);
+
+        let Command::Wal(WalArgs {
+            action: WalAction::PushWorker(a),
+        }) = parse(&[
+            "wal",
+            "push-worker",
+            "--source",
+            "s",
+            "--pg-wal",
+            "/p",
+            "--spool",
+            "/s",
+            "--idle-exit",
+            "3",
+        ])
+        else {
+            panic!("not push-worker")
+        };
+        let w = a.into_args();
+        assert_eq!(
+            (w.processes, w.idle_exit),
+            (4, std::time::Duration::from_secs(3))
+        );
+        assert_eq!(
+            (w.pg_wal, w.spool),
+            (PathBuf::from("/p"), PathBuf::from("/s"))
+        );
+
+        let Command::Wal(WalArgs {
+            action: WalAction::Fetch(a),
+        }) = parse(&[
+            "wal",
+            "fetch",
+            "000000010000000000000001",
+            "pg_wal/RECOVERYXLOG",
+        ])
+        else {
+            panic!("not fetch")
+        };
+        let f = a.into_args(false);
+        assert_eq!((f.prefetch, f.source, f.spool), (4, None, None));
+        assert_eq!(f.dest, PathBuf::from("pg_wal/RECOVERYXLOG"));
+    }
+
+    #[test]
+    fn usage_errors_render_as_json_but_help_and_version_do_not() {
+        let e = Cli::try_parse_from(["strata", "restore", "--no-such-flag"]).unwrap_err();
+        let v = usage_error_json(&e).expect("a usage error");
+        assert_eq!(v["exit_code"], 2);
+        assert_eq!(v["hint"], serde_json::Value::Null);
+        assert_eq!(v["retryable"], false);
+        assert!(
+            v["error"]
+                .as_str()
+                .unwrap()
+                .starts_with("error: unexpected argument '--no-such-flag'")
+        );
+        for args in [
+            &["strata", "--help"][..],
+            &["strata", "--version"],
+            &["strata"],
+        ] {
+            let e = Cli::try_parse_from(args).unwrap_err();
+            assert!(usage_error_json(&e).is_none(), "{args:?}");
+        }
+    }
+}
