@@ -1,7 +1,8 @@
 //! strata: backup and point-in-time recovery for PostgreSQL, Redis and
 //! vector stores.
 //!
-//! The library holds all behaviour; `main.rs` only parses arguments,
+//! The library holds all behaviour; `main.rs` only parses arguments
+//! (with [`cli`]: the flags, and what each command was asked to do),
 //! dispatches to [`commands`] and maps errors to exit codes.
 //!
 //! Layout: [`storage`] (object-store trait and backends), [`pipeline`]
@@ -14,6 +15,7 @@
 
 pub mod backup;
 pub mod catalog;
+pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod context;
