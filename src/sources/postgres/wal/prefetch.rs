@@ -92,7 +92,7 @@ pub async fn run(
             idle_since = Instant::now();
             last = wanted;
             if let Some((w, _)) = wanted {
-                sp.clean(w);
+                sp.clean_before(w);
                 retry_at.retain(|s, _| !spool::is_stale(*s, w));
             }
         }
@@ -128,8 +128,8 @@ pub async fn run(
                     Ok(true) => {
                         fetched += 1;
                         // PostgreSQL may have passed it meanwhile
-                        if let Some((w, _)) = sp.wanted() && spool::is_stale(s, w) {
-                            sp.clean(w);
+                        if let Some((w, _)) = sp.wanted() && s != w && spool::is_stale(s, w) {
+                            sp.clean_before(w);
                         }
                     }
                     Ok(false) => {

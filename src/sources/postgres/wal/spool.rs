@@ -239,12 +239,24 @@ impl Spool {
     /// After `served` was handed to PostgreSQL: removes entries it will not
     /// ask for (see [`is_stale`]) and old temporary files.
     pub fn clean(&self, served: SegmentName) {
+        self.remove_where(|seg| is_stale(seg, served));
+    }
+
+    /// When PostgreSQL asks for `wanted` (the prefetcher's side): removes
+    /// the entries before it, keeping `wanted` itself, which the `wal
+    /// fetch` that asked for it is about to take (removing it made that
+    /// fetch download it again: a race seen in tests/wal.rs).
+    pub fn clean_before(&self, wanted: SegmentName) {
+        self.remove_where(|seg| seg != wanted && is_stale(seg, wanted));
+    }
+
+    fn remove_where(&self, stale: impl Fn(SegmentName) -> bool) {
         let now = SystemTime::now();
         for e in fs::read_dir(&self.dir).into_iter().flatten().flatten() {
             let name = e.file_name();
             let Some(name) = name.to_str() else { continue };
             let remove = match name.parse::<SegmentName>() {
-                Ok(seg) => is_stale(seg, served),
+                Ok(seg) => stale(seg),
                 Err(_) if name.starts_with('.') && name.ends_with(".tmp") => e
                     .metadata()
                     .and_then(|m| m.modified())
@@ -352,6 +364,30 @@ mod tests {
         sp.remove_downloads();
         assert!(!sp.downloading(seg));
         assert!(sp.wanted().is_some(), "only downloads are removed");
+    }
+
+    #[test]
+    fn the_prefetcher_keeps_the_segment_a_fetch_is_taking() {
+        // the race behind a flaky tests/wal.rs prefetch test: `wal fetch`
+        // records `wanted` before it takes that segment from the spool;
+        // the prefetcher's clean on seeing it must leave it there
+        let root = tempfile::tempdir().unwrap();
+        let sp = Spool::new(root.path(), false, "repo", "main");
+        sp.create().unwrap();
+        for n in [
+            "000000010000000000000004",
+            "000000010000000000000005",
+            "000000010000000000000006",
+        ] {
+            fs::write(sp.path(s(n)), b"x").unwrap();
+        }
+        sp.clean_before(s("000000010000000000000005"));
+        assert_eq!(
+            sp.entries(),
+            vec![s("000000010000000000000005"), s("000000010000000000000006")]
+        );
+        sp.clean(s("000000010000000000000005"));
+        assert_eq!(sp.entries(), vec![s("000000010000000000000006")]);
     }
 
     #[test]
