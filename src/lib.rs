@@ -9,7 +9,8 @@
 //! (hash → zstd → age streaming stages), [`catalog`] (repository format,
 //! manifests), [`sources`] (what is backed up: PostgreSQL, Redis),
 //! [`restore`] (which backup brings a source back, and restoring it),
-//! [`tier`], [`schedule`] and [`retention`] (what runs when, kept how long),
+//! [`tier`], [`scheduler`] and [`retention`] (what runs when, kept how long),
+//! [`context`] and [`backup`] (what the CLI and the scheduler share),
 //! [`commands`] (one module per CLI command), [`config`], [`keys`];
 //! [`fuzzing`] holds the entry points of the fuzz targets in `fuzz/`.
 
