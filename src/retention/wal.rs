@@ -1,7 +1,7 @@
 //! The WAL half of `strata prune`: for every PostgreSQL source with a WAL
 //! archive, which archived files the WAL tier's window and the kept base
-//! backups still need ([`crate::retention::wal_cut`]
-//! decides; this module gathers its inputs and applies its plan).
+//! backups still need ([`super::wal_cut`] decides; this module gathers
+//! its inputs and applies its plan).
 //!
 //! Inputs come from plain data only (object listing, manifest summaries
 //! and their plain WAL range), so a backup host holding only the public
