@@ -289,7 +289,7 @@ impl WalPrune {
     /// Deletes what the plan deletes, oldest first, stopping at the first
     /// failure or locked object. Returns the error, if any.
     ///
-    /// Files go in batches of [`DELETE_BATCH`] in position order, the
+    /// Files go in batches of `DELETE_BATCH` in position order, the
     /// files of a batch at once (a first prune of a long archive on S3
     /// is otherwise one round trip per object); a batch starts only once
     /// the previous one is wholly deleted. Every file deleted is one the

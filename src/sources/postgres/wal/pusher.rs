@@ -27,7 +27,7 @@ const PUSH_TIMEOUT: Duration = Duration::from_secs(600);
 /// (`pg_wal/archive_status/*.ready`), `processes` at a time, and writes
 /// each one's result into `sp`. Returns when nothing was left to push for
 /// `idle_exit`, when `archive_status` is gone, or when the pusher retires
-/// after [`PUSHER_LIFETIME`]. The caller holds the spool's lock.
+/// after an hour (`PUSHER_LIFETIME`). The caller holds the spool's lock.
 pub async fn run(
     sp: &PushSpool,
     archive: &WalArchive,
