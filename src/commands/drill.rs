@@ -13,11 +13,11 @@ use super::Globals;
 use crate::catalog::BackupId;
 use crate::config::{Config, Source};
 use crate::drill::report::DrillReport;
-use crate::drill::sandbox::Sandbox;
 use crate::drill::{self, html, store};
 use crate::error::{Error, Kind, Result};
 use crate::progress::{Mode, Reporter};
 use crate::restore::plan::Point;
+use crate::restore::sandbox::Sandbox;
 use crate::util::human_bytes;
 
 /// What `strata drill` (and the scheduler, for tiers of kind `drill`) asks for.

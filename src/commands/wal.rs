@@ -15,7 +15,7 @@
 //! (`wal prefetch-worker`).
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -384,8 +384,9 @@ struct AsyncPushReport {
     spool: String,
 }
 
-/// The foreground of an asynchronous push: wait (bounded) for the pusher's
-/// result for this file, starting the pusher when none runs.
+/// The foreground of an asynchronous push: wait (bounded, see
+/// [`pusher::wait`]) for the pusher's result for this file, starting the
+/// pusher when none runs.
 async fn push_async(
     g: &Globals,
     cfg: &Config,
@@ -393,7 +394,7 @@ async fn push_async(
     a: &PushArgs,
     s: &crate::sources::postgres::wal::push_async::AsyncSettings,
 ) -> Result<u8> {
-    use crate::sources::postgres::wal::push_async::{self as pa, Outcome, PushSpool};
+    use crate::sources::postgres::wal::push_async::{self as pa, PushSpool};
     let path = &a.path;
     let file_name = path
         .file_name()
@@ -447,37 +448,12 @@ async fn push_async(
             return Ok(0);
         }
     }
-    let deadline = Instant::now() + s.timeout;
-    let mut last_spawn: Option<Instant> = None;
-    let mut nap = Duration::from_millis(5);
-    loop {
-        match sp.take(&name)? {
-            Some(Outcome::Ok) => {
-                tracing::debug!("{name}: archived by the background pusher");
-                report("archived");
-                return Ok(0);
-            }
-            Some(Outcome::Error(e)) => return Err(e.into_error(&name, &sp.log_path())),
-            None => {}
-        }
-        if !sp.pusher_running() && last_spawn.is_none_or(|t| t.elapsed() > Duration::from_secs(2)) {
-            spawn_pusher(g, cfg, src, &sp, &root, &pg_wal, s.processes)?;
-            last_spawn = Some(Instant::now());
-        }
-        if Instant::now() > deadline {
-            return Err(Error::failed(format!(
-                "{name} was not archived within {}s by the background pusher",
-                s.timeout.as_secs()
-            ))
-            .hint(format!(
-                "PostgreSQL retries; see {} (raise archive_push_timeout if uploads are just slow)",
-                sp.log_path().display()
-            ))
-            .retryable());
-        }
-        tokio::time::sleep(nap).await;
-        nap = (nap * 2).min(Duration::from_millis(50));
-    }
+    pusher::wait(&sp, &name, s.timeout, || {
+        spawn_pusher(g, cfg, src, &sp, &root, &pg_wal, s.processes)
+    })
+    .await?;
+    report("archived");
+    Ok(0)
 }
 
 /// Starts `strata wal push-worker` in its own session (it outlives this

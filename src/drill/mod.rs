@@ -8,7 +8,8 @@
 //! `strata restore --all` makes — [`recover::recover`] restores it into a
 //! server on a free loopback port, [`checks`] run against that server, and
 //! the sandbox's servers are stopped before the next source starts. The
-//! sandbox ([`sandbox`]) is torn down at the end whatever happened.
+//! sandbox ([`crate::restore::sandbox`]) is torn down at the end whatever
+//! happened.
 //!
 //! Measures: a source's RTO runs from the start of its restore until its
 //! server answers (promoted, loaded), checks excluded; the drill's RTO is
@@ -20,7 +21,6 @@
 pub mod checks;
 pub mod html;
 pub mod report;
-pub mod sandbox;
 pub mod store;
 
 use std::sync::Arc;
@@ -34,8 +34,8 @@ use crate::keys::Identity;
 use crate::progress::Reporter;
 use crate::restore::plan::{Method, Plan, Point};
 use crate::restore::recover::{self, Serve};
+use crate::restore::sandbox::Sandbox;
 use report::{Check, Phase, SourceReport};
-use sandbox::Sandbox;
 
 /// What to drill.
 pub struct Options {

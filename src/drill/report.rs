@@ -8,15 +8,8 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-/// One timed phase of a source's restore, as an offset from the start of
-/// the source's restore (for the timeline chart).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Phase {
-    /// `download+decrypt+decompress`, `WAL replay`, `server start`, `checks`.
-    pub name: String,
-    pub start_seconds: f64,
-    pub seconds: f64,
-}
+pub use crate::restore::plan::WalRange;
+pub use crate::restore::recover::Phase;
 
 /// The outcome of one check.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -51,15 +44,6 @@ impl Check {
             detail: detail.into(),
         }
     }
-}
-
-/// The WAL a point-in-time restore replays.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct WalRange {
-    pub first: String,
-    pub last: Option<String>,
-    pub segments: usize,
-    pub bytes: u64,
 }
 
 /// One source in a drill.

@@ -12,11 +12,13 @@
 //! PostgreSQL needs, [`into`] what loading into a running Redis or Chroma
 //! server needs, [`all`] restoring every source at once (`strata
 //! restore --all`), [`table`] one table of a PostgreSQL source as of a
-//! point in time.
+//! point in time; [`sandbox`] is the throwaway place where a drill's (or
+//! a table restore's) servers run.
 
 pub mod all;
 pub mod into;
 pub mod pitr;
 pub mod plan;
 pub mod recover;
+pub mod sandbox;
 pub mod table;

@@ -17,10 +17,10 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 
 use crate::catalog::{Entry, Repository, pick};
 use crate::config::{Source, SourceKind};
-use crate::drill::report::WalRange;
 use crate::error::{Error, Result};
 use crate::keys::Identity;
 use crate::sources::postgres::base::{self, Candidate, RecoveryTarget};
@@ -152,6 +152,15 @@ impl Method {
             Method::Export => "export",
         }
     }
+}
+
+/// The WAL a point-in-time restore replays.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WalRange {
+    pub first: String,
+    pub last: Option<String>,
+    pub segments: usize,
+    pub bytes: u64,
 }
 
 /// What will be restored for one source.

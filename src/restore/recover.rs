@@ -7,13 +7,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
 use url::Url;
 
 use super::plan::{Method, Plan};
+use super::sandbox::Sandbox;
 use crate::catalog::Repository;
 use crate::config::Source;
-use crate::drill::report::Phase;
-use crate::drill::sandbox::Sandbox;
 use crate::error::{Error, Result};
 use crate::keys::Identity;
 use crate::pipeline::fetch;
@@ -21,6 +21,16 @@ use crate::progress::{Progress, Reporter};
 use crate::sources::postgres::base::{self, StartOptions};
 use crate::sources::postgres::{Target, dump, find_binary, major_of};
 use crate::sources::redis::snapshot;
+
+/// One timed phase of a source's restore, as an offset from the start of
+/// the source's restore (for the timeline chart).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Phase {
+    /// `download+decrypt+decompress`, `WAL replay`, `server start`, `checks`.
+    pub name: String,
+    pub start_seconds: f64,
+    pub seconds: f64,
+}
 
 /// Where and how a drill serves a restored source.
 pub struct Serve<'a> {

@@ -13,8 +13,8 @@ use std::process::Stdio;
 
 use super::plan::{Method, Plan};
 use super::recover::{self, Serve};
+use super::sandbox::Sandbox;
 use crate::catalog::BackupId;
-use crate::drill::sandbox::Sandbox;
 use crate::error::{Error, Result};
 use crate::progress::Reporter;
 use crate::sources::postgres::{Target, base, dump, find_binary};

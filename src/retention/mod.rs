@@ -1,6 +1,7 @@
 //! Retention: every keep-or-delete decision `strata prune` makes, and
 //! the applying of them. Nothing outside this module decides what a
-//! prune deletes.
+//! prune deletes; the tier configuration ([`crate::tier`]) only says
+//! which kinds of tier prune handles and which WAL window applies.
 //!
 //! [`prune::run`] runs a prune's steps in order:
 //! - [`tiers`] plans, for each tier, which of its backups its policy
@@ -19,9 +20,10 @@
 //! If any manifest cannot be read, nothing is deleted: the unreadable one
 //! might be a source's newest backup.
 //!
-//! This file re-exports [`policy`] only (the tier configuration parses
-//! policies): the other parts read the configured tiers themselves, and
-//! re-exporting them here would tie the tiers back to them.
+//! This file re-exports only [`policy`], which the tier configuration
+//! parses: the other parts read the configured tiers, and re-exporting
+//! them here would make `tier` and them import each other in a ring
+//! (`scripts/module_graph.py` refuses rings of more than two files).
 
 pub mod apply;
 pub mod policy;

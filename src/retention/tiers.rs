@@ -80,7 +80,7 @@ impl Candidate<BackupId> {
 }
 
 /// Plans retention for every backup in `entries` (as
-/// [`Repository::backups`] lists them) as of `now`.
+/// [`crate::catalog::Repository::backups`] lists them) as of `now`.
 pub fn plan(tiers: &BTreeMap<String, Tier>, entries: &[Entry], now: DateTime<Utc>) -> Vec<Group> {
     // Oldest first: retention ranks equal times by input order, later
     // counting as newer, which is how the catalog is ordered.

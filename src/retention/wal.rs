@@ -1,7 +1,7 @@
 //! The WAL half of `strata prune`: for every PostgreSQL source with a WAL
 //! archive, which archived files the WAL tier's window and the kept base
-//! backups still need ([`crate::retention::wal_cut`]
-//! decides; this module gathers its inputs and applies its plan).
+//! backups still need ([`super::wal_cut`] decides; this module gathers
+//! its inputs and applies its plan).
 //!
 //! Inputs come from plain data only (object listing, manifest summaries
 //! and their plain WAL range), so a backup host holding only the public
@@ -289,7 +289,7 @@ impl WalPrune {
     /// Deletes what the plan deletes, oldest first, stopping at the first
     /// failure or locked object. Returns the error, if any.
     ///
-    /// Files go in batches of [`DELETE_BATCH`] in position order, the
+    /// Files go in batches of `DELETE_BATCH` in position order, the
     /// files of a batch at once (a first prune of a long archive on S3
     /// is otherwise one round trip per object); a batch starts only once
     /// the previous one is wholly deleted. Every file deleted is one the

@@ -2,8 +2,8 @@
 //! in [`super::push_async`]): pushes every file PostgreSQL has queued for
 //! archiving through [`WalArchive::push`], a few at a time, and leaves
 //! each one's result in the push spool for the `archive_command` waiting
-//! on it. `commands::wal` opens the repository, takes the spool's lock
-//! and starts it.
+//! on it ([`wait`]). `commands::wal` opens the repository, takes the
+//! spool's lock and starts it.
 
 use std::collections::{HashSet, VecDeque};
 use std::path::Path;
@@ -14,7 +14,7 @@ use futures::stream::FuturesUnordered;
 
 use super::archive::{PushContext, PushStatus, WalArchive};
 use super::push_async::{self as pa, ErrorFile, Outcome, PushSpool};
-use crate::error::Error;
+use crate::error::{Error, Result};
 
 /// How long a background pusher runs before it retires.
 const PUSHER_LIFETIME: Duration = Duration::from_secs(3600);
@@ -27,7 +27,7 @@ const PUSH_TIMEOUT: Duration = Duration::from_secs(600);
 /// (`pg_wal/archive_status/*.ready`), `processes` at a time, and writes
 /// each one's result into `sp`. Returns when nothing was left to push for
 /// `idle_exit`, when `archive_status` is gone, or when the pusher retires
-/// after [`PUSHER_LIFETIME`]. The caller holds the spool's lock.
+/// after an hour (`PUSHER_LIFETIME`). The caller holds the spool's lock.
 pub async fn run(
     sp: &PushSpool,
     archive: &WalArchive,
@@ -143,4 +143,47 @@ pub async fn run(
             format!("{}s idle", idle_exit.as_secs())
         }
     );
+}
+
+/// The foreground of an asynchronous push: waits (at most `timeout`) for
+/// the pusher's result for `name` in `sp`, calling `start_pusher` when
+/// none runs (at most every two seconds). `Ok` once the file is durable
+/// in the repository; the pusher's error, or a retryable one at the
+/// deadline, otherwise.
+pub async fn wait(
+    sp: &PushSpool,
+    name: &str,
+    timeout: Duration,
+    mut start_pusher: impl FnMut() -> Result<()>,
+) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    let mut last_spawn: Option<Instant> = None;
+    let mut nap = Duration::from_millis(5);
+    loop {
+        match sp.take(name)? {
+            Some(Outcome::Ok) => {
+                tracing::debug!("{name}: archived by the background pusher");
+                return Ok(());
+            }
+            Some(Outcome::Error(e)) => return Err(e.into_error(name, &sp.log_path())),
+            None => {}
+        }
+        if !sp.pusher_running() && last_spawn.is_none_or(|t| t.elapsed() > Duration::from_secs(2)) {
+            start_pusher()?;
+            last_spawn = Some(Instant::now());
+        }
+        if Instant::now() > deadline {
+            return Err(Error::failed(format!(
+                "{name} was not archived within {}s by the background pusher",
+                timeout.as_secs()
+            ))
+            .hint(format!(
+                "PostgreSQL retries; see {} (raise archive_push_timeout if uploads are just slow)",
+                sp.log_path().display()
+            ))
+            .retryable());
+        }
+        tokio::time::sleep(nap).await;
+        nap = (nap * 2).min(Duration::from_millis(50));
+    }
 }

@@ -1,5 +1,6 @@
-//! The throwaway place a drill restores into: one directory under the
-//! work dir, and the servers started in it.
+//! The throwaway place a drill (or `strata restore --table --to-time`)
+//! restores into: one directory under the work dir, and the servers
+//! started in it.
 //!
 //! Teardown must happen whatever ends the drill — success, a failed
 //! check, an error, Ctrl-C or SIGTERM — and must not depend on knowing
