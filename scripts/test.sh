@@ -156,6 +156,11 @@ export STRATA_MOTO_VENV
 # --- end moto ----------------------------------------------------------------
 
 # --- tests -------------------------------------------------------------------
+# the source tree's shape (docs/design.md, "Module map"): import cycles,
+# layers, file sizes, module docs; a second, nothing to build
+step "checking the module map (scripts/module_graph.py)"
+command -v python3 >/dev/null || apt_install python3
+python3 scripts/module_graph.py || die "the module map does not hold (see above)"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/strata-target}
 step "cargo test --no-fail-fast $* (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
 rc=0
