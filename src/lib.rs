@@ -2,16 +2,28 @@
 //! vector stores.
 //!
 //! The library holds all behaviour; `main.rs` only parses arguments
-//! (with [`cli`]: the flags, and what each command was asked to do),
-//! dispatches to [`commands`] and maps errors to exit codes.
+//! ([`cli`]: the flags, and what each command was asked to do), dispatches
+//! to [`commands`] (one module per verb: arguments → library call →
+//! printing) and maps errors to exit codes.
 //!
-//! Layout: [`storage`] (object-store trait and backends), [`pipeline`]
-//! (hash → zstd → age streaming stages), [`catalog`] (repository format,
-//! manifests), [`sources`] (what is backed up: PostgreSQL, Redis),
-//! [`restore`] (which backup brings a source back, and restoring it),
-//! [`tier`], [`scheduler`] and [`retention`] (what runs when, kept how long),
-//! [`context`] and [`backup`] (what the CLI and the scheduler share),
-//! [`commands`] (one module per CLI command), [`config`], [`keys`];
+//! The crate, top to bottom (docs/design.md, "Module map", draws it; imports
+//! point down):
+//! - [`drill`] and [`scheduler`]: recovery drills; the daemon, its planner,
+//!   cron expressions and crontab;
+//! - [`restore`]: which backup brings a source back to a point, and
+//!   restoring it, per kind (shared by restore, `restore --all`, drills);
+//! - [`retention`]: every keep-or-delete decision `strata prune` makes;
+//! - [`backup`] and [`context`]: backing up one source of a tier, opening the
+//!   repository (shared by the CLI and the scheduler); [`status`];
+//! - [`sources`]: what is backed up (PostgreSQL, Redis, Chroma) and how each
+//!   is read into the pipeline and restored;
+//! - [`config`] (`strata.toml`, tiers parsed) and [`tier`] (the tier model);
+//! - [`catalog`]: the repository format, manifests, locks, choosing backups;
+//! - [`pipeline`] (hash → zstd → age streaming stages), [`keys`],
+//!   [`notify`], [`progress`];
+//! - [`storage`]: the object-store trait and its backends;
+//! - leaves: [`error`], [`util`], [`timeparse`], [`crashpoint`].
+//!
 //! [`fuzzing`] holds the entry points of the fuzz targets in `fuzz/`.
 
 pub mod backup;

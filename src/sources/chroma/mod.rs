@@ -1,6 +1,6 @@
 //! ChromaDB sources: every collection of one tenant/database exported
 //! through Chroma's v2 HTTP API into a portable JSON Lines file per
-//! collection ([`format`]), and restored into the same or another server.
+//! collection ([`format`](mod@format)), and restored into the same or another server.
 //!
 //! - [`export::backup`]: `strata backup SOURCE` for `kind = "chroma"`.
 //! - [`import::restore_and_verify`]: `strata restore SOURCE --into URL`,

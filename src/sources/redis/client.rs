@@ -226,7 +226,7 @@ impl Client {
     }
 
     /// Asks for a full snapshot, as a replica would; returns its framing.
-    /// The connection then carries the RDB: read it with [`stream_rdb`].
+    /// The connection then carries the RDB: read it with [`stream_rdb`](Self::stream_rdb).
     pub async fn start_sync(&mut self) -> Result<Framing> {
         // `capa eof` lets the server stream without writing a file first;
         // `rdb-only` (Redis 7+) says no replication stream follows. Older
