@@ -10,8 +10,9 @@ use crate::config::{Config, Source, SourceKind};
 use crate::error::{Error, Result};
 use crate::notify::Event;
 use crate::progress::{Mode, Reporter};
+use crate::sources::backup::{BackupContext, BackupReport};
 use crate::sources::postgres::base;
-use crate::sources::postgres::dump::{self, BackupContext, BackupReport};
+use crate::sources::postgres::dump;
 use crate::tier::{Tier, TierKind};
 
 /// What every backup needs before it starts: the encoder, the parsed

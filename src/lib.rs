@@ -51,8 +51,6 @@ pub mod timeparse;
 pub mod util;
 
 pub use error::{Error, Result};
-/// The schedule model's old path (`crate::schedule::Schedule`).
-pub use scheduler::cron as schedule;
 
 /// strata's own version, recorded in every manifest.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,6 +1,6 @@
 //! Tiers: named classes of backups. A tier says what kind of backup it
 //! takes (`dump`, `base`, `snapshot`, `wal`, `drill`), of which sources,
-//! when ([`crate::schedule`]), and how long they are kept
+//! when ([`crate::scheduler::cron`]), and how long they are kept
 //! ([`crate::retention`]). Every backup records its tier in its manifest
 //! summary; `strata prune` applies each tier's policy to the backups
 //! recorded with it, and to no others.
@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::SourceKind;
 use crate::retention::Policy;
-use crate::schedule::Schedule;
+use crate::scheduler::cron::Schedule;
 
 /// What a tier produces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]

@@ -441,8 +441,6 @@ fn current_user() -> String {
     format!("uid {}", unsafe { libc::getuid() })
 }
 
-pub use crate::util::host_name;
-
 #[cfg(test)]
 mod tests {
     use super::*;

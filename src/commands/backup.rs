@@ -12,11 +12,9 @@ use crate::backup::{backup_locked, notify, prepare};
 use crate::config::{Config, Source};
 use crate::error::{Error, Kind, Result};
 use crate::progress::{Mode, Reporter};
-use crate::sources::postgres::dump::{BackupContext, BackupReport};
+use crate::sources::backup::{BackupContext, BackupReport};
 use crate::tier::{Tier, TierKind};
 use crate::util::human_bytes;
-
-pub use crate::backup::tier_source;
 
 pub async fn run(
     g: &Globals,

@@ -119,7 +119,7 @@ pub async fn run(g: &Globals, a: &DrillArgs) -> Result<u8> {
         target: point.describe(),
         target_time: point.time(now),
         tier: a.tier.clone(),
-        host: crate::catalog::lock::host_name(),
+        host: crate::util::host_name(),
         strata_version: crate::VERSION.into(),
         dry_run: a.dry_run,
         passed: false,

@@ -132,7 +132,8 @@ pub struct PhysicalArgs {
 }
 
 pub async fn run_physical(g: &Globals, a: &PhysicalArgs) -> Result<u8> {
-    use crate::sources::postgres::base::{self, RecoveryTarget};
+    use crate::sources::postgres::base;
+    use crate::sources::postgres::pitr::{self as pg_pitr, RecoveryTarget};
     let cfg = g.config()?;
     let src = cfg.source(&a.source)?;
     expect_kind(src, crate::config::SourceKind::Postgres, "--target-dir")?;
@@ -161,11 +162,11 @@ pub async fn run_physical(g: &Globals, a: &PhysicalArgs) -> Result<u8> {
     } else if let Some(n) = &a.to_name {
         RecoveryTarget::Name(n.clone())
     } else if let Some(x) = &a.to_xid {
-        RecoveryTarget::Xid(base::parse_xid(x)?)
+        RecoveryTarget::Xid(pg_pitr::parse_xid(x)?)
     } else {
         RecoveryTarget::Latest
     };
-    let timeline = base::TimelineTarget::parse(&a.timeline)?;
+    let timeline = pg_pitr::TimelineTarget::parse(&a.timeline)?;
     let owner = super::server_owner(a.run_as.as_deref())?;
     let identities = g.identities(&cfg)?;
     let restore_command = restore_command(g, &cfg.path, &a.source)?;
@@ -234,7 +235,7 @@ pub async fn run_physical(g: &Globals, a: &PhysicalArgs) -> Result<u8> {
         let pg_ctl = crate::sources::postgres::find_binary(
             src.bin_dir.as_deref(),
             "pg_ctl",
-            base::backup_major(&chosen),
+            pg_pitr::backup_major(&chosen),
         )?;
         Some(pitr::start_options(&src.url, a.port, pg_ctl))
     } else {

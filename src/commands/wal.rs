@@ -154,7 +154,7 @@ pub async fn fetch_cmd(g: &Globals, a: &FetchArgs) -> Result<u8> {
                 }));
             }
             // the restore that started the server reads these lines back
-            // from its log (`base::fetch_failures`)
+            // from its log (`server::fetch_failures`)
             eprintln!(
                 "strata: error: wal fetch {}: {}\nstrata: wal fetch failed with exit code {} (exiting with {FETCH_FAILED} so that PostgreSQL stops recovery here instead of ending it early)",
                 a.name,

@@ -18,7 +18,7 @@ use toml::Spanned;
 use super::Source;
 use crate::error::{Error, Result};
 use crate::retention::{Policy, RawPolicy};
-use crate::schedule::Schedule;
+use crate::scheduler::cron::Schedule;
 use crate::tier::{Tier, TierKind, TierLock, lock_period};
 
 /// `[tiers.NAME]` as written.

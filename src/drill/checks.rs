@@ -112,7 +112,7 @@ pub fn replay_complete(
     to_end: bool,
 ) -> Check {
     let name = "WAL replayed completely";
-    let log = std::fs::read_to_string(crate::sources::postgres::base::server_log(dir))
+    let log = std::fs::read_to_string(crate::sources::postgres::server::server_log(dir))
         .unwrap_or_default();
     let errors: Vec<&str> = log
         .lines()
@@ -132,7 +132,7 @@ pub fn replay_complete(
     let (true, Some(newest), Some(size)) = (to_end, newest, size) else {
         return Check::new(name, true, "no WAL fetch failed");
     };
-    let switch = crate::sources::postgres::base::replay_end(dir);
+    let switch = crate::sources::postgres::pitr::replay_end(dir);
     let start = newest.start_lsn(size);
     match switch {
         Some(s) if s < start => Check::new(
@@ -533,7 +533,7 @@ mod tests {
             super::super::report::Outcome::Pass
         );
         std::fs::write(
-            crate::sources::postgres::base::server_log(d.path()),
+            crate::sources::postgres::server::server_log(d.path()),
             "LOG: x\nstrata: error: object wal/m/1/0001 is damaged: decryption error\n",
         )
         .unwrap();

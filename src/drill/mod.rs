@@ -181,7 +181,7 @@ async fn drill_source(
         Err(e)
             if plan.method == Method::BaseWal
                 && e.message
-                    .starts_with(crate::sources::postgres::base::RECOVERY_STOPPED) =>
+                    .starts_with(crate::sources::postgres::server::RECOVERY_STOPPED) =>
         {
             sr.checks = vec![Check::new("WAL replayed completely", false, e.message)];
             sr.hint = e.hint;
@@ -279,7 +279,7 @@ async fn run_checks(
             };
             let server = &server;
             let target_time = match plan.target {
-                Some(crate::sources::postgres::base::RecoveryTarget::Time(t)) => Some(t),
+                Some(crate::sources::postgres::pitr::RecoveryTarget::Time(t)) => Some(t),
                 _ => None,
             };
             out.extend(checks::promoted(&client, target_time).await);

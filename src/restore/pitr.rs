@@ -14,9 +14,8 @@ use crate::catalog::Repository;
 use crate::error::{Error, Result};
 use crate::keys::Identity;
 use crate::sources::postgres::Target;
-use crate::sources::postgres::base::{
-    self, Candidate, RecoveryTarget, StartOptions, TimelineTarget,
-};
+use crate::sources::postgres::pitr::{self, Candidate, RecoveryTarget, TimelineTarget};
+use crate::sources::postgres::server::StartOptions;
 use crate::sources::postgres::wal::Lsn;
 
 /// The base backup a point-in-time restore starts from, and where the
@@ -60,7 +59,7 @@ pub async fn choose_base(
     } else {
         repo.backups(Some(source)).await?
     };
-    let cands = base::candidates(&entries, identities)?;
+    let cands = pitr::candidates(&entries, identities)?;
     if cands.is_empty() {
         crate::catalog::refuse_unreadable(source, "base", &unreadable, None, None)?;
         return Err(Error::usage(format!(
@@ -79,7 +78,7 @@ pub async fn choose_base(
     }
     let archive = crate::sources::postgres::wal::archive::WalArchive::new(repo, source);
     let listing = archive.listing(Some(identities.clone())).await?;
-    let chosen = base::choose(cands, &choice, timeline, &listing.switches);
+    let chosen = pitr::choose(cands, &choice, timeline, &listing.switches);
     // (a named backup reads no other manifest: `unreadable` is empty)
     let upto = match target {
         RecoveryTarget::Time(t) => Some(*t),
@@ -88,7 +87,7 @@ pub async fn choose_base(
     let id = chosen.as_ref().ok().map(|c| &c.entry.summary().id);
     crate::catalog::refuse_unreadable(source, "base", &unreadable, id, upto)?;
     let chosen = chosen?;
-    base::check_live_timelines(&chosen, timeline, &listing)?;
+    pitr::check_live_timelines(&chosen, timeline, &listing)?;
     let newest_start = check_wal(&listing, &chosen, &choice, timeline)?;
     if let RecoveryTarget::Time(t) = target
         && let (Some(until), Some((newest, _))) =
@@ -140,11 +139,11 @@ pub fn start_options(url: &Url, port: u16, pg_ctl: PathBuf) -> StartOptions {
 /// reach starts (what a restore to the end of the archive must get to).
 pub fn check_wal(
     listing: &crate::sources::postgres::wal::archive::WalListing,
-    chosen: &crate::sources::postgres::base::Candidate,
-    target: &crate::sources::postgres::base::RecoveryTarget,
-    timeline: crate::sources::postgres::base::TimelineTarget,
+    chosen: &crate::sources::postgres::pitr::Candidate,
+    target: &crate::sources::postgres::pitr::RecoveryTarget,
+    timeline: crate::sources::postgres::pitr::TimelineTarget,
 ) -> Result<Option<crate::sources::postgres::wal::Lsn>> {
-    use crate::sources::postgres::base::{RecoveryTarget, TimelineTarget};
+    use crate::sources::postgres::pitr::{RecoveryTarget, TimelineTarget};
     use crate::sources::postgres::wal::{Lsn, SegmentSize, Timeline, continuity::continuity};
     let (Ok(start), Some(size)) = (
         chosen.base.start_lsn.parse::<Lsn>(),

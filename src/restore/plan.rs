@@ -23,7 +23,7 @@ use crate::catalog::{Entry, Repository, pick};
 use crate::config::{Source, SourceKind};
 use crate::error::{Error, Result};
 use crate::keys::Identity;
-use crate::sources::postgres::base::{self, Candidate, RecoveryTarget};
+use crate::sources::postgres::pitr::{self, Candidate, RecoveryTarget};
 use crate::sources::postgres::wal::archive::{WalArchive, WalListing};
 use crate::sources::postgres::wal::{Lsn, SegmentName, SegmentSize, Timeline};
 
@@ -240,7 +240,7 @@ async fn plan_from(
     }
     match src.kind {
         SourceKind::Postgres => {
-            let cands = base::candidates(&entries, identities)?;
+            let cands = pitr::candidates(&entries, identities)?;
             if cands.is_empty() {
                 let picked = pick::at_or_before(&entries, &src.name, Some("dump"), at)?;
                 return Ok(simple(src, Method::Dump, picked, at));
@@ -291,10 +291,10 @@ async fn plan_base(
         Point::Time(t) => RecoveryTarget::Time(t),
         Point::Latest => RecoveryTarget::Latest,
     };
-    let chosen = base::choose(
+    let chosen = pitr::choose(
         cands,
         &wanted,
-        base::TimelineTarget::Latest,
+        pitr::TimelineTarget::Latest,
         &listing.switches,
     )?;
     let (target, restorable) = match point {
@@ -309,8 +309,8 @@ async fn plan_base(
                 .min(at),
         ),
     };
-    base::check_live_timelines(&chosen, base::TimelineTarget::Latest, &listing)?;
-    super::pitr::check_wal(&listing, &chosen, &target, base::TimelineTarget::Latest)?;
+    pitr::check_live_timelines(&chosen, pitr::TimelineTarget::Latest, &listing)?;
+    super::pitr::check_wal(&listing, &chosen, &target, pitr::TimelineTarget::Latest)?;
     let wal = wal_range(&listing, &chosen);
     Ok(Plan {
         source: src.clone(),

@@ -18,8 +18,9 @@ use crate::error::{Error, Result};
 use crate::keys::Identity;
 use crate::pipeline::fetch;
 use crate::progress::{Progress, Reporter};
-use crate::sources::postgres::base::{self, StartOptions};
+use crate::sources::postgres::server::{self, StartOptions};
 use crate::sources::postgres::{Target, dump, find_binary, major_of};
+use crate::sources::postgres::{base, pitr};
 use crate::sources::redis::snapshot;
 
 /// One timed phase of a source's restore, as an offset from the start of
@@ -104,7 +105,7 @@ pub async fn recover(
             let opts = base::RestoreOptions {
                 target_dir: dir.to_path_buf(),
                 target,
-                timeline: base::TimelineTarget::Latest,
+                timeline: pitr::TimelineTarget::Latest,
                 force: false,
                 restore_command: ctx.restore_command.clone(),
                 // written below, with a note for `restore --all`
@@ -146,7 +147,7 @@ pub async fn recover(
                 let pg_ctl = find_binary(
                     plan.source.bin_dir.as_deref(),
                     "pg_ctl",
-                    base::backup_major(cand),
+                    pitr::backup_major(cand),
                 )?;
                 let start = super::pitr::start_options(&plan.source.url, s.port, pg_ctl);
                 s.sandbox
@@ -158,8 +159,8 @@ pub async fn recover(
                     s.port,
                     plan.target.as_ref().expect("target").describe()
                 ));
-                base::pg_ctl_start(dir, &start, ctx.owner.as_deref()).await?;
-                base::wait_promoted(dir, &start, ctx.owner.as_deref()).await?;
+                server::pg_ctl_start(dir, &start, ctx.owner.as_deref()).await?;
+                server::wait_promoted(dir, &start, ctx.owner.as_deref()).await?;
                 phase(&mut out, "WAL replay", t);
                 out.pg = Some(start.connect);
             }
@@ -301,10 +302,10 @@ async fn scratch_cluster(
     std::fs::create_dir_all(dir)?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
     if let Some(u) = &ctx.owner {
-        base::chown_recursive(dir, u)?;
+        server::chown_recursive(dir, u)?;
     }
     s.sandbox.register_pg(dir, &pg_ctl, ctx.owner.as_deref());
-    let mut cmd = base::as_owner(&initdb, ctx.owner.as_deref());
+    let mut cmd = server::as_owner(&initdb, ctx.owner.as_deref());
     // inside the sandbox: an interrupted drill's teardown kills every
     // process working there (runuser does not pass SIGKILL on to initdb)
     cmd.current_dir(dir)
@@ -346,7 +347,7 @@ async fn scratch_cluster(
         connect: Target::new(&url),
         timeout: Duration::from_secs(600),
     };
-    base::pg_ctl_start(dir, &start, ctx.owner.as_deref()).await?;
+    server::pg_ctl_start(dir, &start, ctx.owner.as_deref()).await?;
     Ok(start.connect)
 }
 

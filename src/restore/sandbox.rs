@@ -121,7 +121,7 @@ fn teardown(root: &Path, state: &Mutex<State>, remove: bool) {
     }
     for (dir, pg_ctl, owner) in std::mem::take(&mut st.pg) {
         if dir.join("postmaster.pid").exists() {
-            let _ = crate::sources::postgres::base::as_owner(&pg_ctl, owner.as_deref())
+            let _ = crate::sources::postgres::server::as_owner(&pg_ctl, owner.as_deref())
                 .arg("-D")
                 .arg(&dir)
                 .args(["stop", "-m", "immediate", "-w", "-t", "30"])

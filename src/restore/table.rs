@@ -17,7 +17,7 @@ use super::sandbox::Sandbox;
 use crate::catalog::BackupId;
 use crate::error::{Error, Result};
 use crate::progress::Reporter;
-use crate::sources::postgres::{Target, base, dump, find_binary};
+use crate::sources::postgres::{Target, dump, find_binary, pitr};
 use crate::util::StderrTail;
 
 /// What to restore, where, and how.
@@ -195,7 +195,7 @@ async fn from_sandbox(
             .as_ref()
             .expect("a served base restore has a server")
             .with_database(&Target::new(&src.url).database());
-        let major = base::backup_major(plan.base.as_ref().expect("a base plan has its backup"));
+        let major = pitr::backup_major(plan.base.as_ref().expect("a base plan has its backup"));
         pipe_tables(&from, target_db, src.bin_dir.as_deref(), major, a).await
     }
     .await;

@@ -57,7 +57,7 @@ use crate::backup;
 use crate::catalog::lock;
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::sources::postgres::dump::BackupReport;
+use crate::sources::backup::BackupReport;
 use crate::tier::TierKind;
 
 /// How long an abandoned job may take to wind down after its child
@@ -659,7 +659,7 @@ impl Daemon {
             }
         };
         let me = std::process::id();
-        let host = lock::host_name();
+        let host = crate::util::host_name();
         let found = match lock::list(repo.storage()).await {
             Ok(f) => f,
             Err(e) => {

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 /// Moved to [`crate::sources::backup`] (issue 14); kept here for callers
 /// outside sources/.
-pub use crate::sources::backup::{BackupContext, BackupReport};
+use crate::sources::backup::{BackupContext, BackupReport};
 
 use super::{Target, find_binary, major_of, pg_error_text, quote_ident, server_info};
 use crate::catalog::manifest::Summary;

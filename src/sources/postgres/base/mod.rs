@@ -32,15 +32,6 @@ use crate::sources::backup::{BackupContext, BackupReport};
 mod restore;
 mod tar;
 
-pub use super::pitr::{
-    Candidate, LiveParent, RecoveryTarget, TimelineTarget, backup_major, candidates,
-    check_live_timelines, choose, live_parents, parse_xid, reaches, refuse_live_parents,
-    replay_end,
-};
-pub use super::server::{RECOVERY_STOPPED, StartOptions};
-pub(crate) use super::server::{
-    as_owner, chown_recursive, pg_ctl_start, server_log, wait_promoted,
-};
 pub use restore::{RestoreOptions, RestoreReport, restore, restore_delta};
 pub use tar::BASE_OBJECT;
 use tar::{parse_manifest_end_lsn, store_basebackup};
