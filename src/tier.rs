@@ -71,7 +71,7 @@ impl TierKind {
     /// backups: dumps and snapshots stand alone; base backups are pruned
     /// by their tier's policy and the WAL archive is then cut only below
     /// what the kept base backups and the WAL tier's window need
-    /// (`commands::prune::wal`). A `wal` tier has no backups in the
+    /// ([`crate::retention::wal`]). A `wal` tier has no backups in the
     /// catalog (its `keep_within` applies to the archive); drills keep
     /// their reports.
     pub fn prunable(self) -> bool {

@@ -223,6 +223,36 @@ impl RestoreArgs {
     /// Which restore the flags ask for. clap has already refused what its
     /// declarations on [`RestoreArgs`] forbid; this refuses the rest with
     /// usage errors (exit 2). `json` is carried into the request.
+    /// `--to-xid`, `--timeline`, `--delta` and `--archive-mode` steer a
+    /// point-in-time restore into a data directory (`--target-dir`; clap
+    /// refuses them beside `--all`); anywhere else they would be ignored, and a restore that
+    /// ignores the target it was given succeeds short. clap's `requires =
+    /// "target_dir"` does not fire when an argument conflicting with
+    /// `--target-dir` (`--to-database`, `--into`, `--to-file`, `--to-dir`)
+    /// is present, so this refuses them. (`--timeline latest` and
+    /// `--archive-mode off`, the defaults, cannot be told from absent.)
+    fn refuse_ignored_pitr_flags(&self) -> Result<()> {
+        let given: Vec<&str> = [
+            (self.to_xid.is_some(), "--to-xid"),
+            (self.timeline != "latest", "--timeline"),
+            (self.delta, "--delta"),
+            (self.archive_mode != "off", "--archive-mode"),
+        ]
+        .into_iter()
+        .filter_map(|(on, flag)| on.then_some(flag))
+        .collect();
+        if given.is_empty() {
+            return Ok(());
+        }
+        Err(Error::usage(format!(
+            "{} only steer{} a point-in-time restore into a data directory (--target-dir DIR, one source); here {} would be ignored",
+            given.join(", "),
+            if given.len() == 1 { "s" } else { "" },
+            if given.len() == 1 { "it" } else { "they" },
+        ))
+        .hint("drop it, or restore the PostgreSQL source with --target-dir DIR and the recovery target"))
+    }
+
     pub fn request(self, json: bool) -> Result<RestoreRequest> {
         let a = self;
         if a.replace
@@ -233,6 +263,9 @@ impl RestoreArgs {
             return Err(Error::usage(
                 "--replace goes with --into URL (or --all, for sources restored into their configured servers)",
             ));
+        }
+        if !a.all && a.target_dir.is_none() {
+            a.refuse_ignored_pitr_flags()?;
         }
         if a.all {
             if !a.source.is_empty() {
@@ -660,12 +693,62 @@ mod tests {
         }
     }
 
-    // Not refused today, and so not listed: --to-xid, --timeline, --delta
-    // and --archive-mode beside --to-database, --into, --to-file or
-    // --to-dir are accepted and ignored. clap skips a `requires =
-    // "target_dir"` when an argument that conflicts with --target-dir is
-    // present; issue 14 moves code without changing behaviour, so this
-    // gap is reported, not closed, here.
+    // found while moving the dispatch here (issue 14): clap skips a
+    // `requires = "target_dir"` when an argument that conflicts with
+    // --target-dir is present, so these were accepted and ignored: a
+    // restore that succeeded short of the target it was given
+    #[test]
+    fn pitr_only_flags_elsewhere_are_refused_not_ignored() {
+        for (args, flags) in [
+            (
+                &["main", "--to-database", "app", "--to-xid", "7"][..],
+                "--to-xid only steers",
+            ),
+            (
+                &[
+                    "main",
+                    "--to-database",
+                    "app",
+                    "--to-time",
+                    "-1h",
+                    "--timeline",
+                    "2",
+                ],
+                "--timeline only steers",
+            ),
+            (
+                &["r", "--into", "redis://h:1", "--delta"],
+                "--delta only steers",
+            ),
+            (
+                &["r", "--to-file", "/f", "--archive-mode", "preserve"],
+                "--archive-mode only steers",
+            ),
+            (
+                &["r", "--to-dir", "/d", "--to-xid", "7", "--delta"],
+                "--to-xid, --delta only steer a",
+            ),
+        ] {
+            let m = refused(args);
+            assert!(m.starts_with(flags), "{args:?}: {m}");
+            assert!(m.contains("--target-dir DIR"), "{m}");
+        }
+        // still accepted where they steer
+        assert!(matches!(
+            request(&[
+                "main",
+                "--target-dir",
+                "/d",
+                "--to-xid",
+                "7",
+                "--timeline",
+                "2",
+                "--delta"
+            ]),
+            Ok(RestoreRequest::Physical(_))
+        ));
+    }
+
     #[test]
     fn clap_refuses_what_the_declarations_forbid() {
         use ErrorKind::{ArgumentConflict, InvalidValue, MissingRequiredArgument};
