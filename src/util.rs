@@ -32,6 +32,37 @@ pub fn redact_url(url: &Url) -> String {
     u.to_string()
 }
 
+/// The CA certificates in a PEM file (a bundle of one or more
+/// `CERTIFICATE` blocks; other blocks are skipped), each checked to be
+/// usable as a trust anchor — for `[notify] ca_file` and the S3
+/// `ca_bundle`. The error names the file and what is wrong with it.
+pub fn read_ca_file(
+    path: &std::path::Path,
+) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>, String> {
+    use rustls_pki_types::pem::PemObject;
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let certs = rustls_pki_types::CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{} is not a PEM file: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "{} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+            path.display()
+        ));
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    for (i, c) in certs.iter().enumerate() {
+        roots.add(c.clone()).map_err(|e| {
+            format!(
+                "{}: certificate {} is not usable as a CA: {e}",
+                path.display(),
+                i + 1
+            )
+        })?;
+    }
+    Ok(certs)
+}
+
 /// Keeps the last `limit` bytes of a child's stderr, read on its own
 /// thread so a chatty child never blocks on a full pipe while we read its
 /// stdout (the deadlock ripgrep's process module warns about).

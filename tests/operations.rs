@@ -225,10 +225,10 @@ fn a_failed_backup_is_posted_to_the_webhook_and_a_dead_webhook_changes_nothing()
     assert_eq!(o.code, code, "{o}");
     assert!(o.stderr.contains("warning: notifying"), "{o}");
 
-    // https is refused at load, naming the key.
+    // A bad [notify] is refused at load, naming the key.
     fs::write(
         &s.config,
-        format!("{base}\n[notify]\nwebhook = \"https://hooks.example/\"\n"),
+        format!("{base}\n[notify]\nwebhook = \"ftp://hooks.example/\"\n"),
     )
     .unwrap();
     let o = s.run(&["backup", "app"]).expect_code(2);

@@ -158,8 +158,8 @@ pub async fn run(g: &Globals, a: &DrillArgs) -> Result<u8> {
         super::metrics::write_atomic(&json_path, &json)?;
         super::metrics::write_atomic(&html_path, html::render(&report, &history).as_bytes())?;
     }
-    if !report.passed
-        && !a.dry_run
+    // A passed drill is sent only where it resolves something (PagerDuty).
+    if !a.dry_run
         && let Some(n) = &cfg.notify
     {
         n.send(&event(&report)).await;
@@ -241,7 +241,11 @@ fn event(r: &DrillReport) -> crate::notify::Event {
         .map(|s| s.source.as_str())
         .collect();
     crate::notify::Event {
-        event: "drill_failed",
+        event: if r.passed {
+            "drill_succeeded"
+        } else {
+            "drill_failed"
+        },
         source: failed.join(","),
         tier: r.tier.clone(),
         error: Some(r.faults.join("; ")),

@@ -62,9 +62,16 @@ pub struct DrillSettings {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawNotify {
-    webhook: Spanned<String>,
+    /// Required but for `format = "pagerduty"` (default: PagerDuty's endpoint).
+    webhook: Option<Spanned<String>>,
     #[serde(default)]
     on_success: bool,
+    /// `json` (default), `slack` or `pagerduty`.
+    format: Option<Spanned<String>>,
+    /// PagerDuty's integration key; a secret, never printed.
+    routing_key: Option<Spanned<String>>,
+    /// A PEM file of CA certificates trusted besides the system's.
+    ca_file: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -225,9 +232,12 @@ impl Config {
                 let line = line_of(text, span.start);
                 msg.push_str(&format!(", line {line}"));
                 // the line itself names the key
+                // (unless the line may hold a secret: a webhook, a key, a
+                // token, a URL with a password)
                 if let Some(l) = text.lines().nth(line - 1).map(str::trim)
                     && !l.is_empty()
                     && l.len() <= 120
+                    && !may_hold_secret(l)
                 {
                     msg.push_str(&format!(" (`{l}`)"));
                 }
@@ -434,11 +444,9 @@ impl Config {
         tiers::check_object_lock(&tiers, &repository)?;
 
         let notify = match raw.notify {
-            Some(n) => Some(crate::notify::Notify {
-                webhook: crate::notify::parse_webhook(n.webhook.get_ref())
-                    .map_err(|why| bad(n.webhook.span(), "notify.webhook", why))?,
-                on_success: n.on_success,
-            }),
+            Some(n) => Some(parse_notify(n, base_dir).map_err(|(span, key, why)| {
+                bad(span, &format!("notify.{key}"), why)
+            })?),
             None => None,
         };
 
@@ -547,6 +555,85 @@ fn parse_repository(r: &RawRepository) -> std::result::Result<RepositoryLocation
 /// Longest a store timeout may be set to: beyond, a typo ("10d") would
 /// hang a command in all but name.
 const MAX_STORE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Whether a config line may hold a secret, so it is not quoted in a
+/// parse error: a webhook URL, PagerDuty's routing key, a token, a URL
+/// with a user or password.
+fn may_hold_secret(line: &str) -> bool {
+    let key = line.split('=').next().unwrap_or("").trim();
+    matches!(key, "webhook" | "routing_key" | "token")
+        || line
+            .split_once("://")
+            .is_some_and(|(_, rest)| rest.split(['/', '"']).next().unwrap_or("").contains('@'))
+}
+
+/// `[notify]`, checked: the URL, the format and its routing key, the CA
+/// file (read now, so a wrong path is an error at load, not a warning at
+/// the first failure). Errors never quote the URL or the key.
+fn parse_notify(
+    n: RawNotify,
+    base_dir: &Path,
+) -> std::result::Result<crate::notify::Notify, (std::ops::Range<usize>, &'static str, String)> {
+    use crate::notify::{Format, PAGERDUTY_URL, parse_webhook};
+    let format = match n.format.as_ref().map(|f| (f.span(), f.get_ref().as_str())) {
+        None | Some((_, "json")) => Format::Json,
+        Some((_, "slack")) => Format::Slack,
+        Some((span, "pagerduty")) => match &n.routing_key {
+            Some(k) if !k.get_ref().trim().is_empty() => Format::PagerDuty {
+                routing_key: k.get_ref().trim().to_string(),
+            },
+            _ => {
+                return Err((
+                    span,
+                    "routing_key",
+                    "format = \"pagerduty\" needs routing_key, the integration key of a PagerDuty service (Events API v2)".into(),
+                ));
+            }
+        },
+        Some((span, other)) => {
+            return Err((
+                span,
+                "format",
+                format!("{other:?} is not a format: json, slack or pagerduty"),
+            ));
+        }
+    };
+    if let (Some(k), false) = (&n.routing_key, matches!(format, Format::PagerDuty { .. })) {
+        return Err((
+            k.span(),
+            "routing_key",
+            "only used with format = \"pagerduty\"".into(),
+        ));
+    }
+    let webhook = match (&n.webhook, &format) {
+        (Some(w), _) => {
+            parse_webhook(w.get_ref()).map_err(|why| (w.span(), "webhook", why))?
+        }
+        (None, Format::PagerDuty { .. }) => url::Url::parse(PAGERDUTY_URL).expect("valid URL"),
+        (None, _) => {
+            let span = n.format.as_ref().map(|f| f.span()).unwrap_or(0..0);
+            return Err((
+                span,
+                "webhook",
+                "missing: the URL to post to (https://…)".into(),
+            ));
+        }
+    };
+    let ca_file = match &n.ca_file {
+        Some(f) => {
+            let path = base_dir.join(f.get_ref());
+            crate::util::read_ca_file(&path).map_err(|why| (f.span(), "ca_file", why))?;
+            Some(path)
+        }
+        None => None,
+    };
+    Ok(crate::notify::Notify {
+        webhook,
+        on_success: n.on_success,
+        format,
+        ca_file,
+    })
+}
 
 /// `[repository]` `connect_timeout`, `request_timeout`, `stall_timeout`
 /// and `retries`, over the defaults. Errors carry the value's span and key.
@@ -707,6 +794,42 @@ mod tests {
         format!(
             "[repository]\nurl = \"file:///var/backups/strata\"\n\n[encryption]\nrecipients = [\"{KEY}\"]\n{extra}"
         )
+    }
+
+    #[test]
+    fn notify_formats() {
+        // issue 17 item 4: https webhooks, slack and pagerduty formats
+        let c = parse(&base(
+            "[notify]\nwebhook = \"https://hooks.slack.com/services/T/B/SECRET\"\nformat = \"slack\"\n",
+        ))
+        .unwrap();
+        let n = c.notify.unwrap();
+        assert!(n.format == crate::notify::Format::Slack);
+        assert!(!format!("{c:?}", c = n).contains("SECRET"));
+        let n = parse(&base(
+            "[notify]\nformat = \"pagerduty\"\nrouting_key = \"R0UTING\"\n",
+        ))
+        .unwrap()
+        .notify
+        .unwrap();
+        assert_eq!(n.webhook.as_str(), crate::notify::PAGERDUTY_URL);
+        let e = parse(&base("[notify]\nformat = \"pagerduty\"\n")).unwrap_err();
+        assert!(e.message.contains("notify.routing_key"), "{e}");
+        let e = parse(&base(
+            "[notify]\nwebhook = \"https://h/\"\nrouting_key = \"R0UTING\"\n",
+        ))
+        .unwrap_err();
+        assert!(e.message.contains("notify.routing_key"), "{e}");
+        assert!(!e.message.contains("R0UTING"), "{e}");
+        let e = parse(&base("[notify]\nwebhook = \"https://h/\"\nformat = \"teams\"\n")).unwrap_err();
+        assert!(e.message.contains("notify.format"), "{e}");
+        let e = parse(&base("[notify]\nwebhook = \"https://h/\"\nca_file = \"/nonexistent/ca.pem\"\n"))
+            .unwrap_err();
+        assert!(e.message.contains("notify.ca_file") && e.message.contains("/nonexistent/ca.pem"), "{e}");
+        // A TOML error on a line holding a secret does not quote the line.
+        let e = parse(&base("[notify]\nwebhook = https://hooks.slack.com/services/T/B/SECRET\n"))
+            .unwrap_err();
+        assert!(!e.message.contains("SECRET"), "{e}");
     }
 
     #[test]
