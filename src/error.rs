@@ -148,6 +148,12 @@ impl From<StorageError> for Error {
         if let Some(h) = disk_full_hint(&err.message) {
             return err.hint(h);
         }
+        if err.message.contains("TLS certificate of S3 endpoint") {
+            // issue 17 item 5: a private CA (MinIO on premises)
+            return err.hint(
+                "if the endpoint's certificate is signed by a private CA, set [repository] ca_bundle (or AWS_CA_BUNDLE) to that CA's PEM file (see docs/configuration.md)",
+            );
+        }
         if retryable {
             err = err.hint("the store may be unreachable or overloaded; check the endpoint and network, then run the command again");
         }

@@ -253,12 +253,11 @@ impl Notify {
         let body = e.body(&self.format);
         // The client's timeout covers connect to answer; the outer one
         // also the setup (reading ca_file).
-        let outcome = match tokio::time::timeout(TIMEOUT + Duration::from_secs(1), self.post(&body))
-            .await
-        {
-            Ok(r) => r,
-            Err(_) => Err(format!("no answer within {}s", TIMEOUT.as_secs())),
-        };
+        let outcome =
+            match tokio::time::timeout(TIMEOUT + Duration::from_secs(1), self.post(&body)).await {
+                Ok(r) => r,
+                Err(_) => Err(format!("no answer within {}s", TIMEOUT.as_secs())),
+            };
         if let Err(why) = outcome {
             eprintln!(
                 "warning: notifying {} of {} for {}: {why}",
@@ -305,7 +304,9 @@ impl Notify {
             // The answer's first words say why (PagerDuty: "Invalid routing key").
             let text = resp.text().await.unwrap_or_default();
             let text: String = text.trim().chars().take(200).collect();
-            Err(format!("the webhook answered {status} {text}").trim().to_string())
+            Err(format!("the webhook answered {status} {text}")
+                .trim()
+                .to_string())
         }
     }
 
@@ -415,8 +416,14 @@ mod tests {
         let s = bad.body(&Format::Slack);
         let text = s["text"].as_str().unwrap();
         assert!(text.contains("backup of app (tier daily)"), "{text}");
-        assert!(text.contains("failed") && text.contains("error: boom"), "{text}");
-        assert!(text.contains("hint: look") && text.contains(&bad.host), "{text}");
+        assert!(
+            text.contains("failed") && text.contains("error: boom"),
+            "{text}"
+        );
+        assert!(
+            text.contains("hint: look") && text.contains(&bad.host),
+            "{text}"
+        );
         let pd = Format::PagerDuty {
             routing_key: "RK".into(),
         };

@@ -39,8 +39,16 @@ pub fn redact_url(url: &Url) -> String {
 pub fn read_ca_file(
     path: &std::path::Path,
 ) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>, String> {
-    use rustls_pki_types::pem::PemObject;
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    ca_certs(&bytes, path)
+}
+
+/// [`read_ca_file`] of bytes already read from `path`.
+pub fn ca_certs(
+    bytes: &[u8],
+    path: &std::path::Path,
+) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>, String> {
+    use rustls_pki_types::pem::PemObject;
     let certs = rustls_pki_types::CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("{} is not a PEM file: {e}", path.display()))?;

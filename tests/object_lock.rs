@@ -254,6 +254,7 @@ async fn locked_store_uploads_small_and_multipart_objects() {
             endpoint: Some(m.endpoint.clone()),
             region: Some("us-east-1".into()),
             path_style: true,
+            ..Default::default()
         })
     };
     let plain = connect("strata-store-plain").await.unwrap();

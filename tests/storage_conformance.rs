@@ -531,6 +531,7 @@ fn s3_config(prefix: &str) -> S3Config {
         endpoint: Some(srv.endpoint.clone()),
         region: Some("us-east-1".into()),
         path_style: true,
+        ..Default::default()
     }
 }
 

@@ -87,6 +87,9 @@ struct RawRepository {
     request_timeout: Option<Spanned<String>>,
     stall_timeout: Option<Spanned<String>>,
     retries: Option<Spanned<i64>>,
+    /// S3: a PEM file of CA certificates trusted besides the system's
+    /// (a private CA's MinIO); relative to the config file.
+    ca_bundle: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -260,8 +263,21 @@ impl Config {
         };
         let base_dir = path.parent().unwrap_or(Path::new("."));
 
-        let repository = parse_repository(&raw.repository)
+        let repository = parse_repository(&raw.repository, base_dir)
             .map_err(|why| bad(raw.repository.url.span(), "repository.url", why))?;
+        if let Some(c) = &raw.repository.ca_bundle {
+            let why = match &repository {
+                RepositoryLocation::Local(_) => {
+                    Some("only meaningful for an s3:// repository url".to_string())
+                }
+                RepositoryLocation::S3 { ca_bundle, .. } => ca_bundle
+                    .as_deref()
+                    .and_then(|p| crate::util::read_ca_file(p).err()),
+            };
+            if let Some(why) = why {
+                return Err(bad(c.span(), "repository.ca_bundle", why));
+            }
+        }
         if let (RepositoryLocation::Local(_), Some(ep)) = (&repository, &raw.repository.endpoint) {
             return Err(bad(
                 ep.span(),
@@ -444,9 +460,10 @@ impl Config {
         tiers::check_object_lock(&tiers, &repository)?;
 
         let notify = match raw.notify {
-            Some(n) => Some(parse_notify(n, base_dir).map_err(|(span, key, why)| {
-                bad(span, &format!("notify.{key}"), why)
-            })?),
+            Some(n) => Some(
+                parse_notify(n, base_dir)
+                    .map_err(|(span, key, why)| bad(span, &format!("notify.{key}"), why))?,
+            ),
             None => None,
         };
 
@@ -519,7 +536,10 @@ impl Config {
     }
 }
 
-fn parse_repository(r: &RawRepository) -> std::result::Result<RepositoryLocation, String> {
+fn parse_repository(
+    r: &RawRepository,
+    base_dir: &Path,
+) -> std::result::Result<RepositoryLocation, String> {
     let url = Url::parse(r.url.get_ref()).map_err(|e| format!("not a URL: {e}"))?;
     match url.scheme() {
         "file" => {
@@ -544,6 +564,7 @@ fn parse_repository(r: &RawRepository) -> std::result::Result<RepositoryLocation
                 endpoint: r.endpoint.as_ref().map(|e| e.get_ref().clone()),
                 region: r.region.clone(),
                 path_style: r.path_style,
+                ca_bundle: r.ca_bundle.as_ref().map(|c| base_dir.join(c.get_ref())),
             })
         }
         other => Err(format!(
@@ -606,9 +627,7 @@ fn parse_notify(
         ));
     }
     let webhook = match (&n.webhook, &format) {
-        (Some(w), _) => {
-            parse_webhook(w.get_ref()).map_err(|why| (w.span(), "webhook", why))?
-        }
+        (Some(w), _) => parse_webhook(w.get_ref()).map_err(|why| (w.span(), "webhook", why))?,
         (None, Format::PagerDuty { .. }) => url::Url::parse(PAGERDUTY_URL).expect("valid URL"),
         (None, _) => {
             let span = n.format.as_ref().map(|f| f.span()).unwrap_or(0..0);
@@ -797,6 +816,23 @@ mod tests {
     }
 
     #[test]
+    fn ca_bundle_is_for_s3_and_checked_at_load() {
+        // issue 17 item 5
+        let e = parse(&base("").replace("[encryption]", "ca_bundle = \"ca.pem\"\n[encryption]"))
+            .unwrap_err();
+        assert!(
+            e.message.contains("repository.ca_bundle") && e.message.contains("s3://"),
+            "{e}"
+        );
+        let text = format!(
+            "[repository]\nurl = \"s3://bkt/p\"\nca_bundle = \"missing-ca.pem\"\n[encryption]\nrecipients = [\"{KEY}\"]\n"
+        );
+        let e = parse(&text).unwrap_err();
+        assert!(e.message.contains("repository.ca_bundle"), "{e}");
+        assert!(e.message.contains("/etc/strata/missing-ca.pem"), "{e}");
+    }
+
+    #[test]
     fn notify_formats() {
         // issue 17 item 4: https webhooks, slack and pagerduty formats
         let c = parse(&base(
@@ -821,14 +857,24 @@ mod tests {
         .unwrap_err();
         assert!(e.message.contains("notify.routing_key"), "{e}");
         assert!(!e.message.contains("R0UTING"), "{e}");
-        let e = parse(&base("[notify]\nwebhook = \"https://h/\"\nformat = \"teams\"\n")).unwrap_err();
+        let e = parse(&base(
+            "[notify]\nwebhook = \"https://h/\"\nformat = \"teams\"\n",
+        ))
+        .unwrap_err();
         assert!(e.message.contains("notify.format"), "{e}");
-        let e = parse(&base("[notify]\nwebhook = \"https://h/\"\nca_file = \"/nonexistent/ca.pem\"\n"))
-            .unwrap_err();
-        assert!(e.message.contains("notify.ca_file") && e.message.contains("/nonexistent/ca.pem"), "{e}");
+        let e = parse(&base(
+            "[notify]\nwebhook = \"https://h/\"\nca_file = \"/nonexistent/ca.pem\"\n",
+        ))
+        .unwrap_err();
+        assert!(
+            e.message.contains("notify.ca_file") && e.message.contains("/nonexistent/ca.pem"),
+            "{e}"
+        );
         // A TOML error on a line holding a secret does not quote the line.
-        let e = parse(&base("[notify]\nwebhook = https://hooks.slack.com/services/T/B/SECRET\n"))
-            .unwrap_err();
+        let e = parse(&base(
+            "[notify]\nwebhook = https://hooks.slack.com/services/T/B/SECRET\n",
+        ))
+        .unwrap_err();
         assert!(!e.message.contains("SECRET"), "{e}");
     }
 

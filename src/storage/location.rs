@@ -18,6 +18,10 @@ pub enum RepositoryLocation {
         endpoint: Option<String>,
         region: Option<String>,
         path_style: bool,
+        /// `[repository] ca_bundle`: a PEM file of CA certificates the
+        /// endpoint's certificate may chain to, besides the system's roots
+        /// (else `AWS_CA_BUNDLE`; see [`s3::S3Config::ca_bundle`]).
+        ca_bundle: Option<PathBuf>,
     },
 }
 
@@ -84,6 +88,7 @@ pub async fn open(
             endpoint,
             region,
             path_style,
+            ca_bundle,
         } => {
             let cfg = s3::S3Config {
                 bucket: bucket.clone(),
@@ -91,6 +96,7 @@ pub async fn open(
                 endpoint: endpoint.clone(),
                 region: region.clone(),
                 path_style: *path_style,
+                ca_bundle: ca_bundle.clone(),
             };
             // Connecting checks the bucket (one HEAD): it gets the same
             // deadlines and retries as every later call.

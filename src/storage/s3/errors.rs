@@ -146,6 +146,12 @@ impl S3Storage {
                 let chain = error_chain(&err);
                 if chain.contains("credential") {
                     permanent(format!("no usable AWS credentials: {chain}"))
+                } else if untrusted_certificate(&chain) {
+                    // issue 17 item 5: retrying cannot fix a certificate
+                    permanent(format!(
+                        "the TLS certificate of S3 endpoint {} is not trusted: {chain}",
+                        self.endpoint
+                    ))
                 } else if df.is_user() {
                     permanent(format!("request to {} failed: {chain}", self.endpoint))
                 } else {
@@ -172,6 +178,12 @@ impl S3Storage {
             _ => transient(error_chain(&err)),
         }
     }
+}
+
+/// Whether a connection failed because the server's certificate did not
+/// verify (an unknown CA, a wrong name, expired): rustls's messages.
+pub(super) fn untrusted_certificate(chain: &str) -> bool {
+    chain.contains("invalid peer certificate") || chain.contains("UnknownIssuer")
 }
 
 /// An error and its sources, joined: the SDK's top-level messages

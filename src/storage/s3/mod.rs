@@ -7,6 +7,11 @@
 //! writer's parts are found again (`journal.rs`); the SDK's errors are
 //! sorted into what retrying cannot fix and what it might (`errors.rs`).
 //!
+//! A private CA (an on-premises MinIO): `ca_bundle`, else the
+//! `AWS_CA_BUNDLE` variable the AWS CLI and SDKs read, names a PEM file
+//! whose certificates are trusted besides the system's roots; the SDK's
+//! own HTTPS client (rustls) is then built here with them.
+//!
 //! Deadlines and retries ([`Limits`]): the client cuts a connection
 //! attempt after `connect_timeout`, a request after `request_timeout` and
 //! a transfer that stalls for `stall_timeout` (the SDK's stalled-stream
@@ -16,6 +21,7 @@
 //! body the wrapper cannot replay: those the SDK retries itself.
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use aws_config::BehaviorVersion;
@@ -60,6 +66,44 @@ pub struct S3Config {
     /// Address buckets as `endpoint/bucket` rather than `bucket.endpoint`
     /// (needed by most self-hosted servers).
     pub path_style: bool,
+    /// A PEM file of CA certificates trusted besides the system's roots;
+    /// `None`: [`CA_BUNDLE_ENV`] when set.
+    pub ca_bundle: Option<PathBuf>,
+}
+
+/// The environment variable naming a CA bundle, as the AWS CLI reads it.
+pub const CA_BUNDLE_ENV: &str = "AWS_CA_BUNDLE";
+
+/// The SDK's default HTTPS client (rustls with aws-lc, proxy settings
+/// from the environment, the SDK's connect timeout) trusting the
+/// certificates in `path` besides the system's roots. The file is
+/// checked here: the SDK would panic on a certificate it cannot parse.
+fn https_client(path: &Path) -> Result<aws_sdk_s3::config::SharedHttpClient, String> {
+    use aws_smithy_http_client::proxy::ProxyConfig;
+    use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
+    use aws_smithy_http_client::{Builder, ConnectorBuilder};
+    let bytes = std::fs::read(path)
+        .map_err(|e| format!("CA bundle: cannot read {}: {e}", path.display()))?;
+    crate::util::ca_certs(&bytes, path).map_err(|why| format!("CA bundle: {why}"))?;
+    let ctx = TlsContext::builder()
+        .with_trust_store(TrustStore::default().with_pem_certificate(bytes))
+        .build()
+        .map_err(|e| format!("CA bundle {}: {e}", path.display()))?;
+    Ok(
+        Builder::new().build_with_connector_fn(move |settings, components| {
+            let mut b = ConnectorBuilder::default()
+                .tls_provider(tls::Provider::Rustls(
+                    tls::rustls_provider::CryptoMode::AwsLc,
+                ))
+                .tls_context(ctx.clone());
+            b.set_connector_settings(settings.cloned());
+            if let Some(c) = components {
+                b.set_sleep_impl(c.sleep_impl());
+            }
+            b.set_proxy_config(Some(ProxyConfig::from_env()));
+            b.build()
+        }),
+    )
 }
 
 #[derive(Clone)]
@@ -122,13 +166,28 @@ impl S3Storage {
             .download_enabled(true)
             .grace_period(limits.stall_timeout)
             .build();
-        let sdk = aws_config::defaults(BehaviorVersion::latest())
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .region(region)
             .retry_config(retry)
             .timeout_config(timeouts)
-            .stalled_stream_protection(stall)
-            .load()
-            .await;
+            .stalled_stream_protection(stall);
+        let ca_bundle = cfg.ca_bundle.clone().or_else(|| {
+            std::env::var_os(CA_BUNDLE_ENV)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        });
+        if let Some(path) = &ca_bundle {
+            // On the shared config: STS and SSO calls go through the same
+            // proxy or private CA, as with the AWS CLI.
+            loader = loader.http_client(https_client(path).map_err(|message| {
+                StorageError::Permanent {
+                    op: "connect",
+                    key: format!("s3://{}", cfg.bucket),
+                    message,
+                }
+            })?);
+        }
+        let sdk = loader.load().await;
         let region_name = sdk
             .region()
             .map(|r| r.to_string())
