@@ -19,6 +19,7 @@ pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Environment variables that would change what a strata child does.
 const SCRUBBED_ENV: &[&str] = &[
+    "AWS_CA_BUNDLE",
     "STRATA_CONFIG",
     "STRATA_IDENTITY_FILE",
     "STRATA_LOG",

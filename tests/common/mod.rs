@@ -11,6 +11,7 @@ pub mod archiving;
 pub mod chroma;
 pub mod cli;
 pub mod faults;
+pub mod https;
 pub mod moto;
 pub mod pg;
 pub mod redis;
