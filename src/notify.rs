@@ -440,4 +440,28 @@ mod tests {
         let other_tier = Event::backup("app", Some("hourly"), Ok(()));
         assert_ne!(other_tier.dedup_key(), bad.dedup_key());
     }
+
+    #[test]
+    fn a_passed_drill_only_resolves_pagerduty() {
+        let drill = |event, source: &str| Event {
+            event,
+            source: source.into(),
+            tier: Some("weekly".into()),
+            error: None,
+            hint: None,
+            time: Utc::now(),
+            host: "h".into(),
+        };
+        let failed = drill("drill_failed", "a,b");
+        let passed = drill("drill_succeeded", "");
+        assert_eq!(failed.dedup_key(), passed.dedup_key());
+        assert_eq!(failed.dedup_key(), "strata/drill/weekly");
+        assert!(!notify(Format::Json, true).wants(&passed));
+        assert!(!notify(Format::Slack, true).wants(&passed));
+        let pd = Format::PagerDuty {
+            routing_key: "k".into(),
+        };
+        assert!(notify(pd.clone(), false).wants(&passed));
+        assert_eq!(passed.body(&pd)["event_action"], "resolve");
+    }
 }
