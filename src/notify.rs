@@ -205,21 +205,25 @@ impl Event {
                 if summary.chars().count() > 1024 {
                     summary = summary.chars().take(1021).collect::<String>() + "...";
                 }
+                let mut payload = json!({
+                    "summary": summary,
+                    "source": self.host,
+                    "severity": "error",
+                    "timestamp": self.time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    "component": self.source,
+                    "class": self.event,
+                    "custom_details": self,
+                });
+                // Optional fields are left out, never null.
+                if let Some(t) = &self.tier {
+                    payload["group"] = json!(t);
+                }
                 json!({
                     "routing_key": routing_key,
                     "event_action": "trigger",
                     "dedup_key": self.dedup_key(),
                     "client": "strata",
-                    "payload": {
-                        "summary": summary,
-                        "source": self.host,
-                        "severity": "error",
-                        "timestamp": self.time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                        "component": self.source,
-                        "group": self.tier,
-                        "class": self.event,
-                        "custom_details": self,
-                    },
+                    "payload": payload,
                 })
             }
         }
@@ -437,6 +441,9 @@ mod tests {
         assert_eq!(t["payload"]["severity"], "error");
         assert_eq!(t["payload"]["source"], bad.host.as_str());
         assert_eq!(t["payload"]["custom_details"]["error"], "boom");
+        assert_eq!(t["payload"]["group"], "daily");
+        let untiered = Event::backup("app", None, Err(&e)).body(&pd);
+        assert!(untiered["payload"].get("group").is_none(), "{untiered}");
         let other_tier = Event::backup("app", Some("hourly"), Ok(()));
         assert_ne!(other_tier.dedup_key(), bad.dedup_key());
     }

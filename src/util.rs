@@ -49,7 +49,7 @@ pub fn ca_certs(
     path: &std::path::Path,
 ) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>, String> {
     use rustls_pki_types::pem::PemObject;
-    let certs = rustls_pki_types::CertificateDer::pem_slice_iter(&bytes)
+    let certs = rustls_pki_types::CertificateDer::pem_slice_iter(bytes)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("{} is not a PEM file: {e}", path.display()))?;
     if certs.is_empty() {

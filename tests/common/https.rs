@@ -174,11 +174,10 @@ where
         let listener = TcpListener::from_std(std_listener).unwrap();
         let serve = Arc::new(serve);
         while !stop.load(Ordering::SeqCst) {
-            match tokio::time::timeout(Duration::from_millis(200), listener.accept()).await {
-                Ok(Ok((conn, _))) => {
-                    tokio::spawn(serve(conn));
-                }
-                Ok(Err(_)) | Err(_) => {}
+            if let Ok(Ok((conn, _))) =
+                tokio::time::timeout(Duration::from_millis(200), listener.accept()).await
+            {
+                tokio::spawn(serve(conn));
             }
         }
     });
