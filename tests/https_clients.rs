@@ -147,6 +147,9 @@ fn webhooks_post_over_https_in_each_format_and_never_print_secrets() {
     assert_eq!(resolve["routing_key"], "PDROUTINGKEY", "{resolve}");
     assert!(trigger["dedup_key"].is_string(), "{trigger}");
     assert_eq!(resolve["dedup_key"], trigger["dedup_key"]);
+    // Nor in what status reports, nor in the most verbose log.
+    let o = s.run(&["--json", "status"]).ok();
+    assert_no_secret(&o);
 
     // No CA file, or another CA's: the certificate is not trusted. A
     // warning that says so (and which setting helps); the backup's outcome
@@ -162,8 +165,16 @@ fn webhooks_post_over_https_in_each_format_and_never_print_secrets() {
         (&working, "", Some(0)),
     ] {
         set(base, &format!("{slack}{extra}"));
-        let o = s.run(&["backup", "app"]);
+        let mut c = s.command(&["backup", "app"]);
+        c.env("STRATA_LOG", "trace");
+        let o = common::cli::wait_output(
+            c.spawn().unwrap(),
+            "strata backup app".into(),
+            std::time::Instant::now(),
+            std::time::Duration::from_secs(300),
+        );
         assert_eq!(o.code, code, "{o}");
+        assert!(o.stderr.contains("TRACE"), "the log is on\n{o}");
         assert_no_secret(&o);
         let warning = format!("warning: notifying https://127.0.0.1:{}/…", rx.port);
         assert!(o.stderr.contains(&warning), "{o}");
