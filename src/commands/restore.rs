@@ -386,7 +386,7 @@ pub async fn run_physical(g: &Globals, a: &PhysicalArgs) -> Result<u8> {
         Some(StartOptions {
             port: a.port,
             pg_ctl,
-            connect: Target::new(&url),
+            connect: Target::new(&crate::sources::postgres::tls::loopback_url(&url)),
             timeout: std::time::Duration::from_secs(3600),
         })
     } else {

@@ -508,7 +508,7 @@ fn start_options(url: &Url, port: u16, pg_ctl: PathBuf) -> StartOptions {
     StartOptions {
         port,
         pg_ctl,
-        connect: Target::new(&url),
+        connect: Target::new(&crate::sources::postgres::tls::loopback_url(&url)),
         timeout: Duration::from_secs(3600),
     }
 }
@@ -580,7 +580,7 @@ async fn scratch_cluster(
     let start = StartOptions {
         port: s.port,
         pg_ctl,
-        connect: Target::new(&url),
+        connect: Target::new(&crate::sources::postgres::tls::loopback_url(&url)),
         timeout: Duration::from_secs(600),
     };
     base::pg_ctl_start(dir, &start, ctx.owner.as_deref()).await?;

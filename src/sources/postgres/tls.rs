@@ -370,6 +370,34 @@ fn percent_encoding_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The URL for a server strata itself started on this host (a drill's
+/// sandbox, `restore --start`): `sslmode=prefer`, whatever the source's
+/// URL or `PGSSLMODE` say, and no `sslrootcert`. Such a server answers on
+/// 127.0.0.1 with the source's configuration: TLS on loopback protects
+/// nothing, its certificate (if it has one) names the source's host, and
+/// its pg_hba.conf may still accept only TLS (hence `prefer`, not
+/// `disable`). A client certificate is kept: its pg_hba.conf may ask for
+/// one.
+pub fn loopback_url(url: &Url) -> Url {
+    let kept: Vec<&str> = url
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| {
+            let key = percent_encoding_decode(p.split_once('=').map_or(*p, |(k, _)| k));
+            !p.is_empty() && key != "sslmode" && key != "sslrootcert"
+        })
+        .collect();
+    let mut out = url.clone();
+    let query = kept
+        .into_iter()
+        .chain(["sslmode=prefer"])
+        .collect::<Vec<_>>()
+        .join("&");
+    out.set_query(Some(&query));
+    out
+}
+
 /// libpq refuses a private key file readable by group or others (root
 /// owned: group read allowed, for files shared with a server group).
 pub fn key_mode_problem(mode: u32, owned_by_root: bool) -> bool {
@@ -514,9 +542,13 @@ impl Tls {
                 }
                 Err(e) => {
                     // prefer: plain again only after the server refused
-                    // (libpq retries without TLS when authentication fails)
-                    let retry = i + 1 < attempts.len()
-                        && (self.settings.mode == SslMode::Allow || e.as_db_error().is_some());
+                    // the login (libpq retries without TLS then: pg_hba
+                    // may have `hostnossl` lines only)
+                    let refused = e
+                        .as_db_error()
+                        .is_some_and(|d| d.code().code().starts_with("28"));
+                    let retry =
+                        i + 1 < attempts.len() && (self.settings.mode == SslMode::Allow || refused);
                     if first_err.is_none() {
                         first_err = Some(e);
                     }
@@ -585,7 +617,7 @@ impl Tls {
                     let (expected, presented) = match c {
                         CertificateError::NotValidForNameContext { expected, presented } => (
                             expected.to_str().into_owned(),
-                            presented.join(", "),
+                            presented.iter().map(|p| presented_name(p)).collect::<Vec<_>>().join(", "),
                         ),
                         _ => ("the host in the URL".into(), "other names".into()),
                     };
@@ -644,6 +676,17 @@ impl Tls {
             ),
         }
     }
+}
+
+/// A name from rustls' list of the names a certificate presents,
+/// without its debug wrapper (`IpAddress(127.0.0.1)` → `127.0.0.1`).
+fn presented_name(p: &str) -> String {
+    for wrapper in ["IpAddress(", "DnsName("] {
+        if let Some(inner) = p.strip_prefix(wrapper).and_then(|r| r.strip_suffix(')')) {
+            return inner.trim_matches('"').to_string();
+        }
+    }
+    p.to_string()
 }
 
 /// A connector for a cancel request when the TLS settings cannot be
@@ -1043,6 +1086,33 @@ mod tests {
         assert!(!key_mode_problem(0o100640, true));
         assert!(key_mode_problem(0o100660, true));
         assert!(key_mode_problem(0o100644, true));
+    }
+
+    #[test]
+    fn loopback_servers_are_reached_with_prefer() {
+        let u = Url::parse(
+            "postgres://b@127.0.0.1:5999/app?sslmode=verify-full&sslrootcert=system&sslcert=%2Fc.pem&options=-c%20x%3D1",
+        )
+        .unwrap();
+        let l = loopback_url(&u);
+        assert_eq!(
+            l.as_str(),
+            "postgres://b@127.0.0.1:5999/app?sslcert=%2Fc.pem&options=-c%20x%3D1&sslmode=prefer"
+        );
+        // the URL wins over PGSSLMODE, so the environment cannot undo it
+        let (s, _) = TlsSettings::resolve(&l, &env_of(&[("PGSSLMODE", "verify-full")])).unwrap();
+        assert_eq!(s.mode, SslMode::Prefer);
+        assert_eq!(
+            loopback_url(&Url::parse("postgres://127.0.0.1:1/p").unwrap()).as_str(),
+            "postgres://127.0.0.1:1/p?sslmode=prefer"
+        );
+    }
+
+    #[test]
+    fn presented_names_read_plainly() {
+        assert_eq!(presented_name("IpAddress(127.0.0.1)"), "127.0.0.1");
+        assert_eq!(presented_name("DnsName(\"db.internal\")"), "db.internal");
+        assert_eq!(presented_name("*.example.com"), "*.example.com");
     }
 
     #[test]
