@@ -410,6 +410,73 @@ fn client_certificate_authentication() {
     );
 }
 
+/// Keys strata's own connections cannot or must not use: one others may
+/// read (libpq refuses it too) and one encrypted with `sslpassword` (the
+/// password never shown).
+#[test]
+fn unusable_client_keys_are_refused_before_connecting() {
+    tls_pg();
+    let c = certs();
+    let open_key = c.dir.join("client-open.key");
+    fs::copy(c.dir.join("client.key"), &open_key).unwrap();
+    fs::set_permissions(&open_key, fs::Permissions::from_mode(0o644)).unwrap();
+    openssl(
+        &c.dir,
+        &[
+            "pkey",
+            "-in",
+            "client.key",
+            "-out",
+            "client-enc.key",
+            "-aes256",
+            "-passout",
+            "pass:s3cret-pass",
+        ],
+    );
+    fs::set_permissions(
+        c.dir.join("client-enc.key"),
+        fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let base = format!(
+        "sslmode=verify-full&sslrootcert={}&sslcert={}",
+        c.path("ca.crt"),
+        c.path("client.crt")
+    );
+    let s = strata(
+        "tls-open-key",
+        url(
+            "127.0.0.1",
+            CERT_USER,
+            "tls_src",
+            &format!("{base}&sslkey={}", c.path("client-open.key")),
+        ),
+    );
+    refused(
+        s.run(&["backup", "app"]),
+        &["group or world access"],
+        "chmod 600",
+    );
+    let s = strata(
+        "tls-encrypted-key",
+        url(
+            "127.0.0.1",
+            CERT_USER,
+            "tls_src",
+            &format!(
+                "{base}&sslkey={}&sslpassword=s3cret-pass",
+                c.path("client-enc.key")
+            ),
+        ),
+    );
+    let o = s.run(&["backup", "app"]);
+    assert!(
+        !o.all().contains("s3cret-pass"),
+        "the key's password was shown\n{o}"
+    );
+    refused(o, &["is encrypted"], "openssl pkey");
+}
+
 #[test]
 fn pgsslmode_and_friends_from_the_environment() {
     tls_pg();
