@@ -548,6 +548,25 @@ fn disable_against_a_tls_only_server_names_sslmode() {
     );
 }
 
+/// issue 16: with no sslmode at all strata failed with "no pg_hba.conf
+/// entry … no encryption" where psql connected. The default (prefer) and
+/// allow (plain refused, then TLS) reach a TLS-only server, as in libpq.
+#[test]
+fn default_prefer_and_allow_reach_a_tls_only_server() {
+    tls_pg();
+    strata("tls-default", url("127.0.0.1", "postgres", "tls_src", "")).backup("app");
+    strata(
+        "tls-prefer",
+        url("127.0.0.1", "postgres", "tls_src", "sslmode=prefer"),
+    )
+    .backup("app");
+    strata(
+        "tls-allow",
+        url("127.0.0.1", "postgres", "tls_src", "sslmode=allow"),
+    )
+    .backup("app");
+}
+
 #[test]
 fn require_against_a_server_without_tls_says_so() {
     let plain = common::pg::shared_pg();
