@@ -668,3 +668,27 @@ fn base_backup_and_restore_start_over_tls() {
         text(&count)
     );
 }
+
+/// libpq uses no TLS over a Unix socket and reads none of its files:
+/// PGSSLMODE=verify-full set for remote servers must not break a local
+/// socket connection (strata's or pg_dump's).
+#[test]
+fn unix_socket_connections_use_no_tls() {
+    let pg = tls_pg();
+    let mut s = strata(
+        "tls-socket",
+        format!(
+            "postgres:///tls_src?host={}&port={}&user=postgres",
+            pg.socket_dir.display(),
+            pg.port
+        ),
+    );
+    s.env.extend([
+        ("PGSSLMODE".to_string(), "verify-full".to_string()),
+        (
+            "PGSSLROOTCERT".to_string(),
+            "/nonexistent/ca.pem".to_string(),
+        ),
+    ]);
+    s.backup("app");
+}

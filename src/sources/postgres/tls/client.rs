@@ -30,6 +30,10 @@ pub struct Tls {
     connector: MakeRustlsConnect,
 }
 
+fn is_unix(h: &tokio_postgres::config::Host) -> bool {
+    !matches!(h, tokio_postgres::config::Host::Tcp(_))
+}
+
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
@@ -39,7 +43,17 @@ impl Tls {
     /// environment and reads the files they name; returns them and the
     /// URL for tokio-postgres.
     pub fn for_url(url: &Url) -> Result<(Tls, Url)> {
-        let (settings, driver_url) = TlsSettings::resolve(url, &|name| std::env::var(name).ok())?;
+        let (mut settings, driver_url) =
+            TlsSettings::resolve(url, &|name| std::env::var(name).ok())?;
+        // libpq never uses TLS over a Unix socket, nor reads its files
+        // for one (PGSSLMODE=verify-full must not break a local socket)
+        if driver_url
+            .as_str()
+            .parse::<tokio_postgres::Config>()
+            .is_ok_and(|c| !c.get_hosts().is_empty() && c.get_hosts().iter().all(is_unix))
+        {
+            settings.mode = SslMode::Disable;
+        }
         Ok((Tls::load(settings)?, driver_url))
     }
 
@@ -132,11 +146,7 @@ impl Tls {
     /// errors name the cause (TLS or not) with a hint. `shown` is the
     /// URL safe to print.
     pub async fn connect(&self, cfg: &mut tokio_postgres::Config, shown: &str) -> Result<Client> {
-        let unix = !cfg.get_hosts().is_empty()
-            && cfg
-                .get_hosts()
-                .iter()
-                .all(|h| !matches!(h, tokio_postgres::config::Host::Tcp(_)));
+        let unix = !cfg.get_hosts().is_empty() && cfg.get_hosts().iter().all(is_unix);
         let attempts = self.settings.attempts(unix);
         let mut first_err = None;
         for (i, mode) in attempts.iter().enumerate() {
