@@ -23,11 +23,22 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
-/// The URL with any password replaced, safe to print and log.
+/// The URL with any password replaced (also libpq's `password` and
+/// `sslpassword` parameters), safe to print and log.
 pub fn redact_url(url: &Url) -> String {
     let mut u = url.clone();
     if u.password().is_some() {
         let _ = u.set_password(Some("REDACTED"));
+    }
+    if let Some(q) = url.query() {
+        let redacted: Vec<String> = q
+            .split('&')
+            .map(|p| match p.split_once('=') {
+                Some((k, _)) if k == "password" || k == "sslpassword" => format!("{k}=REDACTED"),
+                _ => p.to_string(),
+            })
+            .collect();
+        u.set_query(Some(&redacted.join("&")));
     }
     u.to_string()
 }
@@ -154,6 +165,11 @@ mod tests {
         let r = redact_url(&u);
         assert!(!r.contains("s3cret"));
         assert!(r.contains("app:REDACTED@db"));
+        let u = Url::parse("postgres://db/app?sslmode=verify-full&sslpassword=k3y&password=pw").unwrap();
+        assert_eq!(
+            redact_url(&u),
+            "postgres://db/app?sslmode=verify-full&sslpassword=REDACTED&password=REDACTED"
+        );
     }
 }
 

@@ -33,6 +33,9 @@ const SCRUBBED_ENV: &[&str] = &[
     "PGSERVICEFILE",
     "PGOPTIONS",
     "PGSSLMODE",
+    "PGSSLROOTCERT",
+    "PGSSLCERT",
+    "PGSSLKEY",
 ];
 
 /// What one strata run did.
