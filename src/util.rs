@@ -165,7 +165,8 @@ mod tests {
         let r = redact_url(&u);
         assert!(!r.contains("s3cret"));
         assert!(r.contains("app:REDACTED@db"));
-        let u = Url::parse("postgres://db/app?sslmode=verify-full&sslpassword=k3y&password=pw").unwrap();
+        let u = Url::parse("postgres://db/app?sslmode=verify-full&sslpassword=k3y&password=pw")
+            .unwrap();
         assert_eq!(
             redact_url(&u),
             "postgres://db/app?sslmode=verify-full&sslpassword=REDACTED&password=REDACTED"

@@ -111,10 +111,10 @@ impl Target {
     /// would (see [`tls`]).
     pub async fn connect(&self) -> Result<Client> {
         let (tls, driver_url) = tls::Tls::for_url(&self.url)?;
-        let mut cfg: tokio_postgres::Config =
-            driver_url.as_str().parse().map_err(|e| {
-                Error::usage(format!("invalid PostgreSQL URL {}: {e}", self.display()))
-            })?;
+        let mut cfg: tokio_postgres::Config = driver_url
+            .as_str()
+            .parse()
+            .map_err(|e| Error::usage(format!("invalid PostgreSQL URL {}: {e}", self.display())))?;
         if cfg.get_user().is_none() {
             cfg.user(Self::user_of(&self.url));
         }
