@@ -23,11 +23,22 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
-/// The URL with any password replaced, safe to print and log.
+/// The URL with any password replaced (also libpq's `password` and
+/// `sslpassword` parameters), safe to print and log.
 pub fn redact_url(url: &Url) -> String {
     let mut u = url.clone();
     if u.password().is_some() {
         let _ = u.set_password(Some("REDACTED"));
+    }
+    if let Some(q) = url.query() {
+        let redacted: Vec<String> = q
+            .split('&')
+            .map(|p| match p.split_once('=') {
+                Some((k, _)) if k == "password" || k == "sslpassword" => format!("{k}=REDACTED"),
+                _ => p.to_string(),
+            })
+            .collect();
+        u.set_query(Some(&redacted.join("&")));
     }
     u.to_string()
 }
@@ -38,7 +49,7 @@ pub fn redact_url(url: &Url) -> String {
 /// `ca_bundle`. The error names the file and what is wrong with it.
 pub fn read_ca_file(
     path: &std::path::Path,
-) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>, String> {
+) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     ca_certs(&bytes, path)
 }
@@ -47,9 +58,9 @@ pub fn read_ca_file(
 pub fn ca_certs(
     bytes: &[u8],
     path: &std::path::Path,
-) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>, String> {
-    use rustls_pki_types::pem::PemObject;
-    let certs = rustls_pki_types::CertificateDer::pem_slice_iter(bytes)
+) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
+    use rustls::pki_types::pem::PemObject;
+    let certs = rustls::pki_types::CertificateDer::pem_slice_iter(bytes)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("{} is not a PEM file: {e}", path.display()))?;
     if certs.is_empty() {
@@ -193,6 +204,12 @@ mod tests {
         let r = redact_url(&u);
         assert!(!r.contains("s3cret"));
         assert!(r.contains("app:REDACTED@db"));
+        let u = Url::parse("postgres://db/app?sslmode=verify-full&sslpassword=k3y&password=pw")
+            .unwrap();
+        assert_eq!(
+            redact_url(&u),
+            "postgres://db/app?sslmode=verify-full&sslpassword=REDACTED&password=REDACTED"
+        );
     }
 }
 

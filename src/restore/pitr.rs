@@ -126,7 +126,7 @@ pub fn start_options(url: &Url, port: u16, pg_ctl: PathBuf) -> StartOptions {
     StartOptions {
         port,
         pg_ctl,
-        connect: Target::new(&url),
+        connect: Target::new(&crate::sources::postgres::tls::loopback_url(&url)),
         timeout: Duration::from_secs(3600),
     }
 }

@@ -344,7 +344,7 @@ async fn scratch_cluster(
     let start = StartOptions {
         port: s.port,
         pg_ctl,
-        connect: Target::new(&url),
+        connect: Target::new(&crate::sources::postgres::tls::loopback_url(&url)),
         timeout: Duration::from_secs(600),
     };
     server::pg_ctl_start(dir, &start, ctx.owner.as_deref()).await?;

@@ -46,6 +46,9 @@ const PG_ENV: &[&str] = &[
     "PGSERVICEFILE",
     "PGOPTIONS",
     "PGSSLMODE",
+    "PGSSLROOTCERT",
+    "PGSSLCERT",
+    "PGSSLKEY",
     "PGTZ",
 ];
 

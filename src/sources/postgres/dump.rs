@@ -101,7 +101,7 @@ pub async fn backup(
             d = &mut dumping => match d {
                 Err(e) => {
                     if let Some(c) = &snapshot_conn {
-                        let _ = c.cancel_token().cancel_query(tokio_postgres::NoTls).await;
+                        let _ = c.cancel_token().cancel_query(target.cancel_tls()).await;
                     }
                     (Err(e), None)
                 }

@@ -8,13 +8,14 @@ pub mod pgpass;
 pub mod pitr;
 pub mod precheck;
 pub mod server;
+pub mod tls;
 pub mod verify_queries;
 pub mod wal;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 use url::Url;
 
 use crate::catalog::manifest::{PostgresInfo, TableInfo};
@@ -106,11 +107,14 @@ impl Target {
         cmd
     }
 
+    /// Connects with the URL's (or `PGSSL*`) TLS settings, as libpq
+    /// would (see [`tls`]).
     pub async fn connect(&self) -> Result<Client> {
-        let mut cfg: tokio_postgres::Config =
-            self.url.as_str().parse().map_err(|e| {
-                Error::usage(format!("invalid PostgreSQL URL {}: {e}", self.display()))
-            })?;
+        let (tls, driver_url) = tls::Tls::for_url(&self.url)?;
+        let mut cfg: tokio_postgres::Config = driver_url
+            .as_str()
+            .parse()
+            .map_err(|e| Error::usage(format!("invalid PostgreSQL URL {}: {e}", self.display())))?;
         if cfg.get_user().is_none() {
             cfg.user(Self::user_of(&self.url));
         }
@@ -119,15 +123,15 @@ impl Target {
         }
         cfg.connect_timeout(std::time::Duration::from_secs(10));
         cfg.application_name("strata");
-        let (client, conn) = cfg.connect(NoTls).await.map_err(|e| {
-            Error::source(format!("cannot connect to {}: {}", self.display(), pg_error_text(&e)))
-                .hint("check that the server is running and the URL, user and password (URL, PGPASSWORD or ~/.pgpass) are right")
-                .retryable()
-        })?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        Ok(client)
+        tls.connect(&mut cfg, &self.display()).await
+    }
+
+    /// The TLS connector for a cancel request on a connection made by
+    /// [`connect`](Self::connect) (a cancel speaks TLS when it did).
+    pub fn cancel_tls(&self) -> tls::MakeRustlsConnect {
+        tls::Tls::for_url(&self.url)
+            .map(|(t, _)| t.connector())
+            .unwrap_or_else(|_| tls::refusing_connector())
     }
 }
 

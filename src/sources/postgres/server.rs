@@ -184,7 +184,13 @@ pub(crate) async fn wait_promoted(
     let mut checked = Instant::now();
     loop {
         if client.is_none() {
-            client = start.connect.connect().await.ok();
+            match start.connect.connect().await {
+                Ok(c) => client = Some(c),
+                // a refusal no wait can cure (a TLS certificate, a bad
+                // key): fail now, not when the timeout (up to an hour) ends
+                Err(e) if !e.retryable => return Err(e),
+                Err(_) => {}
+            }
         }
         if let Some(c) = &client {
             match c.query_one("SELECT pg_is_in_recovery()", &[]).await {
