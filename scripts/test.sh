@@ -72,7 +72,8 @@ apt_install() {
 }
 
 step "checking Debian packages"
-PACKAGES=(postgresql-15 redis-server age zstd pgbackrest ca-certificates)
+# openssl: tests/redis_tls.rs makes its test CA and certificates with it
+PACKAGES=(postgresql-15 redis-server age zstd pgbackrest ca-certificates openssl)
 command -v cc >/dev/null || PACKAGES+=(build-essential)
 # headless Chromium renders the drill's HTML report in tests/drill.rs
 PACKAGES+=(chromium)
