@@ -208,6 +208,13 @@ pub async fn restore_into(
         t.display()
     ));
 
+    if t.tls.is_some() {
+        // Said, not hidden: TLS covers strata's connection, not the sync.
+        reporter.note(format!(
+            "{}: TLS covers strata's commands; the target fetches the snapshot from {announce} over plain TCP",
+            t.display()
+        ));
+    }
     let (feed_tx, feed_rx) = mpsc::channel(CHANNEL_CHUNKS);
     let (stop_tx, stop_rx) = oneshot::channel();
     let (sent_tx, mut sent_rx) = oneshot::channel();
