@@ -73,7 +73,8 @@ apt_install() {
 
 step "checking Debian packages"
 PACKAGES=(postgresql-15 redis-server age zstd pgbackrest ca-certificates)
-# tests/pg_tls.rs makes its test CA and certificates with the openssl CLI
+# tests/pg_tls.rs and tests/redis_tls.rs make their test CAs and
+# certificates with the openssl CLI
 PACKAGES+=(openssl)
 command -v cc >/dev/null || PACKAGES+=(build-essential)
 # headless Chromium renders the drill's HTML report in tests/drill.rs

@@ -664,6 +664,20 @@ mod tier_tests {
         );
         let t = text("\n[sources.cache]\nkind = \"redis\"\nurl = \"redis://h:6379/2\"\n");
         assert!(parse(&t).unwrap_err().message.contains("every database"));
+        // issue 17 item 1: rediss:// with its TLS parameters; files by absolute path.
+        let t = text(
+            "\n[sources.cache]\nkind = \"redis\"\nurl = \"rediss://u:p@h:6380?cacert=/etc/ca.pem&sni=db\"\n",
+        );
+        assert!(parse(&t).unwrap().sources["cache"].url.scheme() == "rediss");
+        let t = text("\n[sources.cache]\nkind = \"redis\"\nurl = \"rediss://h?cacert=ca.pem\"\n");
+        let e = parse(&t).unwrap_err();
+        assert!(
+            e.message.contains(&format!(
+                "line {}: sources.cache.url: cacert=ca.pem: give the file by absolute path",
+                line(&t, "url = \"rediss://h?cacert=ca.pem")
+            )),
+            "{e}"
+        );
         let t = text(
             "\n[sources.cache]\nkind = \"redis\"\nurl = \"redis://h\"\n[tiers.d]\nkind = \"dump\"\nsources = [\"cache\"]\n",
         );

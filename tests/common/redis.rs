@@ -3,21 +3,26 @@
 //! Each server is a private `redis-server` on `127.0.0.1`, a free port and
 //! its own temp dir, persistence off and `repl-diskless-sync-delay 0` (the
 //! default 5 s would add 5 s to every snapshot). Servers are stopped on
-//! drop and, as a safety net, when the test binary exits.
+//! drop and, as a safety net, when the test binary exits. A TLS server
+//! ([`RedisServer::start_tls`]) also has a `tls-port`, with certificates
+//! from a test CA ([`TestPki`], made with the `openssl` CLI).
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{free_port, kill_at_exit};
+use super::{free_port, kill_at_exit, run_ok};
 
 /// A running redis-server owned by a test.
 pub struct RedisServer {
+    /// The plain port (the harness's own connections use it).
     pub port: u16,
+    /// The TLS port, for a server started with [`RedisServer::start_tls`].
+    pub tls_port: Option<u16>,
     pub dir: PathBuf,
     child: Child,
     _temp: tempfile::TempDir,
@@ -28,6 +33,37 @@ impl RedisServer {
     /// server that dies while starting (its port taken meanwhile) is
     /// started again on another port.
     pub fn start(name: &str, extra: &[&str]) -> RedisServer {
+        RedisServer::start_inner(name, extra, false)
+    }
+
+    /// Starts a server that also listens with TLS (`tls-port`), its
+    /// certificate and key `cert`, trusting client certificates signed by
+    /// `ca`; `client_certs`: whether clients must present one
+    /// (`tls-auth-clients`). The plain port stays open for the harness.
+    pub fn start_tls(
+        name: &str,
+        cert: &Path,
+        key: &Path,
+        ca: &Path,
+        client_certs: bool,
+        extra: &[&str],
+    ) -> RedisServer {
+        let mut args: Vec<String> = vec![
+            "--tls-cert-file".into(),
+            cert.display().to_string(),
+            "--tls-key-file".into(),
+            key.display().to_string(),
+            "--tls-ca-cert-file".into(),
+            ca.display().to_string(),
+            "--tls-auth-clients".into(),
+            if client_certs { "yes" } else { "no" }.into(),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        RedisServer::start_inner(name, &args, true)
+    }
+
+    fn start_inner(name: &str, extra: &[&str], tls: bool) -> RedisServer {
         let temp = tempfile::Builder::new()
             .prefix(&format!("strata-redis-{name}-"))
             .tempdir()
@@ -35,8 +71,14 @@ impl RedisServer {
         let dir = temp.path().to_path_buf();
         for attempt in 1.. {
             let port = free_port();
+            let tls_port = tls.then(free_port);
             let mut child = Command::new("redis-server")
                 .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(
+                    tls_port
+                        .map(|p| vec!["--tls-port".to_string(), p.to_string()])
+                        .unwrap_or_default(),
+                )
                 .arg("--dir")
                 .arg(&dir)
                 .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
@@ -53,6 +95,7 @@ impl RedisServer {
             if wait_ready_child(port, &mut child) {
                 return RedisServer {
                     port,
+                    tls_port,
                     dir,
                     child,
                     _temp: temp,
@@ -69,6 +112,12 @@ impl RedisServer {
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// `rediss://[userinfo@]127.0.0.1:TLS_PORT[query]`.
+    pub fn tls_url(&self, userinfo: &str, query: &str) -> String {
+        let port = self.tls_port.expect("a server started with start_tls");
+        format!("rediss://{userinfo}127.0.0.1:{port}{query}")
     }
 
     pub fn conn(&self) -> Conn {
@@ -338,4 +387,122 @@ pub fn fill(c: &mut Conn) -> BTreeMap<u32, u64> {
     counts.insert(3, 41);
     c.ok(&["SELECT", "0"]);
     counts
+}
+
+/// A throwaway PKI made with the `openssl` CLI: a CA strata is told to
+/// trust, another it is not, and certificates (P-256 keys, two days):
+///
+/// - `server`: for `localhost` and `127.0.0.1`, signed by the CA;
+/// - `rogue-server`: the same names, signed by the other CA;
+/// - `named-server`: only for `db.internal`, signed by the CA;
+/// - `client`: a client certificate signed by the CA;
+/// - `rogue-client`: one signed by the other CA.
+///
+/// Files: `NAME.crt` and `NAME.key`; the CAs are `ca.crt`, `rogue-ca.crt`.
+pub struct TestPki {
+    pub dir: PathBuf,
+    _temp: tempfile::TempDir,
+}
+
+impl TestPki {
+    pub fn new() -> TestPki {
+        let temp = tempfile::Builder::new()
+            .prefix("strata-pki-")
+            .tempdir()
+            .expect("temp dir");
+        let dir = temp.path().to_path_buf();
+        let pki = TestPki { dir, _temp: temp };
+        pki.ca("ca", "strata test CA");
+        pki.ca("rogue-ca", "some other CA");
+        let server = "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth";
+        pki.leaf("server", "ca", "localhost", server);
+        pki.leaf("rogue-server", "rogue-ca", "localhost", server);
+        pki.leaf(
+            "named-server",
+            "ca",
+            "db.internal",
+            "subjectAltName=DNS:db.internal\nextendedKeyUsage=serverAuth",
+        );
+        let client = "extendedKeyUsage=clientAuth";
+        pki.leaf("client", "ca", "strata", client);
+        pki.leaf("rogue-client", "rogue-ca", "strata", client);
+        pki
+    }
+
+    /// `NAME.crt` or `NAME.key` (give the file name).
+    pub fn path(&self, file: &str) -> PathBuf {
+        self.dir.join(file)
+    }
+
+    fn openssl(&self) -> Command {
+        let mut c = Command::new("openssl");
+        c.current_dir(&self.dir);
+        c
+    }
+
+    fn ca(&self, name: &str, cn: &str) {
+        run_ok(self.openssl().args([
+            "req",
+            "-x509",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.crt"),
+            "-subj",
+            &format!("/CN={cn}"),
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ]));
+    }
+
+    fn leaf(&self, name: &str, ca: &str, cn: &str, ext: &str) {
+        run_ok(self.openssl().args([
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+            "-subj",
+            &format!("/CN={cn}"),
+        ]));
+        let ext_file = format!("{name}.ext");
+        std::fs::write(
+            self.dir.join(&ext_file),
+            format!("basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n{ext}\n"),
+        )
+        .expect("write extensions");
+        run_ok(self.openssl().args([
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            &format!("{ca}.crt"),
+            "-CAkey",
+            &format!("{ca}.key"),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-out",
+            &format!("{name}.crt"),
+            "-extfile",
+            &ext_file,
+        ]));
+    }
 }

@@ -1,15 +1,22 @@
 //! Just enough of the Redis protocol (RESP2) for snapshots: commands and
 //! their replies, `INFO` parsing, and the replica handshake that makes the
-//! server send its RDB (`SYNC`, as `redis-cli --rdb` does).
+//! server send its RDB (`SYNC`, as `redis-cli --rdb` does); over TCP or,
+//! for `rediss://`, TLS ([`super::tls`]). Refusals (`WRONGPASS`, `NOPERM`,
+//! `NOAUTH`) come back as errors naming the command and the ACL rule.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{
+    AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf,
+};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
+use tokio_rustls::client::TlsStream;
 
 use super::Target;
 use crate::catalog::manifest::RedisDb;
@@ -53,8 +60,66 @@ impl Framing {
     }
 }
 
+/// The ACL rules each use of a connection needs, for hints.
+pub const SNAPSHOT_ACL: &str = "a snapshot needs +info +replconf +sync";
+pub const INTO_ACL: &str = "restore --into needs +info +replicaof";
+const INFO_ACL: &str = "a snapshot needs +info +replconf +sync, restore --into +info +replicaof";
+
+/// The connection: TCP, or TLS over TCP.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl Stream {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => s.get_ref().0,
+        }
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
 pub struct Client {
-    conn: BufReader<TcpStream>,
+    conn: BufReader<Stream>,
     target: Target,
 }
 
@@ -62,9 +127,37 @@ fn source_err(target: &Target, what: impl std::fmt::Display) -> Error {
     Error::source(format!("redis {}: {what}", target.display()))
 }
 
+/// An I/O failure while `doing` something: a TLS failure explained (a
+/// server refusing the client certificate says so only on the first
+/// read), else the error as it is.
+fn io_err(target: &Target, doing: &str, e: std::io::Error) -> Error {
+    if let Some(s) = &target.tls
+        && let Some(err) =
+            super::tls::explain(&e, &format!("redis {}", target.display()), s, &target.host)
+    {
+        return err;
+    }
+    let err = source_err(target, format!("{doing}: {e}"));
+    // A TLS port resets a plain connection at its first command.
+    if target.tls.is_none()
+        && e.kind() == std::io::ErrorKind::ConnectionReset
+        && matches!(doing, "reading a reply" | "sending a command")
+    {
+        return err.hint("if that port is the server's tls-port, connect with rediss:// (TLS)");
+    }
+    err
+}
+
 impl Client {
-    /// Connects and authenticates (when the URL has a password).
+    /// Connects (over TLS for `rediss://`) and authenticates (when the URL
+    /// has a password; as its ACL user when it names one).
     pub async fn connect(target: &Target) -> Result<Client> {
+        // The TLS files are read before connecting: a bad path is a
+        // configuration error, whatever the network does.
+        let tls = match &target.tls {
+            Some(s) => Some((s.connector()?, s.server_name(&target.host)?)),
+            None => None,
+        };
         let addr = (target.host.as_str(), target.port);
         let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
             Ok(Ok(s)) => s,
@@ -77,6 +170,23 @@ impl Client {
             }
         };
         let _ = stream.set_nodelay(true);
+        let stream = match tls {
+            None => Stream::Plain(stream),
+            Some((connector, name)) => {
+                match tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, stream)).await {
+                    Ok(Ok(s)) => Stream::Tls(Box::new(s)),
+                    Ok(Err(e)) => return Err(io_err(target, "TLS handshake", e)),
+                    Err(_) => {
+                        return Err(source_err(
+                            target,
+                            format!("no TLS handshake within {CONNECT_TIMEOUT:?}"),
+                        )
+                        .hint("is the port the server's tls-port? a plain port never answers a TLS hello")
+                        .retryable());
+                    }
+                }
+            }
+        };
         let mut c = Client {
             conn: BufReader::with_capacity(CHUNK, stream),
             target: target.clone(),
@@ -89,14 +199,37 @@ impl Client {
             args.push(pw.as_bytes());
             match c.command(&args).await? {
                 Reply::Status(_) => {}
-                Reply::Error(e) => {
-                    return Err(source_err(target, format!("authentication failed: {e}"))
-                        .hint("check the user and password in the source URL"));
-                }
+                Reply::Error(e) => return Err(auth_refused(target, &e)),
                 other => return Err(source_err(target, format!("AUTH answered {other:?}"))),
             }
         }
         Ok(c)
+    }
+
+    /// The error for an error reply `e` to `command`: `NOPERM` names the
+    /// user and the ACL rule to grant (`needs` says what the whole task
+    /// needs, e.g. [`SNAPSHOT_ACL`]), `NOAUTH` asks for a password.
+    pub fn refused(&self, command: &str, e: &str, needs: &str) -> Error {
+        let t = &self.target;
+        let user = t.user.as_deref().unwrap_or("default");
+        if e.starts_with("NOPERM") {
+            source_err(
+                t,
+                format!("user {user} may not run {command} (ACL refused it: {e})"),
+            )
+            .hint(format!(
+                "grant it on the server: ACL SETUSER {user} {} ({needs})",
+                acl_rule(command)
+            ))
+        } else if e.starts_with("NOAUTH") {
+            source_err(
+                t,
+                format!("{command}: the server requires a password ({e})"),
+            )
+            .hint("give it in the URL: redis://[user]:password@host:port (rediss:// for TLS)")
+        } else {
+            source_err(t, format!("{command} refused: {e}"))
+        }
     }
 
     /// This end's address on the connection: the address the server sees
@@ -104,6 +237,7 @@ impl Client {
     pub fn local_addr(&self) -> Result<std::net::SocketAddr> {
         self.conn
             .get_ref()
+            .tcp()
             .local_addr()
             .map_err(|e| Error::failed(format!("local address: {e}")))
     }
@@ -112,6 +246,7 @@ impl Client {
     pub fn peer_addr(&self) -> Result<std::net::SocketAddr> {
         self.conn
             .get_ref()
+            .tcp()
             .peer_addr()
             .map_err(|e| Error::failed(format!("peer address: {e}")))
     }
@@ -127,7 +262,7 @@ impl Client {
         let target = self.target.clone();
         idle(self_write(&mut self.conn, req))
             .await
-            .map_err(|e| source_err(&target, format!("sending a command: {e}")))?;
+            .map_err(|e| io_err(&target, "sending a command", e))?;
         self.reply().await
     }
 
@@ -142,7 +277,7 @@ impl Client {
         )
         .await
         {
-            Ok(r) => r.map_err(|e| source_err(&target, format!("reading a reply: {e}")))?,
+            Ok(r) => r.map_err(|e| io_err(&target, "reading a reply", e))?,
             Err(_) => {
                 return Err(source_err(
                     &target,
@@ -151,7 +286,13 @@ impl Client {
             }
         };
         if n == 0 {
-            return Err(source_err(&target, "the server closed the connection"));
+            let e = source_err(&target, "the server closed the connection");
+            return Err(match target.tls {
+                None => {
+                    e.hint("if that port is the server's tls-port, connect with rediss:// (TLS)")
+                }
+                Some(_) => e,
+            });
         }
         if !buf.ends_with(b"\r\n") {
             return Err(source_err(&target, "malformed reply (not a RESP line)"));
@@ -182,9 +323,7 @@ impl Client {
                     let conn = &mut self.conn;
                     match tokio::time::timeout(IDLE_TIMEOUT, conn.read_exact(&mut v)).await {
                         Ok(Ok(_)) => {}
-                        Ok(Err(e)) => {
-                            return Err(source_err(&target, format!("reading a reply: {e}")));
-                        }
+                        Ok(Err(e)) => return Err(io_err(&target, "reading a reply", e)),
                         Err(_) => return Err(source_err(&target, "reply timed out")),
                     }
                     v.truncate(n as usize);
@@ -216,8 +355,7 @@ impl Client {
     pub async fn info(&mut self, section: &str) -> Result<String> {
         match self.command(&[b"INFO", section.as_bytes()]).await? {
             Reply::Bulk(Some(b)) => Ok(String::from_utf8_lossy(&b).into_owned()),
-            Reply::Error(e) => Err(source_err(&self.target, format!("INFO {section}: {e}"))
-                .hint("the user needs the INFO, REPLCONF and SYNC commands (ACL: +info +replconf +sync)")),
+            Reply::Error(e) => Err(self.refused(&format!("INFO {section}"), &e, INFO_ACL)),
             other => Err(source_err(
                 &self.target,
                 format!("INFO {section} answered {other:?}"),
@@ -238,19 +376,18 @@ impl Client {
             if let Reply::Error(e) = self.command(args).await?
                 && (e.starts_with("NOAUTH") || e.starts_with("NOPERM"))
             {
-                return Err(source_err(&self.target, format!("REPLCONF: {e}"))
-                    .hint("the user needs the REPLCONF and SYNC commands (ACL: +replconf +sync)"));
+                return Err(self.refused("REPLCONF", &e, SNAPSHOT_ACL));
             }
         }
         let target = self.target.clone();
         idle(self_write(&mut self.conn, b"SYNC\r\n".to_vec()))
             .await
-            .map_err(|e| source_err(&target, format!("sending SYNC: {e}")))?;
+            .map_err(|e| io_err(&target, "sending SYNC", e))?;
         // While the server prepares the snapshot it sends bare newlines.
         loop {
             let buf = idle(self.conn.fill_buf())
                 .await
-                .map_err(|e| source_err(&target, format!("waiting for the snapshot: {e}")))?;
+                .map_err(|e| io_err(&target, "waiting for the snapshot", e))?;
             match buf.first() {
                 None => {
                     return Err(source_err(
@@ -265,8 +402,11 @@ impl Client {
         }
         let line = self.line().await?;
         if let Some(e) = line.strip_prefix('-') {
+            if e.starts_with("NOPERM") || e.starts_with("NOAUTH") {
+                return Err(self.refused("SYNC", e, SNAPSHOT_ACL));
+            }
             return Err(source_err(&target, format!("SYNC refused: {e}"))
-                .hint("the user needs the SYNC command (ACL: +sync); a server in the middle of its own full sync also refuses"));
+                .hint("a server in the middle of its own full sync refuses; managed services (ElastiCache, MemoryDB, Azure Cache) disable SYNC for clients"));
         }
         let Some(rest) = line.strip_prefix('$') else {
             return Err(source_err(
@@ -336,7 +476,7 @@ impl Client {
                     let mut buf = vec![0u8; want];
                     let n = idle(self.conn.read(&mut buf))
                         .await
-                        .map_err(|e| source_err(&target, format!("reading the snapshot: {e}")))?;
+                        .map_err(|e| io_err(&target, "reading the snapshot", e))?;
                     if n == 0 {
                         return Err(closed());
                     }
@@ -352,7 +492,7 @@ impl Client {
                 loop {
                     let n = idle(self.conn.read(&mut buf))
                         .await
-                        .map_err(|e| source_err(&target, format!("reading the snapshot: {e}")))?;
+                        .map_err(|e| io_err(&target, "reading the snapshot", e))?;
                     if n == 0 {
                         return Err(closed());
                     }
@@ -388,8 +528,43 @@ async fn idle<T>(fut: impl std::future::Future<Output = std::io::Result<T>>) -> 
     }
 }
 
-async fn self_write(conn: &mut BufReader<TcpStream>, data: Vec<u8>) -> std::io::Result<()> {
-    conn.get_mut().write_all(&data).await
+async fn self_write(conn: &mut BufReader<Stream>, data: Vec<u8>) -> std::io::Result<()> {
+    let s = conn.get_mut();
+    s.write_all(&data).await?;
+    // TLS holds records until flushed.
+    s.flush().await
+}
+
+/// The ACL rule that allows `command` (`INFO server` → `+info`).
+fn acl_rule(command: &str) -> String {
+    let name = command.split_whitespace().next().unwrap_or(command);
+    format!("+{}", name.to_ascii_lowercase())
+}
+
+/// The error for a refused `AUTH`.
+fn auth_refused(target: &Target, e: &str) -> Error {
+    let user = target.user.as_deref().unwrap_or("default");
+    if e.starts_with("WRONGPASS") {
+        source_err(
+            target,
+            format!(
+                "authentication failed: wrong password for user {user}, or the user is disabled (WRONGPASS)"
+            ),
+        )
+        .hint("check the user and password in the URL (percent-encode special characters: @ as %40, : as %3A)")
+    } else if e.contains("without any password configured") {
+        source_err(target, format!("the URL gives a password, but the server has none set ({e})"))
+            .hint("remove the password from the URL, or set one on the server (requirepass or ACL SETUSER)")
+    } else if target.user.is_some() && e.contains("wrong number of arguments") {
+        source_err(
+            target,
+            format!("the server has no ACL users (Redis before 6): {e}"),
+        )
+        .hint("give only the password in the URL: redis://:password@host:port")
+    } else {
+        source_err(target, format!("authentication failed: {e}"))
+            .hint("check the user and password in the URL")
+    }
 }
 
 fn unreachable(target: &Target, why: String) -> Error {
@@ -460,6 +635,8 @@ mod tests {
                 },
             ]
         );
+        assert_eq!(acl_rule("INFO server"), "+info");
+        assert_eq!(acl_rule("SYNC"), "+sync");
         let server = "# Server\r\nredis_version:7.0.15\r\nredis_git_sha1:0\r\n";
         assert_eq!(info_field(server, "redis_version"), Some("7.0.15"));
         assert_eq!(info_field(server, "nope"), None);

@@ -19,6 +19,7 @@
 use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -207,6 +208,13 @@ pub async fn restore_into(
         t.display()
     ));
 
+    if t.tls.is_some() {
+        // Said, not hidden: TLS covers strata's connection, not the sync.
+        reporter.note(format!(
+            "{}: TLS covers strata's commands; the target fetches the snapshot from {announce} over plain TCP",
+            t.display()
+        ));
+    }
     let (feed_tx, feed_rx) = mpsc::channel(CHANNEL_CHUNKS);
     let (stop_tx, stop_rx) = oneshot::channel();
     let (sent_tx, mut sent_rx) = oneshot::channel();
@@ -232,10 +240,14 @@ pub async fn restore_into(
     use tokio::signal::unix::{SignalKind, signal};
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
+    // Whether the target may be replicating from strata: not when it
+    // refused REPLICAOF (an ACL without +replicaof), then it is left alone.
+    let attached = AtomicBool::new(false);
     let result = {
         let work = async {
             replicaof(
                 &mut client,
+                &attached,
                 t,
                 &announce_ip.to_string(),
                 &announce.port().to_string(),
@@ -360,13 +372,19 @@ pub async fn restore_into(
     // Detach in every case (after a failure the target must not keep
     // trying to replicate from a strata that is gone), on a connection of
     // its own: the first may be in the middle of a reply.
-    let detached = match Client::connect(t).await {
-        Ok(mut c) => detach(&mut c, t).await,
-        Err(e) => Err(e),
+    let attached = attached.load(Ordering::SeqCst);
+    let detached = match attached {
+        false => Ok(()),
+        true => match Client::connect(t).await {
+            Ok(mut c) => detach(&mut c, t).await,
+            Err(e) => Err(e),
+        },
     };
     let _ = stop_tx.send(());
     if !serving.is_finished() {
-        let _ = tokio::time::timeout(Duration::from_secs(5), &mut serving).await;
+        if attached {
+            let _ = tokio::time::timeout(Duration::from_secs(5), &mut serving).await;
+        }
         serving.abort();
     }
     let rdb_version = match (result, detached) {
@@ -410,9 +428,10 @@ pub async fn restore_into(
     })
 }
 
-/// Errors connecting to the target are about the target, not a source.
+/// Errors connecting to the target are about the target, not a source;
+/// an error that already says what to do (TLS, ACL) keeps its hint.
 fn retarget(e: Error, t: &Target) -> Error {
-    if e.kind == Kind::Source {
+    if e.kind == Kind::Source && (e.hint.is_none() || e.retryable) {
         let mut e = e;
         e.hint = Some(format!(
             "check that {} is running and reachable, and the user and password in the --into URL",
@@ -439,7 +458,16 @@ fn served(r: std::result::Result<Result<()>, tokio::task::JoinError>) -> Result<
     }
 }
 
-async fn replicaof(client: &mut Client, t: &Target, host: &str, port: &str) -> Result<()> {
+/// `REPLICAOF host port`; `attached` says afterwards whether the target
+/// may be replicating (it is false only after a refusal).
+async fn replicaof(
+    client: &mut Client,
+    attached: &AtomicBool,
+    t: &Target,
+    host: &str,
+    port: &str,
+) -> Result<()> {
+    attached.store(true, Ordering::SeqCst);
     let mut reply = client
         .command(&[b"REPLICAOF", host.as_bytes(), port.as_bytes()])
         .await?;
@@ -449,8 +477,14 @@ async fn replicaof(client: &mut Client, t: &Target, host: &str, port: &str) -> R
             .command(&[b"SLAVEOF", host.as_bytes(), port.as_bytes()])
             .await?;
     }
+    if matches!(reply, Reply::Error(_)) {
+        attached.store(false, Ordering::SeqCst);
+    }
     match reply {
         Reply::Status(_) => Ok(()),
+        Reply::Error(e) if e.starts_with("NOPERM") || e.starts_with("NOAUTH") => {
+            Err(client.refused("REPLICAOF", &e, super::client::INTO_ACL))
+        }
         Reply::Error(e) => Err(Error::source(format!(
             "{} refused REPLICAOF {host} {port}: {e}",
             t.display()
@@ -604,6 +638,13 @@ async fn serve(
     let mut chunk = vec![0u8; 4096];
     let sync = loop {
         let (args, used) = loop {
+            // 0x16 opens a TLS record: the target replicates over TLS.
+            if buf.first() == Some(&0x16) {
+                return Err(fail(
+                    "it connects to its master over TLS (tls-replication yes), and strata serves the snapshot over plain TCP".into(),
+                )
+                .hint("for the restore, turn it off on the target (CONFIG SET tls-replication no; back to yes afterwards), or restore with --to-file and load the file"));
+            }
             if let Some(c) = parse_command(&buf).map_err(fail)? {
                 break c;
             }

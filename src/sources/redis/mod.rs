@@ -2,24 +2,29 @@
 //! protocol, the way `redis-cli --rdb` does, so strata needs no access to
 //! the server's disk and never changes its configuration.
 //!
-//! [`client`] speaks just enough RESP (AUTH, INFO, REPLCONF, SYNC);
-//! [`rdb`] checks a snapshot as it streams; [`snapshot`] backs up and
-//! restores.
+//! [`client`] speaks just enough RESP (AUTH, INFO, REPLCONF, SYNC), over
+//! TCP or TLS ([`tls`], for `rediss://`); [`rdb`] checks a snapshot as it
+//! streams; [`snapshot`] backs up and restores.
 
 pub mod client;
 pub mod load;
 pub mod rdb;
 pub mod snapshot;
+pub mod tls;
 
 use url::Url;
 
-/// Connection settings from a `redis://[user:pass@]host:port` URL.
+/// Connection settings from a `redis://[user:pass@]host:port` or
+/// `rediss://[user:pass@]host:port[?cacert=…&cert=…&key=…&sni=…]` URL.
 #[derive(Clone)]
 pub struct Target {
     pub host: String,
     pub port: u16,
+    /// An ACL user (Redis 6+: `AUTH user password`); `None`: `default`.
     pub user: Option<String>,
     pub password: Option<String>,
+    /// TLS settings for `rediss://`; `None`: plain TCP.
+    pub tls: Option<tls::TlsSettings>,
     /// The URL with the password redacted, for messages.
     display: String,
 }
@@ -43,6 +48,7 @@ impl Target {
             port: url.port().unwrap_or(6379),
             user,
             password: url.password().map(percent_decode),
+            tls: tls::TlsSettings::from_url(url),
             display: crate::util::redact_url(url),
         }
     }
@@ -73,17 +79,13 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Checks a source URL for `[sources.NAME] kind = "redis"`; the reason
-/// when it is unusable.
+/// Checks a source URL for `[sources.NAME] kind = "redis"` (also a
+/// `restore_to` or `--into` URL); the reason when it is unusable.
 pub fn check_url(url: &Url) -> Result<(), String> {
-    match url.scheme() {
-        "redis" => {}
-        "rediss" => {
-            return Err(
-                "TLS (rediss://) is not supported yet; use redis://user:pass@host:port".into(),
-            );
-        }
-        _ => return Err("a redis source needs redis://[user:pass@]host:port".into()),
+    if !matches!(url.scheme(), "redis" | "rediss") {
+        return Err(
+            "a redis source needs redis://[user:pass@]host:port (or rediss:// for TLS)".into(),
+        );
     }
     if url.host_str().is_none_or(str::is_empty) {
         return Err("the URL names no host (redis://[user:pass@]HOST:port)".into());
@@ -94,10 +96,7 @@ pub fn check_url(url: &Url) -> Result<(), String> {
                 .into(),
         );
     }
-    if url.query().is_some() {
-        return Err("the URL takes no query parameters (redis://[user:pass@]host:port)".into());
-    }
-    Ok(())
+    tls::check(url)
 }
 
 #[cfg(test)]
@@ -111,7 +110,18 @@ mod tests {
         assert!(ok("redis://:pw@cache").is_ok());
         assert!(ok("redis://h:1/").is_ok());
         assert!(ok("redis://h:1/2").unwrap_err().contains("every database"));
-        assert!(ok("rediss://h:1").unwrap_err().contains("TLS"));
+        assert!(ok("rediss://h:1").is_ok());
+        assert!(ok("rediss://u:p@h:1/?cacert=/ca.pem").is_ok());
+        assert!(
+            ok("redis://h:1?cacert=/ca.pem")
+                .unwrap_err()
+                .contains("rediss://")
+        );
+        assert!(
+            Target::new(&Url::parse("rediss://h:1?sni=db").unwrap())
+                .tls
+                .is_some_and(|t| t.server_name.as_deref() == Some("db"))
+        );
         assert!(ok("http://h:1").unwrap_err().contains("redis://"));
         let t = Target::new(&Url::parse("redis://bob:p%40ss@cache:7000").unwrap());
         assert_eq!(
