@@ -56,6 +56,7 @@ pub async fn tier_source(cfg: &Config, tier: &Tier, source: &str) -> Result<Back
             encoder,
             recipients: &recipients,
             reporter: &reporter,
+            pin: None,
         };
         backup_locked(&ctx, src, Some(tier.name.clone()), tier.kind).await
     }

@@ -24,15 +24,23 @@ async fn dispatch(cli: Cli) -> Result<u8, Error> {
             KeyAction::Generate { out } => commands::key::generate(&out, json),
             KeyAction::Recipients { set } => commands::key::recipients(&g, set, json).await,
         },
-        Command::Backup(a) => match a.request()? {
+        Command::Backup(a) => match a.request(chrono::Utc::now())? {
             BackupRequest::Point { source, label } => {
                 commands::backup::point(&g, &source, &label, json).await
             }
             BackupRequest::Backup { source, tier, kind } => {
                 commands::backup::run_kind(&g, source.as_deref(), tier, kind, json).await
             }
+            BackupRequest::Labelled {
+                sources,
+                tier,
+                kind,
+                pin,
+            } => commands::backup::labelled(&g, &sources, tier, kind, &pin, json).await,
         },
-        Command::List(a) => commands::list::run(&g, a.source.as_deref(), json).await,
+        Command::List(a) => {
+            commands::list::run(&g, a.source.as_deref(), a.label.as_deref(), json).await
+        }
         Command::Drill(DrillArgs {
             action: Some(DrillAction::History { id }),
             ..

@@ -642,6 +642,9 @@ mod tests {
             plain_size: 100,
             stored_size: 40,
             objects: vec![],
+            label: None,
+            note: None,
+            keep_until: None,
         }
     }
 

@@ -44,9 +44,37 @@ pub struct Summary {
     pub plain_size: u64,
     pub stored_size: u64,
     pub objects: Vec<StoredObject>,
+    /// `strata backup --label L`: the label of the set this backup belongs
+    /// to (the same on each source's backup of the set), plain so that
+    /// `list --label` and `restore --backup label:L` need no identity.
+    /// Absent in manifests written before labels (issue 19 item 4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// `--note`: why the set was taken, for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// `--keep-for`/`--keep-until`: prune keeps the backup until then,
+    /// whatever its tier says, and deletes it after (docs/retention.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_until: Option<DateTime<Utc>>,
+}
+
+/// What `strata backup --label` records in each backup of the set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Pin {
+    pub label: String,
+    pub note: Option<String>,
+    pub keep_until: Option<DateTime<Utc>>,
 }
 
 impl Summary {
+    /// Records `pin` in this summary.
+    pub fn pin(&mut self, pin: &Pin) {
+        self.label = Some(pin.label.clone());
+        self.note = pin.note.clone();
+        self.keep_until = pin.keep_until;
+    }
+
     /// The summary of a backup of `source` (`source_kind`) as `id`, taken
     /// from `started` to `finished`; sizes and objects are filled in by
     /// [`Manifest::new`].
@@ -72,6 +100,9 @@ impl Summary {
             plain_size: 0,
             stored_size: 0,
             objects: vec![],
+            label: None,
+            note: None,
+            keep_until: None,
         }
     }
 }

@@ -31,7 +31,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 pub use id::BackupId;
-pub use manifest::{Manifest, ManifestFile, Summary};
+pub use manifest::{Manifest, ManifestFile, Pin, Summary};
 
 use crate::error::{Error, Kind, Result};
 use crate::keys::Recipient;
@@ -460,7 +460,8 @@ impl Repository {
         ManifestFile::parse(key, &bytes)
     }
 
-    /// Finds one backup of `source`: `latest` or a backup id. `latest` is
+    /// Finds one backup of `source`: `latest`, a backup id, or `label:L`
+    /// (its backup of the set labelled L, `strata backup --label`). `latest` is
     /// refused while a manifest that may be newer cannot be read (see
     /// [`refuse_unreadable`]); a named backup is found whatever else is
     /// unreadable.
@@ -483,6 +484,22 @@ impl Repository {
                     "take one with `strata backup {source}`; `strata list` shows what exists"
                 ))
             });
+        }
+        if let Some(label) = which.strip_prefix("label:") {
+            // a label names one backup per source (`strata backup` refuses
+            // a second); the newest, should two ever carry it
+            return entries
+                .into_iter()
+                .find(|e| e.summary().label.as_deref() == Some(label))
+                .ok_or_else(|| {
+                    Error::new(
+                        Kind::Integrity,
+                        format!("source {source} has no backup labelled {label}"),
+                    )
+                    .hint(format!(
+                        "`strata list --label {label}` shows the set; `strata list {source}` this source's backups"
+                    ))
+                });
         }
         let id: BackupId = which.parse().map_err(Error::usage)?;
         entries

@@ -199,6 +199,9 @@ mod tests {
             plain_size: 0,
             stored_size: 0,
             objects: vec![],
+            label: None,
+            note: None,
+            keep_until: None,
         };
         // through serde, so fields others add to ManifestFile default
         let file: ManifestFile =

@@ -115,9 +115,19 @@ pub struct KeyArgs {
 
 // `strata backup`
 #[derive(Args, Debug, Clone)]
+#[command(
+    after_help = "--label has two uses (docs/cli.md, \"Before a deployment\"):\n  \
+    a labelled set: one backup of each source named (every source when none is), each\n  \
+    recorded with the label, the note and the keep date; restore it with --backup label:L:\n    \
+    strata backup --label deploy-v3.2.0 --note 'before the orders migration' --keep-for 7d\n  \
+    a named restore point of a PostgreSQL source (free; needs WAL archiving), restored with --to-name:\n    \
+    strata backup main --kind point --label deploy-v3.2.0"
+)]
 pub struct BackupArgs {
-    /// Source name, as in [sources.NAME] [default with --tier: every source of the tier]
-    pub source: Option<String>,
+    /// Source name, as in [sources.NAME] [default with --tier: every source of
+    /// the tier; with --label: every source]. Several only with --label
+    #[arg(value_name = "SOURCE")]
+    pub sources: Vec<String>,
     /// Tier to record the backup under, as in [tiers.NAME]
     #[arg(long, value_name = "NAME")]
     pub tier: Option<String>,
@@ -126,9 +136,32 @@ pub struct BackupArgs {
     /// [default: the tier's kind, else dump]
     #[arg(long, value_name = "KIND", value_parser = ["dump", "base", "point"])]
     pub kind: Option<String>,
-    /// --kind point: the restore point's name (restore it with --to-name)
+    /// Label the backups as one set (1 to 63 letters, digits, '.', '_', '-'; once per
+    /// source), restorable with --backup label:NAME; with --kind point, the restore
+    /// point's name (restore it with --to-name)
     #[arg(long, value_name = "NAME")]
     pub label: Option<String>,
+    /// With --label: why the set was taken (shown by list)
+    #[arg(long, value_name = "TEXT", requires = "label")]
+    pub note: Option<String>,
+    /// With --label: prune keeps the set this long (e.g. 7d), whatever the tier
+    /// says, and deletes it after [default: kept until deleted by hand, like
+    /// backups without a tier]
+    #[arg(
+        long,
+        value_name = "DURATION",
+        requires = "label",
+        conflicts_with = "keep_until"
+    )]
+    pub keep_for: Option<String>,
+    /// With --label: prune keeps the set until this time, then deletes it
+    #[arg(
+        long,
+        value_name = "TIME",
+        requires = "label",
+        allow_hyphen_values = true
+    )]
+    pub keep_until: Option<String>,
 }
 
 // `strata list`
@@ -136,6 +169,9 @@ pub struct BackupArgs {
 pub struct ListArgs {
     /// Only this source's backups
     pub source: Option<String>,
+    /// Only the backups of the set labelled NAME (`strata backup --label NAME`)
+    #[arg(long, value_name = "NAME")]
+    pub label: Option<String>,
 }
 
 // `strata drill`
@@ -407,39 +443,113 @@ pub enum BackupRequest {
         tier: Option<String>,
         kind: Option<crate::tier::TierKind>,
     },
+    /// `--label L`: one backup of each of `sources` (every source when
+    /// empty), each recorded with `pin` (issue 19 item 4).
+    Labelled {
+        sources: Vec<String>,
+        tier: Option<String>,
+        kind: Option<crate::tier::TierKind>,
+        pin: crate::catalog::Pin,
+    },
 }
 
+/// The longest `--note`, in characters.
+pub const NOTE_MAX: usize = 500;
+
 impl BackupArgs {
-    /// Refuses `--kind point` without a source and `--label` (or with
-    /// `--tier`), and `--label` without `--kind point`.
-    pub fn request(self) -> Result<BackupRequest> {
-        match self {
-            BackupArgs {
-                source,
-                kind: Some(kind),
-                label,
-                tier,
-            } if kind == "point" => {
-                let (Some(source), Some(label), None) = (source, label, tier) else {
-                    return Err(Error::usage(
-                        "--kind point records a named restore point: strata backup SOURCE --kind point --label NAME (no --tier)",
-                    ));
-                };
-                Ok(BackupRequest::Point { source, label })
-            }
-            BackupArgs { label: Some(_), .. } => Err(Error::usage(
-                "--label names a restore point: use it with --kind point",
-            )),
-            BackupArgs {
-                source, tier, kind, ..
-            } => {
-                let kind = kind.map(|k| match k.as_str() {
-                    "base" => crate::tier::TierKind::Base,
-                    _ => crate::tier::TierKind::Dump,
-                });
-                Ok(BackupRequest::Backup { source, tier, kind })
-            }
+    /// Refuses `--kind point` without one source and `--label` (or with
+    /// `--tier`, `--note`, `--keep-*`), several sources without `--label`,
+    /// a bad label, note or keep date. `now` dates `--keep-for`.
+    pub fn request(self, now: chrono::DateTime<chrono::Utc>) -> Result<BackupRequest> {
+        let BackupArgs {
+            mut sources,
+            tier,
+            kind,
+            label,
+            note,
+            keep_for,
+            keep_until,
+        } = self;
+        if kind.as_deref() == Some("point") {
+            let pin_flags = note.is_some() || keep_for.is_some() || keep_until.is_some();
+            return match (sources.len(), label, tier, pin_flags) {
+                (1, Some(label), None, false) => Ok(BackupRequest::Point {
+                    source: sources.remove(0),
+                    label,
+                }),
+                (_, _, _, true) => Err(Error::usage(
+                    "--note, --keep-for and --keep-until label a backup set; a restore point (--kind point) is only named",
+                )
+                .hint("drop them, or drop --kind point to take a labelled backup set")),
+                _ => Err(Error::usage(
+                    "--kind point records a named restore point: strata backup SOURCE --kind point --label NAME (no --tier)",
+                )),
+            };
         }
+        let kind = kind.map(|k| match k.as_str() {
+            "base" => crate::tier::TierKind::Base,
+            _ => crate::tier::TierKind::Dump,
+        });
+        let Some(label) = label else {
+            if sources.len() > 1 {
+                return Err(Error::usage(format!(
+                    "several sources ({}) make a set: give it a --label",
+                    sources.join(", ")
+                ))
+                .hint("`strata backup A B --label NAME`, or one source at a time"));
+            }
+            return Ok(BackupRequest::Backup {
+                source: sources.pop(),
+                tier,
+                kind,
+            });
+        };
+        crate::catalog::points::check_label(&label)?;
+        if let Some(n) = &note
+            && (n.chars().count() > NOTE_MAX || n.chars().any(char::is_control))
+        {
+            return Err(Error::usage(format!(
+                "--note: at most {NOTE_MAX} characters on one line (no control characters)"
+            )));
+        }
+        let keep_until = match (keep_for, keep_until) {
+            (Some(d), _) => {
+                let d = crate::util::parse_duration(&d)
+                    .map_err(|e| Error::usage(format!("--keep-for: {e}")))?;
+                if d <= chrono::Duration::zero() {
+                    return Err(Error::usage(
+                        "--keep-for: give a positive duration, like 7d",
+                    ));
+                }
+                Some(now + d)
+            }
+            (None, Some(t)) => {
+                let t = crate::timeparse::parse_time(&t, now)
+                    .map_err(|e| Error::usage(format!("--keep-until: {e}")))?;
+                if t <= now {
+                    return Err(Error::usage(format!(
+                        "--keep-until {}: that is in the past; prune would delete the set at once",
+                        t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                    )));
+                }
+                Some(t)
+            }
+            (None, None) => None,
+        };
+        let mut seen = std::collections::BTreeSet::new();
+        if let Some(dup) = sources.iter().find(|s| !seen.insert(s.as_str())) {
+            return Err(Error::usage(format!("source {dup} is named twice")));
+        }
+        Ok(BackupRequest::Labelled {
+            sources,
+            tier,
+            kind,
+            pin: crate::catalog::Pin {
+                label,
+                note,
+                keep_until,
+            },
+        })
     }
 }
 
@@ -622,7 +732,7 @@ mod tests {
         let mut all = vec!["backup"];
         all.extend(args);
         match parse(&all) {
-            Command::Backup(a) => a.request(),
+            Command::Backup(a) => a.request(Utc.with_ymd_and_hms(2026, 11, 20, 12, 0, 0).unwrap()),
             other => panic!("not backup: {other:?}"),
         }
     }
@@ -672,15 +782,143 @@ mod tests {
         ] {
             assert_eq!(usage(backup(args).unwrap_err()), point, "{args:?}");
         }
-        for args in [
-            &["main", "--label", "l"][..],
-            &["main", "--label", "l", "--kind", "base"],
+        // issue 19 item 4: a set's flags do not name a restore point
+        assert_eq!(
+            usage(backup(&["main", "--kind", "point", "--label", "l", "--note", "n"]).unwrap_err()),
+            "--note, --keep-for and --keep-until label a backup set; a restore point (--kind point) is only named"
+        );
+        assert_eq!(
+            usage(backup(&["a", "b"]).unwrap_err()),
+            "several sources (a, b) make a set: give it a --label"
+        );
+    }
+
+    fn pin(label: &str, note: Option<&str>, keep_until: Option<&str>) -> crate::catalog::Pin {
+        crate::catalog::Pin {
+            label: label.into(),
+            note: note.map(Into::into),
+            keep_until: keep_until.map(|t| {
+                chrono::DateTime::parse_from_rfc3339(t)
+                    .unwrap()
+                    .with_timezone(&Utc)
+            }),
+        }
+    }
+
+    #[test]
+    fn labelled_sets() {
+        // issue 19 item 4: every source when none is named
+        assert_eq!(
+            backup(&[
+                "--label",
+                "deploy-v3.2.0",
+                "--note",
+                "before the orders migration",
+                "--keep-for",
+                "7d"
+            ])
+            .unwrap(),
+            BackupRequest::Labelled {
+                sources: vec![],
+                tier: None,
+                kind: None,
+                pin: pin(
+                    "deploy-v3.2.0",
+                    Some("before the orders migration"),
+                    Some("2026-11-27T12:00:00Z")
+                ),
+            }
+        );
+        assert_eq!(
+            backup(&[
+                "main",
+                "cache",
+                "--label",
+                "l",
+                "--keep-until",
+                "2026-12-01T00:00:00Z"
+            ])
+            .unwrap(),
+            BackupRequest::Labelled {
+                sources: vec!["main".into(), "cache".into()],
+                tier: None,
+                kind: None,
+                pin: pin("l", None, Some("2026-12-01T00:00:00Z")),
+            }
+        );
+        // without a keep date: kept as its tier says (untiered: forever)
+        assert_eq!(
+            backup(&["main", "--label", "l", "--kind", "base"]).unwrap(),
+            BackupRequest::Labelled {
+                sources: vec!["main".into()],
+                tier: None,
+                kind: Some(TierKind::Base),
+                pin: pin("l", None, None),
+            }
+        );
+    }
+
+    #[test]
+    fn bad_labels_and_keep_dates_are_refused() {
+        // issue 19 item 4: spaces, too long, characters outside [A-Za-z0-9._-]
+        let too_long = "x".repeat(64);
+        for label in [
+            "deploy v3",
+            too_long.as_str(),
+            "deploy/v3",
+            ".lead",
+            "",
+            "é",
         ] {
+            let msg = usage(backup(&["--label", label]).unwrap_err());
             assert_eq!(
-                usage(backup(args).unwrap_err()),
-                "--label names a restore point: use it with --kind point",
-                "{args:?}"
+                msg,
+                format!(
+                    "label {label:?}: use 1 to 63 letters, digits, '.', '_' or '-', starting with a letter or digit"
+                )
             );
+        }
+        assert!(backup(&["--label", &"x".repeat(63)]).is_ok());
+        assert_eq!(
+            usage(backup(&["--label", "l", "--keep-until", "2026-11-01T00:00:00Z"]).unwrap_err()),
+            "--keep-until 2026-11-01T00:00:00Z: that is in the past; prune would delete the set at once"
+        );
+        assert!(
+            usage(backup(&["--label", "l", "--keep-for", "soon"]).unwrap_err())
+                .starts_with("--keep-for: ")
+        );
+        assert_eq!(
+            usage(backup(&["--label", "l", "--keep-for", "0"]).unwrap_err()),
+            "--keep-for: give a positive duration, like 7d"
+        );
+        assert_eq!(
+            usage(backup(&["a", "a", "--label", "l"]).unwrap_err()),
+            "source a is named twice"
+        );
+        let long_note = "n".repeat(NOTE_MAX + 1);
+        for note in [long_note.as_str(), "two\nlines"] {
+            assert!(
+                usage(backup(&["--label", "l", "--note", note]).unwrap_err())
+                    .starts_with("--note: ")
+            );
+        }
+        // clap: --note and --keep-* need --label; --keep-for and --keep-until exclude each other
+        for args in [
+            &["backup", "main", "--note", "n"][..],
+            &["backup", "main", "--keep-for", "7d"],
+            &[
+                "backup",
+                "--label",
+                "l",
+                "--keep-for",
+                "7d",
+                "--keep-until",
+                "2027-01-01T00:00:00Z",
+            ],
+        ] {
+            let argv = std::iter::once(&"strata").chain(args);
+            let e = Cli::try_parse_from(argv).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{args:?}");
         }
     }
 

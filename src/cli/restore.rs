@@ -29,13 +29,14 @@ pub struct RestoreArgs {
     /// configured restore_to; prints each source's skew from T
     #[arg(long, conflicts_with_all = [
         "start", "to_lsn", "to_name", "to_xid", "into", "to_file", "to_dir", "to_database",
-        // flags --all would otherwise ignore
-        "backup", "collections", "tables", "schemas", "create", "globals", "no_owner",
+        // flags --all would otherwise ignore (--backup: label:L only, checked in `request`)
+        "collections", "tables", "schemas", "create", "globals", "no_owner",
         "target_url", "jobs", "scratch_dir", "at", "delta", "timeline",
     ])]
     pub all: bool,
-    /// Backup id, or `latest`
-    #[arg(long, default_value = "latest", value_name = "ID|latest")]
+    /// Backup id, `latest`, or `label:NAME` (the source's backup of the set
+    /// `strata backup --label NAME` took; with --all, every source's)
+    #[arg(long, default_value = "latest", value_name = "ID|latest|label:NAME")]
     pub backup: String,
     /// Database to restore into
     #[arg(long, value_name = "NAME", required_unless_present_any = ["target_dir", "to_file", "to_dir", "into", "all"])]
@@ -284,7 +285,23 @@ impl RestoreArgs {
                     "--replace is for sources loaded into their configured servers (restore_to); with --target-dir everything goes into new directories",
                 ));
             }
+            let label = match a.backup.strip_prefix("label:") {
+                Some(l) => Some(l.to_string()),
+                None if a.backup == "latest" => None,
+                None => {
+                    return Err(Error::usage(format!(
+                        "--all restores every source: --backup {} names one source's backup; give --backup label:NAME (a labelled set), --to-time T or --latest",
+                        a.backup
+                    )));
+                }
+            };
+            if label.is_some() && (a.to_time.is_some() || a.latest) {
+                return Err(Error::usage(
+                    "restore --all --backup label:L restores each source to its labelled backup: drop --to-time/--latest",
+                ));
+            }
             return Ok(RestoreRequest::All(restore_all::AllArgs {
+                label,
                 to_time: a.to_time,
                 latest: a.latest,
                 target_dir: a.target_dir,
@@ -657,6 +674,41 @@ mod tests {
             panic!("not all")
         };
         assert!(a.replace);
+    }
+
+    #[test]
+    fn all_restores_a_labelled_set() {
+        // issue 19 item 4: every source to its backup labelled L
+        let Ok(RestoreRequest::All(a)) =
+            request(&["--all", "--backup", "label:deploy-v3", "--target-dir", "/r"])
+        else {
+            panic!("not all")
+        };
+        assert_eq!(a.label.as_deref(), Some("deploy-v3"));
+        assert_eq!((a.to_time, a.latest), (None, false));
+        let Ok(RestoreRequest::All(a)) = request(&["--all", "--latest"]) else {
+            panic!("not all")
+        };
+        assert_eq!(a.label, None);
+        assert_eq!(
+            refused(&["--all", "--backup", "20261120T020000Z"]),
+            "--all restores every source: --backup 20261120T020000Z names one source's backup; give --backup label:NAME (a labelled set), --to-time T or --latest"
+        );
+        for extra in [&["--latest"][..], &["--to-time", "T"]] {
+            let mut args = vec!["--all", "--backup", "label:l"];
+            args.extend(extra);
+            assert_eq!(
+                refused(&args),
+                "restore --all --backup label:L restores each source to its labelled backup: drop --to-time/--latest"
+            );
+        }
+        // one source: label:L goes to the command like any backup id
+        let Ok(RestoreRequest::Logical(a)) =
+            request(&["main", "--to-database", "app", "--backup", "label:l"])
+        else {
+            panic!("not logical")
+        };
+        assert_eq!(a.backup, "label:l");
     }
 
     #[test]

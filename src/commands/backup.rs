@@ -1,15 +1,22 @@
 //! `strata backup SOURCE [--tier NAME]`: take one backup of a source;
 //! `strata backup --tier NAME`: back up every source of a tier in turn.
 //!
-//! With a tier, one source's failure does not stop the others: every
-//! source gets its summary line (or its entry in the `--json` array), and
-//! the exit code is non-zero if any failed.
+//! `strata backup [SOURCE…] --label L [--note N] [--keep-for D |
+//! --keep-until T]`: a labelled set, one backup of each source named (every
+//! source when none is), each recorded with the same label, note and keep
+//! date (issue 19 item 4).
+//!
+//! With a tier or a set, one source's failure does not stop the others:
+//! every source gets its summary line (or its entry in the `--json`
+//! array), and the exit code is non-zero if any failed; a set's failure
+//! names the sources whose labelled backups were taken.
 
 use serde::Serialize;
 
 use super::Globals;
 use crate::backup::{backup_locked, notify, prepare};
-use crate::config::{Config, Source};
+use crate::catalog::Pin;
+use crate::config::{Config, Source, SourceKind};
 use crate::error::{Error, Kind, Result};
 use crate::progress::{Mode, Reporter};
 use crate::sources::backup::{BackupContext, BackupReport};
@@ -99,6 +106,7 @@ pub async fn run_kind(
         encoder,
         recipients: &recipients,
         reporter: &reporter,
+        pin: None,
     };
 
     if source.is_some() {
@@ -214,7 +222,7 @@ fn check_runnable(cfg: &Config, tier: &Tier) -> Result<()> {
 }
 
 fn done_line(r: &BackupReport) -> String {
-    format!(
+    let mut line = format!(
         "backup {} of {} done in {:.1}s: {} read, {} stored ({:.1}:1)",
         r.id,
         r.source,
@@ -222,7 +230,161 @@ fn done_line(r: &BackupReport) -> String {
         human_bytes(r.plain_bytes),
         human_bytes(r.stored_bytes),
         r.plain_bytes as f64 / r.stored_bytes.max(1) as f64
-    )
+    );
+    if let Some(l) = &r.label {
+        line.push_str(&format!(", labelled {l}"));
+        if let Some(t) = r.keep_until {
+            line.push_str(&format!(
+                ", kept until {}",
+                t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ));
+        }
+    }
+    line
+}
+
+/// `strata backup [SOURCE…] --label L`: one backup of each source (every
+/// configured source when none is named), all recorded with `pin`. Every
+/// check that can refuse the set runs before the first backup starts: the
+/// sources exist, the kind fits each, and no source already has a backup
+/// with this label (a label names one backup per source, so that
+/// `--backup label:L` is never ambiguous).
+pub async fn labelled(
+    g: &Globals,
+    names: &[String],
+    tier: Option<String>,
+    kind: Option<TierKind>,
+    pin: &Pin,
+    json: bool,
+) -> Result<u8> {
+    let cfg = g.config()?;
+    let sources: Vec<&Source> = if names.is_empty() {
+        cfg.sources.values().collect()
+    } else {
+        names.iter().map(|s| cfg.source(s)).collect::<Result<_>>()?
+    };
+    if sources.is_empty() {
+        return Err(Error::usage(format!(
+            "no sources in {}",
+            cfg.path.display()
+        )));
+    }
+    let tier_def = match tier.as_deref() {
+        Some(t) => {
+            let def = cfg.tier(t)?;
+            check_runnable(&cfg, def)?;
+            Some(def)
+        }
+        None => None,
+    };
+    let kind = backup_kind(kind, tier_def)?;
+    if kind == TierKind::Base
+        && let Some(s) = sources.iter().find(|s| s.kind != SourceKind::Postgres)
+    {
+        return Err(Error::usage(format!(
+            "--kind base is for PostgreSQL sources; {} is a {} source",
+            s.name,
+            s.kind.as_str()
+        ))
+        .hint("name only the PostgreSQL sources, or drop --kind base"));
+    }
+    let prepared = prepare(&cfg, tier_def).await;
+    let (encoder, recipients, repo) = match prepared {
+        Ok(p) => p,
+        Err(e) => {
+            for src in &sources {
+                notify(&cfg, &src.name, tier.as_deref(), Err(&e)).await;
+            }
+            return Err(e);
+        }
+    };
+    let (entries, _) = repo.backups(None).await?;
+    let taken: Vec<&str> = sources
+        .iter()
+        .filter(|src| {
+            entries.iter().any(|e| {
+                let s = e.summary();
+                s.source == src.name && s.label.as_deref() == Some(pin.label.as_str())
+            })
+        })
+        .map(|s| s.name.as_str())
+        .collect();
+    if !taken.is_empty() {
+        return Err(Error::usage(format!(
+            "label {}: {} already {} a backup with this label; nothing was backed up",
+            pin.label,
+            taken.join(", "),
+            if taken.len() == 1 { "has" } else { "have" }
+        ))
+        .hint(format!(
+            "a label names one backup per source: choose another label (`strata list --label {}` shows the set)",
+            pin.label
+        )));
+    }
+    let reporter = Reporter::new(Mode::detect(json));
+    let ctx = BackupContext {
+        repo: &repo,
+        encoder,
+        recipients: &recipients,
+        reporter: &reporter,
+        pin: Some(pin),
+    };
+    let mut results = Vec::new();
+    for src in sources {
+        let r = backup_locked(&ctx, src, tier.clone(), kind).await;
+        notify(&cfg, &src.name, tier.as_deref(), r.as_ref().map(|_| ())).await;
+        if !json {
+            match &r {
+                Ok(report) => println!("{}", done_line(report)),
+                Err(e) => {
+                    println!("backup of {} FAILED: {}", src.name, e.message);
+                    if let Some(h) = &e.hint {
+                        eprintln!("HINT ({}): {h}", src.name);
+                    }
+                }
+            }
+        }
+        results.push(SourceResult::new(&src.name, r));
+    }
+    let code = exit_code(&results);
+    if json {
+        super::print_json(&results);
+    } else if code != 0 {
+        let list = |ok: bool| {
+            let v: Vec<&str> = results
+                .iter()
+                .filter(|r| r.ok == ok)
+                .map(|r| r.source.as_str())
+                .collect();
+            if v.is_empty() {
+                "none".into()
+            } else {
+                v.join(", ")
+            }
+        };
+        eprintln!(
+            "strata: labelled set {}: failed: {}; backed up with the label: {}",
+            pin.label,
+            list(false),
+            list(true)
+        );
+        eprintln!(
+            "HINT: back up the failed sources alone with the same label (`strata backup {} --label {}`): the set is whole when each source has its labelled backup",
+            list(false).replace(", ", " "),
+            pin.label
+        );
+    }
+    Ok(code)
+}
+
+/// One failure kind: its exit code; several different ones: 1.
+fn exit_code(results: &[SourceResult]) -> u8 {
+    let failed: Vec<&SourceResult> = results.iter().filter(|r| !r.ok).collect();
+    match failed.first() {
+        None => 0,
+        Some(first) if failed.iter().all(|f| f.exit_code == first.exit_code) => first.exit_code,
+        Some(_) => Kind::Failed.exit_code(),
+    }
 }
 
 fn names<'a>(it: impl Iterator<Item = &'a String>) -> String {

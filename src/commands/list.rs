@@ -1,5 +1,7 @@
-//! `strata list [SOURCE]`: backups, newest first. Reads only the plain
-//! manifest summaries, so it works on backup hosts without the identity.
+//! `strata list [SOURCE] [--label L]`: backups, newest first, with their
+//! labels, notes and keep dates (`strata backup --label`). Reads only the
+//! plain manifest summaries, so it works on backup hosts without the
+//! identity.
 
 use serde::Serialize;
 
@@ -22,9 +24,14 @@ struct Row<'a> {
     /// Older names of the two above, kept for scripts that read them.
     plain_size: u64,
     stored_size: u64,
+    /// `strata backup --label`: the set's label, its note, and until when
+    /// prune keeps it (null when not labelled / not pinned).
+    label: Option<&'a str>,
+    note: Option<&'a str>,
+    keep_until: Option<chrono::DateTime<chrono::Utc>>,
 }
 
-pub async fn run(g: &Globals, source: Option<&str>, json: bool) -> Result<u8> {
+pub async fn run(g: &Globals, source: Option<&str>, label: Option<&str>, json: bool) -> Result<u8> {
     let cfg = g.config()?;
     if let Some(s) = source {
         cfg.source(s)?;
@@ -36,6 +43,7 @@ pub async fn run(g: &Globals, source: Option<&str>, json: bool) -> Result<u8> {
     }
     let rows: Vec<Row> = entries
         .iter()
+        .filter(|e| label.is_none() || e.summary().label.as_deref() == label)
         .map(|e| {
             let s = e.summary();
             Row {
@@ -50,13 +58,19 @@ pub async fn run(g: &Globals, source: Option<&str>, json: bool) -> Result<u8> {
                 stored_bytes: s.stored_size,
                 plain_size: s.plain_size,
                 stored_size: s.stored_size,
+                label: s.label.as_deref(),
+                note: s.note.as_deref(),
+                keep_until: s.keep_until,
             }
         })
         .collect();
     if json {
         super::print_json(&rows);
     } else if rows.is_empty() {
-        println!("no backups in {}", repo.location());
+        match label {
+            Some(l) => println!("no backups labelled {l} in {}", repo.location()),
+            None => println!("no backups in {}", repo.location()),
+        }
     } else {
         println!(
             "{:<24} {:<12} {:<8} {:<8} {:<20} {:>10} {:>10}",
@@ -73,6 +87,16 @@ pub async fn run(g: &Globals, source: Option<&str>, json: bool) -> Result<u8> {
                 human_bytes(r.plain_size),
                 human_bytes(r.stored_size)
             );
+            if let Some(l) = r.label {
+                let mut line = format!("{:<24} label {l}", "");
+                if let Some(t) = r.keep_until {
+                    line.push_str(&format!(", kept until {}", t.format("%Y-%m-%d %H:%M:%S")));
+                }
+                if let Some(n) = r.note {
+                    line.push_str(&format!(": {n}"));
+                }
+                println!("{line}");
+            }
         }
     }
     Ok(if problems.is_empty() {

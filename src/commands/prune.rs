@@ -162,6 +162,7 @@ fn print_human(r: &Report, planned: usize, config: &std::path::Path) {
     }
     for g in r.groups {
         match &g.tier {
+            _ if g.pinned => println!("\n{}", g.rule),
             Some(t) => println!("\ntier {t}: {}", g.rule),
             None => println!(
                 "\nwithout a tier: {} backup{} kept (prune never deletes backups without a tier)",
@@ -169,7 +170,7 @@ fn print_human(r: &Report, planned: usize, config: &std::path::Path) {
                 if g.backups.len() == 1 { "" } else { "s" }
             ),
         }
-        if g.tier.is_none() {
+        if g.tier.is_none() && !g.pinned {
             continue;
         }
         for d in &g.backups {
@@ -247,7 +248,7 @@ fn print_human(r: &Report, planned: usize, config: &std::path::Path) {
             }
         );
     }
-    if r.groups.iter().any(|g| g.tier.is_some()) || r.groups.is_empty() {
+    if r.groups.iter().any(|g| g.tier.is_some() || g.pinned) || r.groups.is_empty() {
         return;
     }
     eprintln!(

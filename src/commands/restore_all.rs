@@ -34,6 +34,9 @@ pub struct AllArgs {
     /// Loading into configured servers: overwrite what they hold.
     pub replace: bool,
     pub run_as: Option<String>,
+    /// `--backup label:L`: each source to its backup of the set labelled
+    /// L (issue 19 item 4), instead of --to-time/--latest.
+    pub label: Option<String>,
     pub json: bool,
 }
 
@@ -41,6 +44,13 @@ pub async fn run(g: &Globals, a: &AllArgs) -> Result<u8> {
     let cfg = g.config()?;
     let now = Utc::now();
     let point = match (&a.to_time, a.latest) {
+        // the label chooses each source's backup; the point is unused
+        (None, false) if a.label.is_some() => Point::Latest,
+        (_, _) if a.label.is_some() => {
+            return Err(Error::usage(
+                "restore --all --backup label:L restores each source to its labelled backup: drop --to-time/--latest",
+            ));
+        }
         (Some(t), false) => Point::Time(
             crate::timeparse::parse_time(t, now)
                 .map_err(|e| Error::usage(format!("--to-time: {e}")))?,
@@ -48,7 +58,7 @@ pub async fn run(g: &Globals, a: &AllArgs) -> Result<u8> {
         (None, true) => Point::Latest,
         _ => {
             return Err(Error::usage(
-                "restore --all needs where to stop: --to-time T or --latest",
+                "restore --all needs where to stop: --to-time T, --latest or --backup label:L",
             ));
         }
     };
@@ -71,7 +81,10 @@ pub async fn run(g: &Globals, a: &AllArgs) -> Result<u8> {
     reporter.note(format!(
         "restoring {} source(s) to {} into {}",
         cfg.sources.len(),
-        point.describe(),
+        match &a.label {
+            Some(l) => format!("their backups labelled {l}"),
+            None => point.describe(),
+        },
         match &target_dir {
             Some(d) => d.display().to_string(),
             None => "their configured restore_to".into(),
@@ -83,6 +96,7 @@ pub async fn run(g: &Globals, a: &AllArgs) -> Result<u8> {
         target_dir,
         replace: a.replace,
         owner,
+        label: a.label.clone(),
     };
     let restore_command = |source: &str| super::restore::restore_command(g, &cfg.path, source);
     let results = all::restore_all(
@@ -94,7 +108,7 @@ pub async fn run(g: &Globals, a: &AllArgs) -> Result<u8> {
         &reporter,
         &mut |r| {
             if !a.json {
-                print_line(r, at);
+                print_line(r, at, a.label.as_deref());
             }
         },
     )
@@ -117,7 +131,7 @@ pub async fn run(g: &Globals, a: &AllArgs) -> Result<u8> {
     Ok(code)
 }
 
-fn print_line(r: &SourceResult, at: chrono::DateTime<Utc>) {
+fn print_line(r: &SourceResult, at: chrono::DateTime<Utc>, label: Option<&str>) {
     if !r.ok {
         println!(
             "{}: FAILED: {}",
@@ -142,7 +156,14 @@ fn print_line(r: &SourceResult, at: chrono::DateTime<Utc>) {
         r.backup.as_deref().unwrap_or("-"),
         r.dir.as_deref().or(r.into.as_deref()).unwrap_or("-"),
         human_bytes(r.bytes),
-        if skew == 0.0 {
+        if let Some(l) = label {
+            format!(
+                "labelled {l}, taken at {}",
+                r.restored_to
+                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                    .unwrap_or_default()
+            )
+        } else if skew == 0.0 {
             format!(
                 "exactly at {}",
                 at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)

@@ -33,6 +33,9 @@ pub struct Options {
     pub replace: bool,
     /// OS user owning PostgreSQL data dirs (root only).
     pub owner: Option<String>,
+    /// `--backup label:L`: each source to its backup of the set labelled
+    /// L instead of to `point` (issue 19 item 4).
+    pub label: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -119,6 +122,7 @@ pub async fn restore_all(
         target_dir,
         replace,
         owner,
+        label,
     } = opts;
     let point = *point;
     let now = *now;
@@ -167,7 +171,10 @@ pub async fn restore_all(
                     cfg.path.display()
                 )));
             };
-            let plan = super::plan::plan(repo, src, point, identities, now).await?;
+            let plan = match label {
+                Some(l) => super::plan::labelled(repo, src, l, identities).await?,
+                None => super::plan::plan(repo, src, point, identities, now).await?,
+            };
             r.method = Some(plan.method.as_str().into());
             r.backup = Some(plan.backup_id());
             r.restored_to = Some(plan.restorable_point);
@@ -177,9 +184,10 @@ pub async fn restore_all(
                 RestoreTo::Dir(dir) => {
                     let marker = Marker {
                         source: src.name.clone(),
-                        target: match point {
-                            Point::Time(t) => t.to_rfc3339(),
-                            Point::Latest => "latest".into(),
+                        target: match (label, point) {
+                            (Some(l), _) => format!("label:{l}"),
+                            (None, Point::Time(t)) => t.to_rfc3339(),
+                            (None, Point::Latest) => "latest".into(),
                         },
                         backup: plan.backup_id(),
                         done: false,

@@ -325,6 +325,65 @@ async fn plan_base(
     })
 }
 
+/// What restores `src` to its backup of the set labelled `label`
+/// (`strata restore --all --backup label:L`, issue 19 item 4): that backup
+/// as it is — a dump, snapshot or export as taken; a base backup replayed
+/// just to its end (`recovery_target_lsn` = its stop LSN), the state it
+/// was taken in, with the WAL that needs checked as for any restore.
+pub async fn labelled(
+    repo: &Repository,
+    src: &Source,
+    label: &str,
+    identities: &Arc<Vec<Identity>>,
+) -> Result<Plan> {
+    let entry = repo.find(&src.name, &format!("label:{label}")).await?;
+    let s = entry.summary().clone();
+    let simple = |method| Plan {
+        source: src.clone(),
+        method,
+        bytes: s.plain_size,
+        restorable_point: s.started,
+        entry: entry.clone(),
+        base: None,
+        target: None,
+        at: s.started,
+        wal: None,
+    };
+    match (src.kind, s.kind.as_str()) {
+        (SourceKind::Redis, _) => Ok(simple(Method::Snapshot)),
+        (SourceKind::Chroma, _) => Ok(simple(Method::Export)),
+        (SourceKind::Postgres, "base") => {
+            let chosen = pitr::candidates(std::slice::from_ref(&entry), identities)?
+                .pop()
+                .expect("a base backup is a candidate");
+            let stop: Lsn = chosen.base.stop_lsn.parse().map_err(|_| {
+                Error::integrity(format!(
+                    "base backup {} records a bad stop LSN {:?}",
+                    s.id, chosen.base.stop_lsn
+                ))
+            })?;
+            let target = RecoveryTarget::Lsn(stop);
+            let archive = WalArchive::new(repo, &src.name);
+            let listing = archive.listing(Some(identities.clone())).await?;
+            super::pitr::check_wal(&listing, &chosen, &target, pitr::TimelineTarget::Latest)?;
+            let wal = wal_range(&listing, &chosen);
+            let end = chosen.base.stop_time;
+            Ok(Plan {
+                source: src.clone(),
+                method: Method::BaseWal,
+                bytes: chosen.record.plain_size + wal.as_ref().map_or(0, |w| w.bytes),
+                entry: chosen.entry.clone(),
+                restorable_point: end,
+                base: Some(chosen),
+                target: Some(target),
+                at: end,
+                wal,
+            })
+        }
+        (SourceKind::Postgres, _) => Ok(simple(Method::Dump)),
+    }
+}
+
 /// The archived segments from the base backup's start on.
 fn wal_range(listing: &WalListing, c: &Candidate) -> Option<WalRange> {
     let (Ok(start), Some(size)) = (

@@ -11,6 +11,12 @@
 //! - tiers of kinds prune does not handle yet (see
 //!   [`crate::tier::TierKind::prunable`]) are left alone, as are backups
 //!   whose kind is not their tier's kind;
+//! - a pinned backup (`strata backup --label L --keep-for D`, or
+//!   `--keep-until T`: `summary.keep_until`) is kept until its date
+//!   whatever its tier says; after it, one without a tier is deleted (the
+//!   reason says whose pin ran out) and one with a tier goes back to its
+//!   tier's policy (issue 19 item 4). A labelled backup without a keep
+//!   date is like any other: its tier decides, and without one it is kept;
 //! - the newest backup of each source is never deleted: retention keeps
 //!   it, and [`super::apply::apply`] checks again before every delete.
 
@@ -33,7 +39,8 @@ pub struct Decision {
     pub started: DateTime<Utc>,
     /// `keep` or `delete`.
     pub action: Action,
-    /// Why it is kept (empty for deletions).
+    /// Why it is kept (empty for deletions decided by a tier's policy;
+    /// a pinned backup's deletion says whose pin ran out).
     pub reasons: Vec<String>,
     /// Set by [`super::apply::apply`]: whether it was deleted.
     pub deleted: bool,
@@ -63,6 +70,10 @@ pub struct Group {
     /// What prune does with this group, for people: the policy, or why
     /// the group is left alone.
     pub rule: String,
+    /// The group of pinned backups (`strata backup --label … --keep-for`):
+    /// kept until their keep date, whatever their tier.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pinned: bool,
     pub backups: Vec<Decision>,
 }
 
@@ -90,7 +101,24 @@ pub fn plan(tiers: &BTreeMap<String, Tier>, entries: &[Entry], now: DateTime<Utc
         (sa.started, &sa.id).cmp(&(sb.started, &sb.id))
     });
     let mut by_tier: BTreeMap<Option<&str>, Vec<usize>> = BTreeMap::new();
+    let mut pinned = Vec::new();
     for &i in &order {
+        let s = entries[i].summary();
+        if let Some(until) = s.keep_until {
+            let label = s.label.as_deref().unwrap_or("-");
+            let when = until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+            if now < until {
+                let why = format!("pinned by label {label} until {when}");
+                pinned.push(decision(&entries[i], i, Action::Keep, vec![why]));
+                continue;
+            }
+            if s.tier.is_none() {
+                let why = format!("pin of label {label} expired at {when}");
+                pinned.push(decision(&entries[i], i, Action::Delete, vec![why]));
+                continue;
+            }
+            // a tiered backup whose pin ran out: its tier decides again
+        }
         by_tier
             .entry(entries[i].summary().tier.as_deref())
             .or_default()
@@ -114,6 +142,7 @@ pub fn plan(tiers: &BTreeMap<String, Tier>, entries: &[Entry], now: DateTime<Utc
                 tier: Some(name.to_string()),
                 rule: format!("{why}: kept"),
                 backups: keep_all(indices, &why),
+                pinned: false,
             });
             continue;
         };
@@ -126,6 +155,7 @@ pub fn plan(tiers: &BTreeMap<String, Tier>, entries: &[Entry], now: DateTime<Utc
                 tier: Some(name.to_string()),
                 rule: format!("{why}: kept"),
                 backups: keep_all(indices, &why),
+                pinned: false,
             });
             continue;
         }
@@ -178,6 +208,16 @@ pub fn plan(tiers: &BTreeMap<String, Tier>, entries: &[Entry], now: DateTime<Utc
             tier: Some(name.to_string()),
             rule: format!("{} (periods in {})", def.policy, def.tz().name()),
             backups,
+            pinned: false,
+        });
+    }
+    if !pinned.is_empty() {
+        pinned.sort_by_key(|d| d.started);
+        groups.push(Group {
+            tier: None,
+            rule: "pinned by a label: kept until the keep date, whatever the tier; then deleted (untiered) or left to the tier".into(),
+            backups: pinned,
+            pinned: true,
         });
     }
     if let Some(indices) = by_tier.get(&None) {
@@ -186,6 +226,7 @@ pub fn plan(tiers: &BTreeMap<String, Tier>, entries: &[Entry], now: DateTime<Utc
             tier: None,
             rule: why.into(),
             backups: keep_all(indices, why),
+            pinned: false,
         });
     }
     groups
@@ -239,6 +280,9 @@ pub(crate) mod tests {
                     plain_size: 0,
                     stored_size: 0,
                     objects: vec![],
+                    label: None,
+                    note: None,
+                    keep_until: None,
                 },
                 sealed: String::new(),
                 wal: None,
@@ -311,6 +355,83 @@ pub(crate) mod tests {
         assert_eq!(
             groups[3].backups[0].reasons,
             ["no tier: prune never deletes backups without a tier"]
+        );
+    }
+
+    fn pinned(mut e: Entry, tier: Option<&str>, until: &str) -> Entry {
+        let mut summary = e.file.summary.clone();
+        summary.label = Some("deploy-v3".into());
+        summary.keep_until = Some(at(until));
+        summary.tier = tier.map(Into::into);
+        e.file = Arc::new(ManifestFile {
+            summary,
+            sealed: String::new(),
+            wal: None,
+        });
+        e
+    }
+
+    #[test]
+    fn a_pin_keeps_a_backup_until_its_date_then_lets_it_go() {
+        // issue 19 item 4: kept until the keep date whatever the tier says,
+        // deleted after (untiered) or given back to its tier
+        let entries = vec![
+            pinned(
+                entry("app", None, "dump", "2026-11-10T02:00:00Z"),
+                None,
+                "2026-11-17T02:00:00Z",
+            ),
+            pinned(
+                entry("app", None, "dump", "2026-11-11T02:00:00Z"),
+                Some("daily"),
+                "2026-11-18T02:00:00Z",
+            ),
+            entry("app", Some("daily"), "dump", "2026-11-19T02:00:00Z"),
+            entry("app", Some("daily"), "dump", "2026-11-20T02:00:00Z"),
+        ];
+        let t = tiers("[tiers.daily]\nkeep_last = 1\n");
+        let before = plan(&t, &entries, at("2026-11-16T00:00:00Z"));
+        let pins = before.iter().find(|g| g.pinned).expect("a pinned group");
+        assert_eq!(
+            pins.backups
+                .iter()
+                .map(|d| (d.action, d.reasons.clone()))
+                .collect::<Vec<_>>(),
+            [
+                (
+                    Action::Keep,
+                    vec!["pinned by label deploy-v3 until 2026-11-17T02:00:00Z".to_string()]
+                ),
+                (
+                    Action::Keep,
+                    vec!["pinned by label deploy-v3 until 2026-11-18T02:00:00Z".to_string()]
+                ),
+            ]
+        );
+        let after = plan(&t, &entries, at("2026-11-21T00:00:00Z"));
+        let pins = after.iter().find(|g| g.pinned).expect("a pinned group");
+        assert_eq!(pins.backups.len(), 1);
+        assert_eq!(pins.backups[0].action, Action::Delete);
+        assert_eq!(
+            pins.backups[0].reasons,
+            ["pin of label deploy-v3 expired at 2026-11-17T02:00:00Z"]
+        );
+        // the tiered one is its tier's again: keep_last 1 deletes it
+        let daily = after
+            .iter()
+            .find(|g| g.tier.as_deref() == Some("daily"))
+            .unwrap();
+        assert_eq!(
+            daily
+                .backups
+                .iter()
+                .map(|d| (d.started.format("%d").to_string(), d.action))
+                .collect::<Vec<_>>(),
+            [
+                ("11".into(), Action::Delete),
+                ("19".into(), Action::Delete),
+                ("20".into(), Action::Keep)
+            ]
         );
     }
 

@@ -11,7 +11,7 @@ use std::time::Instant;
 use chrono::Utc;
 use serde::Serialize;
 
-use crate::catalog::{Manifest, Repository};
+use crate::catalog::{Manifest, Pin, Repository};
 use crate::error::{Error, Result};
 use crate::keys::Recipient;
 use crate::pipeline::{Encoder, ObjectRecord};
@@ -34,6 +34,13 @@ pub struct BackupReport {
     pub plain_bytes: u64,
     pub stored_bytes: u64,
     pub manifest: String,
+    /// `--label`: the set's label, recorded in the manifest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_until: Option<chrono::DateTime<Utc>>,
 }
 
 /// Everything a backup needs besides the source.
@@ -42,12 +49,25 @@ pub struct BackupContext<'a> {
     pub encoder: Encoder,
     pub recipients: &'a [Recipient],
     pub reporter: &'a Reporter,
+    /// `strata backup --label`: recorded in the manifest at the commit,
+    /// whatever the source (issue 19 item 4).
+    pub pin: Option<&'a Pin>,
 }
 
 impl BackupContext<'_> {
     /// Writes `manifest`, last: the backup exists from now on. Its report,
     /// timed from `clock`.
     pub async fn commit(&self, manifest: &Manifest, clock: Instant) -> Result<BackupReport> {
+        let pinned;
+        let manifest = match self.pin {
+            Some(pin) => {
+                let mut m = manifest.clone();
+                m.summary.pin(pin);
+                pinned = m;
+                &pinned
+            }
+            None => manifest,
+        };
         let key = self.repo.commit(manifest, self.recipients).await?;
         let s = &manifest.summary;
         Ok(BackupReport {
@@ -61,6 +81,9 @@ impl BackupContext<'_> {
             plain_bytes: s.plain_size,
             stored_bytes: s.stored_size,
             manifest: key,
+            label: s.label.clone(),
+            note: s.note.clone(),
+            keep_until: s.keep_until,
         })
     }
 }
