@@ -249,3 +249,70 @@ fn a_labelled_set_is_listed_restored_by_label_and_pruned_after_its_keep_date() {
     let o = s.run(&["--json", "list", "--label", "partial"]).ok();
     assert_eq!(o.json()[0]["source"], "main", "{o}");
 }
+
+/// issue 19 item 4: `restore --all --backup label:L` with a labelled base
+/// backup brings the cluster back to the end of that backup (replay stops
+/// at its stop LSN), not to the newest WAL archived after it.
+#[test]
+fn restore_all_by_label_replays_a_base_backup_just_to_its_end() {
+    use common::archiving::{Repo, text};
+    use std::time::Duration as StdDuration;
+
+    let repo = Repo::new("labels-base");
+    let pg = PgCluster::start(PgOptions {
+        extra_conf: repo.archive_conf(),
+        name: "labels-base",
+        ..Default::default()
+    });
+    repo.write_config(&pg.url("postgres"));
+    pg.psql(
+        "postgres",
+        "CREATE TABLE orders (id int PRIMARY KEY, state text); INSERT INTO orders VALUES (1, 'before')",
+    );
+    let out = repo.strata(&["backup", "main", "--kind", "base", "--label", LABEL]);
+    assert!(out.status.success(), "labelled base backup: {}", text(&out));
+    pg.psql("postgres", "UPDATE orders SET state = 'after'");
+    // archive the WAL holding the update: the restore must stop before it
+    let last = pg.psql(
+        "postgres",
+        "SELECT pg_walfile_name(pg_current_wal_insert_lsn())",
+    );
+    pg.psql("postgres", "SELECT pg_switch_wal()");
+    let archived = (0..600).any(|_| {
+        let done = pg.psql(
+            "postgres",
+            &format!("SELECT coalesce(last_archived_wal, '') >= '{last}' FROM pg_stat_archiver"),
+        );
+        std::thread::sleep(StdDuration::from_millis(100));
+        done == "t"
+    });
+    assert!(archived, "{last} was not archived");
+
+    let dest = common::pg::pg_scratch_dir("labels-base-restore").join("restored");
+    let out = repo.strata(&[
+        "restore",
+        "--all",
+        "--backup",
+        &format!("label:{LABEL}"),
+        "--target-dir",
+        dest.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        s.contains("main: base+wal") && s.contains(&format!("labelled {LABEL}")),
+        "{s}"
+    );
+    let auto = fs::read_to_string(dest.join("main/postgresql.auto.conf")).unwrap();
+    assert!(auto.contains("recovery_target_lsn"), "{auto}");
+    let copy = PgCluster::start_existing(
+        PgOptions {
+            extra_conf: vec!["archive_mode = off".into()],
+            name: "labels-base-copy",
+            ..Default::default()
+        },
+        dest.join("main"),
+    );
+    copy.wait_until_primary(StdDuration::from_secs(120));
+    assert_eq!(copy.psql("postgres", "SELECT state FROM orders"), "before");
+}

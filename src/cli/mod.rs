@@ -57,7 +57,7 @@ pub enum Command {
     Init(InitArgs),
     /// Manage age keys
     Key(KeyArgs),
-    /// Back up a source now, or every source of a tier
+    /// Back up a source now, every source of a tier, or a labelled set (--label)
     Backup(BackupArgs),
     /// List backups, newest first
     List(ListArgs),
@@ -145,8 +145,8 @@ pub struct BackupArgs {
     #[arg(long, value_name = "TEXT", requires = "label")]
     pub note: Option<String>,
     /// With --label: prune keeps the set this long (e.g. 7d), whatever the tier
-    /// says, and deletes it after [default: kept until deleted by hand, like
-    /// backups without a tier]
+    /// says, and deletes it after [default: as the tier says; without a tier,
+    /// kept]
     #[arg(
         long,
         value_name = "DURATION",
