@@ -396,3 +396,46 @@ pub struct QueryResult {
     /// ([`canonical_line`](crate::sources::postgres::verify_queries::canonical_line)).
     pub digest: String,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary() -> Summary {
+        let started = "2026-11-20T02:00:00Z".parse().unwrap();
+        Summary::of(
+            &BackupId::new(started),
+            "main",
+            SourceKind::Postgres,
+            "dump",
+            None,
+            started,
+            started,
+        )
+    }
+
+    #[test]
+    fn labels_are_additive_fields_of_the_plain_summary() {
+        // issue 19 item 4: manifests written before labels read as
+        // unlabelled, and an unlabelled summary is written as before (the
+        // sealed copy, compared on restore, stays byte-compatible)
+        let plain = serde_json::to_value(summary()).unwrap();
+        for key in ["label", "note", "keep_until"] {
+            assert!(plain.get(key).is_none(), "{key} written: {plain}");
+        }
+        let old: Summary = serde_json::from_value(plain).unwrap();
+        assert_eq!((old.label, old.note, old.keep_until), (None, None, None));
+
+        let mut s = summary();
+        s.pin(&Pin {
+            label: "deploy-v3.2.0".into(),
+            note: Some("before the orders migration".into()),
+            keep_until: Some("2026-11-27T02:00:00Z".parse().unwrap()),
+        });
+        let v = serde_json::to_value(&s).unwrap();
+        assert_eq!(v["label"], "deploy-v3.2.0");
+        assert_eq!(v["note"], "before the orders migration");
+        assert_eq!(v["keep_until"], "2026-11-27T02:00:00Z");
+        assert_eq!(serde_json::from_value::<Summary>(v).unwrap(), s);
+    }
+}
