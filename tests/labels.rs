@@ -239,8 +239,14 @@ fn a_labelled_set_is_listed_restored_by_label_and_pruned_after_its_keep_date() {
         ],
     );
     s.init();
-    let o = s.run(&["backup", "--label", "partial"]);
+    let o = s.run(&["backup", "--label", "partial", "--keep-for", "1d"]);
     assert_ne!(o.code, Some(0), "{o}");
+    // the hint gives the command that completes the set, keep date included
+    assert!(
+        o.stderr
+            .contains("`strata backup down --label partial --keep-until "),
+        "{o}"
+    );
     assert!(
         o.stderr
             .contains("labelled set partial: failed: down; backed up with the label: main"),

@@ -258,17 +258,6 @@ pub async fn labelled(
     json: bool,
 ) -> Result<u8> {
     let cfg = g.config()?;
-    let sources: Vec<&Source> = if names.is_empty() {
-        cfg.sources.values().collect()
-    } else {
-        names.iter().map(|s| cfg.source(s)).collect::<Result<_>>()?
-    };
-    if sources.is_empty() {
-        return Err(Error::usage(format!(
-            "no sources in {}",
-            cfg.path.display()
-        )));
-    }
     let tier_def = match tier.as_deref() {
         Some(t) => {
             let def = cfg.tier(t)?;
@@ -277,6 +266,22 @@ pub async fn labelled(
         }
         None => None,
     };
+    // none named: the tier's sources with --tier, else every source
+    let sources: Vec<&Source> = match (names.is_empty(), tier_def) {
+        (true, Some(def)) => def
+            .sources
+            .iter()
+            .map(|s| cfg.source(s))
+            .collect::<Result<_>>()?,
+        (true, None) => cfg.sources.values().collect(),
+        (false, _) => names.iter().map(|s| cfg.source(s)).collect::<Result<_>>()?,
+    };
+    if sources.is_empty() {
+        return Err(Error::usage(format!(
+            "no sources in {}",
+            cfg.path.display()
+        )));
+    }
     let kind = backup_kind(kind, tier_def)?;
     if kind == TierKind::Base
         && let Some(s) = sources.iter().find(|s| s.kind != SourceKind::Postgres)
@@ -368,10 +373,22 @@ pub async fn labelled(
             list(false),
             list(true)
         );
-        eprintln!(
-            "HINT: back up the failed sources alone with the same label (`strata backup {} --label {}`): the set is whole when each source has its labelled backup",
+        let mut again = format!(
+            "strata backup {} --label {}",
             list(false).replace(", ", " "),
             pin.label
+        );
+        if let Some(n) = &pin.note {
+            again.push_str(&format!(" --note {n:?}"));
+        }
+        if let Some(t) = pin.keep_until {
+            again.push_str(&format!(
+                " --keep-until {}",
+                t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ));
+        }
+        eprintln!(
+            "HINT: back up the failed sources alone with the same label (`{again}`): the set is whole when each source has its labelled backup"
         );
     }
     Ok(code)
