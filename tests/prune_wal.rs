@@ -147,7 +147,10 @@ fn prune_keeps_the_wal_every_kept_base_backup_and_the_window_need() {
     // switch, so the position is a segment boundary, which
     // pg_walfile_name names as the segment before on 15–17 but as the
     // next (never filled, never archived) one on 18 (issue 16 item 3)
-    let last = pg.psql("postgres", "SELECT pg_walfile_name(pg_current_wal_lsn() - 1)");
+    let last = pg.psql(
+        "postgres",
+        "SELECT pg_walfile_name(pg_current_wal_lsn() - 1)",
+    );
     pg.psql("postgres", "SELECT pg_switch_wal()");
     pg.wait_for(
         "postgres",

@@ -160,9 +160,8 @@ pub fn pg_bin_dir() -> &'static Path {
             Some(client) if Path::new(&client) != server => {
                 let links = pg_scratch_dir("pg-bin");
                 for from in [Path::new(&client), server] {
-                    let entries = fs::read_dir(from).unwrap_or_else(|e| {
-                        panic!("cannot read {}: {e}", from.display())
-                    });
+                    let entries = fs::read_dir(from)
+                        .unwrap_or_else(|e| panic!("cannot read {}: {e}", from.display()));
                     for e in entries.flatten() {
                         let link = links.join(e.file_name());
                         let _ = fs::remove_file(&link);
@@ -192,7 +191,10 @@ pub fn pg_bin_dir() -> &'static Path {
                 std::env::var_os("STRATA_PG_CLIENT_BIN"),
             );
         }
-        if let Some(want) = std::env::var("STRATA_PG_MAJOR").ok().filter(|v| !v.is_empty()) {
+        if let Some(want) = std::env::var("STRATA_PG_MAJOR")
+            .ok()
+            .filter(|v| !v.is_empty())
+        {
             let got = pg_major_of(&dir.join("postgres"));
             assert_eq!(
                 got.to_string(),
