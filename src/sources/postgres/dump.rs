@@ -548,7 +548,7 @@ async fn run_pg_restore(
     match feed_child(
         storage,
         dump,
-        identities,
+        identities.clone(),
         cmd,
         "pg_restore",
         step.progress.clone(),
@@ -560,12 +560,25 @@ async fn run_pg_restore(
             phases.push(("restore".into(), t.elapsed().as_secs_f64()));
             Ok(())
         }
-        // the child ran to its end (its exit status, not the input, failed)
+        // pg_restore ran to its end (it printed its closing count), on
+        // all the input or as much as --table wanted; in that case the
+        // rest of the object is still read and verified, as when
+        // pg_restore stops reading with success
         Err(e)
             if lenient
-                && e.message.starts_with("pg_restore failed (")
+                && e.message.starts_with("pg_restore failed")
                 && only_transaction_timeout_errors(&e.message) =>
         {
+            if !e.message.starts_with("pg_restore failed (") {
+                fetch(
+                    storage,
+                    dump,
+                    identities,
+                    std::io::sink(),
+                    step.progress.clone(),
+                )
+                .await?;
+            }
             step.done("verified");
             phases.push(("restore".into(), t.elapsed().as_secs_f64()));
             Ok(())
@@ -586,23 +599,33 @@ pub(crate) fn restore_is_lenient(pg_restore: &std::path::Path, server_major: u32
 }
 
 /// Whether pg_restore's errors (run without --exit-on-error) were only
-/// a server before 17 rejecting `SET transaction_timeout = 0`: at least
-/// one error, every one that, and its own count of them ("errors ignored
-/// on restore: N") agreeing, so a cut-off stderr never passes.
-pub(crate) fn only_transaction_timeout_errors(stderr: &str) -> bool {
-    let errors: Vec<&str> = stderr
-        .lines()
-        .filter(|l| l.contains("pg_restore: error:"))
-        .collect();
-    let ignored = stderr.lines().find_map(|l| {
-        l.split_once("errors ignored on restore: ")
-            .and_then(|(_, n)| n.trim().parse::<usize>().ok())
-    });
-    !errors.is_empty()
-        && ignored == Some(errors.len())
-        && errors
-            .iter()
-            .all(|l| l.contains("unrecognized configuration parameter \"transaction_timeout\""))
+/// a server before 17 rejecting `SET transaction_timeout = 0` (once per
+/// connection, so once per parallel job too): what it said (after
+/// strata's own prefix) is only those errors and its closing "errors
+/// ignored on restore" count, which it prints once done. Short enough
+/// never to have been cut (the tail keeps 16 KiB), so no earlier error
+/// can hide.
+pub(crate) fn only_transaction_timeout_errors(text: &str) -> bool {
+    let Some(at) = text.find("pg_restore: ") else {
+        return false;
+    };
+    let said = &text[at..];
+    let (mut errors, mut ignored) = (0, false);
+    for line in said.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if line.starts_with("pg_restore: error: ")
+            && line.ends_with("unrecognized configuration parameter \"transaction_timeout\"")
+        {
+            errors += 1;
+        } else if line == "Command was: SET transaction_timeout = 0;" {
+        } else if let Some(n) =
+            line.strip_prefix("pg_restore: warning: errors ignored on restore: ")
+        {
+            ignored = n.parse::<usize>().is_ok_and(|n| n >= 1);
+        } else {
+            return false;
+        }
+    }
+    said.len() < 8 * 1024 && errors > 0 && ignored
 }
 
 /// Streams a stored object, verified on the way, into a child's stdin and
@@ -761,18 +784,26 @@ mod tests {
             "pg_restore failed (exit status: 1): {tt}pg_restore: warning: errors ignored on restore: 1\n"
         );
         assert!(only_transaction_timeout_errors(&one));
-        let two = format!("{tt}{tt}pg_restore: warning: errors ignored on restore: 2");
-        assert!(only_transaction_timeout_errors(&two));
+        // --jobs: one per connection, counted by the leader only
+        let jobs = format!(
+            "pg_restore failed: {tt}{tt}{tt}pg_restore: warning: errors ignored on restore: 2"
+        );
+        assert!(only_transaction_timeout_errors(&jobs));
         let other = format!(
             "{tt}pg_restore: error: could not execute query: ERROR:  relation \"t\" already exists\npg_restore: warning: errors ignored on restore: 2"
         );
         assert!(!only_transaction_timeout_errors(&other));
-        // a count that does not match what is shown (a cut-off tail)
-        let cut = format!("{tt}pg_restore: warning: errors ignored on restore: 3");
-        assert!(!only_transaction_timeout_errors(&cut));
+        // not done (no closing count), or nothing but the count
+        assert!(!only_transaction_timeout_errors(tt));
         assert!(!only_transaction_timeout_errors(
-            "pg_restore: warning: errors ignored on restore: 0"
+            "pg_restore: warning: errors ignored on restore: 1"
         ));
+        // long enough to have been cut: an earlier error could be gone
+        let long = format!(
+            "{}pg_restore: warning: errors ignored on restore: 1",
+            tt.repeat(80)
+        );
+        assert!(!only_transaction_timeout_errors(&long));
     }
 
     #[test]
