@@ -99,6 +99,9 @@ pub struct PgCluster {
 fn server_bin_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
+        if let Some(d) = BIN_OVERRIDE.get() {
+            return d.clone();
+        }
         if let Some(d) = std::env::var_os("STRATA_PG_BIN") {
             return PathBuf::from(d);
         }
@@ -156,7 +159,11 @@ pub fn pg_bin_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let server = server_bin_dir();
-        let dir = match std::env::var_os("STRATA_PG_CLIENT_BIN") {
+        let client = match BIN_OVERRIDE.get() {
+            Some(_) => None,
+            None => std::env::var_os("STRATA_PG_CLIENT_BIN"),
+        };
+        let dir = match client {
             Some(client) if Path::new(&client) != server => {
                 let links = pg_scratch_dir("pg-bin");
                 for from in [Path::new(&client), server] {
@@ -193,7 +200,7 @@ pub fn pg_bin_dir() -> &'static Path {
         }
         if let Some(want) = std::env::var("STRATA_PG_MAJOR")
             .ok()
-            .filter(|v| !v.is_empty())
+            .filter(|v| !v.is_empty() && BIN_OVERRIDE.get().is_none())
         {
             let got = pg_major_of(&dir.join("postgres"));
             assert_eq!(
@@ -205,6 +212,22 @@ pub fn pg_bin_dir() -> &'static Path {
         }
         dir
     })
+}
+
+/// Set by [`use_newest_pg`].
+static BIN_OVERRIDE: OnceLock<PathBuf> = OnceLock::new();
+
+/// For a test binary that needs the newest PostgreSQL whatever the run's
+/// (pgvector: only PostgreSQL 18's install has it): every test in it calls
+/// this first, before anything starts PostgreSQL. Panics if that
+/// PostgreSQL is missing or another was already in use.
+pub fn use_newest_pg() {
+    let dir = BIN_OVERRIDE.get_or_init(newest_client_bin);
+    assert_eq!(
+        pg_bin_dir(),
+        dir,
+        "use_newest_pg() came after PostgreSQL was in use"
+    );
 }
 
 /// The major version `prog --version` prints ("postgres (PostgreSQL) 18.6").
@@ -246,7 +269,9 @@ pub fn newest_client_bin() -> PathBuf {
 /// search (`find_binary`: bin_dir, /usr/lib/postgresql/MAJOR/bin, PATH)
 /// takes its tools; `None` otherwise (strata finds PostgreSQL 15's).
 pub fn strata_path() -> Option<std::ffi::OsString> {
-    std::env::var_os("STRATA_PG_BIN")?;
+    if BIN_OVERRIDE.get().is_none() {
+        std::env::var_os("STRATA_PG_BIN")?;
+    }
     let mut dirs = vec![pg_bin_dir().to_path_buf()];
     if let Some(p) = std::env::var_os("PATH") {
         dirs.extend(std::env::split_paths(&p));
