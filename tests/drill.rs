@@ -18,7 +18,7 @@ use common::archiving::{Repo, text};
 use common::chroma::{ChromaServer, Spec, chroma_bin, fill};
 use common::pg::{PgCluster, PgOptions, chown_to_pg, pg_scratch_dir};
 use common::redis::{RedisServer, Value};
-use common::strata_bin;
+use common::{strata_bin, strata_process};
 
 struct Fixture {
     pg: PgCluster,
@@ -157,7 +157,7 @@ fn fixture() -> &'static Fixture {
 
 /// Runs strata with `cfg`.
 fn strata(cfg: &Path, args: &[&str]) -> Output {
-    Command::new(strata_bin())
+    strata_process()
         .env_remove("STRATA_LOG")
         .env_remove("STRATA_CONFIG")
         .env_remove("STRATA_IDENTITY_FILE")
@@ -555,7 +555,7 @@ fn find(dir: &Path, name: &str) -> PathBuf {
 fn interrupted_drill_leaves_nothing_behind() {
     let f = fixture();
     let work = work_dir("drill-term");
-    let mut child = Command::new(strata_bin())
+    let mut child = strata_process()
         .env_remove("STRATA_LOG")
         .arg("--config")
         .arg(&f.repo.cfg)

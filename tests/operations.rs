@@ -411,7 +411,7 @@ fn status_asks_the_server_where_its_wal_goes() {
     )
     .unwrap();
     let run = |args: &[&str]| {
-        std::process::Command::new(common::strata_bin())
+        common::strata_process()
             .arg("--config")
             .arg(&other)
             .args(args)

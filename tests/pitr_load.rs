@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::archiving::{Repo, text};
 use common::pg::{PgCluster, PgOptions, pg_bin_dir, pg_scratch_dir, pg_user};
-use common::{at_exit, free_port, strata_bin};
+use common::{at_exit, free_port, strata_bin, strata_process};
 
 /// Seconds of `pgbench -c 4` (override: STRATA_PITR_LOAD_SECONDS).
 fn load_seconds() -> u64 {
@@ -253,7 +253,7 @@ fn async_push_keeps_up_with_pgbench_and_the_archive_is_continuous() {
     let far = "000000010000000F000000FF";
     fs::write(fake.join(far), vec![0u8; 16 << 20]).unwrap();
     fs::write(fake.join("archive_status").join(format!("{far}.ready")), "").unwrap();
-    let o = Command::new(strata_bin())
+    let o = strata_process()
         .arg("--config")
         .arg(&cfg_path)
         .args(["wal", "push", "--async", "--spool"])
@@ -298,7 +298,7 @@ fn async_push_from_the_config_to_s3() {
         .unwrap()
     };
     let strata = |args: &[&str]| {
-        Command::new(strata_bin())
+        strata_process()
             .env_remove("STRATA_CONFIG")
             .env_remove("STRATA_IDENTITY_FILE")
             .envs(s3.env_vars())

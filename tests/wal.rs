@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use common::pg::{PgCluster, PgOptions, chown_to_pg, pg_bin_dir, pg_scratch_dir, pg_user};
-use common::{run_ok, strata_bin};
+use common::{run_ok, strata_bin, strata_process};
 
 /// A repository with its config, key and (for local repositories) root.
 struct Repo {
@@ -56,7 +56,7 @@ impl Repo {
     }
 
     fn cmd(&self) -> Command {
-        let mut c = Command::new(strata_bin());
+        let mut c = strata_process();
         c.env_remove("STRATA_LOG")
             .env_remove("STRATA_CONFIG")
             .env_remove("STRATA_IDENTITY_FILE")
@@ -360,7 +360,7 @@ fn segment_of_another_cluster_is_refused() {
     fs::write(&cfg2, text_cfg).unwrap();
     fs::copy(f.repo.dir.join("key.txt"), dir.join("key.txt")).unwrap();
     let run = |args: &[&str]| {
-        Command::new(strata_bin())
+        strata_process()
             .env_remove("STRATA_LOG")
             .arg("--config")
             .arg(&cfg2)
@@ -647,7 +647,7 @@ fn history_record_after_the_recipients_changed() {
     // the change is deliberate: record the new recipients (issue 13 item
     // 8: without this every push is refused, see
     // tests/fault_regressions.rs)
-    let o = Command::new(strata_bin())
+    let o = strata_process()
         .arg("--config")
         .arg(&with_identity)
         .args(["key", "recipients", "--set"])
@@ -655,7 +655,7 @@ fn history_record_after_the_recipients_changed() {
         .unwrap();
     assert!(o.status.success(), "{}", text(&o));
     let push = |cfg: &Path| {
-        Command::new(strata_bin())
+        strata_process()
             .env_remove("STRATA_LOG")
             .env_remove("STRATA_IDENTITY_FILE")
             .arg("--config")

@@ -117,6 +117,14 @@ pub struct PostgresInfo {
     /// Whether roles were dumped with their passwords.
     pub globals_with_passwords: bool,
     pub tables: Vec<TableInfo>,
+    /// Major version of the `pg_dump`/`pg_dumpall` that wrote the dump
+    /// (issue 16 item 3): a restore needs `pg_restore` and `psql` at least
+    /// that new, whatever the target server's version (pg_restore 15
+    /// cannot read pg_dump 18's archive format; PostgreSQL 17.6+/18's
+    /// plain globals script starts with `\restrict`, which older psql
+    /// rejects). `None` in manifests written before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dump_tool_major: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -232,7 +232,7 @@ pub async fn run_physical(g: &Globals, a: &PhysicalArgs) -> Result<u8> {
         target.describe()
     ));
     let start = if a.start {
-        let pg_ctl = crate::sources::postgres::find_binary(
+        let pg_ctl = crate::sources::postgres::find_server_binary(
             src.bin_dir.as_deref(),
             "pg_ctl",
             pg_pitr::backup_major(&chosen),

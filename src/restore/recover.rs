@@ -19,7 +19,7 @@ use crate::keys::Identity;
 use crate::pipeline::fetch;
 use crate::progress::{Progress, Reporter};
 use crate::sources::postgres::server::{self, StartOptions};
-use crate::sources::postgres::{Target, dump, find_binary, major_of};
+use crate::sources::postgres::{Target, dump, find_binary, find_server_binary, major_of};
 use crate::sources::postgres::{base, pitr};
 use crate::sources::redis::snapshot;
 
@@ -144,7 +144,7 @@ pub async fn recover(
                     dir.join("pg_hba.conf"),
                     "# strata drill sandbox\nlocal all all trust\nhost all all 127.0.0.1/32 trust\n",
                 )?;
-                let pg_ctl = find_binary(
+                let pg_ctl = find_server_binary(
                     plan.source.bin_dir.as_deref(),
                     "pg_ctl",
                     pitr::backup_major(cand),
@@ -298,7 +298,10 @@ async fn scratch_cluster(
 ) -> Result<Target> {
     use std::os::unix::fs::PermissionsExt;
     let initdb = find_binary(src.bin_dir.as_deref(), "initdb", major)?;
-    let pg_ctl = find_binary(src.bin_dir.as_deref(), "pg_ctl", major)?;
+    // a newer scratch server takes a dump as well; its pg_ctl must be of
+    // initdb's version, whatever the dump's
+    let made_by = crate::sources::postgres::binary_major(&initdb).unwrap_or(major);
+    let pg_ctl = find_server_binary(src.bin_dir.as_deref(), "pg_ctl", made_by)?;
     std::fs::create_dir_all(dir)?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
     if let Some(u) = &ctx.owner {

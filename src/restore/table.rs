@@ -231,10 +231,15 @@ async fn pipe_tables(
         .spawn()
         .map_err(|e| Error::source(format!("cannot start pg_dump: {e}")))?;
     let dump_err = StderrTail::spawn(dumper.stderr.take().expect("piped"), 64 * 1024);
+    // pg_restore 17+ into a server before 17 (issue 16 item 3)
+    let lenient = dump::restore_is_lenient(&pg_restore, major);
     let mut restore_cmd = to.command(&pg_restore);
     restore_cmd
-        .args(["--no-password", "--exit-on-error"])
+        .arg("--no-password")
         .arg(format!("--dbname={}", to.child_url()));
+    if !lenient {
+        restore_cmd.arg("--exit-on-error");
+    }
     if a.no_owner {
         restore_cmd.arg("--no-owner");
     }
@@ -260,7 +265,8 @@ async fn pipe_tables(
         ))
         .hint("check the table and schema names: they are looked up in the copy as of the time asked for"));
     }
-    if !rs.success() {
+    let forgiven = lenient && dump::only_transaction_timeout_errors(&restore_err);
+    if !rs.success() && !forgiven {
         return Err(Error::source(format!(
             "pg_restore into the target failed ({rs}): {restore_err}"
         )));

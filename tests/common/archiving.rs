@@ -4,10 +4,10 @@
 
 use std::fs;
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use super::pg::{chown_to_pg, pg_scratch_dir};
-use super::strata_bin;
+use super::{strata_bin, strata_process};
 
 pub struct Repo {
     pub dir: PathBuf,
@@ -46,7 +46,7 @@ impl Repo {
     }
 
     pub fn strata(&self, args: &[&str]) -> Output {
-        Command::new(strata_bin())
+        strata_process()
             .env_remove("STRATA_LOG")
             .env_remove("STRATA_CONFIG")
             .env_remove("STRATA_IDENTITY_FILE")

@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::s3::s3_server;
-use super::strata_bin;
+use super::strata_process;
 
 /// Longest any single strata command may take before the test fails.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(600);
@@ -97,7 +97,7 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
-    let mut c = Command::new(strata_bin());
+    let mut c = strata_process();
     c.args(args);
     for v in SCRUBBED_ENV {
         c.env_remove(v);

@@ -84,6 +84,16 @@ pub fn strata_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_strata"))
 }
 
+/// `Command::new(strata)`, with the PostgreSQL under test first on its
+/// `PATH` when that is not the default one (see [`pg::strata_path`]).
+pub fn strata_process() -> Command {
+    let mut c = Command::new(strata_bin());
+    if let Some(path) = pg::strata_path() {
+        c.env("PATH", path);
+    }
+    c
+}
+
 /// True when running as root (then servers run as the `postgres` user).
 pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
@@ -108,7 +118,7 @@ pub fn run_ok(cmd: &mut Command) -> String {
 /// Runs `strata key generate --out PATH` and returns the public recipient.
 pub fn generate_key(path: &std::path::Path) -> String {
     let out = run_ok(
-        Command::new(strata_bin())
+        strata_process()
             .args(["key", "generate", "--out"])
             .arg(path),
     );

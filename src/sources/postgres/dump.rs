@@ -41,9 +41,14 @@ pub async fn backup(
     let target = Target::new(&source.url);
     let client = target.connect().await?;
     let mut info = server_info(&client).await?;
+    super::check_server_version(&target.display(), info.server_version_num)?;
     let major = major_of(info.server_version_num);
     let pg_dump = find_binary(source.bin_dir.as_deref(), "pg_dump", major)?;
     let pg_dumpall = find_binary(source.bin_dir.as_deref(), "pg_dumpall", major)?;
+    info.dump_tool_major = [&pg_dump, &pg_dumpall]
+        .into_iter()
+        .filter_map(|b| super::binary_major(b))
+        .max();
     let id = BackupId::new(started);
     ctx.reporter.note(format!(
         "backup {}: {} (PostgreSQL {}, database {}) as {id}",
@@ -231,7 +236,15 @@ pub async fn restore(
         .await
         .map_err(|e| Error::source(pg_error_text(&e)))?
         .get(0);
-    let major = major_of(server_num);
+    super::check_server_version(&opts.target.display(), server_num)?;
+    // pg_restore and psql as new as the server and as what wrote the dump
+    let major = major_of(server_num).max(
+        manifest
+            .postgres
+            .as_ref()
+            .and_then(|p| p.dump_tool_major)
+            .unwrap_or(0),
+    );
     let mut phases = Vec::new();
     let mut warnings = Vec::new();
 
@@ -281,7 +294,7 @@ pub async fn restore(
         identities,
         opts,
         &target_db,
-        major,
+        (major, major_of(server_num)),
         reporter,
         &mut phases,
     )
@@ -463,14 +476,22 @@ async fn run_pg_restore(
     identities: Arc<Vec<Identity>>,
     opts: &RestoreOptions,
     target_db: &Target,
-    major: u32,
+    (major, server_major): (u32, u32),
     reporter: &Reporter,
     phases: &mut Vec<(String, f64)>,
 ) -> Result<()> {
     let pg_restore = find_binary(opts.bin_dir.as_deref(), "pg_restore", major)?;
+    // pg_restore 17+ starts every session with `SET transaction_timeout`,
+    // which a server before 17 rejects: with --exit-on-error no dump ever
+    // restored into 15 or 16 through newer tools. There the restore runs
+    // on past errors and only that one is forgiven (issue 16 item 3).
+    let lenient = restore_is_lenient(&pg_restore, server_major);
     let mut cmd = target_db.command(&pg_restore);
-    cmd.args(["--no-password", "--exit-on-error"])
+    cmd.arg("--no-password")
         .arg(format!("--dbname={}", target_db.child_url()));
+    if !lenient {
+        cmd.arg("--exit-on-error");
+    }
     if opts.no_owner {
         cmd.arg("--no-owner");
     }
@@ -513,7 +534,8 @@ async fn run_pg_restore(
             .expect("wait task")?;
         let stderr = tail.finish();
         phases.push(("pg_restore".into(), t.elapsed().as_secs_f64()));
-        if !status.success() {
+        let forgiven = lenient && only_transaction_timeout_errors(&stderr);
+        if !status.success() && !forgiven {
             return Err(Error::source(format!(
                 "pg_restore failed ({status}): {stderr}"
             )));
@@ -526,7 +548,7 @@ async fn run_pg_restore(
     match feed_child(
         storage,
         dump,
-        identities,
+        identities.clone(),
         cmd,
         "pg_restore",
         step.progress.clone(),
@@ -538,11 +560,72 @@ async fn run_pg_restore(
             phases.push(("restore".into(), t.elapsed().as_secs_f64()));
             Ok(())
         }
+        // pg_restore ran to its end (it printed its closing count), on
+        // all the input or as much as --table wanted; in that case the
+        // rest of the object is still read and verified, as when
+        // pg_restore stops reading with success
+        Err(e)
+            if lenient
+                && e.message.starts_with("pg_restore failed")
+                && only_transaction_timeout_errors(&e.message) =>
+        {
+            if !e.message.starts_with("pg_restore failed (") {
+                fetch(
+                    storage,
+                    dump,
+                    identities,
+                    std::io::sink(),
+                    step.progress.clone(),
+                )
+                .await?;
+            }
+            step.done("verified");
+            phases.push(("restore".into(), t.elapsed().as_secs_f64()));
+            Ok(())
+        }
         Err(e) => {
             step.abandon();
             Err(e)
         }
     }
+}
+
+/// Whether `pg_restore` must run without `--exit-on-error` into a server
+/// of major `server_major`: it is 17 or newer and the server older, so
+/// its `SET transaction_timeout` fails (see
+/// [`only_transaction_timeout_errors`]).
+pub(crate) fn restore_is_lenient(pg_restore: &std::path::Path, server_major: u32) -> bool {
+    server_major < 17 && super::binary_major(pg_restore).is_some_and(|v| v >= 17)
+}
+
+/// Whether pg_restore's errors (run without --exit-on-error) were only
+/// a server before 17 rejecting `SET transaction_timeout = 0` (once per
+/// connection, so once per parallel job too): what it said (after
+/// strata's own prefix) is only those errors and its closing "errors
+/// ignored on restore" count, which it prints once done. Short enough
+/// never to have been cut (the tail keeps 16 KiB), so no earlier error
+/// can hide.
+pub(crate) fn only_transaction_timeout_errors(text: &str) -> bool {
+    let Some(at) = text.find("pg_restore: ") else {
+        return false;
+    };
+    let said = &text[at..];
+    let (mut errors, mut ignored) = (0, false);
+    for line in said.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if line.starts_with("pg_restore: error: ")
+            && line.ends_with("unrecognized configuration parameter \"transaction_timeout\"")
+        {
+            errors += 1;
+        } else if line == "Command was: SET transaction_timeout = 0;" {
+        } else if let Some(n) =
+            line.strip_prefix("pg_restore: warning: errors ignored on restore: ")
+        {
+            ignored = n.parse::<usize>().is_ok_and(|n| n >= 1);
+        } else {
+            return false;
+        }
+    }
+    said.len() < 8 * 1024 && errors > 0 && ignored
 }
 
 /// Streams a stored object, verified on the way, into a child's stdin and
@@ -693,6 +776,36 @@ mod tests {
     use super::*;
 
     /// Issue 15 item 8: `role "…" does not exist` came with no hint.
+    /// Issue 16 item 3: pg_restore 17+ into a server before 17.
+    #[test]
+    fn only_the_transaction_timeout_error_is_forgiven() {
+        let tt = "pg_restore: error: could not execute query: ERROR:  unrecognized configuration parameter \"transaction_timeout\"\nCommand was: SET transaction_timeout = 0;\n";
+        let one = format!(
+            "pg_restore failed (exit status: 1): {tt}pg_restore: warning: errors ignored on restore: 1\n"
+        );
+        assert!(only_transaction_timeout_errors(&one));
+        // --jobs: one per connection, counted by the leader only
+        let jobs = format!(
+            "pg_restore failed: {tt}{tt}{tt}pg_restore: warning: errors ignored on restore: 2"
+        );
+        assert!(only_transaction_timeout_errors(&jobs));
+        let other = format!(
+            "{tt}pg_restore: error: could not execute query: ERROR:  relation \"t\" already exists\npg_restore: warning: errors ignored on restore: 2"
+        );
+        assert!(!only_transaction_timeout_errors(&other));
+        // not done (no closing count), or nothing but the count
+        assert!(!only_transaction_timeout_errors(tt));
+        assert!(!only_transaction_timeout_errors(
+            "pg_restore: warning: errors ignored on restore: 1"
+        ));
+        // long enough to have been cut: an earlier error could be gone
+        let long = format!(
+            "{}pg_restore: warning: errors ignored on restore: 1",
+            tt.repeat(80)
+        );
+        assert!(!only_transaction_timeout_errors(&long));
+    }
+
     #[test]
     fn a_missing_role_hints_globals() {
         let e = Error::source(

@@ -210,23 +210,79 @@ pub async fn server_info(client: &Client) -> Result<PostgresInfo> {
         database: row.get(3),
         globals_with_passwords: false,
         tables,
+        dump_tool_major: None,
     })
 }
 
-/// Finds a PostgreSQL client binary able to talk to a server of major
-/// version `major`: the configured `bin_dir`, else
+/// The oldest PostgreSQL major version strata supports (issue 16 item 5).
+pub const MIN_MAJOR: u32 = 15;
+/// The newest PostgreSQL major version strata is tested with.
+pub const MAX_TESTED_MAJOR: u32 = 18;
+
+/// Refuses a server older than [`MIN_MAJOR`] (exit 5): its WAL, backup
+/// and catalog interfaces differ from what strata drives.
+pub fn check_server_version(display: &str, version_num: i32) -> Result<()> {
+    let major = major_of(version_num);
+    if major < MIN_MAJOR {
+        return Err(Error::source(format!(
+            "{display} runs PostgreSQL {major} (server_version_num {version_num}), older than strata supports (PostgreSQL {MIN_MAJOR} to {MAX_TESTED_MAJOR})"
+        ))
+        .hint(format!(
+            "upgrade the server to PostgreSQL {MIN_MAJOR} or newer (pg_upgrade), or back it up with the tools of its own version"
+        )));
+    }
+    Ok(())
+}
+
+/// Finds a PostgreSQL client binary able to work with a server of major
+/// version `major` (that major or newer): the configured `bin_dir`, else
 /// `/usr/lib/postgresql/<major>/bin`, else `PATH`, else the newest
-/// `/usr/lib/postgresql/*/bin` that is at least `major`.
+/// `/usr/lib/postgresql/*/bin` that fits. A binary too old is an error
+/// naming it and its version (exit 5), not a failure of the child later
+/// (`pg_dump` refuses a newer server: "aborting because of server
+/// version mismatch").
 pub fn find_binary(bin_dir: Option<&Path>, name: &str, major: u32) -> Result<PathBuf> {
+    find(bin_dir, name, major, false)
+}
+
+/// Like [`find_binary`], for a server program (`pg_ctl`, `initdb`) that
+/// must run a data directory of major `major`: exactly that version, not
+/// merely as new (`pg_ctl` of 18 starts the `postgres` of 18, which
+/// refuses a 16 data directory).
+pub fn find_server_binary(bin_dir: Option<&Path>, name: &str, major: u32) -> Result<PathBuf> {
+    find(bin_dir, name, major, true)
+}
+
+fn find(bin_dir: Option<&Path>, name: &str, major: u32, exact: bool) -> Result<PathBuf> {
+    let fits = |v: u32| if exact { v == major } else { v >= major };
+    let wanted = if exact {
+        format!("PostgreSQL {major}")
+    } else {
+        format!("PostgreSQL {major} or newer")
+    };
     if let Some(dir) = bin_dir {
         let p = dir.join(name);
-        return if p.is_file() {
-            Ok(p)
-        } else {
-            Err(
+        if !p.is_file() {
+            return Err(
                 Error::usage(format!("{} does not exist (from bin_dir)", p.display()))
                     .hint("set bin_dir to the directory holding pg_dump and pg_restore"),
-            )
+            );
+        }
+        return match binary_major(&p) {
+            Some(v) if fits(v) => Ok(p),
+            Some(v) => Err(Error::source(format!(
+                "{} (from bin_dir) is PostgreSQL {v}; needed: {name} of {wanted} (the server's major version{})",
+                p.display(),
+                if exact { ", a data directory's must match" } else { ", or the tools' that wrote the backup if newer" }
+            ))
+            .hint(format!(
+                "set bin_dir for the source to the bin directory of the PostgreSQL {major} installation (e.g. /usr/lib/postgresql/{major}/bin)"
+            ))),
+            None => Err(Error::source(format!(
+                "{} (from bin_dir) does not run or does not say its version (`{name} --version`)",
+                p.display()
+            ))
+            .hint("set bin_dir to the bin directory of a working PostgreSQL installation")),
         };
     }
     let mut candidates = vec![PathBuf::from(format!(
@@ -248,13 +304,34 @@ pub fn find_binary(bin_dir: Option<&Path>, name: &str, major: u32) -> Result<Pat
         .collect();
     versioned.sort();
     candidates.extend(versioned.into_iter().rev().map(|(_, p)| p));
+    let mut unfit: Vec<(PathBuf, u32)> = Vec::new();
     for c in candidates {
-        if c.is_file() && binary_major(&c).is_some_and(|v| v >= major) {
-            return Ok(c);
+        if !c.is_file() || unfit.iter().any(|(p, _)| *p == c) {
+            continue;
+        }
+        match binary_major(&c) {
+            Some(v) if fits(v) => return Ok(c),
+            Some(v) => unfit.push((c, v)),
+            None => {}
         }
     }
-    Err(Error::usage(format!("no {name} for PostgreSQL {major} or newer found"))
-        .hint(format!("install the PostgreSQL {major} client (e.g. postgresql-client-{major}) or set bin_dir for the source")))
+    let hint = format!(
+        "install PostgreSQL {major}'s {} (e.g. postgresql-{}{major}) or set bin_dir for the source to the bin directory holding {name} of {wanted}",
+        if exact { "server" } else { "client" },
+        if exact { "" } else { "client-" },
+    );
+    if unfit.is_empty() {
+        return Err(Error::usage(format!("no {name} for {wanted} found")).hint(hint));
+    }
+    let found: Vec<String> = unfit
+        .iter()
+        .map(|(p, v)| format!("{} is PostgreSQL {v}", p.display()))
+        .collect();
+    Err(Error::source(format!(
+        "no {name} for {wanted} found (only: {})",
+        found.join(", ")
+    ))
+    .hint(hint))
 }
 
 /// Major version printed by `BIN --version` ("pg_dump (PostgreSQL) 15.18").
@@ -302,6 +379,69 @@ mod tests {
         assert!(!t.child_url().contains("ss@"), "{}", t.child_url());
         assert!(!format!("{t:?}").contains("p%40ss"));
         assert_eq!(t.with_database("other db").database(), "other db");
+    }
+
+    /// Issue 16 item 5: a server older than supported is refused with
+    /// exit 5 and a hint, before any child runs.
+    #[test]
+    fn servers_older_than_15_are_refused() {
+        let e = check_server_version("postgres://db/app", 140011).unwrap_err();
+        assert_eq!(e.exit_code(), 5);
+        assert!(e.to_string().contains("PostgreSQL 14"), "{e}");
+        assert!(e.to_string().contains("15 to 18"), "{e}");
+        assert!(e.hint.as_deref().unwrap_or("").contains("upgrade"), "{e:?}");
+        for ok in [150000, 160004, 170006, 180001, 190000] {
+            check_server_version("x", ok).unwrap();
+        }
+    }
+
+    /// A directory holding a `name` that says it is PostgreSQL `version`.
+    fn fake_bin(dir: &Path, name: &str, version: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        let p = dir.join(name);
+        std::fs::write(
+            &p,
+            format!("#!/bin/sh\necho '{name} (PostgreSQL) {version}'\n"),
+        )
+        .unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    /// Issue 16 items 3 and 5: a bin_dir client older than the server is
+    /// named with its version and the hint says to set bin_dir (pg_dump
+    /// would refuse "server version mismatch" later); a newer one is fine.
+    /// Server programs must be of the data directory's major exactly:
+    /// `pg_ctl` 18 cannot start a 16 cluster.
+    #[test]
+    fn bin_dir_versions_are_checked() {
+        let d = tempfile::tempdir().unwrap();
+        fake_bin(d.path(), "pg_dump", "15.18");
+        fake_bin(d.path(), "pg_ctl", "18.6");
+        let e = find_binary(Some(d.path()), "pg_dump", 18).unwrap_err();
+        assert_eq!(e.exit_code(), 5, "{e}");
+        let text = e.to_string();
+        assert!(
+            text.contains(&d.path().join("pg_dump").display().to_string()),
+            "{text}"
+        );
+        assert!(
+            text.contains("PostgreSQL 15") && text.contains("PostgreSQL 18"),
+            "{text}"
+        );
+        assert!(e.hint.as_deref().unwrap_or("").contains("bin_dir"), "{e:?}");
+        assert_eq!(
+            find_binary(Some(d.path()), "pg_dump", 15).unwrap(),
+            d.path().join("pg_dump")
+        );
+        assert!(find_binary(Some(d.path()), "pg_dump", 14).is_ok());
+        assert!(
+            find_binary(Some(d.path()), "pg_ctl", 16).is_ok(),
+            "a client may be newer"
+        );
+        let e = find_server_binary(Some(d.path()), "pg_ctl", 16).unwrap_err();
+        assert_eq!(e.exit_code(), 5, "{e}");
+        assert!(e.to_string().contains("PostgreSQL 18"), "{e}");
+        assert!(find_server_binary(Some(d.path()), "pg_ctl", 18).is_ok());
     }
 
     #[test]

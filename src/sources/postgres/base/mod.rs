@@ -50,6 +50,7 @@ pub async fn backup(
     let target = Target::new(&source.url);
     let client = target.connect().await?;
     let info = server_info(&client).await?;
+    super::check_server_version(&target.display(), info.server_version_num)?;
     let q = |e: tokio_postgres::Error| Error::source(pg_error_text(&e));
     let row = client
         .query_one(
