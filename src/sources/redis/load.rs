@@ -182,6 +182,23 @@ pub async fn restore_into(
         ));
     }
 
+    if info.logical.is_some() {
+        return super::restore_logical::restore_into(
+            client,
+            storage,
+            entry,
+            rec,
+            info,
+            identities,
+            opts,
+            target_version,
+            replaced_keys,
+            warnings,
+            reporter,
+        )
+        .await;
+    }
+
     // Where the target finds strata.
     let bind = match opts.listen {
         Some(a) => a,
