@@ -190,8 +190,10 @@ fn replication_mode_against_a_server_refusing_sync_fails_clearly() {
     assert!(o.stderr.contains("mode = \"logical\""), "{o}");
     assert!(s.list_ids().is_empty(), "nothing stored");
     // and a mode that does not exist is a config error naming the choices
-    let bad = setup("redis-logical-bad", &src.url(), "mode = \"rdb\"");
-    let o = bad.run(&["list"]).expect_code(2);
+    let mut cfg = fs::read_to_string(&s.config).unwrap();
+    cfg = cfg.replace("mode = \"replication\"", "mode = \"rdb\"");
+    fs::write(&s.config, cfg).unwrap();
+    let o = s.run(&["list"]).expect_code(2);
     assert!(o.stderr.contains("\"logical\""), "{o}");
 }
 

@@ -827,13 +827,19 @@ pub async fn load(
         Some(rec.plain_size),
     );
     let (tx, mut rx) = mpsc::channel::<Bytes>(CHANNEL_CHUNKS);
-    let fetching = fetch(
-        storage,
-        rec,
-        identities,
-        ForwardSink { tx },
-        step.progress.clone(),
-    );
+    // The sink (holding the sender) is dropped as soon as the fetch ends,
+    // so the loader sees the end of the stream.
+    let fetching = async {
+        fetch(
+            storage,
+            rec,
+            identities,
+            ForwardSink { tx },
+            step.progress.clone(),
+        )
+        .await
+        .map(drop)
+    };
     let applying = async {
         let mut parser = Parser::new();
         let mut batch = Batch {

@@ -128,10 +128,11 @@ pub async fn backup(
                         source.name
                     )));
                 }
-                ctx.reporter.note(format!(
+                // Always shown (also with --json, on stderr), as warnings are.
+                eprintln!(
                     "notice: {} refuses SYNC ({}): taking a logical snapshot instead (SCAN + DUMP; not a point-in-time image, see docs/redis.md); set mode = \"logical\" to skip the attempt",
                     source.name, e.message
-                ));
+                );
                 fallback = Some(e.message);
                 None
             }
