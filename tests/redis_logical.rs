@@ -78,7 +78,10 @@ fn assert_same(before: &mut Conn, after: &mut Conn, tol: i64) {
     assert!(bt.len() >= 6, "{bt:?}");
     for (k, p) in &bt {
         let q = at[k];
-        assert!((p - q).abs() <= tol, "TTL of {k:?}: {p} ms before, {q} ms after");
+        assert!(
+            (p - q).abs() <= tol,
+            "TTL of {k:?}: {p} ms before, {q} ms after"
+        );
     }
 }
 
@@ -91,7 +94,10 @@ fn auto_falls_back_to_logical_and_round_trips_exactly() {
     let s = setup("redis-logical", &src.url(), "");
     let o = s.run(&["--json", "backup", "cache"]).ok();
     let b = o.json();
-    assert!(o.stderr.contains("notice") && o.stderr.contains("refuses SYNC"), "{o}");
+    assert!(
+        o.stderr.contains("notice") && o.stderr.contains("refuses SYNC"),
+        "{o}"
+    );
     assert!(o.stderr.contains("logical snapshot"), "{o}");
     assert_eq!(b["kind"], "snapshot", "{o}");
     let id = b["id"].as_str().unwrap().to_string();
@@ -139,7 +145,10 @@ fn auto_falls_back_to_logical_and_round_trips_exactly() {
     assert_eq!(r["server"]["counts_match"], true, "{o}");
     wait_ready(port);
     assert_same(&mut c, &mut Conn::open(port), 5_000);
-    assert!(dir.join("dump.rdb").is_file(), "the started server saved its RDB");
+    assert!(
+        dir.join("dump.rdb").is_file(),
+        "the started server saved its RDB"
+    );
     unsafe {
         libc::kill(pid as i32, libc::SIGTERM);
     }
@@ -158,7 +167,11 @@ fn auto_falls_back_to_logical_and_round_trips_exactly() {
     let left: Vec<_> = fs::read_dir(&s.dir)
         .unwrap()
         .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with(".strata-restore"))
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(".strata-restore")
+        })
         .collect();
     assert!(left.is_empty(), "no work directory left behind");
 

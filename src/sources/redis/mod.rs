@@ -14,7 +14,6 @@ pub mod client;
 pub mod load;
 pub mod logical;
 pub mod rdb;
-mod restore_logical;
 pub mod snapshot;
 
 use url::Url;

@@ -32,8 +32,8 @@ use tokio::sync::mpsc;
 
 use super::client::{Client, info_field, parse_keyspace};
 use super::logical::LOGICAL_OBJECT;
-use super::{Mode, Target};
 use super::rdb::RdbCheck;
+use super::{Mode, Target};
 use crate::catalog::manifest::{RedisDb, RedisInfo, Summary};
 use crate::catalog::{BackupId, Entry, Manifest, Repository};
 use crate::config::Source;
@@ -141,7 +141,7 @@ pub async fn backup(
     };
     let Some(framing) = framing else {
         drop(client);
-        let taken = super::logical::take(ctx, source, &id).await?;
+        let taken = super::logical::scan::take(ctx, source, &id).await?;
         let finished = Utc::now();
         let mut manifest = Manifest::new(
             Summary::of(
@@ -402,7 +402,7 @@ pub async fn restore(
     let summary = entry.summary();
     let (rec, info) = snapshot_of(entry, &identities)?;
     if info.logical.is_some() {
-        return super::restore_logical::restore(
+        return super::logical::restore::restore(
             storage, entry, rec, info, identities, opts, reporter,
         )
         .await;

@@ -1,4 +1,4 @@
-//! Restoring a logical snapshot ([`super::logical`]) wherever a snapshot
+//! Restoring a logical snapshot ([`super`]) wherever a snapshot
 //! is restored: into a running server (`restore --into`, `restore --all`
 //! with a server `restore_to`), into a `redis-server` strata starts
 //! (`--to-dir DIR --start`, drills), or to an RDB file (`--to-file`,
@@ -12,19 +12,19 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::Target;
-use super::client::{Client, Reply, info_field, parse_keyspace};
-use super::load::{IntoOptions, IntoReport};
-use super::logical::{self, Loaded};
-use super::snapshot::{
-    RDB_OBJECT, RestoreOptions, RestoreReport, RestoreTo, show_keyspace, start_server,
-};
+use super::load::Loaded;
 use crate::catalog::Entry;
 use crate::catalog::manifest::{RedisDb, RedisInfo};
 use crate::error::{Error, Result};
 use crate::keys::Identity;
 use crate::pipeline::ObjectRecord;
 use crate::progress::Reporter;
+use crate::sources::redis::Target;
+use crate::sources::redis::client::{Client, Reply, info_field, parse_keyspace};
+use crate::sources::redis::logical;
+use crate::sources::redis::snapshot::{
+    RDB_OBJECT, RestoreOptions, RestoreReport, RestoreTo, show_keyspace, start_server,
+};
 use crate::storage::Storage;
 
 /// How long a started server may take to write its RDB.
@@ -44,7 +44,10 @@ fn mismatch_warning(loaded: &[RedisDb], recorded: &[RedisDb], l: &Loaded) -> Str
     format!(
         "key counts differ from those the logical snapshot wrote{}: loaded {}, recorded {}",
         if l.expired > 0 {
-            format!(" ({} keys had expired by the time they were restored)", l.expired)
+            format!(
+                " ({} keys had expired by the time they were restored)",
+                l.expired
+            )
         } else {
             " (a key returned twice by SCAN is restored once)".to_string()
         },
@@ -87,7 +90,7 @@ async fn save(c: &mut Client, t: &Target) -> Result<()> {
 }
 
 /// `snapshot::restore` for a logical snapshot.
-pub(super) async fn restore(
+pub async fn restore(
     storage: &Arc<dyn Storage>,
     entry: &Entry,
     rec: ObjectRecord,
@@ -126,7 +129,10 @@ pub(super) async fn restore(
                 .prefix(".strata-restore-")
                 .tempdir_in(&parent)
                 .map_err(|e| {
-                    Error::failed(format!("cannot create a directory in {}: {e}", parent.display()))
+                    Error::failed(format!(
+                        "cannot create a directory in {}: {e}",
+                        parent.display()
+                    ))
                 })?,
         ),
     };
@@ -135,8 +141,9 @@ pub(super) async fn restore(
         None => {
             // a file left there would be loaded first (--force replaces it)
             if path.exists() {
-                std::fs::remove_file(&path)
-                    .map_err(|e| Error::failed(format!("cannot replace {}: {e}", path.display())))?;
+                std::fs::remove_file(&path).map_err(|e| {
+                    Error::failed(format!("cannot replace {}: {e}", path.display()))
+                })?;
             }
             parent.clone()
         }
@@ -166,7 +173,7 @@ pub(super) async fn restore(
     };
     let loaded = async {
         let mut c = Client::connect(&t).await?;
-        let l = logical::load(&mut c, &t, storage, &rec, identities, reporter).await?;
+        let l = logical::load::load(&mut c, &t, storage, &rec, identities, reporter).await?;
         save(&mut c, &t).await?;
         let keyspace = parse_keyspace(&c.info("keyspace").await?);
         Ok::<_, Error>((l, keyspace))
@@ -190,11 +197,17 @@ pub(super) async fn restore(
             stop(server.pid);
             let saved = w.path().join(RDB_OBJECT);
             if !opts.force && path.exists() {
-                return Err(Error::conflict(format!("{} already exists", path.display()))
-                    .hint("choose another path, or pass --force to replace it"));
+                return Err(
+                    Error::conflict(format!("{} already exists", path.display()))
+                        .hint("choose another path, or pass --force to replace it"),
+                );
             }
             std::fs::rename(&saved, &path).map_err(|e| {
-                Error::failed(format!("cannot move {} to {}: {e}", saved.display(), path.display()))
+                Error::failed(format!(
+                    "cannot move {} to {}: {e}",
+                    saved.display(),
+                    path.display()
+                ))
             })?;
             if let Ok(d) = std::fs::File::open(&parent) {
                 let _ = d.sync_all();
@@ -216,27 +229,33 @@ pub(super) async fn restore(
     })
 }
 
+/// What [`restore_into`] loaded, for `load::restore_into`'s report.
+pub struct IntoLoaded {
+    /// Keys per database after loading.
+    pub keyspace: Vec<RedisDb>,
+    pub counts_match: bool,
+}
+
 /// `load::restore_into` for a logical snapshot, once the target passed
 /// its checks (not a cluster, not a replica, empty or `--replace`): with
 /// `--replace` the target is emptied first (`FLUSHALL`), so it ends as
-/// the snapshot, as a replication restore leaves it.
+/// the snapshot, as a replication restore leaves it. Warnings are added
+/// to `warnings`.
 #[allow(clippy::too_many_arguments)]
-pub(super) async fn restore_into(
+pub async fn restore_into(
     mut client: Client,
+    t: &Target,
     storage: &Arc<dyn Storage>,
     entry: &Entry,
-    rec: ObjectRecord,
-    info: RedisInfo,
+    rec: &ObjectRecord,
+    info: &RedisInfo,
     identities: Arc<Vec<Identity>>,
-    opts: &IntoOptions,
-    target_version: String,
+    target_version: &str,
     replaced_keys: u64,
-    mut warnings: Vec<String>,
+    warnings: &mut Vec<String>,
     reporter: &Reporter,
-) -> Result<IntoReport> {
-    let clock = Instant::now();
+) -> Result<IntoLoaded> {
     let summary = entry.summary();
-    let t = &opts.target;
     reporter.note(format!(
         "restore {} of {} into {} (Redis {target_version}): a logical snapshot, loaded with RESTORE",
         summary.id,
@@ -262,7 +281,7 @@ pub(super) async fn restore_into(
         }
     }
     let began = Instant::now();
-    let l = logical::load(&mut client, t, storage, &rec, identities, reporter).await?;
+    let l = logical::load::load(&mut client, t, storage, rec, identities, reporter).await?;
     reporter.note(format!(
         "{}: {} keys restored in {:.1}s ({})",
         t.display(),
@@ -277,19 +296,8 @@ pub(super) async fn restore_into(
     if !matched {
         warnings.push(mismatch_warning(&keyspace, &info.keyspace, &l));
     }
-    Ok(IntoReport {
-        backup: summary.id.to_string(),
-        source: summary.source.clone(),
-        target: t.display().to_string(),
-        target_version,
-        served_from: "RESTORE commands (logical snapshot)".into(),
-        bytes: rec.plain_size,
-        rdb_version: 0,
+    Ok(IntoLoaded {
         keyspace,
-        expected: info.keyspace,
         counts_match: matched,
-        replaced_keys,
-        duration_seconds: clock.elapsed().as_secs_f64(),
-        warnings,
     })
 }

@@ -49,27 +49,26 @@
 //! pipeline's SHA-256 and age's authentication catch damage to the stored
 //! object first; the format's own checks catch a writer or reader that is
 //! wrong.)
+//!
+//! [`scan`] takes a logical snapshot; [`load`] replays one into a server;
+//! [`restore`] restores one wherever a snapshot is restored.
 
-use std::io::{self, Read, Write};
+pub mod load;
+pub mod restore;
+pub mod scan;
+
+use std::io::{self, Write};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use bytes::Bytes;
 use chrono::Utc;
-use tokio::sync::mpsc;
 
-use super::Target;
-use super::client::{Client, Reply, parse_keyspace};
 use super::rdb::crc64;
 use crate::catalog::manifest::{LogicalInfo, RedisDb};
-use crate::catalog::{BackupId, Repository};
-use crate::config::Source;
 use crate::error::{Error, Result};
 use crate::keys::Identity;
 use crate::pipeline::{ObjectRecord, fetch};
-use crate::progress::{Progress, Reporter};
-use crate::sources::backup::BackupContext;
+use crate::progress::Progress;
 use crate::storage::Storage;
 
 /// The object name of a logical snapshot.
@@ -87,16 +86,16 @@ const MAX_KEY: u64 = 512 << 20;
 /// Longest payload a reader believes (anything longer is damage).
 const MAX_PAYLOAD: u64 = 16 << 30;
 /// `SCAN … COUNT` hint: keys per batch (each batch is one pipeline).
-const SCAN_COUNT: &str = "1000";
+pub(super) const SCAN_COUNT: &str = "1000";
 /// Bytes written before a chunk goes to the encoder.
-const CHUNK: usize = 64 * 1024;
+pub(super) const CHUNK: usize = 64 * 1024;
 /// Chunks buffered between the socket and the encoder (or the decoder
 /// and the target).
-const CHANNEL_CHUNKS: usize = 16;
+pub(super) const CHANNEL_CHUNKS: usize = 16;
 /// A restore batch is sent when it holds this many commands …
-const BATCH_COMMANDS: usize = 256;
+pub(super) const BATCH_COMMANDS: usize = 256;
 /// … or this many bytes.
-const BATCH_BYTES: usize = 4 << 20;
+pub(super) const BATCH_BYTES: usize = 4 << 20;
 
 /// One record read back.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -173,7 +172,7 @@ enum State {
 }
 
 /// Reads the format incrementally: [`feed`](Parser::feed) bytes as they
-/// come, take records with [`next`](Parser::next), then
+/// come, take records with [`next_event`](Parser::next_event), then
 /// [`finish`](Parser::finish). Holds at most one record beyond what was
 /// taken.
 pub struct Parser {
@@ -232,7 +231,7 @@ impl Parser {
     }
 
     /// The next whole record, `None` until more bytes are fed.
-    pub fn next(&mut self) -> std::result::Result<Option<Event>, String> {
+    pub fn next_event(&mut self) -> std::result::Result<Option<Event>, String> {
         let be32 = |b: &[u8]| u32::from_be_bytes(b[..4].try_into().expect("4 bytes"));
         let be64 = |b: &[u8]| u64::from_be_bytes(b[..8].try_into().expect("8 bytes"));
         match self.state {
@@ -240,7 +239,10 @@ impl Parser {
                 let a = self.avail();
                 let n = a.len().min(MAGIC.len());
                 if a[..n] != MAGIC[..n] {
-                    return Err("not a strata logical Redis snapshot (no STRATA-REDIS-LOGICAL header)".into());
+                    return Err(
+                        "not a strata logical Redis snapshot (no STRATA-REDIS-LOGICAL header)"
+                            .into(),
+                    );
                 }
                 if a.len() < HEADER_LEN {
                     return Ok(None);
@@ -254,7 +256,7 @@ impl Parser {
                 self.totals.started_ms = be64(&a[MAGIC.len() + 1..]);
                 self.take(HEADER_LEN);
                 self.state = State::Body;
-                self.next()
+                self.next_event()
             }
             State::Done => {
                 if self.avail().is_empty() {
@@ -293,9 +295,7 @@ impl Parser {
                     }
                     TAG_KEY => {
                         if self.db.is_none() {
-                            return Err(format!(
-                                "a key record before any database at offset {at}"
-                            ));
+                            return Err(format!("a key record before any database at offset {at}"));
                         }
                         if a.len() < 5 {
                             return Ok(None);
@@ -359,7 +359,7 @@ impl Parser {
                         }
                         self.pos += TRAILER_LEN;
                         self.state = State::Done;
-                        self.next()
+                        self.next_event()
                     }
                     other => Err(format!("unknown record type 0x{other:02x} at offset {at}")),
                 }
@@ -381,7 +381,7 @@ impl Parser {
 }
 
 /// A key for messages: printable, at most 80 characters.
-fn show_key(k: &[u8]) -> String {
+pub(super) fn show_key(k: &[u8]) -> String {
     let s = String::from_utf8_lossy(k);
     let mut out: String = s.chars().take(80).collect();
     if s.chars().count() > 80 {
@@ -417,7 +417,7 @@ impl Write for CheckingSink {
         self.parser.feed(buf);
         while self
             .parser
-            .next()
+            .next_event()
             .map_err(|m| io::Error::new(io::ErrorKind::InvalidData, m))?
             .is_some()
         {}
@@ -445,7 +445,7 @@ pub async fn check_object(
     sink.finish().map_err(|m| damaged(&rec.key, &m))
 }
 
-fn damaged(key: &str, why: &str) -> Error {
+pub(super) fn damaged(key: &str, why: &str) -> Error {
     Error::integrity(format!(
         "{key} is not a valid logical Redis snapshot: {why}"
     ))
@@ -453,7 +453,7 @@ fn damaged(key: &str, why: &str) -> Error {
 }
 
 /// RESP encoding of one command, appended to `out`.
-fn encode(out: &mut Vec<u8>, args: &[&[u8]]) {
+pub(super) fn encode(out: &mut Vec<u8>, args: &[&[u8]]) {
     out.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
     for a in args {
         out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
@@ -462,470 +462,8 @@ fn encode(out: &mut Vec<u8>, args: &[&[u8]]) {
     }
 }
 
-/// A std reader over the chunks the scan task sends.
-struct ChannelReader {
-    rx: mpsc::Receiver<std::result::Result<Bytes, String>>,
-    cur: Bytes,
-}
-
-impl Read for ChannelReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.cur.is_empty() {
-            match self.rx.blocking_recv() {
-                None => return Ok(0),
-                Some(Err(m)) => return Err(io::Error::other(m)),
-                Some(Ok(b)) => self.cur = b,
-            }
-        }
-        let n = buf.len().min(self.cur.len());
-        buf[..n].copy_from_slice(&self.cur[..n]);
-        self.cur = self.cur.slice(n..);
-        Ok(n)
-    }
-}
-
-fn now_ms() -> u64 {
+pub(super) fn now_ms() -> u64 {
     Utc::now().timestamp_millis().max(0) as u64
-}
-
-/// A command the source refused, with the permissions a logical snapshot
-/// needs.
-fn refused(t: &Target, what: &str, e: &str) -> Error {
-    Error::source(format!("redis {}: {what} refused: {e}", t.display())).hint(
-        "a logical snapshot needs INFO, SELECT, SCAN, PTTL and DUMP (ACL: +info +select +scan +pttl +dump)",
-    )
-}
-
-/// Walks every database with keys and writes the records into `tx`.
-/// Sets `complete` after the trailer was sent.
-async fn scan_all(
-    mut client: Client,
-    t: Target,
-    dbs: Vec<u32>,
-    started_ms: u64,
-    tx: mpsc::Sender<std::result::Result<Bytes, String>>,
-    complete: Arc<AtomicBool>,
-) -> Result<Totals> {
-    let r = scan_inner(&mut client, &t, dbs, started_ms, &tx).await;
-    match &r {
-        Ok(_) => complete.store(true, Ordering::SeqCst),
-        Err(e) => {
-            let _ = tx.send(Err(e.message.clone())).await;
-        }
-    }
-    r
-}
-
-async fn scan_inner(
-    client: &mut Client,
-    t: &Target,
-    dbs: Vec<u32>,
-    started_ms: u64,
-    tx: &mpsc::Sender<std::result::Result<Bytes, String>>,
-) -> Result<Totals> {
-    let mut out = Vec::with_capacity(CHUNK * 2);
-    let mut crc = 0u64;
-    let mut totals = Totals {
-        started_ms,
-        ..Totals::default()
-    };
-    put_header(&mut out, started_ms);
-    let send = |chunk: Vec<u8>| async move {
-        tx.send(Ok(Bytes::from(chunk)))
-            .await
-            .map_err(|_| Error::failed("the upload stopped reading the snapshot"))
-    };
-    for db in dbs {
-        let dbs = db.to_string();
-        match client.command(&[b"SELECT", dbs.as_bytes()]).await? {
-            Reply::Status(_) => {}
-            Reply::Error(e) => return Err(refused(t, &format!("SELECT {db}"), &e)),
-            other => return Err(refused(t, &format!("SELECT {db}"), &format!("{other:?}"))),
-        }
-        put_select(&mut out, db);
-        totals.dbs += 1;
-        totals.keyspace.push(RedisDb {
-            db,
-            keys: 0,
-            expires: 0,
-        });
-        let mut cursor = b"0".to_vec();
-        loop {
-            let reply = client
-                .command(&[b"SCAN", &cursor, b"COUNT", SCAN_COUNT.as_bytes()])
-                .await?;
-            let (next, keys) = match reply {
-                Reply::Array(Some(mut a)) if a.len() == 2 => {
-                    let keys = a.pop().expect("two items");
-                    let next = a.pop().expect("two items");
-                    match (next, keys) {
-                        (Reply::Bulk(Some(c)), Reply::Array(Some(k))) => (c, k),
-                        other => {
-                            return Err(refused(t, "SCAN", &format!("malformed reply {other:?}")));
-                        }
-                    }
-                }
-                Reply::Error(e) => return Err(refused(t, "SCAN", &e)),
-                other => return Err(refused(t, "SCAN", &format!("malformed reply {other:?}"))),
-            };
-            let keys: Vec<Vec<u8>> = keys
-                .into_iter()
-                .filter_map(|k| match k {
-                    Reply::Bulk(Some(k)) => Some(k),
-                    _ => None,
-                })
-                .collect();
-            if !keys.is_empty() {
-                let mut req = Vec::with_capacity(keys.len() * 32);
-                for k in &keys {
-                    encode(&mut req, &[b"PTTL", k]);
-                    encode(&mut req, &[b"DUMP", k]);
-                }
-                client.send_encoded(req).await?;
-                // Read every reply of the batch, even after a refusal, so
-                // the error names the first refused command.
-                let mut first_err = None;
-                for k in &keys {
-                    let pttl = client.reply().await?;
-                    let dump = client.reply().await?;
-                    let read_at = now_ms();
-                    let (pttl, payload) = match (pttl, dump) {
-                        (Reply::Error(e), _) => {
-                            first_err.get_or_insert_with(|| refused(t, "PTTL", &e));
-                            continue;
-                        }
-                        (_, Reply::Error(e)) => {
-                            first_err.get_or_insert_with(|| refused(t, "DUMP", &e));
-                            continue;
-                        }
-                        (Reply::Int(p), Reply::Bulk(Some(d))) => (p, d),
-                        // gone between SCAN and DUMP
-                        (_, Reply::Bulk(None)) => continue,
-                        other => {
-                            first_err.get_or_insert_with(|| {
-                                refused(t, "PTTL/DUMP", &format!("unexpected replies {other:?}"))
-                            });
-                            continue;
-                        }
-                    };
-                    if pttl == -2 {
-                        continue; // deleted right after DUMP
-                    }
-                    let expire_at = if pttl >= 0 {
-                        read_at + pttl as u64
-                    } else {
-                        0
-                    };
-                    put_key(&mut out, k, expire_at, &payload);
-                    totals.keys += 1;
-                    totals.payload_bytes += payload.len() as u64;
-                    if let Some(d) = totals.keyspace.last_mut() {
-                        d.keys += 1;
-                        d.expires += u64::from(expire_at != 0);
-                    }
-                    if out.len() >= CHUNK {
-                        crc = crc64(crc, &out);
-                        send(std::mem::replace(&mut out, Vec::with_capacity(CHUNK * 2))).await?;
-                    }
-                }
-                if let Some(e) = first_err {
-                    return Err(e);
-                }
-            }
-            if next == b"0" {
-                break;
-            }
-            cursor = next;
-        }
-    }
-    crc = crc64(crc, &out);
-    put_trailer(&mut out, &totals, crc);
-    send(out).await?;
-    Ok(totals)
-}
-
-/// What a logical backup hands back to [`super::snapshot::backup`].
-pub struct Taken {
-    pub record: ObjectRecord,
-    pub totals: Totals,
-}
-
-/// Takes a logical snapshot of `source` over a fresh connection and stores
-/// it as backup `id`'s [`LOGICAL_OBJECT`].
-pub async fn take(ctx: &BackupContext<'_>, source: &Source, id: &BackupId) -> Result<Taken> {
-    let t = Target::new(&source.url);
-    let mut client = Client::connect(&t).await?;
-    let keyspace = parse_keyspace(&client.info("keyspace").await?);
-    let dbs: Vec<u32> = keyspace.iter().map(|d| d.db).collect();
-    let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
-    let complete = Arc::new(AtomicBool::new(false));
-    let started_ms = now_ms();
-    let mut net = tokio::spawn(scan_all(
-        client,
-        t.clone(),
-        dbs,
-        started_ms,
-        tx,
-        complete.clone(),
-    ));
-    let key = Repository::data_key(&source.name, id, LOGICAL_OBJECT);
-    let step = ctx
-        .reporter
-        .step(format!("{}: logical snapshot", source.name), None);
-    let name = source.name.clone();
-    let stored = ctx
-        .encoder
-        .store(
-            ctx.repo.storage().clone(),
-            &key,
-            LOGICAL_OBJECT,
-            ChannelReader {
-                rx,
-                cur: Bytes::new(),
-            },
-            step.progress.clone(),
-            move |_| {
-                if complete.load(Ordering::SeqCst) {
-                    Ok(())
-                } else {
-                    Err(Error::source(format!(
-                        "the logical snapshot of {name} ended early"
-                    )))
-                }
-            },
-        )
-        .await;
-    let scanned = match tokio::time::timeout(std::time::Duration::from_secs(5), &mut net).await {
-        Ok(Ok(r)) => Some(r),
-        Ok(Err(e)) => Some(Err(Error::failed(format!("the scan task failed: {e}")))),
-        Err(_) => {
-            net.abort();
-            None
-        }
-    };
-    match (stored, scanned) {
-        (Ok(record), Some(Ok(totals))) => {
-            step.done(&format!(
-                "{} keys, stored {}",
-                totals.keys,
-                crate::util::human_bytes(record.stored_size)
-            ));
-            Ok(Taken { record, totals })
-        }
-        // The scan's own failure explains a failed store best.
-        (_, Some(Err(e))) | (Err(e), _) => {
-            step.abandon();
-            Err(e)
-        }
-        (Ok(_), None) => {
-            step.abandon();
-            Err(Error::failed("the scan did not end after the upload"))
-        }
-    }
-}
-
-/// The manifest's record of a logical snapshot.
-pub fn info_of(totals: &Totals, fallback: Option<String>) -> LogicalInfo {
-    LogicalInfo {
-        format_version: u32::from(VERSION),
-        keys: totals.keys,
-        payload_bytes: totals.payload_bytes,
-        fallback,
-    }
-}
-
-/// What loading a logical snapshot did.
-#[derive(Debug, Clone, Default)]
-pub struct Loaded {
-    pub totals: Totals,
-    /// Keys whose expiry passed before they were restored (Redis accepts
-    /// them and drops them at once).
-    pub expired: u64,
-    /// Bytes of the object read.
-    pub bytes: u64,
-}
-
-/// A blocking sink for the decoder that forwards chunks to the loader.
-struct ForwardSink {
-    tx: mpsc::Sender<Bytes>,
-}
-
-impl Write for ForwardSink {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.tx
-            .blocking_send(Bytes::copy_from_slice(buf))
-            .map_err(|_| io::Error::other("the load into the target stopped"))?;
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Pipelined `SELECT`/`RESTORE` commands not sent yet, and what each is
-/// for (the key, for messages).
-struct Batch {
-    req: Vec<u8>,
-    what: Vec<Option<Vec<u8>>>,
-}
-
-impl Batch {
-    async fn flush(&mut self, client: &mut Client, t: &Target) -> Result<()> {
-        if self.what.is_empty() {
-            return Ok(());
-        }
-        client.send_encoded(std::mem::take(&mut self.req)).await?;
-        let mut first_err = None;
-        for what in self.what.drain(..) {
-            let r = client.reply().await?;
-            let bad = match r {
-                Reply::Status(_) => continue,
-                Reply::Error(e) => e,
-                other => format!("{other:?}"),
-            };
-            if first_err.is_some() {
-                continue;
-            }
-            let cmd = match &what {
-                Some(k) => format!("RESTORE {}", show_key(k)),
-                None => "SELECT".to_string(),
-            };
-            let hint = if bad.contains("checksum") || bad.contains("version") {
-                "the target runs an older Redis than the source: a DUMP payload loads only into the same or a newer Redis version"
-            } else if bad.starts_with("NOPERM") {
-                "the target user needs SELECT and RESTORE (ACL: +select +restore)"
-            } else if bad.starts_with("OOM") {
-                "the target ran out of memory (maxmemory): give it more, or restore into a larger one"
-            } else {
-                "the keys before this one were loaded; fix the cause and run the restore again (--replace)"
-            };
-            first_err = Some(
-                Error::source(format!("{}: {cmd} refused: {bad}", t.display())).hint(hint),
-            );
-        }
-        match first_err {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
-    }
-}
-
-/// Loads the logical snapshot `rec` into the server `client` is connected
-/// to, with pipelined `RESTORE … ABSTTL REPLACE`. Records are applied as
-/// they are read and checked: a damaged object stops the load where the
-/// damage is (the keys before it are loaded), and the error says so.
-pub async fn load(
-    client: &mut Client,
-    t: &Target,
-    storage: &Arc<dyn Storage>,
-    rec: &ObjectRecord,
-    identities: Arc<Vec<Identity>>,
-    reporter: &Reporter,
-) -> Result<Loaded> {
-    let step = reporter.step(
-        format!("{} → {}", rec.key, t.display()),
-        Some(rec.plain_size),
-    );
-    let (tx, mut rx) = mpsc::channel::<Bytes>(CHANNEL_CHUNKS);
-    // The sink (holding the sender) is dropped as soon as the fetch ends,
-    // so the loader sees the end of the stream.
-    let fetching = async {
-        fetch(
-            storage,
-            rec,
-            identities,
-            ForwardSink { tx },
-            step.progress.clone(),
-        )
-        .await
-        .map(drop)
-    };
-    let applying = async {
-        let mut parser = Parser::new();
-        let mut batch = Batch {
-            req: Vec::new(),
-            what: Vec::new(),
-        };
-        let mut expired = 0u64;
-        let mut bytes = 0u64;
-        while let Some(chunk) = rx.recv().await {
-            bytes += chunk.len() as u64;
-            parser.feed(&chunk);
-            loop {
-                let ev = parser.next().map_err(|m| damaged(&rec.key, &m))?;
-                match ev {
-                    None => break,
-                    Some(Event::Select(db)) => {
-                        encode(&mut batch.req, &[b"SELECT", db.to_string().as_bytes()]);
-                        batch.what.push(None);
-                    }
-                    Some(Event::Key {
-                        key,
-                        expire_at,
-                        payload,
-                    }) => {
-                        if expire_at != 0 && expire_at <= now_ms() {
-                            expired += 1;
-                        }
-                        let ttl = expire_at.to_string();
-                        encode(
-                            &mut batch.req,
-                            &[
-                                b"RESTORE",
-                                &key,
-                                ttl.as_bytes(),
-                                &payload,
-                                b"ABSTTL",
-                                b"REPLACE",
-                            ],
-                        );
-                        batch.what.push(Some(key));
-                    }
-                }
-                if batch.what.len() >= BATCH_COMMANDS || batch.req.len() >= BATCH_BYTES {
-                    batch.flush(client, t).await?;
-                }
-            }
-        }
-        let totals = parser.finish().map_err(|m| damaged(&rec.key, &m))?;
-        batch.flush(client, t).await?;
-        Ok::<_, Error>(Loaded {
-            totals,
-            expired,
-            bytes,
-        })
-    };
-    let (fetched, applied) = tokio::join!(fetching, applying);
-    // The loader's failure (a refused RESTORE, a format error) explains a
-    // stopped fetch best; a fetch failure (damage the hash or age found)
-    // explains a parser that saw the stream end early.
-    let r = match (fetched, applied) {
-        (Ok(_), Ok(l)) => Ok(l),
-        (Err(f), Err(a)) if a.message.contains("cut short") => Err(f),
-        (_, Err(a)) => Err(a),
-        (Err(f), Ok(_)) => Err(f),
-    };
-    match &r {
-        Ok(l) => {
-            step.done(&format!(
-            "{} keys restored{}",
-            l.totals.keys,
-            if l.expired > 0 {
-                format!(" ({} already expired)", l.expired)
-            } else {
-                String::new()
-            }
-            ));
-        }
-        Err(_) => step.abandon(),
-    }
-    r.map_err(|e| {
-        e.context(format!(
-            "loading {} into {} stopped; keys restored before the failure stay",
-            rec.key,
-            t.display()
-        ))
-    })
 }
 
 /// The time a logical load took, for reports.
@@ -936,6 +474,16 @@ pub fn rate(keys: u64, bytes: u64, since: Instant) -> String {
         keys as f64 / s,
         crate::util::human_bytes((bytes as f64 / s) as u64)
     )
+}
+
+/// The manifest's record of a logical snapshot.
+pub fn info_of(totals: &Totals, fallback: Option<String>) -> LogicalInfo {
+    LogicalInfo {
+        format_version: u32::from(VERSION),
+        keys: totals.keys,
+        payload_bytes: totals.payload_bytes,
+        fallback,
+    }
 }
 
 #[cfg(test)]
@@ -956,7 +504,12 @@ mod tests {
         put_header(&mut out, 1_700_000_000_000);
         put_select(&mut out, 0);
         put_key(&mut out, b"a", 0, &payload(b"\x00\x01x"));
-        put_key(&mut out, b"bin\x00key", 1_800_000_000_000, &payload(b"\x00\x02yy"));
+        put_key(
+            &mut out,
+            b"bin\x00key",
+            1_800_000_000_000,
+            &payload(b"\x00\x02yy"),
+        );
         put_select(&mut out, 3);
         put_key(&mut out, b"", 0, &payload(b"\x0e\x05abcde"));
         let t = Totals {
@@ -975,7 +528,7 @@ mod tests {
         let mut evs = Vec::new();
         for c in data.chunks(step.max(1)) {
             p.feed(c);
-            while let Some(e) = p.next()? {
+            while let Some(e) = p.next_event()? {
                 evs.push(e);
             }
         }
@@ -989,13 +542,23 @@ mod tests {
             let (evs, t) = read_all(&data, step).unwrap();
             assert_eq!(evs.len(), 5, "step {step}");
             assert_eq!(evs[0], Event::Select(0));
-            assert!(matches!(&evs[2], Event::Key { key, expire_at: 1_800_000_000_000, .. } if key == b"bin\x00key"));
+            assert!(
+                matches!(&evs[2], Event::Key { key, expire_at: 1_800_000_000_000, .. } if key == b"bin\x00key")
+            );
             assert_eq!((t.dbs, t.keys, t.started_ms), (2, 3, 1_700_000_000_000));
             assert_eq!(
                 t.keyspace,
                 vec![
-                    RedisDb { db: 0, keys: 2, expires: 1 },
-                    RedisDb { db: 3, keys: 1, expires: 0 }
+                    RedisDb {
+                        db: 0,
+                        keys: 2,
+                        expires: 1
+                    },
+                    RedisDb {
+                        db: 3,
+                        keys: 1,
+                        expires: 0
+                    }
                 ]
             );
         }
@@ -1010,7 +573,11 @@ mod tests {
         }
         let mut more = data.clone();
         more.push(0);
-        assert!(read_all(&more, 3).unwrap_err().contains("after the trailer"));
+        assert!(
+            read_all(&more, 3)
+                .unwrap_err()
+                .contains("after the trailer")
+        );
     }
 
     #[test]
@@ -1025,7 +592,11 @@ mod tests {
         let mut d = data.clone();
         d[MAGIC.len()] = 2;
         assert!(read_all(&d, 64).unwrap_err().contains("version 2"));
-        assert!(read_all(b"REDIS0011", 64).unwrap_err().contains("STRATA-REDIS-LOGICAL"));
+        assert!(
+            read_all(b"REDIS0011", 64)
+                .unwrap_err()
+                .contains("STRATA-REDIS-LOGICAL")
+        );
     }
 
     #[test]
