@@ -107,6 +107,22 @@ fn auto_falls_back_to_logical_and_round_trips_exactly() {
             .is_file()
     );
     s.run(&["verify", "--read-data"]).ok();
+    // the manifest records the fallback and what the scan wrote
+    let mkey = b["manifest"].as_str().unwrap();
+    let bytes = fs::read(s.repo_dir().join(mkey)).unwrap();
+    let ids = strata::keys::load_identities(&s.key).unwrap();
+    let m = strata::catalog::manifest::ManifestFile::parse(mkey, &bytes)
+        .unwrap()
+        .open(mkey, &ids)
+        .unwrap();
+    let r = m.redis.expect("redis facts");
+    let l = r.logical.expect("a logical snapshot");
+    assert!(l.fallback.unwrap().contains("SYNC"));
+    assert_eq!(
+        (l.keys, l.format_version, r.transfer.as_str()),
+        (n, 1, "logical")
+    );
+    assert_eq!(r.keyspace.iter().map(|d| d.keys).sum::<u64>(), n);
 
     // restore --into an empty running server
     let dst = RedisServer::start("lg-dst", &[]);

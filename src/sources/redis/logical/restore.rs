@@ -216,13 +216,25 @@ pub async fn restore(
         }
         None => std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0),
     };
+    // the RDB version of the file the server wrote (`REDIS0010`)
+    let rdb_version = std::fs::File::open(&path)
+        .ok()
+        .and_then(|mut f| {
+            let mut h = [0u8; 9];
+            std::io::Read::read_exact(&mut f, &mut h).ok()?;
+            std::str::from_utf8(h.strip_prefix(b"REDIS")?)
+                .ok()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0);
     Ok(RestoreReport {
         backup: summary.id.to_string(),
         source: summary.source.clone(),
         path,
         bytes,
         redis_version: info.redis_version,
-        rdb_version: 0,
+        rdb_version,
         server: start.map(|_| server),
         duration_seconds: clock.elapsed().as_secs_f64(),
         warnings,
