@@ -619,6 +619,19 @@ mod tests {
         assert!(read_all(&out, 64).unwrap_err().contains("trailer counts"));
     }
 
+    /// The fuzz corpus holds a valid object (so the fuzzer starts inside
+    /// the format).
+    #[test]
+    fn fuzz_seed_is_a_valid_object() {
+        let seed = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fuzz/corpus/rdb/logical-v1"
+        ))
+        .unwrap();
+        let (evs, t) = read_all(&seed[1..], 7).unwrap();
+        assert_eq!((evs.len(), t.keys, t.dbs), (5, 3, 2));
+    }
+
     #[test]
     fn resp_encoding() {
         let mut b = Vec::new();
