@@ -75,7 +75,6 @@ fn assert_same(before: &mut Conn, after: &mut Conn, tol: i64) {
         at.keys().collect::<Vec<_>>(),
         "keys with a TTL"
     );
-    assert!(bt.len() >= 6, "{bt:?}");
     for (k, p) in &bt {
         let q = at[k];
         assert!(
@@ -90,6 +89,10 @@ fn auto_falls_back_to_logical_and_round_trips_exactly() {
     let src = RedisServer::start_without_sync("lg-src", &[]);
     let mut c = src.conn();
     let n = fill_all(&mut c);
+    assert!(
+        pttls(&mut c).len() >= 6,
+        "TTLs on several types and databases"
+    );
 
     let s = setup("redis-logical", &src.url(), "");
     let o = s.run(&["--json", "backup", "cache"]).ok();
@@ -260,4 +263,28 @@ fn damaged_or_truncated_logical_object_is_detected() {
         .expect_code(4);
     fs::write(&obj, &good).unwrap();
     s.run(&["verify", "--read-data"]).ok();
+}
+
+/// An ACL user without SYNC (NOPERM) is a refusal too: `auto` falls back.
+#[test]
+fn auto_falls_back_when_an_acl_refuses_sync() {
+    let src = RedisServer::start("lg-acl", &[]);
+    let mut c = src.conn();
+    c.ok(&["SET", "k", "v"]);
+    c.ok(&["SELECT", "2"]);
+    c.ok(&["SET", "k2", "v2", "EX", "1000"]);
+    c.ok(&[
+        "ACL", "SETUSER", "bk", "on", ">pw", "~*", "&*", "+@all", "-sync", "-psync",
+    ]);
+    let url = format!("redis://bk:pw@127.0.0.1:{}", src.port);
+    let s = setup("redis-logical-acl", &url, "");
+    let o = s.run(&["--json", "backup", "cache"]).ok();
+    assert!(
+        o.stderr.contains("notice") && o.stderr.contains("NOPERM"),
+        "{o}"
+    );
+    assert!(!o.all().contains(":pw@"), "password printed\n{o}");
+    let dst = RedisServer::start("lg-acl-dst", &[]);
+    s.run(&["restore", "cache", "--into", &dst.url()]).ok();
+    assert_same(&mut c, &mut dst.conn(), 5_000);
 }
