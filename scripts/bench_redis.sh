@@ -64,6 +64,9 @@ PIDS=()
 cleanup() {
     local rc=$?
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    # let the servers exit before their directories go (rm races a
+    # server still writing otherwise)
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
     if [ "${BENCH_KEEP:-0}" = 1 ]; then step "kept $BENCH_DIR"; else rm -rf "$BENCH_DIR"; fi
     exit "$rc"
 }
