@@ -25,6 +25,13 @@
 #   strata L1     strata backup cache   ([compression] level = 1, the default)
 #   strata L3     strata backup cache   ([compression] level = 3, as the pipeline)
 #   into          strata restore cache --into redis://…  --replace (a second server)
+#   logical       strata backup cache   (mode = "logical": SCAN + DUMP, level 1)
+#   logical into  strata restore cache --into redis://…  --replace, of that backup
+#                 (pipelined RESTORE … ABSTTL REPLACE)
+#
+# A second table gives each strata case's throughput: keys/s and MB/s of
+# the data it moved (the backup's plain bytes: the RDB, or the logical
+# object), from the median wall time.
 #
 # The data set: keys of JSON-like session documents (~1 KiB: fixed field
 # names, user ids, random hex tokens, a short word list), compressible
@@ -57,6 +64,9 @@ PIDS=()
 cleanup() {
     local rc=$?
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    # let the servers exit before their directories go (rm races a
+    # server still writing otherwise)
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
     if [ "${BENCH_KEEP:-0}" = 1 ]; then step "kept $BENCH_DIR"; else rm -rf "$BENCH_DIR"; fi
     exit "$rc"
 }
@@ -120,7 +130,7 @@ step "data set: $KEYS keys, used_memory $((USED >> 20)) MiB, RDB $((RDB_BYTES >>
 
 KEY=$BENCH_DIR/identity.txt
 RECIPIENT=$("$STRATA" key generate --out "$KEY" 2>/dev/null)
-write_config() { # FILE LEVEL
+write_config() { # FILE LEVEL [MODE]
     cat >"$1" <<EOF
 [repository]
 url = "file://$BENCH_DIR/repo"
@@ -135,10 +145,14 @@ level = $2
 [sources.cache]
 kind = "redis"
 url = "redis://127.0.0.1:$SRC_PORT"
+mode = "${3:-auto}"
 EOF
 }
 write_config "$BENCH_DIR/l1.toml" 1
 write_config "$BENCH_DIR/l3.toml" 3
+write_config "$BENCH_DIR/logical.toml" 1 logical
+PLAIN=$BENCH_DIR/plain.tsv # case plain_bytes
+: >"$PLAIN"
 "$STRATA" --config "$BENCH_DIR/l1.toml" init >/dev/null
 
 RAW=$BENCH_DIR/raw.tsv # case run wall cpu rss_kib stored_bytes
@@ -169,7 +183,15 @@ for run in $(seq 0 "$REPS"); do
     timed "strata L1" "$run" "$STORED_JSON" -- "$STRATA" --json --config "$BENCH_DIR/l1.toml" backup cache
     timed "strata L3" "$run" "$STORED_JSON" -- "$STRATA" --json --config "$BENCH_DIR/l3.toml" backup cache
     LAST=$(jq -r .id "$BENCH_DIR/last.out")
+    P=$(jq -r .plain_bytes "$BENCH_DIR/last.out")
+    printf 'strata L1\t%s\ninto\t%s\n' "$P" "$P" >>"$PLAIN"
     timed into "$run" 'echo -' -- "$STRATA" --json --config "$BENCH_DIR/l1.toml" restore cache \
+        --backup "$LAST" --into "redis://127.0.0.1:$DST_PORT" --replace
+    timed logical "$run" "$STORED_JSON" -- "$STRATA" --json --config "$BENCH_DIR/logical.toml" backup cache
+    LAST=$(jq -r .id "$BENCH_DIR/last.out")
+    P=$(jq -r .plain_bytes "$BENCH_DIR/last.out")
+    printf 'logical\t%s\nlogical into\t%s\n' "$P" "$P" >>"$PLAIN"
+    timed "logical into" "$run" 'echo -' -- "$STRATA" --json --config "$BENCH_DIR/logical.toml" restore cache \
         --backup "$LAST" --into "redis://127.0.0.1:$DST_PORT" --replace
 done
 [ "$(redis-cli -p "$DST_PORT" dbsize)" = "$KEYS" ] || die "the restored server does not hold $KEYS keys"
@@ -178,11 +200,11 @@ report() {
     echo "strata Redis benchmark: $KEYS keys, used_memory $((USED >> 20)) MiB, RDB $((RDB_BYTES >> 20)) MiB; REPS=$REPS, $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB RAM"
     echo "strata $("$STRATA" --version | awk '{print $2}') ($(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$REPO_ROOT" diff --quiet 2>/dev/null || echo '+dirty')), $(redis-server --version | awk '{print $3}'), $(zstd --version | head -1), age $(age --version)"
     echo
-    python3 - "$RAW" "$RDB_BYTES" <<'PY'
+    python3 - "$RAW" "$RDB_BYTES" "$PLAIN" "$KEYS" <<'PY'
 import sys, statistics
-raw, rdb = sys.argv[1], int(sys.argv[2])
+raw, rdb, plain_f, keys = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 rows = [l.rstrip("\n").split("\t") for l in open(raw)]
-order = ["floor", "pipeline", "strata L1", "strata L3", "into"]
+order = ["floor", "pipeline", "strata L1", "strata L3", "into", "logical", "logical into"]
 stat = {}
 for case in order:
     rs = [r for r in rows if r[0] == case and r[1] != "0"]
@@ -206,8 +228,22 @@ for case in order:
     wall = f"{med:.2f} ({walls[0]:.2f}–{walls[-1]:.2f})" if len(walls) > 1 else f"{med:.2f}"
     st = f"{statistics.median(stored)/1e6:.1f}" if stored else "–"
     ratio = f"{rdb/statistics.median(stored):.1f}:1" if stored else "–"
-    xp = "–" if case in ("floor", "into") else x(case, "pipeline")
+    xp = "–" if case in ("floor", "into", "logical into") else x(case, "pipeline")
     print(f"| {case} | {wall} | {cpu:.1f} | {rss:.0f} | {st} | {ratio} | {xp} | {x(case, 'floor')} |")
+plain = {}
+for l in open(plain_f):
+    c, b = l.rstrip("\n").split("\t")
+    plain.setdefault(c, []).append(int(b))
+print()
+print("| case | keys | data MB | wall s (median) | keys/s | MB/s | × strata L1 wall |")
+print("|---|---|---|---|---|---|---|")
+for case in ["strata L1", "into", "logical", "logical into"]:
+    if case not in stat or case not in plain:
+        continue
+    med = stat[case][0]
+    mb = statistics.median(plain[case]) / 1e6
+    rel = f"{med / stat['strata L1'][0]:.2f}×" if "strata L1" in stat else "–"
+    print(f"| {case} | {keys} | {mb:.1f} | {med:.2f} | {keys / med:,.0f} | {mb / med:.1f} | {rel} |")
 PY
 }
 step "done in $((SECONDS - T0))s"

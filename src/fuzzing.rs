@@ -124,7 +124,7 @@ pub fn time(data: &[u8]) {
 
 /// An RDB stream through [`crate::sources::redis::rdb::RdbCheck`], fed in
 /// chunks whose sizes the first byte picks (the check must not depend on
-/// how the stream is cut).
+/// how the stream is cut); the same bytes as a logical snapshot.
 pub fn rdb(data: &[u8]) {
     use crate::sources::redis::rdb::RdbCheck;
     let Some((&cut, rest)) = data.split_first() else {
@@ -146,6 +146,21 @@ pub fn rdb(data: &[u8]) {
         chunked.is_ok(),
         "the verdict depends on how the stream is cut: {whole:?} / {chunked:?}"
     );
+    // a logical snapshot (issue 17 item 3) through its parser: the same
+    // verdict however the stream is cut
+    let logical = |step: usize| {
+        let mut p = crate::sources::redis::logical::Parser::new();
+        for ch in rest.chunks(step) {
+            p.feed(ch);
+            while p.next_event()?.is_some() {}
+        }
+        p.finish().map(|_| ())
+    };
+    let (a, b) = (
+        logical(rest.len().max(1)),
+        logical(usize::from(cut % 13) + 1),
+    );
+    assert_eq!(a.is_ok(), b.is_ok(), "logical: {a:?} / {b:?}");
     // the replica-protocol parser of `restore --into` reads the same kind
     // of untrusted bytes (from the target server)
     let _ = crate::sources::redis::load::parse_command(rest);

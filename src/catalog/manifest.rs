@@ -181,6 +181,25 @@ pub struct RedisInfo {
     /// (diskless, after `repl-diskless-sync-delay`), else when strata asked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub captured: Option<DateTime<Utc>>,
+    /// Set for a logical snapshot (`SCAN` + `DUMP`, not an RDB; see
+    /// `sources::redis::logical`); absent for a replication snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logical: Option<LogicalInfo>,
+}
+
+/// What a logical Redis snapshot recorded.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LogicalInfo {
+    /// Version of the logical format written.
+    pub format_version: u32,
+    /// Key records written (keys gone between `SCAN` and `DUMP` are not).
+    pub keys: u64,
+    /// Bytes of `DUMP` payloads written.
+    pub payload_bytes: u64,
+    /// When mode `auto` fell back to a logical snapshot: the server's
+    /// refusal of the replication protocol.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
 }
 
 /// One database's key counts.

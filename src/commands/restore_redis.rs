@@ -57,13 +57,18 @@ pub async fn run(g: &Globals, a: &IntoArgs) -> Result<u8> {
         super::print_json(&report);
     } else {
         println!(
-            "restored {} of {} into {} in {:.1}s ({} verified, RDB version {}{})",
+            "restored {} of {} into {} in {:.1}s ({} verified, {}{})",
             report.backup,
             report.source,
             report.target,
             report.duration_seconds,
             crate::util::human_bytes(report.bytes),
-            report.rdb_version,
+            // a logical snapshot has no RDB version
+            if report.rdb_version == 0 {
+                "logical snapshot, replayed with RESTORE".to_string()
+            } else {
+                format!("RDB version {}", report.rdb_version)
+            },
             if report.replaced_keys > 0 {
                 format!(
                     ", {} key{} replaced",

@@ -3,8 +3,8 @@
 //! Without `--read-data`, every object a manifest names must exist with
 //! its recorded stored size (needs no identity). With it, every object is
 //! downloaded, decrypted, decompressed and hashed against the sealed
-//! manifest, and every archived WAL file is read back and checked against
-//! its record. Leftovers of backups that never completed are reported.
+//! manifest (a logical Redis snapshot also against its own format), and
+//! every archived WAL file is read back and checked against its record. Leftovers of backups that never completed are reported.
 
 use serde::Serialize;
 
@@ -306,15 +306,26 @@ pub async fn run(g: &Globals, source: Option<&str>, read_data: bool, json: bool)
                 }
                 Ok(m) => {
                     for rec in &m.objects {
-                        if let Err(err) = fetch(
-                            &storage,
-                            rec,
-                            ids.clone(),
-                            std::io::sink(),
-                            Progress::hidden(),
-                        )
-                        .await
+                        // A logical Redis snapshot is also checked for its
+                        // format (records, trailer counts and CRC).
+                        let read = if m.redis.as_ref().is_some_and(|r| r.logical.is_some())
+                            && rec.name == crate::sources::redis::logical::LOGICAL_OBJECT
                         {
+                            crate::sources::redis::logical::check_object(&storage, rec, ids.clone())
+                                .await
+                                .map(|_| ())
+                        } else {
+                            fetch(
+                                &storage,
+                                rec,
+                                ids.clone(),
+                                std::io::sink(),
+                                Progress::hidden(),
+                            )
+                            .await
+                            .map(|_| ())
+                        };
+                        if let Err(err) = read {
                             if err.kind == Kind::Storage && err.retryable {
                                 return Err(
                                     err.context(format!("reading backup {} of {}", s.id, s.source))

@@ -135,6 +135,8 @@ struct RawSource {
     archive_push_queue_max: Option<Spanned<String>>,
     archive_spool_path: Option<PathBuf>,
     archive_push_timeout: Option<Spanned<String>>,
+    /// Redis: "auto" (default), "replication" or "logical".
+    mode: Option<Spanned<String>>,
 }
 
 /// A source's `restore_to`: a PostgreSQL data directory, or the Redis or
@@ -184,6 +186,8 @@ pub struct Source {
     pub rpo_target: Option<chrono::Duration>,
     /// Postgres: asynchronous `wal push` settings (`archive_async`, …).
     pub archive_push: crate::sources::postgres::wal::push_async::AsyncSettings,
+    /// Redis: how snapshots are taken (`mode`).
+    pub redis_mode: crate::sources::redis::Mode,
 }
 
 #[derive(Debug, Clone)]
@@ -386,6 +390,21 @@ impl Config {
                     })
                     .transpose()
             };
+            let redis_mode = match &s.mode {
+                None => crate::sources::redis::Mode::default(),
+                Some(m) if s.kind != SourceKind::Redis => {
+                    return Err(bad(
+                        m.span(),
+                        &format!("sources.{name}.mode"),
+                        format!(
+                            "mode chooses how a redis source is snapshotted; a {} source has none",
+                            s.kind.as_str()
+                        ),
+                    ));
+                }
+                Some(m) => crate::sources::redis::Mode::parse(m.get_ref())
+                    .map_err(|why| bad(m.span(), &format!("sources.{name}.mode"), why))?,
+            };
             let rto_target = duration(&s.rto_target, "rto_target")?;
             let rpo_target = duration(&s.rpo_target, "rpo_target")?;
             let restore_to = match &s.restore_to {
@@ -452,6 +471,7 @@ impl Config {
                     rto_target,
                     rpo_target,
                     archive_push,
+                    redis_mode,
                 },
             );
         }

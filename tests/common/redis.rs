@@ -110,6 +110,23 @@ impl RedisServer {
         unreachable!()
     }
 
+    /// A server standing in for a managed service (ElastiCache, MemoryDB,
+    /// Azure Cache): `SYNC` and `PSYNC` renamed away, so the replication
+    /// protocol is refused (`ERR unknown command`). `extra` as for
+    /// [`start`](Self::start).
+    pub fn start_without_sync(name: &str, extra: &[&str]) -> RedisServer {
+        let mut args = vec![
+            "--rename-command",
+            "SYNC",
+            "",
+            "--rename-command",
+            "PSYNC",
+            "",
+        ];
+        args.extend_from_slice(extra);
+        RedisServer::start(name, &args)
+    }
+
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }

@@ -612,6 +612,18 @@ pub fn parse_keyspace(info: &str) -> Vec<RedisDb> {
     dbs
 }
 
+impl Client {
+    /// Sends RESP-encoded commands without reading their replies
+    /// (pipelining): read them afterwards with [`reply`](Self::reply),
+    /// one per command, in order.
+    pub async fn send_encoded(&mut self, req: Vec<u8>) -> Result<()> {
+        let target = self.target.clone();
+        idle(self_write(&mut self.conn, req))
+            .await
+            .map_err(|e| source_err(&target, format!("sending commands: {e}")))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

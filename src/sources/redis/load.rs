@@ -183,6 +183,39 @@ pub async fn restore_into(
         ));
     }
 
+    if info.logical.is_some() {
+        let mut warnings = warnings;
+        let l = super::logical::restore::restore_into(
+            client,
+            t,
+            storage,
+            entry,
+            &rec,
+            &info,
+            identities,
+            &target_version,
+            replaced_keys,
+            &mut warnings,
+            reporter,
+        )
+        .await?;
+        return Ok(IntoReport {
+            backup: summary.id.to_string(),
+            source: summary.source.clone(),
+            target: t.display().to_string(),
+            target_version,
+            served_from: "RESTORE commands (logical snapshot)".into(),
+            bytes: rec.plain_size,
+            rdb_version: 0,
+            keyspace: l.keyspace,
+            expected: info.keyspace,
+            counts_match: l.counts_match,
+            replaced_keys,
+            duration_seconds: clock.elapsed().as_secs_f64(),
+            warnings,
+        });
+    }
+
     // Where the target finds strata.
     let bind = match opts.listen {
         Some(a) => a,

@@ -2,17 +2,50 @@
 //! protocol, the way `redis-cli --rdb` does, so strata needs no access to
 //! the server's disk and never changes its configuration.
 //!
+//! Where a managed service refuses `SYNC`/`PSYNC` (ElastiCache, MemoryDB,
+//! Azure Cache), [`logical`] takes a logical snapshot instead: `SCAN`,
+//! `DUMP` and `PTTL` per key, restored with `RESTORE … ABSTTL REPLACE`.
+//!
 //! [`client`] speaks just enough RESP (AUTH, INFO, REPLCONF, SYNC), over
 //! TCP or TLS ([`tls`], for `rediss://`); [`rdb`] checks a snapshot as it
 //! streams; [`snapshot`] backs up and restores.
 
 pub mod client;
 pub mod load;
+pub mod logical;
 pub mod rdb;
 pub mod snapshot;
 pub mod tls;
 
 use url::Url;
+
+/// How a redis source is snapshotted (`[sources.NAME] mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// The replication protocol, falling back to a logical snapshot (with
+    /// a notice, recorded in the manifest) when the server refuses it.
+    #[default]
+    Auto,
+    /// The replication protocol only (`SYNC`): an RDB, point in time.
+    Replication,
+    /// `SCAN` + `DUMP` + `PTTL` ([`logical`]): works where `SYNC` is
+    /// refused; not a point-in-time image.
+    Logical,
+}
+
+impl Mode {
+    /// Parses the `mode` setting; the reason when it is unknown.
+    pub fn parse(s: &str) -> std::result::Result<Mode, String> {
+        match s {
+            "auto" => Ok(Mode::Auto),
+            "replication" => Ok(Mode::Replication),
+            "logical" => Ok(Mode::Logical),
+            other => Err(format!(
+                "unknown mode {other:?}: use \"auto\" (the default), \"replication\" or \"logical\""
+            )),
+        }
+    }
+}
 
 /// Connection settings from a `redis://[user:pass@]host:port` or
 /// `rediss://[user:pass@]host:port[?cacert=…&cert=…&key=…&sni=…]` URL.
@@ -131,5 +164,13 @@ mod tests {
         assert!(!t.display().contains("p%40ss") && !format!("{t:?}").contains("p%40ss"));
         let t = Target::new(&Url::parse("redis://:secret@cache").unwrap());
         assert_eq!((t.user, t.port), (None, 6379));
+    }
+
+    #[test]
+    fn modes() {
+        assert_eq!(Mode::parse("logical"), Ok(Mode::Logical));
+        assert_eq!(Mode::parse("replication"), Ok(Mode::Replication));
+        assert_eq!(Mode::parse("auto"), Ok(Mode::default()));
+        assert!(Mode::parse("rdb").unwrap_err().contains("\"logical\""));
     }
 }

@@ -12,6 +12,11 @@
 //! `repl-diskless-sync-delay` seconds (default 5) for more replicas before
 //! it starts. strata never changes server settings: lower the delay on
 //! the server if those seconds matter (docs/redis.md).
+//!
+//! Where the server refuses `SYNC` (managed services), `mode = "auto"`
+//! (the default) takes a logical snapshot instead ([`super::logical`]),
+//! says so, and records why in the manifest; `mode = "replication"`
+//! fails naming `SYNC`; `mode = "logical"` never asks for it.
 
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -25,9 +30,10 @@ use chrono::Utc;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use super::Target;
 use super::client::{Client, info_field, parse_keyspace};
+use super::logical::LOGICAL_OBJECT;
 use super::rdb::RdbCheck;
+use super::{Mode, Target};
 use crate::catalog::manifest::{RedisDb, RedisInfo, Summary};
 use crate::catalog::{BackupId, Entry, Manifest, Repository};
 use crate::config::Source;
@@ -104,8 +110,70 @@ pub async fn backup(
         keyspace.iter().map(|d| d.keys).sum::<u64>()
     ));
 
+    let mut fallback = None;
     let asked = Utc::now();
-    let framing = client.start_sync().await?;
+    let framing = if source.redis_mode == Mode::Logical {
+        None
+    } else {
+        match client.start_sync().await {
+            Ok(f) => Some(f),
+            Err(e) if sync_refused(&e) => {
+                if source.redis_mode == Mode::Replication {
+                    return Err(Error::source(format!(
+                        "{}: the server refuses SYNC, the replication protocol a snapshot uses ({})",
+                        source.name, e.message
+                    ))
+                    .hint(format!(
+                        "managed services (ElastiCache, MemoryDB, Azure Cache) disable SYNC/PSYNC: set mode = \"logical\" (or \"auto\") under [sources.{}]",
+                        source.name
+                    )));
+                }
+                // Always shown (also with --json, on stderr), as warnings are.
+                eprintln!(
+                    "notice: {} refuses SYNC ({}): taking a logical snapshot instead (SCAN + DUMP; not a point-in-time image, see docs/redis.md); set mode = \"logical\" to skip the attempt",
+                    source.name, e.message
+                );
+                fallback = Some(e.message);
+                None
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    let Some(framing) = framing else {
+        drop(client);
+        let taken = super::logical::scan::take(ctx, source, &id).await?;
+        let finished = Utc::now();
+        let mut manifest = Manifest::new(
+            Summary::of(
+                &id,
+                &source.name,
+                source.kind,
+                "snapshot",
+                tier.clone(),
+                started,
+                finished,
+            ),
+            vec![taken.record],
+            None,
+        );
+        manifest.redis = Some(RedisInfo {
+            redis_version,
+            rdb_version: 0,
+            keyspace: taken.totals.keyspace.clone(),
+            used_memory,
+            transfer: "logical".into(),
+            captured: None,
+            logical: Some(super::logical::info_of(&taken.totals, fallback)),
+        });
+        let r = ctx.commit(&manifest, clock).await?;
+        ctx.reporter.note(format!(
+            "{}: logical snapshot of {} keys ({})",
+            source.name,
+            taken.totals.keys,
+            super::logical::rate(taken.totals.keys, taken.totals.payload_bytes, clock)
+        ));
+        return Ok(r);
+    };
     // A diskless payload starts right after the fork; a disk one only
     // once the file is written, the fork being at the request.
     let captured = match framing {
@@ -211,6 +279,7 @@ pub async fn backup(
         used_memory,
         transfer: framing.transfer().into(),
         captured: Some(captured),
+        logical: None,
     });
     ctx.commit(&manifest, clock).await
 }
@@ -225,6 +294,7 @@ pub(crate) fn snapshot_of(
     let manifest = entry.file.open(&entry.manifest_key, identities)?;
     let rec = manifest
         .object(RDB_OBJECT)
+        .or_else(|| manifest.object(LOGICAL_OBJECT))
         .ok_or_else(|| Error::integrity(format!("backup {id} has no {RDB_OBJECT}")))?
         .clone();
     let info = manifest.redis.ok_or_else(|| {
@@ -233,6 +303,20 @@ pub(crate) fn snapshot_of(
         ))
     })?;
     Ok((rec, info))
+}
+
+/// Whether starting a sync failed because the server refuses the
+/// replication protocol to this client (a renamed or disabled command, an
+/// ACL without it), rather than for a passing reason.
+fn sync_refused(e: &Error) -> bool {
+    let m = e.message.to_ascii_lowercase();
+    e.kind == Kind::Source
+        && (m.contains("sync") || m.contains("replconf"))
+        && (m.contains("unknown command")
+            || m.contains("noperm")
+            || m.contains("no permissions")
+            || m.contains("not allowed")
+            || m.contains("disabled"))
 }
 
 fn refuse(source: &str, why: &str) -> Error {
@@ -317,6 +401,12 @@ pub async fn restore(
     let clock = Instant::now();
     let summary = entry.summary();
     let (rec, info) = snapshot_of(entry, &identities)?;
+    if info.logical.is_some() {
+        return super::logical::restore::restore(
+            storage, entry, rec, info, identities, opts, reporter,
+        )
+        .await;
+    }
     let path = match &opts.to {
         RestoreTo::File(p) => p.clone(),
         RestoreTo::Dir { dir, .. } => {
@@ -440,7 +530,7 @@ pub fn show_keyspace(k: &[RedisDb]) -> String {
 /// Starts `redis-server` on the restored file in `dir`, in the background,
 /// persistence off (so it never rewrites the restored file), and waits
 /// until it has loaded the snapshot.
-async fn start_server(
+pub(super) async fn start_server(
     dir: &Path,
     port: u16,
     bin_dir: Option<&Path>,
