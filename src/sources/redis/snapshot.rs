@@ -110,7 +110,8 @@ pub async fn backup(
         keyspace.iter().map(|d| d.keys).sum::<u64>()
     ));
 
-    let mut fallback = None;
+    let mut fallback: Option<String> = None;
+    let mut sync_hint: Option<String> = None;
     let asked = Utc::now();
     let framing = if source.redis_mode == Mode::Logical {
         None
@@ -133,6 +134,7 @@ pub async fn backup(
                     "notice: {} refuses SYNC ({}): taking a logical snapshot instead (SCAN + DUMP; not a point-in-time image, see docs/redis.md); set mode = \"logical\" to skip the attempt",
                     source.name, e.message
                 );
+                sync_hint = e.hint;
                 fallback = Some(e.message);
                 None
             }
@@ -141,7 +143,24 @@ pub async fn backup(
     };
     let Some(framing) = framing else {
         drop(client);
-        let taken = super::logical::scan::take(ctx, source, &id).await?;
+        let taken = match super::logical::scan::take(ctx, source, &id).await {
+            Ok(t) => t,
+            // the fallback failed too: say both, so the operator can grant
+            // either (a user lacking +sync and +select is told of +sync too)
+            Err(mut e) if fallback.is_some() => {
+                e.message = format!(
+                    "{} (the logical snapshot was taken because SYNC was refused: {})",
+                    e.message,
+                    fallback.as_deref().unwrap_or_default()
+                );
+                e.hint = match (e.hint.take(), sync_hint) {
+                    (Some(l), Some(r)) => Some(format!("{l}; or, for a replication snapshot: {r}")),
+                    (l, r) => l.or(r),
+                };
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
         let finished = Utc::now();
         let mut manifest = Manifest::new(
             Summary::of(
