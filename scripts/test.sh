@@ -274,14 +274,8 @@ pg_suite() { # MAJOR SERVER_BIN CLIENT_BIN
     local args=() t prc=0 t0=$SECONDS
     for t in "${PG_TESTS[@]}"; do args+=(--test "$t"); done
     step "PostgreSQL $1: cargo test --no-fail-fast ${args[*]}"
-    # KNOWN DEFECT, skipped on 16-18 only (runs on 15 in the main run):
-    # tests/pitr_load.rs's async re-push of an already archived segment
-    # fails there with "object already exists" (exit 8) instead of
-    # succeeding; found at the end of session 7, not yet understood (see
-    # the closing note of that session). Remove this skip with its fix.
     STRATA_PG_MAJOR=$1 STRATA_PG_BIN=$2 STRATA_PG_CLIENT_BIN=$3 \
-        cargo test --no-fail-fast "${args[@]}" -- \
-        --skip async_push_keeps_up_with_pgbench_and_the_archive_is_continuous </dev/null || prc=$?
+        cargo test --no-fail-fast "${args[@]}" </dev/null || prc=$?
     if [ "$prc" -eq 0 ]; then
         step "PostgreSQL $1: all tests passed ($((SECONDS - t0))s)"
     else
