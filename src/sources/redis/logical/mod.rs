@@ -623,11 +623,19 @@ mod tests {
     /// the format).
     #[test]
     fn fuzz_seed_is_a_valid_object() {
-        let seed = std::fs::read(concat!(
+        // the rdb fuzz target's seed of a logical snapshot: its first byte
+        // picks the chunking, the rest is `sample()`
+        // (STRATA_WRITE_SEEDS=1 cargo test --lib fuzz_seed writes it)
+        let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/fuzz/corpus/rdb/logical-v1"
-        ))
-        .unwrap();
+            "/fuzz/corpus/rdb/seed-logical-v1"
+        );
+        let want = [&[7u8][..], &sample()].concat();
+        if std::env::var_os("STRATA_WRITE_SEEDS").is_some() {
+            std::fs::write(path, &want).unwrap();
+        }
+        let seed = std::fs::read(path).expect("the committed seed");
+        assert_eq!(seed, want, "{path} is not sample()'s object");
         let (evs, t) = read_all(&seed[1..], 7).unwrap();
         assert_eq!((evs.len(), t.keys, t.dbs), (5, 3, 2));
     }
