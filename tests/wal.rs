@@ -319,6 +319,41 @@ fn pushing_again_same_content_succeeds_different_content_is_refused() {
     assert!(!f.repo.object(&format!("{}.json", seg_key(&next))).exists());
 }
 
+/// A segment that does not compress (its data pages random) pushed twice:
+/// the second push is "already archived", not a conflict. The upload of
+/// such a file starts before its digest is known, and the store refuses
+/// the existing object at once: the push used to exit 8 there, so a
+/// PostgreSQL retrying a segment it has no `.done` for would stall (found
+/// on PostgreSQL 18's pgbench WAL in tests/pitr_load.rs).
+#[test]
+fn an_incompressible_segment_pushed_again_is_already_archived() {
+    let f = fixture();
+    // a repository of its own: the shared one keeps the real segment
+    let repo = Repo::local("wal-dense-repo");
+    let name = f.segments[1].clone();
+    let mut bytes = fs::read(f.pg_wal(&name)).unwrap();
+    // everything past the first page: xorshift noise zstd cannot shrink
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for b in &mut bytes[8192..] {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    let dir = pg_scratch_dir("wal-dense");
+    let path = dir.join(&name);
+    fs::write(&path, &bytes).unwrap();
+    let o = repo.push(&path);
+    assert!(o.status.success(), "first push: {}", text(&o));
+    let stored = fs::read(repo.object(&seg_key(&name))).unwrap();
+    assert!(stored.len() > 16 << 20, "the object did not compress");
+
+    let o = repo.push(&path);
+    assert!(o.status.success(), "second push: {}", text(&o));
+    assert!(stderr(&o).contains("already archived"), "{}", text(&o));
+    assert_eq!(fs::read(repo.object(&seg_key(&name))).unwrap(), stored);
+}
+
 /// The segment `k` after `name` (16 MiB segments).
 fn next_name(name: &str, k: u64) -> String {
     let tli = &name[..8];
