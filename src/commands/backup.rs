@@ -123,30 +123,9 @@ pub async fn run_kind(
     }
 
     let tier = tier.expect("a tier when no source is named");
-    let mut results = Vec::new();
-    for src in sources {
-        let r = backup_locked(&ctx, src, Some(tier.clone()), kind).await;
-        notify(&cfg, &src.name, Some(&tier), r.as_ref().map(|_| ())).await;
-        if !json {
-            match &r {
-                Ok(report) => println!("{}", done_line(report)),
-                Err(e) => {
-                    println!("backup of {} FAILED: {}", src.name, e.message);
-                    if let Some(h) = &e.hint {
-                        eprintln!("HINT ({}): {h}", src.name);
-                    }
-                }
-            }
-        }
-        results.push(SourceResult::new(&src.name, r));
-    }
+    let results = back_up_each(&ctx, &cfg, &sources, Some(&tier), kind, json).await;
     let failed: Vec<&SourceResult> = results.iter().filter(|r| !r.ok).collect();
-    // One failure kind: its exit code; several different ones: 1.
-    let code = match failed.first() {
-        None => 0,
-        Some(first) if failed.iter().all(|f| f.exit_code == first.exit_code) => first.exit_code,
-        Some(_) => Kind::Failed.exit_code(),
-    };
+    let code = exit_code(&results);
     if json {
         super::print_json(&results);
     } else if !failed.is_empty() {
@@ -334,23 +313,7 @@ pub async fn labelled(
         reporter: &reporter,
         pin: Some(pin),
     };
-    let mut results = Vec::new();
-    for src in sources {
-        let r = backup_locked(&ctx, src, tier.clone(), kind).await;
-        notify(&cfg, &src.name, tier.as_deref(), r.as_ref().map(|_| ())).await;
-        if !json {
-            match &r {
-                Ok(report) => println!("{}", done_line(report)),
-                Err(e) => {
-                    println!("backup of {} FAILED: {}", src.name, e.message);
-                    if let Some(h) = &e.hint {
-                        eprintln!("HINT ({}): {h}", src.name);
-                    }
-                }
-            }
-        }
-        results.push(SourceResult::new(&src.name, r));
-    }
+    let results = back_up_each(&ctx, &cfg, &sources, tier.as_deref(), kind, json).await;
     let code = exit_code(&results);
     if json {
         super::print_json(&results);
@@ -392,6 +355,37 @@ pub async fn labelled(
         );
     }
     Ok(code)
+}
+
+/// One failure kind: its exit code; several different ones: 1.
+/// Backs up each source in turn (a failure does not stop the rest),
+/// notifying and, unless `json`, printing each outcome as it comes.
+async fn back_up_each(
+    ctx: &BackupContext<'_>,
+    cfg: &Config,
+    sources: &[&Source],
+    tier: Option<&str>,
+    kind: TierKind,
+    json: bool,
+) -> Vec<SourceResult> {
+    let mut results = Vec::new();
+    for src in sources {
+        let r = backup_locked(ctx, src, tier.map(str::to_string), kind).await;
+        notify(cfg, &src.name, tier, r.as_ref().map(|_| ())).await;
+        if !json {
+            match &r {
+                Ok(report) => println!("{}", done_line(report)),
+                Err(e) => {
+                    println!("backup of {} FAILED: {}", src.name, e.message);
+                    if let Some(h) = &e.hint {
+                        eprintln!("HINT ({}): {h}", src.name);
+                    }
+                }
+            }
+        }
+        results.push(SourceResult::new(&src.name, r));
+    }
+    results
 }
 
 /// One failure kind: its exit code; several different ones: 1.
