@@ -14,13 +14,12 @@ mod common;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 
 use common::archiving::{Repo, text};
 use common::cli::{Output, Strata, run_strata};
 use common::pg::{PgCluster, PgOptions, chown_to_pg, pg_ctl_at, pg_scratch_dir, psql_at};
-use common::{at_exit, free_port};
+use common::{at_exit, free_port, pki};
 
 /// The role that logs in with its client certificate (`cert` in pg_hba).
 const CERT_USER: &str = "certuser";
@@ -35,95 +34,8 @@ impl Certs {
     }
 }
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run openssl (install the openssl package; scripts/test.sh does)");
-    assert!(
-        out.status.success(),
-        "openssl {}\n{}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A CA (`NAME.crt`, `NAME.key`).
 fn make_ca(dir: &Path, name: &str) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.crt"),
-            "-days",
-            "3650",
-            "-subj",
-            &format!("/CN=strata test {name}"),
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ],
-    );
-}
-
-/// A leaf certificate `NAME.crt` / `NAME.key` signed by `ca`.
-fn make_leaf(dir: &Path, name: &str, ca: &str, cn: &str, ext: &str) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.csr"),
-            "-subj",
-            &format!("/CN={cn}"),
-        ],
-    );
-    fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            &format!("{name}.csr"),
-            "-CA",
-            &format!("{ca}.crt"),
-            "-CAkey",
-            &format!("{ca}.key"),
-            "-CAcreateserial",
-            "-out",
-            &format!("{name}.crt"),
-            "-days",
-            "3650",
-            "-extfile",
-            &format!("{name}.ext"),
-        ],
-    );
-    fs::set_permissions(
-        dir.join(format!("{name}.key")),
-        fs::Permissions::from_mode(0o600),
-    )
-    .unwrap();
+    pki::make_ca(dir, name, &format!("strata test {name}"));
 }
 
 fn certs() -> &'static Certs {
@@ -133,7 +45,7 @@ fn certs() -> &'static Certs {
         make_ca(&dir, "ca");
         make_ca(&dir, "other-ca");
         // 127.0.0.1 only: `localhost` is a name the certificate lacks
-        make_leaf(
+        pki::make_leaf(
             &dir,
             "server",
             "ca",
@@ -143,13 +55,13 @@ fn certs() -> &'static Certs {
         );
         let client_ext = "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n\
                           extendedKeyUsage=clientAuth\n";
-        make_leaf(&dir, "client", "ca", CERT_USER, client_ext);
-        make_leaf(&dir, "stranger", "other-ca", CERT_USER, client_ext);
+        pki::make_leaf(&dir, "client", "ca", CERT_USER, client_ext);
+        pki::make_leaf(&dir, "stranger", "other-ca", CERT_USER, client_ext);
         // the server reads its key as `postgres` (when root) and refuses
         // one others can read
         chown_to_pg(&dir.join("server.key"));
         // a server known by a DNS name only (reached with hostaddr)
-        make_leaf(
+        pki::make_leaf(
             &dir,
             "server-dns",
             "ca",
@@ -420,7 +332,7 @@ fn unusable_client_keys_are_refused_before_connecting() {
     let open_key = c.dir.join("client-open.key");
     fs::copy(c.dir.join("client.key"), &open_key).unwrap();
     fs::set_permissions(&open_key, fs::Permissions::from_mode(0o644)).unwrap();
-    openssl(
+    pki::openssl(
         &c.dir,
         &[
             "pkey",

@@ -10,7 +10,6 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -42,20 +41,6 @@ pub fn test_ca() -> &'static TestCa {
     CA.get_or_init(make_ca)
 }
 
-fn openssl(args: &[&str], dir: &std::path::Path) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap_or_else(|e| panic!("run openssl (needed to make a test CA): {e}"));
-    assert!(
-        out.status.success(),
-        "openssl {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn make_ca() -> TestCa {
     let dir = tempfile::Builder::new()
         .prefix("strata-test-ca-")
@@ -68,65 +53,21 @@ fn make_ca() -> TestCa {
             let _ = std::fs::remove_dir_all(&dir);
         });
     }
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
     for name in ["ca", "other-ca"] {
-        let mut args = vec!["req", "-x509", "-nodes", "-days", "3"];
-        args.extend(ec);
-        let (key, pem, subj) = (
-            format!("{name}.key"),
-            format!("{name}.pem"),
-            format!("/CN=strata test {name}"),
-        );
-        args.extend(["-keyout", &key, "-out", &pem, "-subj", &subj]);
-        args.extend([
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ]);
-        openssl(&args, &dir);
+        super::pki::make_ca(&dir, name, &format!("strata test {name}"));
     }
-    let mut args = vec!["req", "-nodes"];
-    args.extend(ec);
-    args.extend([
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=localhost",
-    ]);
-    openssl(&args, &dir);
-    std::fs::write(
-        dir.join("server.ext"),
-        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n",
-    )
-    .unwrap();
-    openssl(
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "3",
-            "-extfile",
-            "server.ext",
-            "-out",
-            "server.pem",
-        ],
+    super::pki::make_leaf(
         &dir,
+        "server",
+        "ca",
+        "localhost",
+        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n",
     );
     TestCa {
-        ca_pem: dir.join("ca.pem"),
-        cert_pem: dir.join("server.pem"),
+        ca_pem: dir.join("ca.crt"),
+        cert_pem: dir.join("server.crt"),
         key_pem: dir.join("server.key"),
-        other_ca_pem: dir.join("other-ca.pem"),
+        other_ca_pem: dir.join("other-ca.crt"),
     }
 }
 

@@ -14,6 +14,7 @@ pub mod faults;
 pub mod https;
 pub mod moto;
 pub mod pg;
+pub mod pki;
 pub mod redis;
 pub mod s3;
 

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{free_port, kill_at_exit, run_ok};
+use super::{free_port, kill_at_exit};
 
 /// A running redis-server owned by a test.
 pub struct RedisServer {
@@ -451,75 +451,17 @@ impl TestPki {
         self.dir.join(file)
     }
 
-    fn openssl(&self) -> Command {
-        let mut c = Command::new("openssl");
-        c.current_dir(&self.dir);
-        c
-    }
-
     fn ca(&self, name: &str, cn: &str) {
-        run_ok(self.openssl().args([
-            "req",
-            "-x509",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "2",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.crt"),
-            "-subj",
-            &format!("/CN={cn}"),
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ]));
+        super::pki::make_ca(&self.dir, name, cn);
     }
 
     fn leaf(&self, name: &str, ca: &str, cn: &str, ext: &str) {
-        run_ok(self.openssl().args([
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.csr"),
-            "-subj",
-            &format!("/CN={cn}"),
-        ]));
-        let ext_file = format!("{name}.ext");
-        std::fs::write(
-            self.dir.join(&ext_file),
-            format!("basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n{ext}\n"),
-        )
-        .expect("write extensions");
-        run_ok(self.openssl().args([
-            "x509",
-            "-req",
-            "-in",
-            &format!("{name}.csr"),
-            "-CA",
-            &format!("{ca}.crt"),
-            "-CAkey",
-            &format!("{ca}.key"),
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-out",
-            &format!("{name}.crt"),
-            "-extfile",
-            &ext_file,
-        ]));
+        super::pki::make_leaf(
+            &self.dir,
+            name,
+            ca,
+            cn,
+            &format!("basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n{ext}\n"),
+        );
     }
 }
