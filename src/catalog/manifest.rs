@@ -230,6 +230,48 @@ pub struct BaseInfo {
     pub wal_segment_size: u64,
     /// The `backup_label` file as found in the backup.
     pub backup_label: String,
+    /// Set for an incremental base backup: what it applies on. Absent for
+    /// a full one (and in manifests older than incremental backups).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incremental: Option<Incremental>,
+}
+
+/// How an incremental base backup found the blocks it stores.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum IncrementalMethod {
+    /// PostgreSQL 17+ with `summarize_wal = on`: the server's own
+    /// incremental backup (`pg_basebackup --incremental`); relation files
+    /// arrive as PostgreSQL's `INCREMENTAL.<name>` members.
+    Server,
+    /// strata's own, for older servers or summarization off: a full read
+    /// of the cluster of which only the blocks whose page LSN is at or
+    /// after the parent's start (or that the parent lacks) are stored, as
+    /// `STRATA-INCR.<name>.<n>` members (docs/design.md).
+    Blocks,
+}
+
+impl IncrementalMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IncrementalMethod::Server => "server",
+            IncrementalMethod::Blocks => "blocks",
+        }
+    }
+}
+
+/// An incremental base backup's place in its chain.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Incremental {
+    pub method: IncrementalMethod,
+    /// The backup this one applies on (full or incremental).
+    pub parent: String,
+    /// The parent's `START WAL LOCATION`: blocks unchanged since then
+    /// are taken from the parent.
+    pub parent_start_lsn: String,
+    /// Every backup it needs, oldest (the full) first, ending with the
+    /// parent. A backup is only as complete as this chain.
+    pub chain: Vec<String>,
 }
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ManifestFile {
@@ -250,6 +292,12 @@ pub struct PlainWalRange {
     pub start_lsn: String,
     pub stop_lsn: String,
     pub wal_segment_size: u64,
+    /// An incremental base backup's chain (the backups it needs, oldest
+    /// first), in plain text so that prune on a host with only the public
+    /// key never deletes a backup a kept incremental needs. Ids reveal no
+    /// content. Empty for a full backup.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chain: Vec<String>,
 }
 
 impl PlainWalRange {
@@ -259,6 +307,11 @@ impl PlainWalRange {
             start_lsn: base.start_lsn.clone(),
             stop_lsn: base.stop_lsn.clone(),
             wal_segment_size: base.wal_segment_size,
+            chain: base
+                .incremental
+                .as_ref()
+                .map(|i| i.chain.clone())
+                .unwrap_or_default(),
         }
     }
 }

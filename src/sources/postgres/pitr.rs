@@ -432,6 +432,7 @@ mod tests {
             server_version_num: 150000,
             wal_segment_size: 16 << 20,
             backup_label: String::new(),
+            incremental: None,
         };
         let latest = TimelineTarget::Latest;
         assert_eq!(latest.resolve(Timeline(1), &switches), Timeline(3));

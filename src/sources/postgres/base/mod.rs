@@ -172,6 +172,7 @@ pub async fn backup(
         server_version_num: info.server_version_num,
         wal_segment_size: seg_size.bytes(),
         backup_label: label,
+        incremental: None,
     });
     manifest.postgres = Some(info);
     ctx.commit(&manifest, clock).await
