@@ -185,6 +185,51 @@ pub struct RedisInfo {
     /// `sources::redis::logical`); absent for a replication snapshot.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logical: Option<LogicalInfo>,
+    /// Set for a backup of a Redis Cluster: one object per shard and the
+    /// slot map (`sources::redis::cluster`); absent for a single server
+    /// and in manifests written before clusters were backed up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterInfo>,
+}
+
+/// What a backup of a Redis Cluster recorded: the slot map at backup time
+/// and each master's snapshot. The snapshots are cut concurrently, not at
+/// one instant: `skew_ms` is how far apart the first and the last cut were.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ClusterInfo {
+    /// How the slot map was read: `CLUSTER SHARDS` or `CLUSTER NODES`.
+    pub read_with: String,
+    /// Milliseconds between the first and the last shard's cut.
+    pub skew_ms: u64,
+    /// The masters, ordered by their first slot.
+    pub shards: Vec<ClusterShard>,
+}
+
+/// One master of a cluster backup and its snapshot.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ClusterShard {
+    /// The node's cluster id (`CLUSTER MYID`).
+    pub node_id: String,
+    /// `host:port` as the cluster announced it.
+    pub address: String,
+    /// Inclusive slot ranges the master served.
+    pub slots: Vec<[u16; 2]>,
+    /// Keys (and keys with a TTL) at backup time: `INFO keyspace` just
+    /// before a replication snapshot, those written for a logical one.
+    pub keys: u64,
+    pub expires: u64,
+    /// The shard's object in the backup (`shard-00.rdb`, `shard-00.rlog`).
+    pub object: String,
+    pub redis_version: String,
+    /// 0 for a logical snapshot.
+    pub rdb_version: u32,
+    /// `disk`, `diskless` or `logical`.
+    pub transfer: String,
+    /// When the snapshot was cut (a logical one: when its scan began).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub captured: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logical: Option<LogicalInfo>,
 }
 
 /// What a logical Redis snapshot recorded.

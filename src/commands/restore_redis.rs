@@ -46,6 +46,7 @@ pub async fn run(g: &Globals, a: &IntoArgs) -> Result<u8> {
     let reporter = Reporter::new(Mode::detect(a.json));
     let opts = IntoOptions {
         target: Target::new(&into),
+        url: into.clone(),
         replace: a.replace,
         listen,
     };

@@ -23,6 +23,7 @@ pub async fn load_into(
         SourceKind::Redis => {
             let opts = crate::sources::redis::load::IntoOptions {
                 target: crate::sources::redis::Target::new(url),
+                url: url.clone(),
                 replace,
                 listen: None,
             };

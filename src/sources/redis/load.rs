@@ -54,6 +54,9 @@ const MAX_COMMAND: usize = 64 * 1024;
 #[derive(Debug, Clone)]
 pub struct IntoOptions {
     pub target: Target,
+    /// The target's URL: a cluster's other nodes are reached with its
+    /// credentials and TLS settings.
+    pub url: url::Url,
     /// Load even when the target holds keys (they are replaced).
     pub replace: bool,
     /// Where strata listens for the target (`--listen`); default loopback
@@ -81,6 +84,9 @@ pub struct IntoReport {
     pub replaced_keys: u64,
     pub duration_seconds: f64,
     pub warnings: Vec<String>,
+    /// A cluster's backup: the keys each shard held.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shards: Vec<super::cluster::restore::ShardRestored>,
 }
 
 /// What the decoder hands the socket.
@@ -139,20 +145,35 @@ pub async fn restore_into(
 ) -> Result<IntoReport> {
     let clock = Instant::now();
     let summary = entry.summary();
-    let (rec, info) = super::snapshot::snapshot_of(entry, &identities)?;
+    let manifest = super::snapshot::redis_manifest(entry, &identities)?;
     let t = &opts.target;
     let mut client = Client::connect(t).await.map_err(|e| retarget(e, t))?;
     let server = client.info("server").await.map_err(|e| retarget(e, t))?;
     let target_version = info_field(&server, "redis_version")
         .unwrap_or("unknown")
         .to_string();
-    if info_field(&client.info("cluster").await?, "cluster_enabled") == Some("1") {
-        return Err(Error::usage(format!(
-            "{} runs in cluster mode, where a node cannot be made to replicate from strata",
-            t.display()
-        ))
-        .hint("restore with --to-dir DIR --start into a standalone server, or load the RDB file (--to-file) into each node by hand"));
+    if super::cluster::enabled(&mut client).await? {
+        // a node cannot replicate from strata in cluster mode: every key
+        // goes to its slot's master with RESTORE instead
+        return super::cluster::restore::into_cluster(
+            storage,
+            &manifest,
+            identities,
+            &opts.url,
+            client,
+            target_version,
+            opts.replace,
+            reporter,
+        )
+        .await;
     }
+    let is_cluster = manifest.redis.as_ref().is_some_and(|r| r.cluster.is_some());
+    let (rec, info) = if is_cluster {
+        (None, None)
+    } else {
+        let (r, i) = super::snapshot::snapshot_of(entry, &identities)?;
+        (Some(r), Some(i))
+    };
     let repl = client.info("replication").await?;
     if info_field(&repl, "role") == Some("slave") {
         return Err(Error::conflict(format!(
@@ -183,6 +204,23 @@ pub async fn restore_into(
         ));
     }
 
+    if is_cluster {
+        let mut r = super::cluster::restore::into_standalone(
+            storage,
+            &manifest,
+            identities,
+            t,
+            client,
+            target_version,
+            replaced_keys,
+            reporter,
+        )
+        .await?;
+        warnings.append(&mut r.warnings);
+        r.warnings = warnings;
+        return Ok(r);
+    }
+    let (rec, info) = (rec.expect("not a cluster"), info.expect("not a cluster"));
     if info.logical.is_some() {
         let mut warnings = warnings;
         let l = super::logical::restore::restore_into(
@@ -213,6 +251,7 @@ pub async fn restore_into(
             replaced_keys,
             duration_seconds: clock.elapsed().as_secs_f64(),
             warnings,
+            shards: Vec::new(),
         });
     }
 
@@ -458,6 +497,7 @@ pub async fn restore_into(
         replaced_keys,
         duration_seconds: clock.elapsed().as_secs_f64(),
         warnings,
+        shards: Vec::new(),
     })
 }
 
