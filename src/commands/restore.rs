@@ -461,6 +461,24 @@ pub async fn run_redis(g: &Globals, a: &RedisArgs) -> Result<u8> {
             crate::util::human_bytes(report.bytes),
             report.rdb_version
         );
+        for sh in &report.shards {
+            let slots = crate::sources::redis::cluster::show_ranges(&sh.slots);
+            match (&sh.file, sh.keys_loaded) {
+                (Some(f), _) => println!(
+                    "shard {}: {} ← master {} ({}) with slots {slots}, {} keys",
+                    sh.shard,
+                    f.display(),
+                    sh.address,
+                    sh.node_id,
+                    sh.keys_recorded
+                ),
+                (None, Some(k)) => println!(
+                    "shard {} (master {}, slots {slots}): {k} keys loaded (manifest: {})",
+                    sh.shard, sh.address, sh.keys_recorded
+                ),
+                (None, None) => {}
+            }
+        }
         if let Some(s) = &report.server {
             println!(
                 "redis-server (pid {}) is serving it on 127.0.0.1:{}: {} (manifest: {}); log {}",

@@ -80,6 +80,16 @@ pub async fn run(g: &Globals, a: &IntoArgs) -> Result<u8> {
                 String::new()
             }
         );
+        for sh in &report.shards {
+            println!(
+                "shard {} (master {}, slots {}): {} keys loaded (manifest: {})",
+                sh.shard,
+                sh.address,
+                crate::sources::redis::cluster::show_ranges(&sh.slots),
+                sh.keys_loaded.unwrap_or(0),
+                sh.keys_recorded
+            );
+        }
         println!(
             "keys: {} (manifest: {})",
             show_keyspace(&report.keyspace),

@@ -396,7 +396,13 @@ pub async fn unsettled(
     }
     for (m, c) in topo.masters.iter().zip(clients.iter_mut()) {
         let t = node_target(url, &m.host, m.port);
-        let state = c.info("cluster").await?;
+        let state = match c.command(&[b"CLUSTER", b"INFO"]).await? {
+            Reply::Bulk(Some(b)) => String::from_utf8_lossy(&b).into_owned(),
+            Reply::Error(e) => {
+                return Err(c.refused("CLUSTER INFO", &e, "a cluster backup needs +cluster"));
+            }
+            other => return Err(cluster_err(&t, format!("CLUSTER INFO answered {other:?}"))),
+        };
         if info_field(&state, "cluster_state") != Some("ok") {
             return Ok(Some(format!(
                 "{} reports cluster_state:{}",
