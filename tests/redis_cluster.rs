@@ -164,7 +164,18 @@ fn cluster_backup_restores_into_another_shape_one_server_and_shard_files() {
     assert_eq!(slots, 16384);
     assert_eq!(cl.shards.iter().map(|s| s.keys).sum::<u64>(), n as u64);
     assert!(cl.skew_ms < 10_000, "skew {}", cl.skew_ms);
-    s.run(&["verify", "--read-data"]).ok();
+    // verify reads every shard, counts its keys and checks their slots
+    let o = s.run(&["--json", "verify", "--read-data"]).ok();
+    let v = o.json();
+    let checked = v["backups"][0]["shards"]
+        .as_array()
+        .expect("shards")
+        .clone();
+    assert_eq!(checked.len(), 3, "{o}");
+    for (c, sh) in checked.iter().zip(&cl.shards) {
+        assert_eq!(c["keys_read"].as_u64(), Some(sh.keys), "{o}");
+        assert!(c["problems"].as_array().unwrap().is_empty(), "{o}");
+    }
 
     // into a fresh cluster of another shape: each key to its slot's owner
     let dst = RedisCluster::start("cl-dst", 2);
@@ -233,6 +244,37 @@ fn cluster_backup_restores_into_another_shape_one_server_and_shard_files() {
         ])
         .ok();
     assert_eq!(o.json()["passed"], true, "{o}");
+    assert!(o.stdout.contains("keys per shard"), "{o}");
+    assert!(
+        o.stdout
+            .contains(&format!("{n} keys loaded of {n} recorded")),
+        "{o}"
+    );
+
+    // restore --all: a directory restore_to gets the per-shard files
+    let all = s.dir.join("all");
+    let o = s
+        .run(&[
+            "restore",
+            "--all",
+            "--latest",
+            "--target-dir",
+            all.to_str().unwrap(),
+        ])
+        .ok();
+    let files: Vec<String> = fs::read_dir(all.join("cache"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        files.iter().any(|f| f == "cluster-slots.json"),
+        "{files:?}\n{o}"
+    );
+    assert_eq!(
+        files.iter().filter(|f| f.ends_with(".rdb")).count(),
+        3,
+        "{files:?}"
+    );
 }
 
 /// issue 17 item 2: a backup while a slot is being migrated (resharding)

@@ -18,6 +18,7 @@
 pub mod backup;
 pub mod restore;
 pub mod route;
+pub mod verify;
 
 use std::time::Duration;
 

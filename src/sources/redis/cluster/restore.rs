@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::route::{Framing, Replayed, Router, replay};
+use super::route::{Framing, Replayed, Router, Sink, replay};
 use super::{connect_all, show_ranges, topology, unsettled};
 use crate::catalog::manifest::{ClusterInfo, ClusterShard, RedisDb, RedisInfo};
 use crate::catalog::{Entry, Manifest};
@@ -247,7 +247,7 @@ pub async fn restore(
                         &rec,
                         framing(s),
                         identities.clone(),
-                        Some(&mut router),
+                        Sink::Load(&mut router),
                         reporter,
                     )
                     .await?;
@@ -546,7 +546,7 @@ async fn replay_all(
             rec,
             *framing,
             identities.clone(),
-            Some(router),
+            Sink::Load(router),
             reporter,
         )
         .await?;

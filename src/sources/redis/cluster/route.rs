@@ -368,6 +368,18 @@ pub struct Replayed {
     pub totals: Totals,
     /// Function libraries in an RDB (not restored by key).
     pub functions: u64,
+    /// [`Sink::Check`]: keys whose slot is not among the shard's, and the
+    /// first of them.
+    pub outside: u64,
+    pub first_outside: Option<Vec<u8>>,
+}
+
+/// What [`replay`] does with the keys.
+pub enum Sink<'a> {
+    /// Restores them.
+    Load(&'a mut Router),
+    /// Checks that each key's slot is among these ranges (`verify`).
+    Check(&'a [[u16; 2]]),
 }
 
 fn damaged(key: &str, why: &str) -> Error {
@@ -375,15 +387,15 @@ fn damaged(key: &str, why: &str) -> Error {
         .hint("take a new backup; restore an older one meanwhile (strata list SOURCE)")
 }
 
-/// Reads `rec` back and hands every key to `router` (`None`: only counts
-/// and checks them, for `verify`). Keys are applied as they are read: a
-/// damaged object stops partway, the keys before the damage loaded.
+/// Reads `rec` back and hands every key to `sink`. Keys are applied as
+/// they are read: a damaged object stops partway, the keys before the
+/// damage loaded.
 pub async fn replay(
     storage: &Arc<dyn Storage>,
     rec: &ObjectRecord,
     framing: Framing,
     identities: Arc<Vec<Identity>>,
-    mut router: Option<&mut Router>,
+    mut sink: Sink<'_>,
     reporter: &Reporter,
 ) -> Result<Replayed> {
     let step = reporter.step(format!("{}", rec.name), Some(rec.plain_size));
@@ -405,6 +417,8 @@ pub async fn replay(
             Framing::Logical => Reader::Logical(logical::Parser::new()),
         };
         let mut ended = false;
+        let mut outside = 0u64;
+        let mut first_outside = None;
         loop {
             if !ended {
                 match rx.recv().await {
@@ -416,8 +430,17 @@ pub async fn replay(
                 }
             }
             while let Some(ev) = reader.next().map_err(|m| damaged(&rec.key, &m))? {
-                if let Some(r) = router.as_deref_mut() {
-                    r.apply(ev).await?;
+                match &mut sink {
+                    Sink::Load(r) => r.apply(ev).await?,
+                    Sink::Check(ranges) => {
+                        if let Event::Key { key, .. } = ev {
+                            let slot = key_slot(&key);
+                            if !ranges.iter().any(|[a, b]| (*a..=*b).contains(&slot)) {
+                                outside += 1;
+                                first_outside.get_or_insert(key);
+                            }
+                        }
+                    }
                 }
             }
             if ended {
@@ -425,10 +448,15 @@ pub async fn replay(
             }
         }
         let (totals, functions) = reader.finish().map_err(|m| damaged(&rec.key, &m))?;
-        if let Some(r) = router.as_deref_mut() {
+        if let Sink::Load(r) = &mut sink {
             r.flush_all().await?;
         }
-        Ok::<_, Error>(Replayed { totals, functions })
+        Ok::<_, Error>(Replayed {
+            totals,
+            functions,
+            outside,
+            first_outside,
+        })
     };
     let (fetched, applied) = tokio::join!(fetching, applying);
     let r = match (fetched, applied) {
