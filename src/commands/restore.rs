@@ -445,7 +445,14 @@ pub async fn run_redis(g: &Globals, a: &RedisArgs) -> Result<u8> {
         force: a.force,
         bin_dir: src.bin_dir.clone(),
     };
-    let report = snapshot::restore(repo.storage(), &entry, identities, &opts, &reporter).await?;
+    let report = crate::sources::redis::dispatch::restore(
+        repo.storage(),
+        &entry,
+        identities,
+        &opts,
+        &reporter,
+    )
+    .await?;
     for w in &report.warnings {
         eprintln!("warning: {w}");
     }

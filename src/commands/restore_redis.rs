@@ -7,7 +7,7 @@ use super::restore_into::IntoArgs;
 use crate::error::{Error, Result};
 use crate::progress::{Mode, Reporter};
 use crate::restore::plan::{self, Wanted};
-use crate::sources::redis::load::{self, IntoOptions};
+use crate::sources::redis::load::IntoOptions;
 use crate::sources::redis::snapshot::show_keyspace;
 use crate::sources::redis::{Target, check_url};
 
@@ -50,7 +50,14 @@ pub async fn run(g: &Globals, a: &IntoArgs) -> Result<u8> {
         replace: a.replace,
         listen,
     };
-    let report = load::restore_into(repo.storage(), &entry, identities, &opts, &reporter).await?;
+    let report = crate::sources::redis::dispatch::restore_into(
+        repo.storage(),
+        &entry,
+        identities,
+        &opts,
+        &reporter,
+    )
+    .await?;
     for w in &report.warnings {
         eprintln!("warning: {w}");
     }

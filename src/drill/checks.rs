@@ -387,7 +387,7 @@ pub fn redis_keys(loaded: &[RedisDb], recorded: &[RedisDb]) -> Check {
 
 /// A Redis Cluster's backup: each shard's keys, as loaded into the
 /// sandbox, equal those the slot map recorded, and their total.
-pub fn redis_shards(shards: &[crate::sources::redis::cluster::restore::ShardRestored]) -> Check {
+pub fn redis_shards(shards: &[crate::sources::redis::snapshot::ShardRestored]) -> Check {
     let ok = shards
         .iter()
         .all(|s| s.keys_loaded == Some(s.keys_recorded));

@@ -27,7 +27,7 @@ pub async fn load_into(
                 replace,
                 listen: None,
             };
-            let r = crate::sources::redis::load::restore_into(
+            let r = crate::sources::redis::dispatch::restore_into(
                 repo.storage(),
                 &plan.entry,
                 identities.clone(),

@@ -52,7 +52,7 @@ pub struct Recovered {
     /// A redis-server serving the snapshot, when served.
     pub redis: Option<snapshot::StartedServer>,
     /// A Redis Cluster's backup: each shard's keys, as loaded.
-    pub redis_shards: Vec<crate::sources::redis::cluster::restore::ShardRestored>,
+    pub redis_shards: Vec<crate::sources::redis::snapshot::ShardRestored>,
     /// A Chroma export loaded (and verified) into a scratch server.
     pub chroma: Option<crate::sources::chroma::import::ChromaRestoreReport>,
     /// Recorded verify_queries compared by the dump restore.
@@ -253,7 +253,7 @@ pub async fn recover(
                 force: false,
                 bin_dir: plan.source.bin_dir.clone(),
             };
-            let r = snapshot::restore(
+            let r = crate::sources::redis::dispatch::restore(
                 storage,
                 &plan.entry,
                 ctx.identities.clone(),

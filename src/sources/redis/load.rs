@@ -86,7 +86,7 @@ pub struct IntoReport {
     pub warnings: Vec<String>,
     /// A cluster's backup: the keys each shard held.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub shards: Vec<super::cluster::restore::ShardRestored>,
+    pub shards: Vec<super::snapshot::ShardRestored>,
 }
 
 /// What the decoder hands the socket.
@@ -135,45 +135,24 @@ impl Write for HoldBackSink {
     }
 }
 
-/// Loads the snapshot of `entry` into the running server `opts.target`.
-pub async fn restore_into(
-    storage: &Arc<dyn Storage>,
-    entry: &Entry,
-    identities: Arc<Vec<Identity>>,
-    opts: &IntoOptions,
-    reporter: &Reporter,
-) -> Result<IntoReport> {
-    let clock = Instant::now();
-    let summary = entry.summary();
-    let manifest = super::snapshot::redis_manifest(entry, &identities)?;
+/// A standalone target that passed the checks of a restore into it.
+pub(crate) struct Checked {
+    pub client: Client,
+    pub target_version: String,
+    /// Keys it held (to be replaced: `--replace`).
+    pub replaced_keys: u64,
+    pub warnings: Vec<String>,
+}
+
+/// Connects to the standalone server `opts.target` and checks it takes a
+/// snapshot: not a replica, empty unless `--replace`.
+pub(crate) async fn check_target(opts: &IntoOptions) -> Result<Checked> {
     let t = &opts.target;
     let mut client = Client::connect(t).await.map_err(|e| retarget(e, t))?;
     let server = client.info("server").await.map_err(|e| retarget(e, t))?;
     let target_version = info_field(&server, "redis_version")
         .unwrap_or("unknown")
         .to_string();
-    if super::cluster::enabled(&mut client).await? {
-        // a node cannot replicate from strata in cluster mode: every key
-        // goes to its slot's master with RESTORE instead
-        return super::cluster::restore::into_cluster(
-            storage,
-            &manifest,
-            identities,
-            &opts.url,
-            client,
-            target_version,
-            opts.replace,
-            reporter,
-        )
-        .await;
-    }
-    let is_cluster = manifest.redis.as_ref().is_some_and(|r| r.cluster.is_some());
-    let (rec, info) = if is_cluster {
-        (None, None)
-    } else {
-        let (r, i) = super::snapshot::snapshot_of(entry, &identities)?;
-        (Some(r), Some(i))
-    };
     let repl = client.info("replication").await?;
     if info_field(&repl, "role") == Some("slave") {
         return Err(Error::conflict(format!(
@@ -203,24 +182,34 @@ pub async fn restore_into(
             t.display()
         ));
     }
+    Ok(Checked {
+        client,
+        target_version,
+        replaced_keys,
+        warnings,
+    })
+}
 
-    if is_cluster {
-        let mut r = super::cluster::restore::into_standalone(
-            storage,
-            &manifest,
-            identities,
-            t,
-            client,
-            target_version,
-            replaced_keys,
-            reporter,
-        )
-        .await?;
-        warnings.append(&mut r.warnings);
-        r.warnings = warnings;
-        return Ok(r);
-    }
-    let (rec, info) = (rec.expect("not a cluster"), info.expect("not a cluster"));
+/// Loads the snapshot of a single server (`entry`) into the running
+/// standalone server `opts.target` (a cluster's backup, or a cluster
+/// target: [`super::dispatch::restore_into`]).
+pub async fn restore_into(
+    storage: &Arc<dyn Storage>,
+    entry: &Entry,
+    identities: Arc<Vec<Identity>>,
+    opts: &IntoOptions,
+    reporter: &Reporter,
+) -> Result<IntoReport> {
+    let clock = Instant::now();
+    let summary = entry.summary();
+    let (rec, info) = super::snapshot::snapshot_of(entry, &identities)?;
+    let t = &opts.target;
+    let Checked {
+        mut client,
+        target_version,
+        replaced_keys,
+        mut warnings,
+    } = check_target(opts).await?;
     if info.logical.is_some() {
         let mut warnings = warnings;
         let l = super::logical::restore::restore_into(
@@ -503,7 +492,7 @@ pub async fn restore_into(
 
 /// Errors connecting to the target are about the target, not a source;
 /// an error that already says what to do (TLS, ACL) keeps its hint.
-fn retarget(e: Error, t: &Target) -> Error {
+pub(crate) fn retarget(e: Error, t: &Target) -> Error {
     if e.kind == Kind::Source && (e.hint.is_none() || e.retryable) {
         let mut e = e;
         e.hint = Some(format!(

@@ -12,6 +12,7 @@
 
 pub mod client;
 pub mod cluster;
+pub mod dispatch;
 pub mod load;
 pub mod logical;
 pub mod rdb;

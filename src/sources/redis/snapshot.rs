@@ -83,23 +83,29 @@ impl Read for ChannelReader {
     }
 }
 
-/// Takes a snapshot of a redis source: of the whole cluster when the URL
-/// names a node of one ([`super::cluster::backup`]).
+/// Takes a snapshot of a redis source that is a single server (a
+/// cluster's is [`super::cluster::backup`]'s, chosen by
+/// [`super::dispatch::backup`]).
 pub async fn backup(
     ctx: &BackupContext<'_>,
     source: &Source,
     tier: Option<String>,
+    client: Client,
+    started: chrono::DateTime<Utc>,
+    clock: Instant,
 ) -> Result<BackupReport> {
-    let started = Utc::now();
-    let clock = Instant::now();
     let target = Target::new(&source.url);
-    let mut client = Client::connect(&target).await?;
-    if super::cluster::enabled(&mut client).await? {
-        return super::cluster::backup::backup(ctx, source, tier, client, started, clock).await;
-    }
-    drop(client);
     let id = BackupId::new(started);
-    let node = take_node(ctx, source, &target, &id, RDB_OBJECT, LOGICAL_OBJECT).await?;
+    let node = take_node(
+        ctx,
+        source,
+        &target,
+        Some(client),
+        &id,
+        RDB_OBJECT,
+        LOGICAL_OBJECT,
+    )
+    .await?;
     let finished = Utc::now();
     let mut manifest = Manifest::new(
         Summary::of(
@@ -146,17 +152,22 @@ pub(crate) struct NodeSnapshot {
 
 /// Takes the snapshot of the server `target` (of `source`; one master of
 /// a cluster, or the server itself) and stores it as `rdb_object` of
-/// backup `id`, or as `logical_object` when `source.redis_mode` says so or
+/// backup `id` (over `client` when given, connected to it), or as
+/// `logical_object` when `source.redis_mode` says so or
 /// the server refuses `SYNC` in mode `auto`.
 pub(crate) async fn take_node(
     ctx: &BackupContext<'_>,
     source: &Source,
     target: &Target,
+    client: Option<Client>,
     id: &BackupId,
     rdb_object: &str,
     logical_object: &str,
 ) -> Result<NodeSnapshot> {
-    let mut client = Client::connect(target).await?;
+    let mut client = match client {
+        Some(c) => c,
+        None => Client::connect(target).await?,
+    };
     let server = client.info("server").await?;
     let memory = client.info("memory").await?;
     let keyspace = parse_keyspace(&client.info("keyspace").await?);
@@ -429,7 +440,26 @@ pub struct RestoreReport {
     pub warnings: Vec<String>,
     /// A cluster's backup: each shard, its file or the keys it loaded.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub shards: Vec<super::cluster::restore::ShardRestored>,
+    pub shards: Vec<ShardRestored>,
+}
+
+/// One shard of a restored cluster backup.
+#[derive(Debug, Clone, Serialize)]
+pub struct ShardRestored {
+    pub shard: usize,
+    pub node_id: String,
+    /// The master's address at backup time.
+    pub address: String,
+    pub slots: Vec<[u16; 2]>,
+    /// Keys the manifest recorded for the shard.
+    pub keys_recorded: u64,
+    /// Keys the shard's object held (read while loading); `None` for a
+    /// file written as is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keys_loaded: Option<u64>,
+    /// The shard's RDB file (`--to-dir` without `--start`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<PathBuf>,
 }
 
 /// Checks the RDB while writing it.
@@ -451,9 +481,8 @@ impl<W: Write> Write for CheckingWriter<W> {
     }
 }
 
-/// Restores a snapshot to a file, and optionally starts a server on it;
-/// a cluster's backup as one file per shard, or into one started server
-/// ([`super::cluster::restore::restore`]).
+/// Restores a single server's snapshot to a file, and optionally starts
+/// a server on it (a cluster's: [`super::dispatch::restore`]).
 pub async fn restore(
     storage: &Arc<dyn Storage>,
     entry: &Entry,
@@ -463,13 +492,6 @@ pub async fn restore(
 ) -> Result<RestoreReport> {
     let clock = Instant::now();
     let summary = entry.summary();
-    let manifest = redis_manifest(entry, &identities)?;
-    if manifest.redis.as_ref().is_some_and(|r| r.cluster.is_some()) {
-        return super::cluster::restore::restore(
-            storage, entry, manifest, identities, opts, reporter,
-        )
-        .await;
-    }
     let (rec, info) = snapshot_of(entry, &identities)?;
     if info.logical.is_some() {
         return super::logical::restore::restore(

@@ -106,7 +106,7 @@ pub async fn backup(
         targets
             .iter()
             .zip(&names)
-            .map(|(t, (rdb, rlog))| take_node(ctx, source, t, &id, rdb, rlog)),
+            .map(|(t, (rdb, rlog))| take_node(ctx, source, t, None, &id, rdb, rlog)),
     )
     .await
     .map_err(|e| {

@@ -19,8 +19,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use serde::Serialize;
-
 use super::route::{Framing, Replayed, Router, Sink, replay};
 use super::{connect_all, show_ranges, topology, unsettled};
 use crate::catalog::manifest::{ClusterInfo, ClusterShard, RedisDb, RedisInfo};
@@ -34,31 +32,13 @@ use crate::sources::redis::client::{Client, Reply, info_field, parse_keyspace};
 use crate::sources::redis::load::IntoReport;
 use crate::sources::redis::logical::LOGICAL_OBJECT;
 use crate::sources::redis::snapshot::{
-    RDB_OBJECT, RestoreOptions, RestoreReport, RestoreTo, show_keyspace, start_server, write_rdb,
+    RDB_OBJECT, RestoreOptions, RestoreReport, RestoreTo, ShardRestored, show_keyspace,
+    start_server, write_rdb,
 };
 use crate::storage::Storage;
 
 /// The slot map written beside per-shard files.
 pub const SLOT_MAP_FILE: &str = "cluster-slots.json";
-
-/// One shard of a restored cluster backup.
-#[derive(Debug, Clone, Serialize)]
-pub struct ShardRestored {
-    pub shard: usize,
-    pub node_id: String,
-    /// The master's address at backup time.
-    pub address: String,
-    pub slots: Vec<[u16; 2]>,
-    /// Keys the manifest recorded for the shard.
-    pub keys_recorded: u64,
-    /// Keys the shard's object held (read while loading); `None` for a
-    /// file written as is.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub keys_loaded: Option<u64>,
-    /// The shard's RDB file (`--to-dir` without `--start`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub file: Option<PathBuf>,
-}
 
 /// The file name of shard `i`: its number and first slot range (and how
 /// many more ranges it had).
@@ -488,7 +468,7 @@ pub async fn into_cluster(
 }
 
 /// Loads a cluster's backup into the standalone server `client` is
-/// connected to, once it passed the checks of `load::restore_into`.
+/// connected to, once it passed the checks of `load::check_target`.
 #[allow(clippy::too_many_arguments)]
 pub async fn into_standalone(
     storage: &Arc<dyn Storage>,
