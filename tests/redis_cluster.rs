@@ -313,3 +313,97 @@ fn backup_during_a_slot_migration_is_refused() {
     s.run(&["backup", "cache"]).ok();
     assert_eq!(s.list_ids().len(), 1);
 }
+
+/// A cluster backed up with `mode = "logical"` (SCAN + DUMP on every
+/// master) restores exactly into a cluster of another shape (four
+/// masters) and as per-shard RDB files; a single server's backup (keys in
+/// database 0) restores into a cluster, each key to its slot's master;
+/// `--replace` empties a target cluster first; a damaged shard object is
+/// found by verify (exit 4).
+#[test]
+fn logical_shards_single_server_into_a_cluster_and_damage() {
+    let src = RedisCluster::start("cl-lsrc", 3);
+    fill(&src);
+    let want = src.digest();
+    let single = RedisServer::start("cl-single", &[]);
+    let mut c = single.conn();
+    for i in 0..300 {
+        c.ok(&["SET", &format!("one:{i}"), &format!("v{i}")]);
+    }
+    c.ok(&["HSET", "one:h", "f", "v"]);
+    c.ok(&["EXPIRE", "one:h", "3600"]);
+    let single_want = c.digest_db();
+
+    let s = setup("redis-cluster-logical", &src.url());
+    let mut cfg = fs::read_to_string(&s.config).unwrap();
+    cfg = cfg.replace(
+        &format!("url = \"{}\"\n", src.url()),
+        &format!("url = \"{}\"\nmode = \"logical\"\n", src.url()),
+    );
+    cfg += &format!(
+        "\n[sources.single]\nkind = \"redis\"\nurl = \"{}\"\n",
+        single.url()
+    );
+    fs::write(&s.config, cfg).unwrap();
+    let b = s.run(&["--json", "backup", "cache"]).ok().json();
+    let id = b["id"].as_str().unwrap().to_string();
+    for i in 0..3 {
+        assert!(
+            s.repo_dir()
+                .join(format!("backups/cache/{id}/shard-{i:02}.rlog"))
+                .is_file()
+        );
+    }
+    s.run(&["backup", "single"]).ok();
+    s.run(&["verify", "--read-data"]).ok();
+
+    let dst = RedisCluster::start("cl-ldst", 4);
+    s.run(&["restore", "cache", "--into", &dst.url()]).ok();
+    assert_same(&want, &dst.digest(), 10_000);
+
+    // per-shard files made from logical shards load into plain servers
+    let dir = s.dir.join("lshards");
+    s.run(&["restore", "cache", "--to-dir", dir.to_str().unwrap()])
+        .ok();
+    let map: serde_json::Value =
+        serde_json::from_slice(&fs::read(dir.join("cluster-slots.json")).unwrap()).unwrap();
+    let mut union = Digest::default();
+    for sh in map["shards"].as_array().unwrap() {
+        let file = sh["file"].as_str().unwrap();
+        let check = RedisServer::start(
+            "cl-lfile",
+            &["--dir", dir.to_str().unwrap(), "--dbfilename", file],
+        );
+        let got = check.conn().digest_db();
+        assert_eq!(got.0.len() as u64, sh["keys"].as_u64().unwrap());
+        union.0.extend(got.0);
+        union.1.extend(got.1);
+    }
+    assert_same(&want, &union, 10_000);
+
+    // a single server's RDB split by slot into the four-master cluster,
+    // after --replace emptied it
+    let o = s
+        .run(&["restore", "single", "--into", &dst.url()])
+        .expect_code(8);
+    assert!(o.stderr.contains("not empty"), "{o}");
+    s.run(&["restore", "single", "--into", &dst.url(), "--replace"])
+        .ok();
+    assert_same(&single_want, &dst.digest(), 10_000);
+    for n in &dst.nodes {
+        assert!(!n.conn().digest_db().0.is_empty(), "keys on every master");
+    }
+
+    // damage in one shard's object
+    let obj = s
+        .repo_dir()
+        .join(format!("backups/cache/{id}/shard-01.rlog"));
+    let good = fs::read(&obj).unwrap();
+    let mut bad = good.clone();
+    let at = bad.len() / 2;
+    bad[at] ^= 1;
+    fs::write(&obj, &bad).unwrap();
+    let o = s.run(&["verify", "--read-data"]).expect_code(4);
+    assert!(o.stdout.contains("shard-01"), "{o}");
+    fs::write(&obj, &good).unwrap();
+}

@@ -325,6 +325,9 @@ pub async fn run(g: &Globals, source: Option<&str>, read_data: bool, json: bool)
                     .await
                     .map_err(|e| e.context(format!("reading backup {} of {}", s.id, s.source)))?;
                     for c in found {
+                        if !c.problems.is_empty() {
+                            only_crypto_failed &= c.crypto_only;
+                        }
                         problems.extend(c.problems.iter().cloned());
                         if !json {
                             for n in &c.notes {

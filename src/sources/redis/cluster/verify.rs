@@ -33,6 +33,10 @@ pub struct ShardCheck {
     /// What is worth saying but not wrong (a replication snapshot's count
     /// differing from `INFO keyspace` read just before it).
     pub notes: Vec<String>,
+    /// Whether every problem was a decryption failure (a wrong key rather
+    /// than damage: verify's exit code).
+    #[serde(skip)]
+    pub crypto_only: bool,
 }
 
 /// Reads and checks every shard of `manifest` (a cluster's backup). An
@@ -55,6 +59,7 @@ pub async fn check(
             keys_read: None,
             problems: Vec::new(),
             notes: Vec::new(),
+            crypto_only: false,
         };
         let Some(rec) = manifest.object(&s.object) else {
             c.problems.push(format!(
