@@ -10,7 +10,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::fs;
 
 use common::cli::Strata;
@@ -99,10 +98,7 @@ fn fill(c: &RedisCluster) {
     ok(&["SET", "ttl:s", "x", "PX", "600000"]);
 }
 
-type Digest = (
-    BTreeMap<Vec<u8>, (String, Value, bool)>,
-    BTreeMap<Vec<u8>, i64>,
-);
+type Digest = common::redis::KeyDigest;
 
 /// The same keys, types and values, every TTL within `tol` ms.
 #[track_caller]

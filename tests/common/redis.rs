@@ -612,12 +612,7 @@ impl RedisCluster {
 
     /// Every key of every node: `(key) → (type, content, has a TTL)`, and
     /// the PTTL of those with one.
-    pub fn digest(
-        &self,
-    ) -> (
-        BTreeMap<Vec<u8>, (String, Value, bool)>,
-        BTreeMap<Vec<u8>, i64>,
-    ) {
+    pub fn digest(&self) -> KeyDigest {
         let mut keys = BTreeMap::new();
         let mut ttls = BTreeMap::new();
         for n in &self.nodes {
@@ -628,6 +623,13 @@ impl RedisCluster {
         (keys, ttls)
     }
 }
+
+/// Every key as `key → (type, content, has a TTL)`, and the PTTL of those
+/// with one.
+pub type KeyDigest = (
+    BTreeMap<Vec<u8>, (String, Value, bool)>,
+    BTreeMap<Vec<u8>, i64>,
+);
 
 /// Whether a `CLUSTER NODES` line's slots include `slot`.
 fn owns(line: &str, slot: u16) -> bool {
@@ -653,12 +655,7 @@ impl Conn {
     /// The current database's keys (no `SELECT`: a cluster node has only
     /// database 0) as `key → (type, content, has a TTL)`, and the PTTL of
     /// every key with one.
-    pub fn digest_db(
-        &mut self,
-    ) -> (
-        BTreeMap<Vec<u8>, (String, Value, bool)>,
-        BTreeMap<Vec<u8>, i64>,
-    ) {
+    pub fn digest_db(&mut self) -> KeyDigest {
         let mut out = BTreeMap::new();
         let mut ttls = BTreeMap::new();
         let Value::Arr(keys) = self.ok(&["KEYS", "*"]) else {

@@ -398,7 +398,7 @@ pub async fn replay(
     mut sink: Sink<'_>,
     reporter: &Reporter,
 ) -> Result<Replayed> {
-    let step = reporter.step(format!("{}", rec.name), Some(rec.plain_size));
+    let step = reporter.step(rec.name.clone(), Some(rec.plain_size));
     let (tx, mut rx) = mpsc::channel::<Bytes>(CHANNEL_CHUNKS);
     let fetching = async {
         fetch(
