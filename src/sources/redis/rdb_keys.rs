@@ -196,7 +196,7 @@ fn skip_value(c: &mut Cur, t: u8) -> R<()> {
         }
         4 => {
             let n = c.plain_len()?;
-            c.skip_strings(2 * n)
+            c.skip_strings(n.saturating_mul(2))
         }
         5 => {
             let n = c.plain_len()?;
@@ -216,7 +216,7 @@ fn skip_value(c: &mut Cur, t: u8) -> R<()> {
         }
         15 | 19 | 21 => {
             let n = c.plain_len()?;
-            c.skip_strings(2 * n)?;
+            c.skip_strings(n.saturating_mul(2))?;
             // length, last id
             for _ in 0..3 {
                 c.plain_len()?;
@@ -245,7 +245,7 @@ fn skip_value(c: &mut Cur, t: u8) -> R<()> {
                     c.skip_string()?;
                     c.take(if t >= 21 { 16 } else { 8 })?;
                     let pel = c.plain_len()?;
-                    c.take(16 * pel)?;
+                    c.take(pel.saturating_mul(16))?;
                 }
             }
             Ok(())
@@ -562,6 +562,28 @@ mod tests {
         }
     }
 
+    /// A real Redis 7.0 RDB (the fuzz seed): every type's framing, an
+    /// int-encoded and an LZF key, a stream with a consumer group.
+    #[test]
+    fn a_real_rdb_is_read_key_by_key() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fuzz/corpus/rdb/seed-types-v10"
+        );
+        let seed = std::fs::read(path).expect("the committed seed");
+        let (evs, t) = read(&seed[1..], 7).unwrap();
+        assert_eq!(t.keys, 9);
+        let keys: Vec<&[u8]> = evs
+            .iter()
+            .filter_map(|e| match e {
+                Event::Key { key, .. } => Some(key.as_slice()),
+                _ => None,
+            })
+            .collect();
+        assert!(keys.contains(&&b"12345"[..]) && keys.contains(&&b"ev"[..]));
+        assert!(keys.iter().any(|k| k.starts_with(b"long:")));
+    }
+
     #[test]
     fn cut_or_damaged_streams_are_refused() {
         let f = sample();
@@ -575,5 +597,12 @@ mod tests {
         let mut m = f[..9].to_vec();
         m.extend_from_slice(&[OP_SELECTDB, 0, 7, 1, b'k']);
         assert!(read(&m, 64).unwrap_err().contains("module"));
+        // absurd lengths are a cut-short stream, not an overflow
+        for t in [4u8, 15, 21] {
+            let mut h = f[..9].to_vec();
+            h.extend_from_slice(&[OP_SELECTDB, 0, t, 1, b'k', 0x81]);
+            h.extend_from_slice(&[0xff; 8]);
+            assert!(read(&h, 3).is_err());
+        }
     }
 }
