@@ -460,13 +460,21 @@ pub async fn run_redis(g: &Globals, a: &RedisArgs) -> Result<u8> {
         super::print_json(&report);
     } else {
         println!(
-            "restored {} of {} to {} in {:.1}s ({} verified, RDB version {})",
+            "restored {} of {} to {} in {:.1}s ({} verified, RDB version {}{})",
             report.backup,
             report.source,
             report.path.display(),
             report.duration_seconds,
             crate::util::human_bytes(report.bytes),
-            report.rdb_version
+            report.rdb_version,
+            match report.shards.len() {
+                0 => String::new(),
+                n if report.server.is_none() => format!(
+                    "; a cluster of {n} shards: one RDB file each, the slot map in {}",
+                    crate::sources::redis::cluster::restore::SLOT_MAP_FILE
+                ),
+                n => format!("; a cluster of {n} shards, all loaded into one server"),
+            }
         );
         for sh in &report.shards {
             let slots = crate::sources::redis::cluster::show_ranges(&sh.slots);

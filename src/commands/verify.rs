@@ -329,22 +329,6 @@ pub async fn run(g: &Globals, source: Option<&str>, read_data: bool, json: bool)
                             only_crypto_failed &= c.crypto_only;
                         }
                         problems.extend(c.problems.iter().cloned());
-                        if !json {
-                            for n in &c.notes {
-                                println!("note    {} {}: {n}", s.source, s.id);
-                            }
-                            if let Some(k) = c.keys_read {
-                                println!(
-                                    "        {} {}: shard {} (master {}, slots {}): {k} keys (recorded {})",
-                                    s.source,
-                                    s.id,
-                                    c.shard,
-                                    c.address,
-                                    crate::sources::redis::cluster::show_ranges(&c.slots),
-                                    c.keys_recorded
-                                );
-                            }
-                        }
                         shard_checks.push(c);
                     }
                 }
@@ -395,6 +379,21 @@ pub async fn run(g: &Globals, source: Option<&str>, read_data: bool, json: bool)
             } else {
                 for p in &problems {
                     println!("FAILED  {} {}: {p}", s.source, s.id);
+                }
+            }
+            // a cluster's shards, as read
+            for c in &shard_checks {
+                for n in &c.notes {
+                    println!("note    {} {}: {n}", s.source, s.id);
+                }
+                if let Some(k) = c.keys_read {
+                    println!(
+                        "          shard {} (master {}, slots {}): {k} keys (recorded {})",
+                        c.shard,
+                        c.address,
+                        crate::sources::redis::cluster::show_ranges(&c.slots),
+                        c.keys_recorded
+                    );
                 }
             }
         }

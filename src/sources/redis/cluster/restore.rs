@@ -269,7 +269,7 @@ pub async fn restore(
         source: summary.source.clone(),
         path: match start {
             Some(_) => dir.join(RDB_OBJECT),
-            None => dir.join(SLOT_MAP_FILE),
+            None => dir.clone(),
         },
         bytes,
         redis_version: info.redis_version.clone(),
