@@ -6,14 +6,15 @@
 //! (two masters), into one standalone server and as per-shard RDB files
 //! (each loaded into a standalone redis-server), with key digests (type,
 //! value, TTL) compared exactly; verified; drilled. A backup while a slot
-//! is MIGRATING is refused.
+//! is MIGRATING is refused. Logical shards, a single server's backup into
+//! a cluster, damage found by verify, and a TLS cluster over `rediss://`.
 
 mod common;
 
 use std::fs;
 
 use common::cli::Strata;
-use common::redis::{RedisCluster, RedisServer, Value};
+use common::redis::{RedisCluster, RedisServer, TestPki, Value};
 
 fn setup(name: &str, url: &str) -> Strata {
     let s = Strata::local(name, &[]);
@@ -402,4 +403,32 @@ fn logical_shards_single_server_into_a_cluster_and_damage() {
     let o = s.run(&["verify", "--read-data"]).expect_code(4);
     assert!(o.stdout.contains("shard-01"), "{o}");
     fs::write(&obj, &good).unwrap();
+}
+
+/// A cluster speaking TLS (`tls-cluster yes`: the nodes announce their
+/// TLS ports) backed up over `rediss://` with the URL's `cacert` applied
+/// to every node, and restored into a plain cluster.
+#[test]
+fn tls_cluster_over_rediss() {
+    let pki = TestPki::new();
+    let src = RedisCluster::start_tls("cl-tls", 3, &pki);
+    for i in 0..200 {
+        src.ok(&[b"SET", format!("k{i}").as_bytes(), b"v"]);
+    }
+    src.ok(&[b"HSET", b"h", b"f", b"v"]);
+    let want = src.digest();
+    let url = src.nodes[1].tls_url("", &format!("?cacert={}", pki.path("ca.crt").display()));
+    let s = setup("redis-cluster-tls", &url);
+    let b = s.run(&["--json", "backup", "cache"]).ok().json();
+    let id = b["id"].as_str().unwrap().to_string();
+    for i in 0..3 {
+        assert!(
+            s.repo_dir()
+                .join(format!("backups/cache/{id}/shard-{i:02}.rdb"))
+                .is_file()
+        );
+    }
+    let dst = RedisCluster::start("cl-tls-dst", 2);
+    s.run(&["restore", "cache", "--into", &dst.url()]).ok();
+    assert_same(&want, &dst.digest(), 10_000);
 }
