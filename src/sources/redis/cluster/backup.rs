@@ -4,8 +4,9 @@
 //! short), then take every master's snapshot concurrently, each exactly
 //! as a single server's ([`crate::sources::redis::snapshot::take_node`]:
 //! replication, or logical per `mode`), one object per shard. The slot map
-//! is read again afterwards: if it changed meanwhile the backup is refused
-//! (no manifest), since a key that moved could be in two shards or none.
+//! is read and checked again afterwards: if it changed, or a migration
+//! began, the backup is refused (no manifest), since a key that moved
+//! could be in two shards or none.
 //!
 //! The cuts are concurrent, not one instant: the manifest records each
 //! shard's cut and the skew between the first and the last.
@@ -122,12 +123,20 @@ pub async fn backup(
         Err(_) => Client::connect(&t).await?,
     };
     let after = topology(&mut client, &t, url).await?;
-    if !after.same_map(&topo) {
+    let mut clients = connect_all(&after, url).await?;
+    let changed = if !after.same_map(&topo) {
+        Some("its slot map changed (a failover or a resharding)".to_string())
+    } else {
+        // a migration begun meanwhile moves keys one by one while the
+        // slot keeps its owner: a moved key could be in no shard or two
+        unsettled(&after, url, &mut clients).await?
+    };
+    if let Some(why) = changed {
         return Err(Error::source(format!(
-            "{}: the cluster's slot map changed during the backup (a failover or a resharding); no backup was taken",
+            "{}: the cluster did not stay settled during the backup, no backup was taken: {why}",
             source.name
         ))
-        .hint("run the backup again once the cluster is settled")
+        .hint("run the backup again once the cluster is settled (redis-cli --cluster check HOST:PORT)")
         .retryable());
     }
     let cuts: Vec<DateTime<Utc>> = snaps.iter().filter_map(|s| s.captured).collect();
