@@ -227,6 +227,29 @@ fn cluster_backup_restores_into_another_shape_one_server_and_shard_files() {
         union.1.extend(got.1);
     }
     assert_same(&want, &union, 10_000);
+    // never over existing files without --force
+    let o = s
+        .run(&["restore", "cache", "--to-dir", dir.to_str().unwrap()])
+        .expect_code(8);
+    assert!(o.stderr.contains("already exists"), "{o}");
+    s.run(&[
+        "restore",
+        "cache",
+        "--to-dir",
+        dir.to_str().unwrap(),
+        "--force",
+    ])
+    .ok();
+    // a cluster's backup is not one file
+    let o = s
+        .run(&[
+            "restore",
+            "cache",
+            "--to-file",
+            s.dir.join("x.rdb").to_str().unwrap(),
+        ])
+        .expect_code(2);
+    assert!(o.stderr.contains("--to-dir"), "{o}");
 
     // a drill restores every shard into its sandbox server and counts keys
     let work = s.dir.join("drill-work");

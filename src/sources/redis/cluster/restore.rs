@@ -28,7 +28,7 @@ use crate::keys::Identity;
 use crate::pipeline::ObjectRecord;
 use crate::progress::Reporter;
 use crate::sources::redis::Target;
-use crate::sources::redis::client::{Client, Reply, info_field, parse_keyspace};
+use crate::sources::redis::client::{Client, Reply, parse_keyspace};
 use crate::sources::redis::load::IntoReport;
 use crate::sources::redis::logical::LOGICAL_OBJECT;
 use crate::sources::redis::snapshot::{
@@ -125,6 +125,21 @@ pub async fn restore(
     let mut bytes = 0;
     let server = match start {
         None => {
+            // refused before any file is written: a name taken
+            let taken: Vec<PathBuf> = cluster
+                .shards
+                .iter()
+                .enumerate()
+                .map(|(i, s)| dir.join(shard_file(i, s)))
+                .chain([dir.join(SLOT_MAP_FILE)])
+                .filter(|p| p.exists())
+                .collect();
+            if !opts.force && !taken.is_empty() {
+                return Err(
+                    Error::conflict(format!("{} already exists", taken[0].display()))
+                        .hint("choose another directory, or pass --force to replace the files"),
+                );
+            }
             for (i, s) in cluster.shards.iter().enumerate() {
                 let rec = manifest.object(&s.object).cloned().ok_or_else(|| {
                     Error::integrity(format!("backup {} has no object {}", summary.id, s.object))
@@ -571,7 +586,6 @@ fn finish_into(
             "{redirected} keys followed a MOVED/ASK redirection"
         ));
     }
-    let _ = info_field;
     Ok(IntoReport {
         backup: manifest.summary.id.to_string(),
         source: manifest.summary.source.clone(),
