@@ -332,6 +332,40 @@ fn backup_during_a_slot_migration_is_refused() {
     c.ok(&["CLUSTER", "SETSLOT", &slot.to_string(), "STABLE"]);
     s.run(&["backup", "cache"]).ok();
     assert_eq!(s.list_ids().len(), 1);
+
+    // an ACL user (on every node) that may not run CLUSTER SHARDS: the slot
+    // map is read with CLUSTER NODES, the credentials used on every master
+    for n in &src.nodes {
+        n.conn().ok(&[
+            "ACL",
+            "SETUSER",
+            "bk",
+            "on",
+            ">pw",
+            "~*",
+            "&*",
+            "+@all",
+            "-cluster|shards",
+        ]);
+    }
+    let url = format!("redis://bk:pw@127.0.0.1:{}", src.nodes[2].port);
+    let s = setup("redis-cluster-acl", &url);
+    let b = s.run(&["--json", "backup", "cache"]).ok().json();
+    let mkey = b["manifest"].as_str().unwrap();
+    let bytes = fs::read(s.repo_dir().join(mkey)).unwrap();
+    let ids = strata::keys::load_identities(&s.key).unwrap();
+    let m = strata::catalog::manifest::ManifestFile::parse(mkey, &bytes)
+        .unwrap()
+        .open(mkey, &ids)
+        .unwrap();
+    let cl = m.redis.unwrap().cluster.unwrap();
+    assert_eq!(cl.read_with, "CLUSTER NODES");
+    assert_eq!(cl.shards.iter().map(|s| s.keys).sum::<u64>(), 100);
+    // a wrong password is refused naming the cause
+    let bad = format!("redis://bk:nope@127.0.0.1:{}", src.nodes[0].port);
+    let s = setup("redis-cluster-acl-bad", &bad);
+    let o = s.run(&["backup", "cache"]).expect_code(5);
+    assert!(o.stderr.contains("WRONGPASS"), "{o}");
 }
 
 /// A cluster backed up with `mode = "logical"` (SCAN + DUMP on every
