@@ -473,6 +473,36 @@ pub struct QueryResult {
 mod tests {
     use super::*;
 
+    /// issue 17 item 2: the Redis facts of manifests written before
+    /// clusters still read (no slot map), and a cluster's round-trip.
+    #[test]
+    fn redis_facts_without_and_with_a_slot_map() {
+        let old = r#"{"redis_version":"7.0.15","rdb_version":10,"keyspace":[{"db":0,"keys":3,"expires":1}],"used_memory":1000,"transfer":"diskless"}"#;
+        let r: RedisInfo = serde_json::from_str(old).unwrap();
+        assert!(r.cluster.is_none() && r.logical.is_none());
+        let mut c = r.clone();
+        c.cluster = Some(ClusterInfo {
+            read_with: "CLUSTER SHARDS".into(),
+            skew_ms: 12,
+            shards: vec![ClusterShard {
+                node_id: "abc".into(),
+                address: "10.0.0.1:7000".into(),
+                slots: vec![[0, 16383]],
+                keys: 3,
+                expires: 1,
+                object: "shard-00.rdb".into(),
+                redis_version: "7.0.15".into(),
+                rdb_version: 10,
+                transfer: "diskless".into(),
+                captured: None,
+                logical: None,
+            }],
+        });
+        let text = serde_json::to_string(&c).unwrap();
+        assert!(!serde_json::to_string(&r).unwrap().contains("cluster"));
+        assert_eq!(serde_json::from_str::<RedisInfo>(&text).unwrap(), c);
+    }
+
     fn summary() -> Summary {
         let started = "2026-11-20T02:00:00Z".parse().unwrap();
         Summary::of(
