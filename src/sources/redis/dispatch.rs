@@ -77,6 +77,11 @@ pub async fn restore_into(
     if super::cluster::enabled(&mut client).await? {
         // a node cannot replicate from strata in cluster mode: every key
         // goes to its slot's master with RESTORE instead
+        if let Some(l) = opts.listen {
+            reporter.note(format!(
+                "--listen {l} is not used: a cluster is loaded with RESTORE, not by replicating from strata"
+            ));
+        }
         let server = client.info("server").await?;
         let version = info_field(&server, "redis_version")
             .unwrap_or("unknown")

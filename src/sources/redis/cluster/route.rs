@@ -25,15 +25,13 @@ use crate::pipeline::{ObjectRecord, fetch};
 use crate::progress::Reporter;
 use crate::sources::redis::Target;
 use crate::sources::redis::client::{Client, Reply};
-use crate::sources::redis::logical::{self, Event, Totals};
+use crate::sources::redis::logical::load::restore_refused;
+use crate::sources::redis::logical::{
+    self, BATCH_BYTES, BATCH_COMMANDS, CHANNEL_CHUNKS, Event, Totals,
+};
 use crate::sources::redis::rdb_keys::RdbKeys;
 use crate::storage::Storage;
 
-/// Commands per node batch, and bytes.
-const BATCH_COMMANDS: usize = 256;
-const BATCH_BYTES: usize = 4 << 20;
-/// Chunks between the decoder and the parser.
-const CHANNEL_CHUNKS: usize = 16;
 /// How many redirections one key may take.
 const MAX_REDIRECTS: usize = 5;
 
@@ -176,25 +174,25 @@ impl Router {
                 other => format!("{other:?}"),
             };
             if (bad.starts_with("MOVED ") || bad.starts_with("ASK ")) && self.owner.is_some() {
-                redirects.push((bad, req[a..b].to_vec()));
+                redirects.push((bad, key, req[a..b].to_vec()));
                 continue;
             }
             if first_err.is_none() {
-                first_err = Some(refused(&n.t, key.as_deref(), &bad));
+                first_err = Some(restore_refused(&n.t, key.as_deref(), &bad));
             }
         }
         if let Some(e) = first_err {
             return Err(e);
         }
-        for (how, cmd) in redirects {
-            self.redirect(how, cmd).await?;
+        for (how, key, cmd) in redirects {
+            self.redirect(how, key.as_deref(), cmd).await?;
         }
         Ok(())
     }
 
     /// Follows a `MOVED slot host:port` or `ASK slot host:port` for one
     /// command.
-    async fn redirect(&mut self, mut how: String, cmd: Vec<u8>) -> Result<()> {
+    async fn redirect(&mut self, mut how: String, key: Option<&[u8]>, cmd: Vec<u8>) -> Result<()> {
         for _ in 0..MAX_REDIRECTS {
             self.redirected += 1;
             let mut f = how.split_whitespace();
@@ -229,8 +227,8 @@ impl Router {
             match n.client.reply().await? {
                 Reply::Status(_) => return Ok(()),
                 Reply::Error(e) if e.starts_with("MOVED ") || e.starts_with("ASK ") => how = e,
-                Reply::Error(e) => return Err(refused(&n.t, None, &e)),
-                other => return Err(refused(&n.t, None, &format!("{other:?}"))),
+                Reply::Error(e) => return Err(restore_refused(&n.t, key, &e)),
+                other => return Err(restore_refused(&n.t, key, &format!("{other:?}"))),
             }
         }
         Err(Error::source(format!(
@@ -280,23 +278,6 @@ impl Router {
         }
         Ok(out)
     }
-}
-
-fn refused(t: &Target, key: Option<&[u8]>, bad: &str) -> Error {
-    let cmd = match key {
-        Some(k) => format!("RESTORE {}", String::from_utf8_lossy(&k[..k.len().min(80)])),
-        None => "SELECT".into(),
-    };
-    let hint = if bad.contains("checksum") || bad.contains("version") {
-        "the target runs an older Redis than the source: a DUMP payload loads only into the same or a newer Redis version"
-    } else if bad.starts_with("NOPERM") {
-        "the target user needs RESTORE (and SELECT for a standalone server): ACL +restore +select"
-    } else if bad.starts_with("OOM") {
-        "the target ran out of memory (maxmemory): give it more, or restore into a larger one"
-    } else {
-        "the keys before this one were loaded; fix the cause and run the restore again (--replace)"
-    };
-    Error::source(format!("{}: {cmd} refused: {bad}", t.display())).hint(hint)
 }
 
 /// How an object's bytes are framed.
