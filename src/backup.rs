@@ -79,7 +79,7 @@ pub async fn backup_locked(
         // A Redis source has one kind of backup: the RDB snapshot (a
         // plain `strata backup REDIS` defaults to dump, meaning "the usual").
         TierKind::Dump | TierKind::Snapshot if src.kind == SourceKind::Redis => {
-            let snap = crate::sources::redis::snapshot::backup(ctx, src, tier);
+            let snap = crate::sources::redis::dispatch::backup(ctx, src, tier);
             lock::with_lock(ctx.repo, lock, &what, snap).await
         }
         _ if src.kind == SourceKind::Redis => Err(Error::usage(format!(

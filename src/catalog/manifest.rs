@@ -185,6 +185,51 @@ pub struct RedisInfo {
     /// `sources::redis::logical`); absent for a replication snapshot.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logical: Option<LogicalInfo>,
+    /// Set for a backup of a Redis Cluster: one object per shard and the
+    /// slot map (`sources::redis::cluster`); absent for a single server
+    /// and in manifests written before clusters were backed up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterInfo>,
+}
+
+/// What a backup of a Redis Cluster recorded: the slot map at backup time
+/// and each master's snapshot. The snapshots are cut concurrently, not at
+/// one instant: `skew_ms` is how far apart the first and the last cut were.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ClusterInfo {
+    /// How the slot map was read: `CLUSTER SHARDS` or `CLUSTER NODES`.
+    pub read_with: String,
+    /// Milliseconds between the first and the last shard's cut.
+    pub skew_ms: u64,
+    /// The masters, ordered by their first slot.
+    pub shards: Vec<ClusterShard>,
+}
+
+/// One master of a cluster backup and its snapshot.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ClusterShard {
+    /// The node's cluster id (`CLUSTER MYID`).
+    pub node_id: String,
+    /// `host:port` as the cluster announced it.
+    pub address: String,
+    /// Inclusive slot ranges the master served.
+    pub slots: Vec<[u16; 2]>,
+    /// Keys (and keys with a TTL) at backup time: `INFO keyspace` just
+    /// before a replication snapshot, those written for a logical one.
+    pub keys: u64,
+    pub expires: u64,
+    /// The shard's object in the backup (`shard-00.rdb`, `shard-00.rlog`).
+    pub object: String,
+    pub redis_version: String,
+    /// 0 for a logical snapshot.
+    pub rdb_version: u32,
+    /// `disk`, `diskless` or `logical`.
+    pub transfer: String,
+    /// When the snapshot was cut (a logical one: when its scan began).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub captured: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logical: Option<LogicalInfo>,
 }
 
 /// What a logical Redis snapshot recorded.
@@ -480,6 +525,36 @@ pub struct QueryResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// issue 17 item 2: the Redis facts of manifests written before
+    /// clusters still read (no slot map), and a cluster's round-trip.
+    #[test]
+    fn redis_facts_without_and_with_a_slot_map() {
+        let old = r#"{"redis_version":"7.0.15","rdb_version":10,"keyspace":[{"db":0,"keys":3,"expires":1}],"used_memory":1000,"transfer":"diskless"}"#;
+        let r: RedisInfo = serde_json::from_str(old).unwrap();
+        assert!(r.cluster.is_none() && r.logical.is_none());
+        let mut c = r.clone();
+        c.cluster = Some(ClusterInfo {
+            read_with: "CLUSTER SHARDS".into(),
+            skew_ms: 12,
+            shards: vec![ClusterShard {
+                node_id: "abc".into(),
+                address: "10.0.0.1:7000".into(),
+                slots: vec![[0, 16383]],
+                keys: 3,
+                expires: 1,
+                object: "shard-00.rdb".into(),
+                redis_version: "7.0.15".into(),
+                rdb_version: 10,
+                transfer: "diskless".into(),
+                captured: None,
+                logical: None,
+            }],
+        });
+        let text = serde_json::to_string(&c).unwrap();
+        assert!(!serde_json::to_string(&r).unwrap().contains("cluster"));
+        assert_eq!(serde_json::from_str::<RedisInfo>(&text).unwrap(), c);
+    }
 
     fn summary() -> Summary {
         let started = "2026-11-20T02:00:00Z".parse().unwrap();

@@ -445,7 +445,14 @@ pub async fn run_redis(g: &Globals, a: &RedisArgs) -> Result<u8> {
         force: a.force,
         bin_dir: src.bin_dir.clone(),
     };
-    let report = snapshot::restore(repo.storage(), &entry, identities, &opts, &reporter).await?;
+    let report = crate::sources::redis::dispatch::restore(
+        repo.storage(),
+        &entry,
+        identities,
+        &opts,
+        &reporter,
+    )
+    .await?;
     for w in &report.warnings {
         eprintln!("warning: {w}");
     }
@@ -453,14 +460,40 @@ pub async fn run_redis(g: &Globals, a: &RedisArgs) -> Result<u8> {
         super::print_json(&report);
     } else {
         println!(
-            "restored {} of {} to {} in {:.1}s ({} verified, RDB version {})",
+            "restored {} of {} to {} in {:.1}s ({} verified, RDB version {}{})",
             report.backup,
             report.source,
             report.path.display(),
             report.duration_seconds,
             crate::util::human_bytes(report.bytes),
-            report.rdb_version
+            report.rdb_version,
+            match report.shards.len() {
+                0 => String::new(),
+                n if report.server.is_none() => format!(
+                    "; a cluster of {n} shards: one RDB file each, the slot map in {}",
+                    crate::sources::redis::cluster::restore::SLOT_MAP_FILE
+                ),
+                n => format!("; a cluster of {n} shards, all loaded into one server"),
+            }
         );
+        for sh in &report.shards {
+            let slots = crate::sources::redis::cluster::show_ranges(&sh.slots);
+            match (&sh.file, sh.keys_loaded) {
+                (Some(f), _) => println!(
+                    "shard {}: {} ← master {} ({}) with slots {slots}, {} keys",
+                    sh.shard,
+                    f.display(),
+                    sh.address,
+                    sh.node_id,
+                    sh.keys_recorded
+                ),
+                (None, Some(k)) => println!(
+                    "shard {} (master {}, slots {slots}): {k} keys loaded (manifest: {})",
+                    sh.shard, sh.address, sh.keys_recorded
+                ),
+                (None, None) => {}
+            }
+        }
         if let Some(s) = &report.server {
             println!(
                 "redis-server (pid {}) is serving it on 127.0.0.1:{}: {} (manifest: {}); log {}",

@@ -125,7 +125,7 @@ pub async fn run(g: &Globals, a: &AllArgs) -> Result<u8> {
         );
     } else if results.iter().any(|r| r.dir.is_some()) {
         println!(
-            "PostgreSQL data directories are NOT recovered yet: started (`pg_ctl -D DIR start`), each replays WAL to the target, promotes, and only then accepts connections (hot_standby is off, so nobody reads a partial past while it replays; archive_mode is off until you remove that line from postgresql.auto.conf, so a copy never archives into the repository by accident); Redis: start redis-server with --dir DIR --dbfilename dump.rdb"
+            "PostgreSQL data directories are NOT recovered yet: started (`pg_ctl -D DIR start`), each replays WAL to the target, promotes, and only then accepts connections (hot_standby is off, so nobody reads a partial past while it replays; archive_mode is off until you remove that line from postgresql.auto.conf, so a copy never archives into the repository by accident); Redis: start redis-server with --dir DIR --dbfilename dump.rdb (a cluster's backup: one RDB file per shard, DIR/cluster-slots.json says which master gets which)"
         );
     }
     Ok(code)

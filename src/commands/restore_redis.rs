@@ -7,7 +7,7 @@ use super::restore_into::IntoArgs;
 use crate::error::{Error, Result};
 use crate::progress::{Mode, Reporter};
 use crate::restore::plan::{self, Wanted};
-use crate::sources::redis::load::{self, IntoOptions};
+use crate::sources::redis::load::IntoOptions;
 use crate::sources::redis::snapshot::show_keyspace;
 use crate::sources::redis::{Target, check_url};
 
@@ -46,10 +46,18 @@ pub async fn run(g: &Globals, a: &IntoArgs) -> Result<u8> {
     let reporter = Reporter::new(Mode::detect(a.json));
     let opts = IntoOptions {
         target: Target::new(&into),
+        url: into.clone(),
         replace: a.replace,
         listen,
     };
-    let report = load::restore_into(repo.storage(), &entry, identities, &opts, &reporter).await?;
+    let report = crate::sources::redis::dispatch::restore_into(
+        repo.storage(),
+        &entry,
+        identities,
+        &opts,
+        &reporter,
+    )
+    .await?;
     for w in &report.warnings {
         eprintln!("warning: {w}");
     }
@@ -79,6 +87,16 @@ pub async fn run(g: &Globals, a: &IntoArgs) -> Result<u8> {
                 String::new()
             }
         );
+        for sh in &report.shards {
+            println!(
+                "shard {} (master {}, slots {}): {} keys loaded (manifest: {})",
+                sh.shard,
+                sh.address,
+                crate::sources::redis::cluster::show_ranges(&sh.slots),
+                sh.keys_loaded.unwrap_or(0),
+                sh.keys_recorded
+            );
+        }
         println!(
             "keys: {} (manifest: {})",
             show_keyspace(&report.keyspace),

@@ -23,6 +23,9 @@ struct BackupCheck {
     objects: usize,
     ok: bool,
     problems: Vec<String>,
+    /// A Redis Cluster's backup read with --read-data: each shard's keys.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    shards: Vec<crate::sources::redis::cluster::verify::ShardCheck>,
 }
 
 #[derive(Serialize)]
@@ -269,6 +272,7 @@ pub async fn run(g: &Globals, source: Option<&str>, read_data: bool, json: bool)
     for e in &entries {
         let s = e.summary();
         let mut problems = Vec::new();
+        let mut shard_checks = Vec::new();
         for o in &s.objects {
             match storage.head(&o.key).await {
                 Ok(None) => problems.push(format!("object {} is missing", o.key)),
@@ -303,6 +307,30 @@ pub async fn run(g: &Globals, source: Option<&str>, read_data: bool, json: bool)
                 Err(err) => {
                     only_crypto_failed &= err.kind == Kind::Crypto;
                     problems.push(err.message);
+                }
+                Ok(m) if m.redis.as_ref().is_some_and(|r| r.cluster.is_some()) => {
+                    // a cluster's shards: read, parsed, keys counted and
+                    // checked against the slot map
+                    let cl = m
+                        .redis
+                        .as_ref()
+                        .and_then(|r| r.cluster.as_ref())
+                        .expect("a cluster");
+                    let found = crate::sources::redis::cluster::verify::check(
+                        &storage,
+                        &m,
+                        cl,
+                        ids.clone(),
+                    )
+                    .await
+                    .map_err(|e| e.context(format!("reading backup {} of {}", s.id, s.source)))?;
+                    for c in found {
+                        if !c.problems.is_empty() {
+                            only_crypto_failed &= c.crypto_only;
+                        }
+                        problems.extend(c.problems.iter().cloned());
+                        shard_checks.push(c);
+                    }
                 }
                 Ok(m) => {
                     for rec in &m.objects {
@@ -353,6 +381,21 @@ pub async fn run(g: &Globals, source: Option<&str>, read_data: bool, json: bool)
                     println!("FAILED  {} {}: {p}", s.source, s.id);
                 }
             }
+            // a cluster's shards, as read
+            for c in &shard_checks {
+                for n in &c.notes {
+                    println!("note    {} {}: {n}", s.source, s.id);
+                }
+                if let Some(k) = c.keys_read {
+                    println!(
+                        "          shard {} (master {}, slots {}): {k} keys (recorded {})",
+                        c.shard,
+                        c.address,
+                        crate::sources::redis::cluster::show_ranges(&c.slots),
+                        c.keys_recorded
+                    );
+                }
+            }
         }
         checks.push(BackupCheck {
             id: s.id.to_string(),
@@ -360,6 +403,7 @@ pub async fn run(g: &Globals, source: Option<&str>, read_data: bool, json: bool)
             objects: s.objects.len(),
             ok: problems.is_empty(),
             problems,
+            shards: shard_checks,
         });
     }
     let mut wal_data = Vec::new();

@@ -385,6 +385,38 @@ pub fn redis_keys(loaded: &[RedisDb], recorded: &[RedisDb]) -> Check {
     )
 }
 
+/// A Redis Cluster's backup: each shard's keys, as loaded into the
+/// sandbox, equal those the slot map recorded, and their total.
+pub fn redis_shards(shards: &[crate::sources::redis::snapshot::ShardRestored]) -> Check {
+    let ok = shards
+        .iter()
+        .all(|s| s.keys_loaded == Some(s.keys_recorded));
+    let total: u64 = shards.iter().filter_map(|s| s.keys_loaded).sum();
+    let recorded: u64 = shards.iter().map(|s| s.keys_recorded).sum();
+    let each: Vec<String> = shards
+        .iter()
+        .map(|s| {
+            format!(
+                "shard {} ({}, slots {}): {} of {}",
+                s.shard,
+                s.address,
+                crate::sources::redis::cluster::show_ranges(&s.slots),
+                s.keys_loaded.map_or("-".into(), |k| k.to_string()),
+                s.keys_recorded
+            )
+        })
+        .collect();
+    Check::new(
+        "keys per shard",
+        ok,
+        format!(
+            "{} shards, {total} keys loaded of {recorded} recorded: {}",
+            shards.len(),
+            each.join("; ")
+        ),
+    )
+}
+
 /// The source's `verify_queries` (as configured now) run on a server
 /// recovered to a point in time. Their results are not compared: those
 /// recorded with the base backup describe the data at its start, and WAL

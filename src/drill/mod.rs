@@ -343,6 +343,9 @@ async fn run_checks(
                 identities,
                 " (and the RDB's own checksum)",
             ));
+            if !rec.redis_shards.is_empty() {
+                out.push(checks::redis_shards(&rec.redis_shards));
+            }
             match &rec.redis {
                 Some(s) => out.push(checks::redis_keys(&s.keyspace, &s.expected)),
                 None => out.push(Check::new(

@@ -23,10 +23,11 @@ pub async fn load_into(
         SourceKind::Redis => {
             let opts = crate::sources::redis::load::IntoOptions {
                 target: crate::sources::redis::Target::new(url),
+                url: url.clone(),
                 replace,
                 listen: None,
             };
-            let r = crate::sources::redis::load::restore_into(
+            let r = crate::sources::redis::dispatch::restore_into(
                 repo.storage(),
                 &plan.entry,
                 identities.clone(),

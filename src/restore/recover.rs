@@ -51,6 +51,8 @@ pub struct Recovered {
     pub database: Option<String>,
     /// A redis-server serving the snapshot, when served.
     pub redis: Option<snapshot::StartedServer>,
+    /// A Redis Cluster's backup: each shard's keys, as loaded.
+    pub redis_shards: Vec<crate::sources::redis::snapshot::ShardRestored>,
     /// A Chroma export loaded (and verified) into a scratch server.
     pub chroma: Option<crate::sources::chroma::import::ChromaRestoreReport>,
     /// Recorded verify_queries compared by the dump restore.
@@ -84,6 +86,7 @@ pub async fn recover(
         pg: None,
         database: None,
         redis: None,
+        redis_shards: vec![],
         chroma: None,
         verify_queries_checked: None,
         warnings: vec![],
@@ -250,7 +253,7 @@ pub async fn recover(
                 force: false,
                 bin_dir: plan.source.bin_dir.clone(),
             };
-            let r = snapshot::restore(
+            let r = crate::sources::redis::dispatch::restore(
                 storage,
                 &plan.entry,
                 ctx.identities.clone(),
@@ -271,6 +274,7 @@ pub async fn recover(
                 t,
             );
             out.redis = r.server;
+            out.redis_shards = r.shards;
         }
     }
     out.answered_after = clock.elapsed();

@@ -465,3 +465,281 @@ impl TestPki {
         );
     }
 }
+
+/// A Redis Cluster on loopback: `masters` servers in cluster mode, each on
+/// its own port and directory (its own bus port, `cluster-port`), the
+/// 16384 slots split evenly. Three or more are joined with `redis-cli
+/// --cluster create --cluster-yes`, as an operator would; fewer (which
+/// redis-cli refuses) by hand with `CLUSTER ADDSLOTSRANGE` and `CLUSTER
+/// MEET`. No replicas. Stopped on drop.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+    /// Connections by port, for [`RedisCluster::ok`].
+    conns: std::cell::RefCell<BTreeMap<u16, Conn>>,
+}
+
+impl RedisCluster {
+    pub fn start(name: &str, masters: usize) -> RedisCluster {
+        RedisCluster::start_with(masters, |i, args| {
+            RedisServer::start(&format!("{name}-{i}"), args)
+        })
+    }
+
+    /// A cluster whose nodes also listen with TLS (`tls-port`, the `server`
+    /// certificate of `pki`) and speak TLS among themselves and to clients
+    /// by the ports they announce (`tls-cluster yes`), as managed services
+    /// with encryption in transit do. Joined by hand.
+    pub fn start_tls(name: &str, masters: usize, pki: &TestPki) -> RedisCluster {
+        // the bus always checks the connecting node's certificate: nodes
+        // connect with the client certificate
+        let client = [
+            pki.path("client.crt").display().to_string(),
+            pki.path("client.key").display().to_string(),
+        ];
+        RedisCluster::start_with(masters, |i, args| {
+            let mut a = args.to_vec();
+            a.extend(["--tls-cluster", "yes", "--tls-client-cert-file", &client[0]]);
+            a.extend(["--tls-client-key-file", &client[1]]);
+            RedisServer::start_tls(
+                &format!("{name}-{i}"),
+                &pki.path("server.crt"),
+                &pki.path("server.key"),
+                &pki.path("ca.crt"),
+                false,
+                &a,
+            )
+        })
+    }
+
+    fn start_with(masters: usize, start: impl Fn(usize, &[&str]) -> RedisServer) -> RedisCluster {
+        let nodes: Vec<RedisServer> = (0..masters)
+            .map(|i| {
+                let bus = free_port().to_string();
+                start(
+                    i,
+                    &[
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        "nodes.conf",
+                        "--cluster-port",
+                        &bus,
+                        "--cluster-node-timeout",
+                        "5000",
+                    ],
+                )
+            })
+            .collect();
+        let tls = nodes[0].tls_port.is_some();
+        if masters >= 3 && !tls {
+            let addrs: Vec<String> = nodes
+                .iter()
+                .map(|n| format!("127.0.0.1:{}", n.port))
+                .collect();
+            let out = Command::new("redis-cli")
+                .args(["--cluster", "create"])
+                .args(&addrs)
+                .args(["--cluster-replicas", "0", "--cluster-yes"])
+                .output()
+                .expect("redis-cli must be installed");
+            assert!(
+                out.status.success(),
+                "redis-cli --cluster create: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        } else {
+            let per = 16384 / masters;
+            for (i, n) in nodes.iter().enumerate() {
+                let a = i * per;
+                let b = if i + 1 == masters { 16383 } else { a + per - 1 };
+                n.conn()
+                    .ok(&["CLUSTER", "ADDSLOTSRANGE", &a.to_string(), &b.to_string()]);
+            }
+            let mut first = nodes[0].conn();
+            for n in &nodes[1..] {
+                let bus = bus_port(&mut n.conn());
+                let port = n.tls_port.unwrap_or(n.port).to_string();
+                first.ok(&["CLUSTER", "MEET", "127.0.0.1", &port, &bus]);
+            }
+        }
+        let c = RedisCluster {
+            nodes,
+            conns: Default::default(),
+        };
+        c.wait_ok();
+        c
+    }
+
+    /// Waits until every node sees every other, all slots assigned, state ok.
+    pub fn wait_ok(&self) {
+        let began = Instant::now();
+        let n = self.nodes.len();
+        loop {
+            let ok = self.nodes.iter().all(|node| {
+                let Value::Str(info) = node.conn().ok(&["CLUSTER", "INFO"]) else {
+                    return false;
+                };
+                let info = String::from_utf8_lossy(&info).to_string();
+                info.contains("cluster_state:ok")
+                    && info.contains("cluster_slots_assigned:16384")
+                    && info.contains(&format!("cluster_known_nodes:{n}\r"))
+            });
+            if ok {
+                return;
+            }
+            if began.elapsed() > Duration::from_secs(30) {
+                let logs: Vec<String> = self
+                    .nodes
+                    .iter()
+                    .map(|n| {
+                        let log =
+                            std::fs::read_to_string(n.dir.join("redis.log")).unwrap_or_default();
+                        let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                        format!(
+                            "port {}:\n{}",
+                            n.port,
+                            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                        )
+                    })
+                    .collect();
+                panic!("the cluster did not become ok:\n{}", logs.join("\n"));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn url(&self) -> String {
+        self.nodes[0].url()
+    }
+
+    /// The port of the node serving `key`'s slot.
+    pub fn owner(&self, key: &[u8]) -> u16 {
+        let Value::Int(slot) = self.nodes[0]
+            .conn()
+            .cmd_bytes(&[b"CLUSTER", b"KEYSLOT", key])
+        else {
+            panic!("KEYSLOT")
+        };
+        for n in &self.nodes {
+            let Value::Str(nodes) = n.conn().ok(&["CLUSTER", "NODES"]) else {
+                panic!("NODES")
+            };
+            let text = String::from_utf8_lossy(&nodes).to_string();
+            let me = text.lines().find(|l| l.contains("myself")).unwrap();
+            if owns(me, slot as u16) {
+                return n.port;
+            }
+        }
+        panic!("no owner of slot {slot}")
+    }
+
+    /// Sends a command to the node owning its key (`args[1]`), following
+    /// `MOVED`.
+    #[track_caller]
+    pub fn ok(&self, args: &[&[u8]]) -> Value {
+        let mut port = self.nodes[0].port;
+        for _ in 0..3 {
+            let v = self
+                .conns
+                .borrow_mut()
+                .entry(port)
+                .or_insert_with(|| Conn::open(port))
+                .cmd_bytes(args);
+            match &v {
+                Value::Err(e) if e.starts_with("MOVED") => {
+                    let to: u16 = e.rsplit(':').next().unwrap().parse().unwrap();
+                    // a TLS cluster redirects to TLS ports; the harness
+                    // speaks plain
+                    port = self
+                        .nodes
+                        .iter()
+                        .find(|n| n.tls_port == Some(to))
+                        .map_or(to, |n| n.port);
+                }
+                Value::Err(e) => panic!("redis {args:?}: {e}"),
+                _ => return v,
+            }
+        }
+        panic!("too many redirections")
+    }
+
+    /// Every key of every node: `(key) → (type, content, has a TTL)`, and
+    /// the PTTL of those with one.
+    pub fn digest(&self) -> KeyDigest {
+        let mut keys = BTreeMap::new();
+        let mut ttls = BTreeMap::new();
+        for n in &self.nodes {
+            let (k, t) = n.conn().digest_db();
+            keys.extend(k);
+            ttls.extend(t);
+        }
+        (keys, ttls)
+    }
+}
+
+/// Every key as `key → (type, content, has a TTL)`, and the PTTL of those
+/// with one.
+pub type KeyDigest = (
+    BTreeMap<Vec<u8>, (String, Value, bool)>,
+    BTreeMap<Vec<u8>, i64>,
+);
+
+/// Whether a `CLUSTER NODES` line's slots include `slot`.
+fn owns(line: &str, slot: u16) -> bool {
+    line.split_whitespace().skip(8).any(|s| {
+        if s.starts_with('[') {
+            return false;
+        }
+        let (a, b) = s.split_once('-').unwrap_or((s, s));
+        (a.parse::<u16>().unwrap()..=b.parse::<u16>().unwrap()).contains(&slot)
+    })
+}
+
+/// The cluster bus port of the node `c` is connected to.
+fn bus_port(c: &mut Conn) -> String {
+    let Value::Arr(v) = c.ok(&["CONFIG", "GET", "cluster-port"]) else {
+        panic!("CONFIG GET")
+    };
+    let Value::Str(p) = &v[1] else { panic!("port") };
+    String::from_utf8_lossy(p).to_string()
+}
+
+impl Conn {
+    /// The current database's keys (no `SELECT`: a cluster node has only
+    /// database 0) as `key → (type, content, has a TTL)`, and the PTTL of
+    /// every key with one.
+    pub fn digest_db(&mut self) -> KeyDigest {
+        let mut out = BTreeMap::new();
+        let mut ttls = BTreeMap::new();
+        let Value::Arr(keys) = self.ok(&["KEYS", "*"]) else {
+            panic!("KEYS")
+        };
+        for k in keys {
+            let Value::Str(k) = k else { panic!("key") };
+            let Value::Status(t) = self.cmd_bytes(&[b"TYPE", &k]) else {
+                panic!("TYPE")
+            };
+            let content = match t.as_str() {
+                "string" => self.cmd_bytes(&[b"GET", &k]),
+                "hash" => sorted(self.cmd_bytes(&[b"HGETALL", &k]), 2),
+                "set" => sorted(self.cmd_bytes(&[b"SMEMBERS", &k]), 1),
+                "zset" => self.cmd_bytes(&[b"ZRANGE", &k, b"0", b"-1", b"WITHSCORES"]),
+                "list" => self.cmd_bytes(&[b"LRANGE", &k, b"0", b"-1"]),
+                "stream" => Value::Arr(vec![
+                    self.cmd_bytes(&[b"XRANGE", &k, b"-", b"+"]),
+                    self.cmd_bytes(&[b"XINFO", b"GROUPS", &k]),
+                ]),
+                other => panic!("unexpected type {other}"),
+            };
+            let Value::Int(p) = self.cmd_bytes(&[b"PTTL", &k]) else {
+                panic!("PTTL")
+            };
+            if p >= 0 {
+                ttls.insert(k.clone(), p);
+            }
+            out.insert(k, (t, content, p >= 0));
+        }
+        (out, ttls)
+    }
+}

@@ -54,6 +54,9 @@ const MAX_COMMAND: usize = 64 * 1024;
 #[derive(Debug, Clone)]
 pub struct IntoOptions {
     pub target: Target,
+    /// The target's URL: a cluster's other nodes are reached with its
+    /// credentials and TLS settings.
+    pub url: url::Url,
     /// Load even when the target holds keys (they are replaced).
     pub replace: bool,
     /// Where strata listens for the target (`--listen`); default loopback
@@ -81,6 +84,9 @@ pub struct IntoReport {
     pub replaced_keys: u64,
     pub duration_seconds: f64,
     pub warnings: Vec<String>,
+    /// A cluster's backup: the keys each shard held.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shards: Vec<super::snapshot::ShardRestored>,
 }
 
 /// What the decoder hands the socket.
@@ -129,30 +135,24 @@ impl Write for HoldBackSink {
     }
 }
 
-/// Loads the snapshot of `entry` into the running server `opts.target`.
-pub async fn restore_into(
-    storage: &Arc<dyn Storage>,
-    entry: &Entry,
-    identities: Arc<Vec<Identity>>,
-    opts: &IntoOptions,
-    reporter: &Reporter,
-) -> Result<IntoReport> {
-    let clock = Instant::now();
-    let summary = entry.summary();
-    let (rec, info) = super::snapshot::snapshot_of(entry, &identities)?;
+/// A standalone target that passed the checks of a restore into it.
+pub(crate) struct Checked {
+    pub client: Client,
+    pub target_version: String,
+    /// Keys it held (to be replaced: `--replace`).
+    pub replaced_keys: u64,
+    pub warnings: Vec<String>,
+}
+
+/// Connects to the standalone server `opts.target` and checks it takes a
+/// snapshot: not a replica, empty unless `--replace`.
+pub(crate) async fn check_target(opts: &IntoOptions) -> Result<Checked> {
     let t = &opts.target;
     let mut client = Client::connect(t).await.map_err(|e| retarget(e, t))?;
     let server = client.info("server").await.map_err(|e| retarget(e, t))?;
     let target_version = info_field(&server, "redis_version")
         .unwrap_or("unknown")
         .to_string();
-    if info_field(&client.info("cluster").await?, "cluster_enabled") == Some("1") {
-        return Err(Error::usage(format!(
-            "{} runs in cluster mode, where a node cannot be made to replicate from strata",
-            t.display()
-        ))
-        .hint("restore with --to-dir DIR --start into a standalone server, or load the RDB file (--to-file) into each node by hand"));
-    }
     let repl = client.info("replication").await?;
     if info_field(&repl, "role") == Some("slave") {
         return Err(Error::conflict(format!(
@@ -182,7 +182,34 @@ pub async fn restore_into(
             t.display()
         ));
     }
+    Ok(Checked {
+        client,
+        target_version,
+        replaced_keys,
+        warnings,
+    })
+}
 
+/// Loads the snapshot of a single server (`entry`) into the running
+/// standalone server `opts.target` (a cluster's backup, or a cluster
+/// target: [`super::dispatch::restore_into`]).
+pub async fn restore_into(
+    storage: &Arc<dyn Storage>,
+    entry: &Entry,
+    identities: Arc<Vec<Identity>>,
+    opts: &IntoOptions,
+    reporter: &Reporter,
+) -> Result<IntoReport> {
+    let clock = Instant::now();
+    let summary = entry.summary();
+    let (rec, info) = super::snapshot::snapshot_of(entry, &identities)?;
+    let t = &opts.target;
+    let Checked {
+        mut client,
+        target_version,
+        replaced_keys,
+        mut warnings,
+    } = check_target(opts).await?;
     if info.logical.is_some() {
         let mut warnings = warnings;
         let l = super::logical::restore::restore_into(
@@ -213,6 +240,7 @@ pub async fn restore_into(
             replaced_keys,
             duration_seconds: clock.elapsed().as_secs_f64(),
             warnings,
+            shards: Vec::new(),
         });
     }
 
@@ -458,12 +486,13 @@ pub async fn restore_into(
         replaced_keys,
         duration_seconds: clock.elapsed().as_secs_f64(),
         warnings,
+        shards: Vec::new(),
     })
 }
 
 /// Errors connecting to the target are about the target, not a source;
 /// an error that already says what to do (TLS, ACL) keeps its hint.
-fn retarget(e: Error, t: &Target) -> Error {
+pub(crate) fn retarget(e: Error, t: &Target) -> Error {
     if e.kind == Kind::Source && (e.hint.is_none() || e.retryable) {
         let mut e = e;
         e.hint = Some(format!(

@@ -11,9 +11,12 @@
 //! streams; [`snapshot`] backs up and restores.
 
 pub mod client;
+pub mod cluster;
+pub mod dispatch;
 pub mod load;
 pub mod logical;
 pub mod rdb;
+pub mod rdb_keys;
 pub mod snapshot;
 pub mod tls;
 

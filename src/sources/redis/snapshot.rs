@@ -83,16 +83,91 @@ impl Read for ChannelReader {
     }
 }
 
-/// Takes a snapshot of a redis source.
+/// Takes a snapshot of a redis source that is a single server (a
+/// cluster's is [`super::cluster::backup`]'s, chosen by
+/// [`super::dispatch::backup`]).
 pub async fn backup(
     ctx: &BackupContext<'_>,
     source: &Source,
     tier: Option<String>,
+    client: Client,
+    started: chrono::DateTime<Utc>,
+    clock: Instant,
 ) -> Result<BackupReport> {
-    let started = Utc::now();
-    let clock = Instant::now();
     let target = Target::new(&source.url);
-    let mut client = Client::connect(&target).await?;
+    let id = BackupId::new(started);
+    let node = take_node(
+        ctx,
+        source,
+        &target,
+        Some(client),
+        &id,
+        RDB_OBJECT,
+        LOGICAL_OBJECT,
+    )
+    .await?;
+    let finished = Utc::now();
+    let mut manifest = Manifest::new(
+        Summary::of(
+            &id,
+            &source.name,
+            source.kind,
+            "snapshot",
+            tier.clone(),
+            started,
+            finished,
+        ),
+        vec![node.record],
+        None,
+    );
+    manifest.redis = Some(RedisInfo {
+        redis_version: node.redis_version,
+        rdb_version: node.rdb_version,
+        keyspace: node.keyspace,
+        used_memory: node.used_memory,
+        transfer: node.transfer,
+        captured: node.captured.filter(|_| node.logical.is_none()),
+        logical: node.logical,
+        cluster: None,
+    });
+    ctx.commit(&manifest, clock).await
+}
+
+/// One server's snapshot, stored as one object of a backup.
+pub(crate) struct NodeSnapshot {
+    pub record: ObjectRecord,
+    pub redis_version: String,
+    pub used_memory: u64,
+    /// Keys per database: from `INFO keyspace` just before a replication
+    /// snapshot; those written for a logical one.
+    pub keyspace: Vec<RedisDb>,
+    /// 0 for a logical snapshot.
+    pub rdb_version: u32,
+    /// `disk`, `diskless` or `logical`.
+    pub transfer: String,
+    /// When the server cut the snapshot (a logical one: when its scan began).
+    pub captured: Option<chrono::DateTime<Utc>>,
+    pub logical: Option<crate::catalog::manifest::LogicalInfo>,
+}
+
+/// Takes the snapshot of the server `target` (of `source`; one master of
+/// a cluster, or the server itself) and stores it as `rdb_object` of
+/// backup `id` (over `client` when given, connected to it), or as
+/// `logical_object` when `source.redis_mode` says so or
+/// the server refuses `SYNC` in mode `auto`.
+pub(crate) async fn take_node(
+    ctx: &BackupContext<'_>,
+    source: &Source,
+    target: &Target,
+    client: Option<Client>,
+    id: &BackupId,
+    rdb_object: &str,
+    logical_object: &str,
+) -> Result<NodeSnapshot> {
+    let mut client = match client {
+        Some(c) => c,
+        None => Client::connect(target).await?,
+    };
     let server = client.info("server").await?;
     let memory = client.info("memory").await?;
     let keyspace = parse_keyspace(&client.info("keyspace").await?);
@@ -102,7 +177,6 @@ pub async fn backup(
     let used_memory = info_field(&memory, "used_memory")
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
-    let id = BackupId::new(started);
     ctx.reporter.note(format!(
         "backup {}: {} (Redis {redis_version}, {} keys) as {id}",
         source.name,
@@ -143,7 +217,11 @@ pub async fn backup(
     };
     let Some(framing) = framing else {
         drop(client);
-        let taken = match super::logical::scan::take(ctx, source, &id).await {
+        let began = Instant::now();
+        let scan_started = Utc::now();
+        let taken = match super::logical::scan::take(ctx, &source.name, target, id, logical_object)
+            .await
+        {
             Ok(t) => t,
             // the fallback failed too: say both, so the operator can grant
             // either (a user lacking +sync and +select is told of +sync too)
@@ -161,37 +239,22 @@ pub async fn backup(
             }
             Err(e) => return Err(e),
         };
-        let finished = Utc::now();
-        let mut manifest = Manifest::new(
-            Summary::of(
-                &id,
-                &source.name,
-                source.kind,
-                "snapshot",
-                tier.clone(),
-                started,
-                finished,
-            ),
-            vec![taken.record],
-            None,
-        );
-        manifest.redis = Some(RedisInfo {
-            redis_version,
-            rdb_version: 0,
-            keyspace: taken.totals.keyspace.clone(),
-            used_memory,
-            transfer: "logical".into(),
-            captured: None,
-            logical: Some(super::logical::info_of(&taken.totals, fallback)),
-        });
-        let r = ctx.commit(&manifest, clock).await?;
         ctx.reporter.note(format!(
             "{}: logical snapshot of {} keys ({})",
             source.name,
             taken.totals.keys,
-            super::logical::rate(taken.totals.keys, taken.totals.payload_bytes, clock)
+            super::logical::rate(taken.totals.keys, taken.totals.payload_bytes, began)
         ));
-        return Ok(r);
+        return Ok(NodeSnapshot {
+            record: taken.record,
+            redis_version,
+            used_memory,
+            keyspace: taken.totals.keyspace.clone(),
+            rdb_version: 0,
+            transfer: "logical".into(),
+            captured: Some(scan_started),
+            logical: Some(super::logical::info_of(&taken.totals, fallback)),
+        });
     };
     // A diskless payload starts right after the fork; a disk one only
     // once the file is written, the fork being at the request.
@@ -210,14 +273,15 @@ pub async fn backup(
         check: check.clone(),
         refused: refused.clone(),
     };
-    let key = Repository::data_key(&source.name, &id, RDB_OBJECT);
+    let key = Repository::data_key(&source.name, id, rdb_object);
     let size = match framing {
         super::client::Framing::Length(n) => Some(n),
         super::client::Framing::Mark(_) => None,
     };
-    let step = ctx
-        .reporter
-        .step(format!("{}: snapshot", source.name), size);
+    let step = ctx.reporter.step(
+        format!("{}: snapshot of {}", source.name, target.display()),
+        size,
+    );
     let check2 = check.clone();
     let name = source.name.clone();
     let stored = ctx
@@ -225,7 +289,7 @@ pub async fn backup(
         .store(
             ctx.repo.storage().clone(),
             &key,
-            RDB_OBJECT,
+            rdb_object,
             reader,
             step.progress.clone(),
             move |_| {
@@ -277,30 +341,16 @@ pub async fn backup(
         }
     };
     let rdb_version = check.lock().unwrap().version().unwrap_or(0);
-    let finished = Utc::now();
-    let mut manifest = Manifest::new(
-        Summary::of(
-            &id,
-            &source.name,
-            source.kind,
-            "snapshot",
-            tier.clone(),
-            started,
-            finished,
-        ),
-        vec![rec],
-        None,
-    );
-    manifest.redis = Some(RedisInfo {
+    Ok(NodeSnapshot {
+        record: rec,
         redis_version,
-        rdb_version,
-        keyspace,
         used_memory,
+        keyspace,
+        rdb_version,
         transfer: framing.transfer().into(),
         captured: Some(captured),
         logical: None,
-    });
-    ctx.commit(&manifest, clock).await
+    })
 }
 
 /// The RDB object and the Redis facts of the snapshot `entry`, from its
@@ -388,6 +438,28 @@ pub struct RestoreReport {
     pub server: Option<StartedServer>,
     pub duration_seconds: f64,
     pub warnings: Vec<String>,
+    /// A cluster's backup: each shard, its file or the keys it loaded.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shards: Vec<ShardRestored>,
+}
+
+/// One shard of a restored cluster backup.
+#[derive(Debug, Clone, Serialize)]
+pub struct ShardRestored {
+    pub shard: usize,
+    pub node_id: String,
+    /// The master's address at backup time.
+    pub address: String,
+    pub slots: Vec<[u16; 2]>,
+    /// Keys the manifest recorded for the shard.
+    pub keys_recorded: u64,
+    /// Keys the shard's object held (read while loading); `None` for a
+    /// file written as is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keys_loaded: Option<u64>,
+    /// The shard's RDB file (`--to-dir` without `--start`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<PathBuf>,
 }
 
 /// Checks the RDB while writing it.
@@ -409,7 +481,8 @@ impl<W: Write> Write for CheckingWriter<W> {
     }
 }
 
-/// Restores a snapshot to a file, and optionally starts a server on it.
+/// Restores a single server's snapshot to a file, and optionally starts
+/// a server on it (a cluster's: [`super::dispatch::restore`]).
 pub async fn restore(
     storage: &Arc<dyn Storage>,
     entry: &Entry,
@@ -435,68 +508,16 @@ pub async fn restore(
             dir.join(RDB_OBJECT)
         }
     };
-    if !opts.force && path.exists() {
-        return Err(
-            Error::conflict(format!("{} already exists", path.display()))
-                .hint("choose another path, or pass --force to replace it"),
-        );
-    }
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let tmp = tempfile::Builder::new()
-        .prefix(".strata-restore-")
-        .suffix(".rdb.tmp")
-        .tempfile_in(&dir)
-        .map_err(|e| Error::failed(format!("cannot create a file in {}: {e}", dir.display())))?;
-    let step = reporter.step(format!("restore {}", rec.key), Some(rec.plain_size));
-    let file = tmp.reopen()?;
-    let sink = CheckingWriter {
-        inner: io::BufWriter::with_capacity(1 << 20, file),
-        check: RdbCheck::new(),
-    };
-    let sink = match fetch(storage, &rec, identities, sink, step.progress.clone()).await {
-        Ok(s) => s,
-        Err(e) => {
-            step.abandon();
-            return Err(e);
-        }
-    };
-    let rdb_version = sink.check.finish().map_err(|m| {
-        Error::integrity(format!(
-            "backup {}: {RDB_OBJECT} is not a valid RDB file: {m}",
-            summary.id
-        ))
-    })?;
-    let file = sink
-        .inner
-        .into_inner()
-        .map_err(|e| Error::failed(format!("writing {}: {}", path.display(), e.error())))?;
-    file.sync_all()?;
-    drop(file);
-    step.done("verified");
-    // Rename into place only once complete: a reader never sees half a
-    // file. Without --force the rename refuses an existing name.
-    let placed = if opts.force {
-        tmp.persist(&path).map(|_| ()).map_err(|e| e.error)
-    } else {
-        tmp.persist_noclobber(&path)
-            .map(|_| ())
-            .map_err(|e| e.error)
-    };
-    placed.map_err(|e| {
-        if e.kind() == io::ErrorKind::AlreadyExists {
-            Error::conflict(format!("{} already exists", path.display()))
-                .hint("choose another path, or pass --force to replace it")
-        } else {
-            Error::failed(format!("cannot write {}: {e}", path.display()))
-        }
-    })?;
-    if let Ok(d) = std::fs::File::open(&dir) {
-        let _ = d.sync_all();
-    }
-
+    let rdb_version = write_rdb(
+        storage,
+        &rec,
+        identities,
+        &path,
+        opts.force,
+        &summary.id.to_string(),
+        reporter,
+    )
+    .await?;
     let mut warnings = Vec::new();
     let server = match &opts.to {
         RestoreTo::Dir {
@@ -532,7 +553,89 @@ pub async fn restore(
         server,
         duration_seconds: clock.elapsed().as_secs_f64(),
         warnings,
+        shards: Vec::new(),
     })
+}
+
+/// Writes the RDB object `rec` (of backup `backup`) to `path`, checked
+/// as it is written, under a temporary name renamed into place once
+/// complete; its RDB version.
+pub(crate) async fn write_rdb(
+    storage: &Arc<dyn Storage>,
+    rec: &ObjectRecord,
+    identities: Arc<Vec<Identity>>,
+    path: &Path,
+    force: bool,
+    backup: &str,
+    reporter: &Reporter,
+) -> Result<u32> {
+    let opts_force = force;
+    if !opts_force && path.exists() {
+        return Err(
+            Error::conflict(format!("{} already exists", path.display()))
+                .hint("choose another path, or pass --force to replace it"),
+        );
+    }
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix(".strata-restore-")
+        .suffix(".rdb.tmp")
+        .tempfile_in(&dir)
+        .map_err(|e| Error::failed(format!("cannot create a file in {}: {e}", dir.display())))?;
+    let step = reporter.step(format!("restore {}", rec.key), Some(rec.plain_size));
+    let file = tmp.reopen()?;
+    let sink = CheckingWriter {
+        inner: io::BufWriter::with_capacity(1 << 20, file),
+        check: RdbCheck::new(),
+    };
+    let sink = match fetch(storage, rec, identities, sink, step.progress.clone()).await {
+        Ok(s) => s,
+        Err(e) => {
+            step.abandon();
+            return Err(e);
+        }
+    };
+    let rdb_version = sink.check.finish().map_err(|m| {
+        Error::integrity(format!(
+            "backup {backup}: {} is not a valid RDB file: {m}",
+            rec.name
+        ))
+    })?;
+    let file = sink
+        .inner
+        .into_inner()
+        .map_err(|e| Error::failed(format!("writing {}: {}", path.display(), e.error())))?;
+    file.sync_all()?;
+    drop(file);
+    step.done("verified");
+    // Rename into place only once complete: a reader never sees half a
+    // file. Without --force the rename refuses an existing name.
+    let placed = if opts_force {
+        tmp.persist(path).map(|_| ()).map_err(|e| e.error)
+    } else {
+        tmp.persist_noclobber(path).map(|_| ()).map_err(|e| e.error)
+    };
+    placed.map_err(|e| {
+        if e.kind() == io::ErrorKind::AlreadyExists {
+            Error::conflict(format!("{} already exists", path.display()))
+                .hint("choose another path, or pass --force to replace it")
+        } else {
+            Error::failed(format!("cannot write {}: {e}", path.display()))
+        }
+    })?;
+    if let Ok(d) = std::fs::File::open(&dir) {
+        let _ = d.sync_all();
+    }
+
+    Ok(rdb_version)
+}
+
+/// The manifest of a Redis backup.
+pub(crate) fn redis_manifest(entry: &Entry, identities: &[Identity]) -> Result<Manifest> {
+    entry.file.open(&entry.manifest_key, identities)
 }
 
 /// `db0=3 db2=1` for messages.

@@ -72,27 +72,36 @@ impl Batch {
             if first_err.is_some() {
                 continue;
             }
-            let cmd = match &what {
-                Some(k) => format!("RESTORE {}", show_key(k)),
-                None => "SELECT".to_string(),
-            };
-            let hint = if bad.contains("checksum") || bad.contains("version") {
-                "the target runs an older Redis than the source: a DUMP payload loads only into the same or a newer Redis version"
-            } else if bad.starts_with("NOPERM") {
-                "the target user needs SELECT and RESTORE (ACL: +select +restore)"
-            } else if bad.starts_with("OOM") {
-                "the target ran out of memory (maxmemory): give it more, or restore into a larger one"
-            } else {
-                "the keys before this one were loaded; fix the cause and run the restore again (--replace)"
-            };
-            first_err =
-                Some(Error::source(format!("{}: {cmd} refused: {bad}", t.display())).hint(hint));
+            first_err = Some(restore_refused(t, what.as_deref(), &bad));
         }
         match first_err {
             Some(e) => Err(e),
             None => Ok(()),
         }
     }
+}
+
+/// The error for a refused `RESTORE key` (`SELECT` when `key` is `None`),
+/// with a hint for the usual causes.
+pub(in crate::sources::redis) fn restore_refused(
+    t: &Target,
+    key: Option<&[u8]>,
+    bad: &str,
+) -> Error {
+    let cmd = match key {
+        Some(k) => format!("RESTORE {}", show_key(k)),
+        None => "SELECT".to_string(),
+    };
+    let hint = if bad.contains("checksum") || bad.contains("version") {
+        "the target runs an older Redis than the source: a DUMP payload loads only into the same or a newer Redis version"
+    } else if bad.starts_with("NOPERM") {
+        "the target user needs SELECT and RESTORE (ACL: +select +restore)"
+    } else if bad.starts_with("OOM") {
+        "the target ran out of memory (maxmemory): give it more, or restore into a larger one"
+    } else {
+        "the keys before this one were loaded; fix the cause and run the restore again (--replace)"
+    };
+    Error::source(format!("{}: {cmd} refused: {bad}", t.display())).hint(hint)
 }
 
 /// Loads the logical snapshot `rec` into the server `client` is connected

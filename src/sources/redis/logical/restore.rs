@@ -57,7 +57,7 @@ fn mismatch_warning(loaded: &[RedisDb], recorded: &[RedisDb], l: &Loaded) -> Str
 }
 
 /// Has the server write its RDB (`BGSAVE`) and waits until it is written.
-async fn save(c: &mut Client, t: &Target) -> Result<()> {
+pub(crate) async fn save(c: &mut Client, t: &Target) -> Result<()> {
     match c.command(&[b"BGSAVE"]).await? {
         Reply::Status(_) => {}
         other => {
@@ -238,6 +238,7 @@ pub async fn restore(
         server: start.map(|_| server),
         duration_seconds: clock.elapsed().as_secs_f64(),
         warnings,
+        shards: Vec::new(),
     })
 }
 

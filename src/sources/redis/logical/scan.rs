@@ -10,12 +10,11 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::{
-    CHANNEL_CHUNKS, CHUNK, LOGICAL_OBJECT, SCAN_COUNT, Totals, encode, now_ms, put_header, put_key,
-    put_select, put_trailer,
+    CHANNEL_CHUNKS, CHUNK, SCAN_COUNT, Totals, encode, now_ms, put_header, put_key, put_select,
+    put_trailer,
 };
 use crate::catalog::manifest::RedisDb;
 use crate::catalog::{BackupId, Repository};
-use crate::config::Source;
 use crate::error::{Error, Result};
 use crate::pipeline::ObjectRecord;
 use crate::sources::backup::BackupContext;
@@ -203,10 +202,17 @@ pub struct Taken {
     pub totals: Totals,
 }
 
-/// Takes a logical snapshot of `source` over a fresh connection and stores
-/// it as backup `id`'s [`LOGICAL_OBJECT`].
-pub async fn take(ctx: &BackupContext<'_>, source: &Source, id: &BackupId) -> Result<Taken> {
-    let t = Target::new(&source.url);
+/// Takes a logical snapshot of the server `t` (of source `name`) over a
+/// fresh connection and stores it as backup `id`'s object `object`
+/// ([`super::LOGICAL_OBJECT`] for a standalone server, one per shard of a cluster).
+pub async fn take(
+    ctx: &BackupContext<'_>,
+    name: &str,
+    t: &Target,
+    id: &BackupId,
+    object: &str,
+) -> Result<Taken> {
+    let t = t.clone();
     let mut client = Client::connect(&t).await?;
     let keyspace = parse_keyspace(&client.info("keyspace").await?);
     let dbs: Vec<u32> = keyspace.iter().map(|d| d.db).collect();
@@ -221,17 +227,17 @@ pub async fn take(ctx: &BackupContext<'_>, source: &Source, id: &BackupId) -> Re
         tx,
         complete.clone(),
     ));
-    let key = Repository::data_key(&source.name, id, LOGICAL_OBJECT);
+    let key = Repository::data_key(name, id, object);
     let step = ctx
         .reporter
-        .step(format!("{}: logical snapshot", source.name), None);
-    let name = source.name.clone();
+        .step(format!("{name}: logical snapshot of {}", t.display()), None);
+    let name = name.to_string();
     let stored = ctx
         .encoder
         .store(
             ctx.repo.storage().clone(),
             &key,
-            LOGICAL_OBJECT,
+            object,
             ChannelReader {
                 rx,
                 cur: Bytes::new(),
