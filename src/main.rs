@@ -16,6 +16,7 @@ async fn dispatch(cli: Cli) -> Result<u8, Error> {
     let g = Globals {
         config: cli.config,
         identity: cli.identity,
+        repo: cli.repo,
     };
     let json = cli.json;
     match cli.command {

@@ -41,6 +41,10 @@ pub struct Cli {
     /// age identity file to decrypt with (overrides [encryption] identity_file and $STRATA_IDENTITY_FILE)
     #[arg(long, global = true, value_name = "FILE")]
     pub identity: Option<PathBuf>,
+    /// Repository to work on, as in [repositories.NAME] ("default" is [repository])
+    /// [default: [repository], else the first [repositories.NAME]]
+    #[arg(long, global = true, value_name = "NAME")]
+    pub repo: Option<String>,
     /// Print results as JSON on stdout (errors too)
     #[arg(long, global = true)]
     pub json: bool,

@@ -514,6 +514,9 @@ fn spawn_detached(
     if let Some(id) = &g.identity {
         c.arg("--identity").arg(abs(id)?);
     }
+    if let Some(r) = &g.repo {
+        c.arg("--repo").arg(r);
+    }
     if std::env::var_os("STRATA_LOG").is_none() {
         c.env("STRATA_LOG", "warn,strata=info");
     }
