@@ -4,7 +4,6 @@
 
 use std::path::Path;
 
-
 use super::RawNotify;
 
 /// `[notify]`, checked: the URL, the format and its routing key, the CA
