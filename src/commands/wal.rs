@@ -368,10 +368,110 @@ pub async fn push_cmd(g: &Globals, a: &PushArgs) -> Result<u8> {
     if let Some(d) = &a.spool {
         s.spool = Some(d.clone());
     }
-    if !s.enabled {
-        return push(g, &a.path, Some(&src.name), a.json).await;
+    let code = if !s.enabled {
+        push(g, &a.path, Some(&src.name), a.json).await?
+    } else {
+        push_async(g, &cfg, src, a, &s).await?
+    };
+    if code == 0 {
+        push_secondaries(g, &cfg, src, &a.path).await;
     }
-    push_async(g, &cfg, src, a, &s).await
+    Ok(code)
+}
+
+/// How long a secondary push may take before it counts as failed.
+const SECONDARY_TIMEOUT: Duration = Duration::from_secs(30);
+/// After a secondary push failed, how long pushes skip that repository
+/// (each would wait for its deadline while PostgreSQL's archiving waits).
+const SECONDARY_BACKOFF: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
+
+/// The repositories the `wal` tiers covering `source` copy to
+/// (`copy_to`), but the one pushed into.
+fn secondaries(cfg: &Config, source: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for t in cfg.tiers.values() {
+        if t.kind == crate::tier::TierKind::Wal && t.sources.iter().any(|s| s == source) {
+            for r in &t.copy_to {
+                if *r != cfg.repo_name && !out.contains(r) {
+                    out.push(r.clone());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Pushes the archived file at `path` into each secondary repository too.
+/// A failure never fails archiving (PostgreSQL has what it needs: the file
+/// is in the primary): it is printed, recorded in the primary (`status`,
+/// `metrics`), posted to `[notify]` the first time, and caught up by
+/// `strata copy`. For [`SECONDARY_BACKOFF`] after a failure that
+/// repository is skipped (recorded as failed without waiting).
+async fn push_secondaries(g: &Globals, cfg: &Config, src: &Source, path: &Path) {
+    use crate::copy::wal::{push_failures, record_push_failure};
+    let targets = secondaries(cfg, &src.name);
+    if targets.is_empty() {
+        return;
+    }
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return;
+    };
+    let Ok(primary) = super::open_repository(cfg).await else {
+        return;
+    };
+    let recent = push_failures(&primary).await.unwrap_or_default();
+    for to in targets {
+        let backing_off = recent.iter().any(|f| {
+            f.repository == to
+                && f.source == src.name
+                && chrono::Utc::now() - f.last_failed < SECONDARY_BACKOFF
+        });
+        let r = if backing_off {
+            Err(Error::failed(format!(
+                "skipped: an earlier push there failed less than {} minutes ago",
+                SECONDARY_BACKOFF.num_minutes()
+            )))
+        } else {
+            let one = async {
+                let to_cfg = cfg.select(Some(&to))?;
+                let repo = archive_repository(&to_cfg, &src.name).await?;
+                repo.check_recipients(&cfg.recipients).await?;
+                let archive = WalArchive::new(&repo, &src.name);
+                let recipients = crate::keys::parse_recipients(&cfg.recipients)?;
+                let identities = || g.identities(cfg);
+                let ctx = PushContext {
+                    encoder: super::encoder(cfg)?,
+                    recipients: &recipients,
+                    mac_key: MacKey::derive(&repo.id, &cfg.recipients),
+                    identities: &identities,
+                };
+                let name = parse_name(&path.display().to_string(), name)?;
+                archive.push(&ctx, path, name).await
+            };
+            match tokio::time::timeout(SECONDARY_TIMEOUT, one).await {
+                Ok(r) => r.map(|_| ()),
+                Err(_) => Err(Error::failed(format!(
+                    "no answer within {}s",
+                    SECONDARY_TIMEOUT.as_secs()
+                ))),
+            }
+        };
+        let Err(e) = r else { continue };
+        eprintln!(
+            "strata: warning: {name} is archived, but pushing it to repository {to} failed: {}; `strata copy --to {to}` catches up",
+            e.message
+        );
+        let first = !recent
+            .iter()
+            .any(|f| f.repository == to && f.source == src.name);
+        if let Err(re) = record_push_failure(&primary, &to, &src.name, name, &e.message).await {
+            eprintln!("strata: warning: cannot record the failure in the primary repository: {re}");
+        }
+        if first && let Some(n) = &cfg.notify {
+            let ev = crate::notify::Event::copy("wal_push_failed", &src.name, None, &to, Some(&e));
+            n.send(&ev).await;
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]

@@ -37,6 +37,7 @@
 //! so a `prune` or `cleanup` there never takes a copy's objects for
 //! leftovers.
 
+pub mod lag;
 pub mod object;
 pub mod wal;
 
