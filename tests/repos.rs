@@ -1,0 +1,400 @@
+//! Several repositories end to end (issue 19 items 1-3): a local primary
+//! that a real PostgreSQL 15 cluster archives into, a second local one
+//! that `wal push` also pushes to (`copy_to` on the wal tier), and two S3
+//! buckets on the s3s-fs test server. `strata copy` copies base backups
+//! with their WAL, dumps, Redis snapshots and Chroma exports; a PITR and a
+//! drill from the S3 copy are exact; a copy killed at a durable step and
+//! run again completes without duplicates; a damaged source object is
+//! refused (exit 4) and never stored; a snapshot tier's `copy_to` copies
+//! each backup as it commits; WAL pushed while the secondary was down is
+//! recorded, shown by `status`, and caught up by `copy`.
+mod common;
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+use common::archiving::{Repo, text};
+use common::chroma::{ChromaServer, Spec, fill};
+use common::pg::{PgCluster, PgOptions, pg_scratch_dir};
+use common::redis::RedisServer;
+use common::{free_port, is_root, strata_process};
+
+struct Setup {
+    repo: Repo,
+    env: Vec<(String, String)>,
+}
+
+impl Setup {
+    fn run(&self, args: &[&str]) -> Output {
+        self.run_env(args, &[])
+    }
+
+    fn run_env(&self, args: &[&str], extra: &[(&str, String)]) -> Output {
+        let mut c = strata_process();
+        c.env_remove("STRATA_LOG")
+            .env_remove("STRATA_CONFIG")
+            .env_remove("STRATA_IDENTITY_FILE")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .envs(extra.iter().map(|(k, v)| (k, v)))
+            .arg("--config")
+            .arg(&self.repo.cfg);
+        c.args(args).output().expect("spawn strata")
+    }
+
+    fn ok(&self, args: &[&str]) -> serde_json::Value {
+        let o = self.run(args);
+        assert!(o.status.success(), "strata {args:?}: {}", text(&o));
+        serde_json::from_slice(&o.stdout).unwrap_or(serde_json::Value::Null)
+    }
+
+    fn ids(&self, repo: &str, source: &str) -> BTreeSet<String> {
+        let v = self.ok(&["--repo", repo, "--json", "list", source]);
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["id"].as_str().unwrap().to_string())
+            .collect()
+    }
+}
+
+fn now_utc(pg: &PgCluster) -> String {
+    pg.psql(
+        "postgres",
+        "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+    )
+}
+
+fn archived(pg: &PgCluster) {
+    let last = pg.psql(
+        "postgres",
+        "SELECT pg_walfile_name(pg_current_wal_insert_lsn())",
+    );
+    pg.psql("postgres", "SELECT pg_switch_wal()");
+    pg.wait_for(
+        "postgres",
+        &format!("SELECT coalesce(last_archived_wal, '') >= '{last}' FROM pg_stat_archiver"),
+        "t",
+        Duration::from_secs(60),
+    );
+    // a secondary that is down never fails archiving
+    assert_eq!(
+        pg.psql("postgres", "SELECT failed_count FROM pg_stat_archiver"),
+        "0",
+        "{}",
+        pg.log_tail(30)
+    );
+}
+
+/// Every file under `dir`, relative.
+fn files(dir: &Path) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.insert(p.strip_prefix(dir).unwrap().display().to_string());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn copies_between_local_and_s3_repositories() {
+    let repo = Repo::new("repos");
+    let pg = PgCluster::start(PgOptions {
+        extra_conf: repo.archive_conf(),
+        name: "repos",
+        ..Default::default()
+    });
+    let redis = RedisServer::start("repos", &[]);
+    let chroma = ChromaServer::start("repos");
+    fill(
+        &chroma.client(),
+        &Spec {
+            name: "vec",
+            space: "l2",
+            records: 200,
+            dim: 8,
+            seed: 3,
+        },
+    );
+    let s3 = common::s3::s3_server();
+    let prefix = format!("repos-{}", std::process::id());
+    fs::create_dir_all(s3.root.join("strata-dr2")).unwrap();
+    let near = repo.dir.join("near");
+    let crash = pg_scratch_dir("repos-crash");
+    let count = pg_scratch_dir("repos-count");
+    repo.write_config(&pg.url("postgres"));
+    let s3repo = |name: &str, bucket: &str| {
+        format!(
+            "\n[repositories.{name}]\nurl = \"s3://{bucket}/{prefix}\"\nendpoint = \"{}\"\npath_style = true\nregion = \"us-east-1\"\n",
+            s3.endpoint
+        )
+    };
+    let mut cfg = fs::read_to_string(&repo.cfg).unwrap();
+    cfg += &format!(
+        "\n[sources.cache]\nkind = \"redis\"\nurl = \"{}\"\n\n[sources.vectors]\nkind = \"chroma\"\nurl = \"{}\"\n\
+         {}{}\n[repositories.near]\nurl = \"file://{}\"\n\n[repositories.crash]\nurl = \"file://{}/repo\"\n\n\
+         [repositories.count]\nurl = \"file://{}/repo\"\n\n\
+         [tiers.wal]\nkind = \"wal\"\nkeep_within = \"7d\"\ncopy_to = [\"near\"]\n\n\
+         [tiers.hourly]\nkind = \"snapshot\"\nkeep_last = 3\ncopy_to = [\"dr\"]\n",
+        redis.url(),
+        chroma.url(),
+        s3repo("dr", &s3.bucket),
+        s3repo("dr2", "strata-dr2"),
+        near.display(),
+        crash.display(),
+        count.display()
+    );
+    fs::write(&repo.cfg, cfg).unwrap();
+    let s = Setup {
+        repo,
+        env: s3.env_vars(),
+    };
+
+    // an unknown --repo is a usage error naming the configured ones
+    let o = s.run(&["--repo", "west", "list"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("default, dr, dr2, near, crash, count"),
+        "{}",
+        text(&o)
+    );
+    for r in ["dr", "dr2", "crash", "count"] {
+        s.ok(&["--repo", r, "init"]);
+    }
+
+    // WAL archived while the secondary `near` is down (not a repository
+    // yet): archiving succeeds, the failure is recorded and shown
+    pg.psql(
+        "postgres",
+        "CREATE TABLE ev (id serial PRIMARY KEY, at timestamptz DEFAULT clock_timestamp()); \
+         INSERT INTO ev DEFAULT VALUES; INSERT INTO ev DEFAULT VALUES",
+    );
+    let b = s.ok(&["--json", "backup", "main", "--kind", "base"]);
+    let base_id = b["id"].as_str().unwrap().to_string();
+    s.ok(&["--json", "backup", "main"]);
+    for _ in 0..3 {
+        pg.psql("postgres", "INSERT INTO ev DEFAULT VALUES");
+        pg.psql("postgres", "SELECT pg_switch_wal()");
+    }
+    std::thread::sleep(Duration::from_millis(1100));
+    let t1 = now_utc(&pg);
+    std::thread::sleep(Duration::from_millis(300));
+    pg.psql("postgres", "INSERT INTO ev DEFAULT VALUES");
+    archived(&pg);
+    let st = s.ok(&["--json", "status"]);
+    let failures = st["wal_push_failures"].as_array().expect("failures shown");
+    assert!(
+        failures
+            .iter()
+            .any(|f| f["repository"] == "near" && f["source"] == "main"),
+        "{st:#}"
+    );
+    let o = s.run(&["status", "--check"]);
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    assert!(text(&o).contains("into repository near"), "{}", text(&o));
+
+    // a snapshot tier's copy_to copies each backup as it commits
+    redis.conn().ok(&["SET", "release", "v1"]);
+    let r = s.ok(&["--json", "backup", "--tier", "hourly"]);
+    let r = &r.as_array().unwrap()[0];
+    assert_eq!(r["copies"][0]["repository"], "dr", "{r:#}");
+    assert_eq!(r["copies"][0]["ok"], true, "{r:#}");
+    let cache_id = r["backup"]["id"].as_str().unwrap().to_string();
+    assert!(s.ids("dr", "cache").contains(&cache_id));
+    s.ok(&["--json", "backup", "vectors"]);
+
+    // the whole primary into S3: every kind; the snapshot is there already
+    let c = s.ok(&["--json", "copy", "--to", "dr"]);
+    assert_eq!(c["ok"], true, "{c:#}");
+    eprintln!("copy to dr: {c:#}");
+    let status_of = |c: &serde_json::Value, id: &str| {
+        c["backups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["id"] == id)
+            .map(|b| b["status"].as_str().unwrap().to_string())
+    };
+    assert_eq!(
+        status_of(&c, &cache_id).as_deref(),
+        Some("present"),
+        "{c:#}"
+    );
+    assert_eq!(status_of(&c, &base_id).as_deref(), Some("copied"), "{c:#}");
+    assert!(c["wal"][0]["files_copied"].as_u64().unwrap() >= 3, "{c:#}");
+    for src in ["main", "cache", "vectors"] {
+        assert_eq!(s.ids("default", src), s.ids("dr", src), "{src}");
+    }
+    // rerun: nothing left to copy
+    let again = s.ok(&["--json", "copy", "--to", "dr"]);
+    assert_eq!(again["objects_copied"], 0, "{again:#}");
+    // the copy reads back whole (every object, every WAL file)
+    let v = s.ok(&["--repo", "dr", "--json", "verify", "--read-data"]);
+    assert_eq!(v["ok"], true, "{v:#}");
+
+    // S3 to S3: the second bucket, from the copy
+    let c2 = s.ok(&["--json", "copy", "--from", "dr", "--to", "dr2"]);
+    assert_eq!(c2["ok"], true, "{c2:#}");
+    assert_eq!(s.ids("dr", "main"), s.ids("dr2", "main"));
+
+    // PITR from the copy: exactly the rows committed before t1
+    let want = pg.psql(
+        "postgres",
+        &format!("SELECT count(*) FROM ev WHERE at < '{t1}'"),
+    );
+    let dir = pg_scratch_dir("repos-pitr").join("data");
+    let port = free_port().to_string();
+    let o = s.run(&[
+        "--repo",
+        "dr",
+        "--json",
+        "restore",
+        "main",
+        "--target-dir",
+        dir.to_str().unwrap(),
+        "--to-time",
+        &t1,
+        "--archive-mode",
+        "off",
+        "--start",
+        "--port",
+        &port,
+    ]);
+    assert!(o.status.success(), "restore from dr: {}", text(&o));
+    let got = common::pg::psql_at(port.parse().unwrap(), "postgres")
+        .args(["-c", "SELECT count(*) FROM ev"])
+        .output()
+        .unwrap();
+    let _ = common::pg::pg_ctl_at(&dir, &["stop", "-m", "immediate"]);
+    assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), want);
+    // the restored server fetched its WAL from the copy
+    let conf = fs::read_to_string(dir.join("postgresql.auto.conf")).unwrap_or_default();
+    assert!(conf.contains("--repo dr"), "{conf}");
+
+    // a drill from the copy passes
+    let work = pg_scratch_dir("repos-drill");
+    let d = s.run(&[
+        "--repo",
+        "dr",
+        "--json",
+        "drill",
+        "--source",
+        "main",
+        "--work-dir",
+        work.to_str().unwrap(),
+    ]);
+    assert!(d.status.success(), "drill from dr: {}", text(&d));
+    let d: serde_json::Value = serde_json::from_slice(&d.stdout).unwrap();
+    assert_eq!(d["passed"], true, "{d:#}");
+
+    // the secondary comes back; copy catches its WAL up and clears the record
+    let mut init = vec!["--repo", "near", "init"];
+    if is_root() {
+        init.extend(["--owner", "postgres"]);
+    }
+    s.ok(&init);
+    s.ok(&["--json", "copy", "--to", "near", "main"]);
+    let st = s.ok(&["--json", "status"]);
+    assert!(st.get("wal_push_failures").is_none(), "{st:#}");
+    let near_main = st["repositories"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "near")
+        .unwrap()["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["source"] == "main")
+        .cloned()
+        .unwrap();
+    assert_eq!(near_main["backups_missing"], 0, "{st:#}");
+    assert_eq!(near_main["wal_lag_seconds"], 0, "{st:#}");
+
+    // killed at a durable step halfway, then run again: complete, and
+    // nothing twice
+    let log = count.join("steps.log");
+    let o = s.run_env(
+        &["copy", "--to", "count"],
+        &[("STRATA_CRASH_LOG", log.display().to_string())],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let steps = fs::read_to_string(&log).unwrap().lines().count();
+    assert!(steps > 20, "{steps} steps");
+    eprintln!("{steps} steps");
+    let o = s.run_env(
+        &["copy", "--to", "crash"],
+        &[("STRATA_CRASH_AT", (steps / 2).to_string())],
+    );
+    assert_eq!(o.status.code(), None, "killed: {}", text(&o));
+    let c = s.ok(&["--json", "copy", "--to", "crash"]);
+    assert_eq!(c["ok"], true, "{c:#}");
+    let stored = |root: &PathBuf| -> BTreeSet<String> {
+        files(&root.join("repo"))
+            .into_iter()
+            .filter(|f| !f.starts_with("locks/") && !f.contains(".tmp") && !f.starts_with('.'))
+            .filter(|f| f != "strata-repository.json" && f != "recipients.json")
+            .filter(|f| !f.ends_with("archive.json"))
+            .collect()
+    };
+    assert_eq!(stored(&crash), stored(&count));
+    let v = s.ok(&["--repo", "crash", "--json", "verify"]);
+    assert!(v["leftovers"].as_array().unwrap().is_empty(), "{v:#}");
+    assert!(
+        v["backups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|b| b["ok"] == true),
+        "{v:#}"
+    );
+
+    // a damaged object in the source is refused and never copied
+    let dump = s.ok(&["--json", "backup", "main"]);
+    let id = dump["id"].as_str().unwrap();
+    let obj_dir = s.repo.dir.join("repo/backups/main").join(id);
+    let obj = fs::read_dir(&obj_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().ends_with(".pgdump"))
+        .or_else(|| {
+            fs::read_dir(&obj_dir)
+                .unwrap()
+                .flatten()
+                .map(|e| e.path())
+                .next()
+        })
+        .unwrap();
+    let mut bytes = fs::read(&obj).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x40;
+    fs::write(&obj, bytes).unwrap();
+    let o = s.run(&["copy", "--to", "dr", "main"]);
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    eprintln!("damaged: {}", text(&o));
+    let name = obj.file_name().unwrap().to_string_lossy().to_string();
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains(&name),
+        "{}",
+        text(&o)
+    );
+    assert!(!s.ids("dr", "main").contains(id));
+    let in_s3 = s3
+        .root
+        .join(&s3.bucket)
+        .join(&prefix)
+        .join("backups/main")
+        .join(id);
+    assert!(files(&in_s3).is_empty(), "{:?}", files(&in_s3));
+}
