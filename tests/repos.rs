@@ -398,3 +398,76 @@ fn copies_between_local_and_s3_repositories() {
         .join(id);
     assert!(files(&in_s3).is_empty(), "{:?}", files(&in_s3));
 }
+
+/// Issue 19 item 2: the target's own Object Lock settings apply to what is
+/// copied into it: a tier's backups copied into a repository with
+/// `object_lock = "governance"` and its own retention are locked until
+/// the backup's start plus that retention; the local primary locks
+/// nothing. A backup without a tier is copied unlocked.
+#[test]
+fn copies_take_the_targets_object_lock() {
+    let m = common::moto::moto();
+    m.create_bucket("strata-copy-vault", true);
+    let redis = RedisServer::start("repos-lock", &[]);
+    redis.conn().ok(&["SET", "k", "v"]);
+    let dir = pg_scratch_dir("repos-lock");
+    let key = dir.join("key.txt");
+    let recipient = common::generate_key(&key);
+    let cfg = dir.join("strata.toml");
+    fs::write(
+        &cfg,
+        format!(
+            "[repository]\nurl = \"file://{}/repo\"\n\n\
+             [repositories.vault]\nurl = \"s3://strata-copy-vault/repo\"\nendpoint = \"{}\"\npath_style = true\n\
+             region = \"us-east-1\"\nobject_lock = \"governance\"\n\
+             [repositories.vault.retention.hourly]\nkeep_daily = 3\n\n\
+             [encryption]\nrecipients = [\"{recipient}\"]\n\n\
+             [sources.cache]\nkind = \"redis\"\nurl = \"{}\"\n\n\
+             [tiers.hourly]\nkind = \"snapshot\"\nkeep_last = 2\ncopy_to = [\"vault\"]\n",
+            dir.display(),
+            m.endpoint,
+            redis.url()
+        ),
+    )
+    .unwrap();
+    let s = Setup {
+        repo: Repo {
+            dir: dir.clone(),
+            cfg,
+            recipient,
+        },
+        env: m.env_vars(),
+    };
+    s.ok(&["init"]);
+    s.ok(&["--repo", "vault", "init"]);
+    let b = s.ok(&["--json", "backup", "--tier", "hourly"]);
+    let b = &b.as_array().unwrap()[0];
+    assert_eq!(b["copies"][0]["ok"], true, "{b:#}");
+    let id = b["backup"]["id"].as_str().unwrap().to_string();
+    let started: chrono::DateTime<chrono::Utc> =
+        b["backup"]["started"].as_str().unwrap().parse().unwrap();
+    let untiered = s.ok(&["--json", "backup", "cache"]);
+    let untiered = untiered["id"].as_str().unwrap().to_string();
+    let c = s.ok(&["--json", "copy", "--to", "vault"]);
+    assert_eq!(c["ok"], true, "{c:#}");
+    let locks = m.locks("strata-copy-vault", "repo/");
+    let of = |id: &str| -> Vec<&(String, String, String)> {
+        locks.iter().filter(|(k, _, _)| k.contains(id)).collect()
+    };
+    // the tier's backup: objects and manifest, governance, started + 3 days
+    assert!(of(&id).len() >= 2, "{locks:?}");
+    for (k, mode, until) in of(&id) {
+        assert_eq!(mode, "GOVERNANCE", "{k}");
+        let until: chrono::DateTime<chrono::Utc> = until.parse().unwrap();
+        let want = started + chrono::Duration::days(3);
+        assert!(
+            (until - want).num_seconds().abs() < 5,
+            "{k}: {until} vs {want}"
+        );
+    }
+    // no tier, no lock
+    assert!(!of(&untiered).is_empty(), "{locks:?}");
+    for (k, mode, _) in of(&untiered) {
+        assert_eq!(mode, "-", "{k}");
+    }
+}

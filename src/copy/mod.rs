@@ -393,7 +393,8 @@ async fn copy_backup(
         }
     }
     if let Some(range) = &e.file.wal {
-        if let Some(p) = wal.copy_range(range).await?.first() {
+        let locked = (!Arc::ptr_eq(&store, to.repo.storage())).then(|| store.clone());
+        if let Some(p) = wal.copy_range(range, locked).await?.first() {
             return Err(Error::new(
                 Kind::Integrity,
                 format!(

@@ -135,26 +135,56 @@ impl WalCopier {
     }
 
     /// What a base backup needs: its start to its stop segment on its
-    /// timeline, its backup history file, the history files up to its
-    /// timeline. Returns the problems of these files.
-    pub async fn copy_range(&mut self, range: &PlainWalRange) -> Result<Vec<Problem>> {
-        let start = Position::of(&range.start_lsn, range.wal_segment_size)?;
-        let stop = Position::of(&range.stop_lsn, range.wal_segment_size)?;
+    /// timeline (each must be in the source: a backup whose WAL is not is
+    /// not copied), its backup history file, the history files up to its
+    /// timeline. `locked`: the backup's own store when it is locked in the
+    /// target: its WAL is locked as long as it (files the target holds
+    /// already get their lock extended), as a locked base backup does it.
+    /// Returns the problems of these files.
+    pub async fn copy_range(
+        &mut self,
+        range: &PlainWalRange,
+        locked: Option<Arc<dyn Storage>>,
+    ) -> Result<Vec<Problem>> {
+        let bad = || {
+            Error::integrity(format!(
+                "a manifest's WAL range is not readable: {} … {}",
+                range.start_lsn, range.stop_lsn
+            ))
+        };
+        let size = SegmentSize::new(range.wal_segment_size).ok_or_else(bad)?;
+        let start: Lsn = range.start_lsn.parse().map_err(|_| bad())?;
+        let stop: Lsn = range.stop_lsn.parse().map_err(|_| bad())?;
         let tl = Timeline(range.timeline);
-        let want: Vec<WalFile> = self
-            .files
-            .keys()
-            .copied()
-            .filter(|f| match (f, Position::file(*f)) {
-                (WalFile::History(t), _) => *t <= tl,
-                (WalFile::Partial(_), _) => false,
-                (_, Some(p)) => f.timeline() == tl && p >= start && p <= stop,
-                _ => false,
-            })
-            .collect();
+        let first = SegmentName::containing(tl, start, size);
+        let last = SegmentName::containing(tl, Lsn(stop.0.max(start.0 + 1) - 1), size);
         let before = self.problems.len();
+        let mut want = Vec::new();
+        let mut s = first;
+        loop {
+            if !self.files.contains_key(&WalFile::Segment(s)) {
+                let e = Error::integrity(format!(
+                    "WAL segment {s}, which the base backup needs, is not in the source repository's archive"
+                ));
+                return Ok(vec![problem(
+                    self.from.source(),
+                    format!("WAL file {s}"),
+                    &e,
+                )]);
+            }
+            want.push(WalFile::Segment(s));
+            if s >= last {
+                break;
+            }
+            s = s.next(size);
+        }
+        want.extend(self.files.keys().copied().filter(|f| match f {
+            WalFile::History(t) => *t <= tl,
+            WalFile::BackupHistory { segment, .. } => *segment >= first && *segment <= last,
+            _ => false,
+        }));
         for f in want {
-            self.copy_file(f).await?;
+            self.copy_file(f, locked.as_ref()).await?;
         }
         Ok(self.problems[before..].to_vec())
     }
@@ -171,7 +201,7 @@ impl WalCopier {
             .filter(|f| Position::file(*f).is_none_or(|p| p >= from))
             .collect();
         for f in want {
-            self.copy_file(f).await?;
+            self.copy_file(f, None).await?;
         }
         Ok(())
     }
@@ -180,17 +210,29 @@ impl WalCopier {
         (self.stats, self.problems)
     }
 
-    /// One file: its record, then its object. A damaged or conflicting
-    /// file is a problem (the rest goes on); a store failure ends the copy.
-    async fn copy_file(&mut self, f: WalFile) -> Result<()> {
+    /// One file: its record, then its object (through `locked`, else the
+    /// `wal` tier's store). A damaged or conflicting file is a problem
+    /// (the rest goes on); a store failure ends the copy.
+    async fn copy_file(&mut self, f: WalFile, locked: Option<&Arc<dyn Storage>>) -> Result<()> {
         let key = self.from.object_key(f);
         let record_key = self.from.record_key(f);
         let size = self.files[&f];
+        let store = locked.unwrap_or(&self.to_store).clone();
         if self.there.get(&key) == Some(&size) && self.there.contains_key(&record_key) {
+            if locked.is_some() {
+                // archived there under the wal tier's lock (or none): held
+                // as long as the backup that needs it
+                for k in [&record_key, &key] {
+                    store.extend_lock(k).await?;
+                }
+            }
             self.stats.files_present += 1;
             return Ok(());
         }
-        match self.copy_file_inner(f, &key, &record_key, size).await {
+        match self
+            .copy_file_inner(f, &key, &record_key, size, &store)
+            .await
+        {
             Ok(n) => {
                 self.there.insert(key, size);
                 self.there.insert(record_key, 0);
@@ -219,6 +261,7 @@ impl WalCopier {
         key: &str,
         record_key: &str,
         size: u64,
+        store: &Arc<dyn Storage>,
     ) -> Result<Copied> {
         if let Some(ids) = &self.identities {
             self.from.read_back(f, ids).await.map_err(|e| {
@@ -247,14 +290,14 @@ impl WalCopier {
                     && (r.sha256.is_none() || mine.sha256.is_none() || r.sha256 == mine.sha256)
             })
         };
-        object::put_small(&self.to_store, record_key, bytes.clone(), same).await?;
+        object::put_small(store, record_key, bytes.clone(), same).await?;
         let expect = Expect {
             size: Some(size),
             sha256: None,
         };
         match self.there.get(key) {
             Some(s) if *s == size => Ok(Copied::Present),
-            _ => object::copy(&self.from_store, &self.to_store, key, &expect).await,
+            _ => object::copy(&self.from_store, store, key, &expect).await,
         }
     }
 }
