@@ -12,8 +12,9 @@
 //! - per PostgreSQL source with a selected base backup, every archived
 //!   WAL file from the oldest selected base backup's start segment on
 //!   (history files always): point-in-time recovery to any time the source
-//!   repository covers from that backup on. That is also how WAL a
-//!   secondary `wal push` missed is caught up.
+//!   repository covers from that backup on, and the restore points strata
+//!   recorded (`restore --to-name`). That is also how WAL a secondary
+//!   `wal push` missed is caught up.
 //!
 //! Objects are copied as they are: the encrypted bytes, no identity
 //! needed (both repositories share the recipients). Each data object is
@@ -99,6 +100,8 @@ pub struct WalCopy {
     pub files_copied: usize,
     pub files_present: usize,
     pub bytes_copied: u64,
+    /// Restore points (`backup --kind point`) copied.
+    pub points_copied: usize,
     /// Whether each file was read back from the source against its record
     /// first (an identity was at hand); else only sizes are checked.
     pub content_checked: bool,
@@ -300,6 +303,7 @@ async fn copy_source(
     }
     if let Some(pos) = from_pos {
         wal.copy_from(pos).await?;
+        wal.copy_points(to.repo.storage()).await?;
         let (stats, problems) = wal.finish();
         let clean = problems.is_empty();
         report.wal.push(stats);
@@ -532,4 +536,40 @@ pub async fn after_backup(
         });
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(codes: &[u8]) -> Report {
+        Report {
+            from: "default".into(),
+            to: "dr".into(),
+            backups: vec![],
+            wal: vec![],
+            problems: codes
+                .iter()
+                .map(|c| Problem {
+                    source: "s".into(),
+                    what: "x".into(),
+                    message: "m".into(),
+                    exit_code: *c,
+                })
+                .collect(),
+            objects_copied: 0,
+            bytes_copied: 0,
+            ok: codes.is_empty(),
+        }
+    }
+
+    /// A damaged source object is the most telling problem (exit 4),
+    /// then a conflict in the target (8).
+    #[test]
+    fn exit_code_prefers_integrity_then_conflict() {
+        assert_eq!(report(&[]).exit_code(), 0);
+        assert_eq!(report(&[8, 4]).exit_code(), 4);
+        assert_eq!(report(&[6, 8]).exit_code(), 8);
+        assert_eq!(report(&[5]).exit_code(), 5);
+    }
 }

@@ -77,7 +77,8 @@ pub async fn copy(
     let feed = async move {
         let mut h = Sha256::new();
         let mut n = 0u64;
-        let mut buf = vec![0u8; BODY_CHUNK];
+        // chunks of at most 1 MiB: the channel then holds a few MiB
+        let mut buf = vec![0u8; BODY_CHUNK / 4];
         loop {
             let k = match reader.read(&mut buf).await {
                 Ok(k) => k,

@@ -33,6 +33,9 @@ use crate::sources::postgres::wal::archive::{FileRecord, WalArchive};
 use crate::sources::postgres::wal::{Lsn, SegmentName, SegmentSize, Timeline, WalFile};
 use crate::storage::{PutMode, Storage};
 
+/// WAL files copied at once (each streams through a bounded buffer).
+const WAL_CONCURRENCY: usize = 4;
+
 /// A WAL position (`log`, `seg`), whatever the timeline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Position(u32, u32);
@@ -183,9 +186,7 @@ impl WalCopier {
             WalFile::BackupHistory { segment, .. } => *segment >= first && *segment <= last,
             _ => false,
         }));
-        for f in want {
-            self.copy_file(f, locked.as_ref()).await?;
-        }
+        self.copy_files(want, locked.as_ref()).await?;
         Ok(self.problems[before..].to_vec())
     }
 
@@ -200,8 +201,31 @@ impl WalCopier {
             .copied()
             .filter(|f| Position::file(*f).is_none_or(|p| p >= from))
             .collect();
-        for f in want {
-            self.copy_file(f, None).await?;
+        self.copy_files(want, None).await
+    }
+
+    /// The restore points strata recorded for the source
+    /// (`points/<source>/`), so `restore --to-name` from the copy finds
+    /// them: small plain objects, copied when the target lacks them.
+    pub async fn copy_points(&mut self, to: &Arc<dyn Storage>) -> Result<()> {
+        let prefix = format!("points/{}/", self.from.source());
+        let there: std::collections::BTreeSet<String> =
+            to.list(&prefix).await?.into_iter().map(|o| o.key).collect();
+        for o in self.from_store.list(&prefix).await? {
+            if there.contains(&o.key) || !o.key.ends_with(".json") {
+                continue;
+            }
+            let bytes = self.from_store.get_bytes(&o.key).await?;
+            let want = bytes.clone();
+            match object::put_small(to, &o.key, bytes, |h| h == want.as_ref()).await {
+                Ok(Copied::Stored(_)) => self.stats.points_copied += 1,
+                Ok(Copied::Present) => {}
+                Err(e) if e.kind == Kind::Conflict => {
+                    let source = self.from.source().to_string();
+                    self.problems.push(problem(&source, o.key.clone(), &e));
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok(())
     }
@@ -210,49 +234,69 @@ impl WalCopier {
         (self.stats, self.problems)
     }
 
-    /// One file: its record, then its object (through `locked`, else the
-    /// `wal` tier's store). A damaged or conflicting file is a problem
-    /// (the rest goes on); a store failure ends the copy.
-    async fn copy_file(&mut self, f: WalFile, locked: Option<&Arc<dyn Storage>>) -> Result<()> {
-        let key = self.from.object_key(f);
-        let record_key = self.from.record_key(f);
-        let size = self.files[&f];
+    /// Files, [`WAL_CONCURRENCY`] at a time: each one's record, then its
+    /// object (through `locked`, else the `wal` tier's store). A damaged
+    /// or conflicting file is a problem (the rest goes on); a store
+    /// failure ends the copy.
+    async fn copy_files(
+        &mut self,
+        files: Vec<WalFile>,
+        locked: Option<&Arc<dyn Storage>>,
+    ) -> Result<()> {
+        use futures::StreamExt;
         let store = locked.unwrap_or(&self.to_store).clone();
-        if self.there.get(&key) == Some(&size) && self.there.contains_key(&record_key) {
-            if locked.is_some() {
-                // archived there under the wal tier's lock (or none): held
-                // as long as the backup that needs it
-                for k in [&record_key, &key] {
-                    store.extend_lock(k).await?;
-                }
-            }
-            self.stats.files_present += 1;
-            return Ok(());
-        }
-        match self
-            .copy_file_inner(f, &key, &record_key, size, &store)
-            .await
-        {
-            Ok(n) => {
-                self.there.insert(key, size);
-                self.there.insert(record_key, 0);
-                match n {
-                    Copied::Stored(n) => {
-                        self.stats.files_copied += 1;
-                        self.stats.bytes_copied += n;
+        let mut todo = Vec::new();
+        for f in files {
+            let key = self.from.object_key(f);
+            let record_key = self.from.record_key(f);
+            let size = self.files[&f];
+            if self.there.get(&key) == Some(&size) && self.there.contains_key(&record_key) {
+                if locked.is_some() {
+                    // archived there under the wal tier's lock (or none):
+                    // held as long as the backup that needs it
+                    for k in [&record_key, &key] {
+                        store.extend_lock(k).await?;
                     }
-                    Copied::Present => self.stats.files_present += 1,
                 }
-                Ok(())
+                self.stats.files_present += 1;
+                continue;
             }
-            Err(e) if matches!(e.kind, Kind::Integrity | Kind::Conflict | Kind::Crypto) => {
-                let source = self.from.source().to_string();
-                self.problems
-                    .push(problem(&source, format!("WAL file {f}"), &e));
-                Ok(())
-            }
-            Err(e) => Err(e.context(format!("copying WAL file {f}"))),
+            todo.push((f, key, record_key, size));
         }
+        let this = &*self;
+        let store = &store;
+        let done: Vec<_> = futures::stream::iter(todo)
+            .map(|(f, key, record_key, size)| async move {
+                let r = this
+                    .copy_file_inner(f, &key, &record_key, size, store)
+                    .await;
+                (f, key, record_key, size, r)
+            })
+            .buffered(WAL_CONCURRENCY)
+            .collect()
+            .await;
+        for (f, key, record_key, size, r) in done {
+            match r {
+                Ok(n) => {
+                    self.there.insert(key, size);
+                    self.there.insert(record_key, 0);
+                    match n {
+                        Copied::Stored(n) => {
+                            self.stats.files_copied += 1;
+                            self.stats.bytes_copied += n;
+                        }
+                        Copied::Present => self.stats.files_present += 1,
+                    }
+                }
+                Err(e) if matches!(e.kind, Kind::Integrity | Kind::Conflict | Kind::Crypto) => {
+                    let source = self.from.source().to_string();
+                    self.problems
+                        .push(problem(&source, format!("WAL file {f}"), &e));
+                }
+                Err(e) => return Err(e.context(format!("copying WAL file {f}"))),
+            }
+        }
+        Ok(())
     }
 
     async fn copy_file_inner(
@@ -393,5 +437,23 @@ pub async fn clear_push_failures(
         && let Err(e) = primary.storage().delete(&key).await
     {
         tracing::warn!("cannot clear {key}: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_ignore_the_timeline() {
+        let p = Position::of("0/3000028", 16 << 20).unwrap();
+        assert_eq!(p, Position(0, 3));
+        let seg = |s: &str| Position::file(s.parse().unwrap());
+        assert_eq!(seg("000000020000000000000003"), Some(p));
+        assert_eq!(seg("000000010000000000000003.00000028.backup"), Some(p));
+        assert!(seg("000000010000000100000000") > Some(p));
+        assert_eq!(seg("00000002.history"), None);
+        assert!(Position::of("nonsense", 16 << 20).is_err());
+        assert!(Position::of("0/3000028", 1000).is_err());
     }
 }
