@@ -130,6 +130,7 @@ fn copies_between_local_and_s3_repositories() {
     let prefix = format!("repos-{}", std::process::id());
     fs::create_dir_all(s3.root.join("strata-dr2")).unwrap();
     let near = repo.dir.join("near");
+    let near2 = repo.dir.join("near2");
     let crash = pg_scratch_dir("repos-crash");
     let count = pg_scratch_dir("repos-count");
     repo.write_config(&pg.url("postgres"));
@@ -142,15 +143,16 @@ fn copies_between_local_and_s3_repositories() {
     let mut cfg = fs::read_to_string(&repo.cfg).unwrap();
     cfg += &format!(
         "\n[sources.cache]\nkind = \"redis\"\nurl = \"{}\"\n\n[sources.vectors]\nkind = \"chroma\"\nurl = \"{}\"\n\
-         {}{}\n[repositories.near]\nurl = \"file://{}\"\n\n[repositories.crash]\nurl = \"file://{}/repo\"\n\n\
+         {}{}\n[repositories.near]\nurl = \"file://{}\"\n\n[repositories.near2]\nurl = \"file://{}\"\n\n[repositories.crash]\nurl = \"file://{}/repo\"\n\n\
          [repositories.count]\nurl = \"file://{}/repo\"\n\n\
-         [tiers.wal]\nkind = \"wal\"\nkeep_within = \"7d\"\ncopy_to = [\"near\"]\n\n\
+         [tiers.wal]\nkind = \"wal\"\nkeep_within = \"7d\"\ncopy_to = [\"near\", \"near2\"]\n\n\
          [tiers.hourly]\nkind = \"snapshot\"\nkeep_last = 3\ncopy_to = [\"dr\"]\n",
         redis.url(),
         chroma.url(),
         s3repo("dr", &s3.bucket),
         s3repo("dr2", "strata-dr2"),
         near.display(),
+        near2.display(),
         crash.display(),
         count.display()
     );
@@ -164,13 +166,20 @@ fn copies_between_local_and_s3_repositories() {
     let o = s.run(&["--repo", "west", "list"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(
-        String::from_utf8_lossy(&o.stderr).contains("default, dr, dr2, near, crash, count"),
+        String::from_utf8_lossy(&o.stderr).contains("default, dr, dr2, near, near2, crash, count"),
         "{}",
         text(&o)
     );
     for r in ["dr", "dr2", "crash", "count"] {
         s.ok(&["--repo", r, "init"]);
     }
+    // near2 is up from the start: wal push pushes each file there too
+    let owner: &[&str] = if is_root() {
+        &["--owner", "postgres"]
+    } else {
+        &[]
+    };
+    s.ok(&[&["--repo", "near2", "init"][..], owner].concat());
 
     // WAL archived while the secondary `near` is down (not a repository
     // yet): archiving succeeds, the failure is recorded and shown
@@ -197,6 +206,31 @@ fn copies_between_local_and_s3_repositories() {
         failures
             .iter()
             .any(|f| f["repository"] == "near" && f["source"] == "main"),
+        "{st:#}"
+    );
+    assert!(
+        !failures.iter().any(|f| f["repository"] == "near2"),
+        "{st:#}"
+    );
+    let repo_source = |st: &serde_json::Value, repo: &str, source: &str| {
+        st["repositories"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == repo)
+            .unwrap()["sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["source"] == source)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let primary_wal = repo_source(&st, "default", "main")["newest_wal"].clone();
+    assert!(primary_wal.is_string(), "{st:#}");
+    assert_eq!(
+        repo_source(&st, "near2", "main")["newest_wal"],
+        primary_wal,
         "{st:#}"
     );
     let o = s.run(&["status", "--check"]);
@@ -298,26 +332,11 @@ fn copies_between_local_and_s3_repositories() {
     assert_eq!(d["passed"], true, "{d:#}");
 
     // the secondary comes back; copy catches its WAL up and clears the record
-    let mut init = vec!["--repo", "near", "init"];
-    if is_root() {
-        init.extend(["--owner", "postgres"]);
-    }
-    s.ok(&init);
+    s.ok(&[&["--repo", "near", "init"][..], owner].concat());
     s.ok(&["--json", "copy", "--to", "near", "main"]);
     let st = s.ok(&["--json", "status"]);
     assert!(st.get("wal_push_failures").is_none(), "{st:#}");
-    let near_main = st["repositories"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["name"] == "near")
-        .unwrap()["sources"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|x| x["source"] == "main")
-        .cloned()
-        .unwrap();
+    let near_main = repo_source(&st, "near", "main");
     assert_eq!(near_main["backups_missing"], 0, "{st:#}");
     assert_eq!(near_main["wal_lag_seconds"], 0, "{st:#}");
 
