@@ -6,7 +6,8 @@
 //! drill from the S3 copy are exact; a copy killed at a durable step and
 //! run again completes without duplicates; a damaged source object is
 //! refused (exit 4) and never stored; a snapshot tier's `copy_to` copies
-//! each backup as it commits; WAL pushed while the secondary was down is
+//! each backup as it commits (a copy that fails leaves the backup, exits
+//! non-zero, and `copy` catches up); the target's Object Lock applies (moto); WAL pushed while the secondary was down is
 //! recorded, shown by `status`, and caught up by `copy`.
 mod common;
 
@@ -454,11 +455,13 @@ fn copies_take_the_targets_object_lock() {
              [repositories.vault]\nurl = \"s3://strata-copy-vault/repo\"\nendpoint = \"{}\"\npath_style = true\n\
              region = \"us-east-1\"\nobject_lock = \"governance\"\n\
              [repositories.vault.retention.hourly]\nkeep_daily = 3\n\n\
+             [repositories.later]\nurl = \"file://{}/later\"\n\n\
              [encryption]\nrecipients = [\"{recipient}\"]\n\n\
              [sources.cache]\nkind = \"redis\"\nurl = \"{}\"\n\n\
-             [tiers.hourly]\nkind = \"snapshot\"\nkeep_last = 2\ncopy_to = [\"vault\"]\n",
+             [tiers.hourly]\nkind = \"snapshot\"\nkeep_last = 2\ncopy_to = [\"vault\", \"later\"]\n",
             dir.display(),
             m.endpoint,
+            dir.display(),
             redis.url()
         ),
     )
@@ -473,9 +476,23 @@ fn copies_take_the_targets_object_lock() {
     };
     s.ok(&["init"]);
     s.ok(&["--repo", "vault", "init"]);
-    let b = s.ok(&["--json", "backup", "--tier", "hourly"]);
+    // `later` is no repository yet: its copy fails, the backup stands,
+    // the exit code says so (3: not a repository), and `copy` catches up
+    let o = s.run(&["--json", "backup", "--tier", "hourly"]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    let b: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let b = &b.as_array().unwrap()[0];
+    assert_eq!(b["ok"], true, "{b:#}");
     assert_eq!(b["copies"][0]["ok"], true, "{b:#}");
+    assert_eq!(b["copies"][1]["repository"], "later", "{b:#}");
+    assert_eq!(b["copies"][1]["ok"], false, "{b:#}");
+    assert!(
+        b["copies"][1]["error"]
+            .as_str()
+            .unwrap()
+            .contains("not a strata repository"),
+        "{b:#}"
+    );
     let id = b["backup"]["id"].as_str().unwrap().to_string();
     let started: chrono::DateTime<chrono::Utc> =
         b["backup"]["started"].as_str().unwrap().parse().unwrap();
@@ -503,4 +520,8 @@ fn copies_take_the_targets_object_lock() {
     for (k, mode, _) in of(&untiered) {
         assert_eq!(mode, "-", "{k}");
     }
+    s.ok(&["--repo", "later", "init"]);
+    let c = s.ok(&["--json", "copy", "--to", "later"]);
+    assert_eq!(c["ok"], true, "{c:#}");
+    assert!(s.ids("later", "cache").contains(&id));
 }
