@@ -79,6 +79,9 @@ pub struct WalCopier {
     /// Keys the target holds, with sizes.
     there: BTreeMap<String, u64>,
     identities: Option<Arc<Vec<Identity>>>,
+    /// Files handled by this run (a base backup's range, then the rest:
+    /// each counted once).
+    handled: std::collections::BTreeSet<WalFile>,
     stats: WalCopy,
     problems: Vec<Problem>,
 }
@@ -123,6 +126,7 @@ impl WalCopier {
             files,
             there,
             identities,
+            handled: Default::default(),
             stats: WalCopy {
                 source: source.to_string(),
                 ..Default::default()
@@ -247,6 +251,9 @@ impl WalCopier {
         let store = locked.unwrap_or(&self.to_store).clone();
         let mut todo = Vec::new();
         for f in files {
+            if !self.handled.insert(f) && locked.is_none() {
+                continue;
+            }
             let key = self.from.object_key(f);
             let record_key = self.from.record_key(f);
             let size = self.files[&f];
