@@ -154,9 +154,10 @@ fn problem(source: &str, what: impl Into<String>, e: &Error) -> Problem {
 }
 
 /// Whether a failure stops the whole copy (the store failing, a
-/// misconfiguration) rather than one backup (damage, a conflict).
+/// misconfiguration) rather than one backup (damage, a conflict, a
+/// manifest of a newer format).
 fn fatal(e: &Error) -> bool {
-    !matches!(e.kind, Kind::Integrity | Kind::Conflict)
+    !matches!(e.kind, Kind::Integrity | Kind::Conflict | Kind::Repository)
 }
 
 /// Copies what `req` selects from `from` into `to`. `identities`, when at
