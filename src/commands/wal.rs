@@ -368,15 +368,16 @@ pub async fn push_cmd(g: &Globals, a: &PushArgs) -> Result<u8> {
     if let Some(d) = &a.spool {
         s.spool = Some(d.clone());
     }
-    let code = if !s.enabled {
-        push(g, &a.path, Some(&src.name), a.json).await?
+    let archived = if !s.enabled {
+        push(g, &a.path, Some(&src.name), a.json).await? == 0
     } else {
         push_async(g, &cfg, src, a, &s).await?
     };
-    if code == 0 {
+    // a file dropped by archive_push_queue_max goes nowhere
+    if archived {
         push_secondaries(g, &cfg, src, &a.path).await;
     }
-    Ok(code)
+    Ok(0)
 }
 
 /// How long a secondary push may take before it counts as failed.
@@ -486,14 +487,15 @@ struct AsyncPushReport {
 
 /// The foreground of an asynchronous push: wait (bounded, see
 /// [`pusher::wait`]) for the pusher's result for this file, starting the
-/// pusher when none runs.
+/// pusher when none runs. Whether the file was archived (`false`: dropped
+/// by `archive_push_queue_max`); PostgreSQL gets exit 0 either way.
 async fn push_async(
     g: &Globals,
     cfg: &Config,
     src: &Source,
     a: &PushArgs,
     s: &crate::sources::postgres::wal::push_async::AsyncSettings,
-) -> Result<u8> {
+) -> Result<bool> {
     use crate::sources::postgres::wal::push_async::{self as pa, PushSpool};
     let path = &a.path;
     let file_name = path
@@ -505,7 +507,7 @@ async fn push_async(
         // not from PostgreSQL's archiver (run by hand, or %p outside
         // pg_wal): the pusher could not find it
         tracing::info!("{name}: no archive_status/{name}.ready beside it; pushing synchronously");
-        return push(g, path, Some(&src.name), a.json).await;
+        return Ok(push(g, path, Some(&src.name), a.json).await? == 0);
     }
     let pg_wal = std::path::absolute(path.parent().unwrap_or(Path::new(".")))
         .map_err(|e| Error::usage(format!("{}: {e}", path.display())))?;
@@ -545,7 +547,7 @@ async fn push_async(
                 crate::util::human_bytes(max)
             );
             report("dropped");
-            return Ok(0);
+            return Ok(false);
         }
     }
     pusher::wait(&sp, &name, s.timeout, || {
@@ -553,7 +555,7 @@ async fn push_async(
     })
     .await?;
     report("archived");
-    Ok(0)
+    Ok(true)
 }
 
 /// Starts `strata wal push-worker` in its own session (it outlives this
