@@ -89,6 +89,41 @@ fn archived(pg: &PgCluster) {
     );
 }
 
+/// The body of the first request to `listener` (a webhook), answered 200.
+fn one_post(listener: std::net::TcpListener) -> std::thread::JoinHandle<serde_json::Value> {
+    use std::io::{Read, Write};
+    std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let body = loop {
+            let n = conn.read(&mut chunk).unwrap();
+            assert!(n > 0, "{}", String::from_utf8_lossy(&buf));
+            buf.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&buf).into_owned();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length: ")
+                            .map(String::from)
+                    })
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                if body.len() >= len {
+                    break body.to_string();
+                }
+            }
+        };
+        conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            .unwrap();
+        serde_json::from_str(&body).unwrap()
+    })
+}
+
 /// Every file under `dir`, relative.
 fn files(dir: &Path) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
@@ -132,6 +167,9 @@ fn copies_between_local_and_s3_repositories() {
     fs::create_dir_all(s3.root.join("strata-dr2")).unwrap();
     let near = repo.dir.join("near");
     let near2 = repo.dir.join("near2");
+    let hook = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hook_port = hook.local_addr().unwrap().port();
+    let posted = one_post(hook);
     let crash = pg_scratch_dir("repos-crash");
     let count = pg_scratch_dir("repos-count");
     repo.write_config(&pg.url("postgres"));
@@ -147,7 +185,8 @@ fn copies_between_local_and_s3_repositories() {
          {}{}\n[repositories.near]\nurl = \"file://{}\"\n\n[repositories.near2]\nurl = \"file://{}\"\n\n[repositories.crash]\nurl = \"file://{}/repo\"\n\n\
          [repositories.count]\nurl = \"file://{}/repo\"\n\n\
          [tiers.wal]\nkind = \"wal\"\nkeep_within = \"7d\"\ncopy_to = [\"near\", \"near2\"]\n\n\
-         [tiers.hourly]\nkind = \"snapshot\"\nkeep_last = 3\ncopy_to = [\"dr\"]\n",
+         [tiers.hourly]\nkind = \"snapshot\"\nkeep_last = 3\ncopy_to = [\"dr\"]\n\n\
+         [notify]\nwebhook = \"http://127.0.0.1:{hook_port}/hook\"\n",
         redis.url(),
         chroma.url(),
         s3repo("dr", &s3.bucket),
@@ -233,6 +272,17 @@ fn copies_between_local_and_s3_repositories() {
         repo_source(&st, "near2", "main")["newest_wal"],
         primary_wal,
         "{st:#}"
+    );
+    // posted once, by the archive_command that failed first
+    let event = posted.join().unwrap();
+    assert_eq!(event["event"], "wal_push_failed", "{event:#}");
+    assert_eq!(event["source"], "main", "{event:#}");
+    assert!(
+        event["error"]
+            .as_str()
+            .unwrap()
+            .contains("into repository near"),
+        "{event:#}"
     );
     let o = s.run(&["status", "--check"]);
     assert_eq!(o.status.code(), Some(4), "{}", text(&o));
@@ -442,6 +492,9 @@ fn copies_between_local_and_s3_repositories() {
 fn copies_take_the_targets_object_lock() {
     let m = common::moto::moto();
     m.create_bucket("strata-copy-vault", true);
+    let hook = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hook_port = hook.local_addr().unwrap().port();
+    let posted = one_post(hook);
     let redis = RedisServer::start("repos-lock", &[]);
     redis.conn().ok(&["SET", "k", "v"]);
     let dir = pg_scratch_dir("repos-lock");
@@ -458,7 +511,8 @@ fn copies_take_the_targets_object_lock() {
              [repositories.later]\nurl = \"file://{}/later\"\n\n\
              [encryption]\nrecipients = [\"{recipient}\"]\n\n\
              [sources.cache]\nkind = \"redis\"\nurl = \"{}\"\n\n\
-             [tiers.hourly]\nkind = \"snapshot\"\nkeep_last = 2\ncopy_to = [\"vault\", \"later\"]\n",
+             [tiers.hourly]\nkind = \"snapshot\"\nkeep_last = 2\ncopy_to = [\"vault\", \"later\"]\n\n\
+             [notify]\nwebhook = \"http://127.0.0.1:{hook_port}/hook\"\n",
             dir.display(),
             m.endpoint,
             dir.display(),
@@ -492,6 +546,17 @@ fn copies_take_the_targets_object_lock() {
             .unwrap()
             .contains("not a strata repository"),
         "{b:#}"
+    );
+    // the failed copy is posted (the backup and the good copy are not)
+    let event = posted.join().unwrap();
+    assert_eq!(event["event"], "copy_failed", "{event:#}");
+    assert_eq!(event["tier"], "hourly", "{event:#}");
+    assert!(
+        event["error"]
+            .as_str()
+            .unwrap()
+            .contains("into repository later"),
+        "{event:#}"
     );
     let id = b["backup"]["id"].as_str().unwrap().to_string();
     let started: chrono::DateTime<chrono::Utc> =
