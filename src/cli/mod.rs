@@ -57,7 +57,7 @@ pub struct Cli {
 #[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug, Clone)]
 pub enum Command {
-    /// Create the repository named by [repository] url
+    /// Create the repository named by [repository] url (--repo NAME: [repositories.NAME])
     Init(InitArgs),
     /// Manage age keys
     Key(KeyArgs),

@@ -1,11 +1,14 @@
-//! `strata.toml`: where the repository is, who can read it, what to back up.
+//! `strata.toml`: where the repositories are, who can read them, what to
+//! back up.
 //!
 //! Found by `--config PATH`, else `$STRATA_CONFIG`, else `./strata.toml`.
 //! Unknown keys, missing keys and bad values are errors naming the file,
 //! the line and the key. Values are checked here, once, and handed on as
 //! typed settings (a parsed URL, decoded recipients), so no later code
 //! validates them again. `[tiers.*]` and `include`d plan files are parsed
-//! by [`crate::tier`].
+//! by [`crate::tier`]; `[repository]` and `[repositories.*]` by
+//! [`repositories`], which also gives the config as one repository sees
+//! it ([`Config::select`], `--repo`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
