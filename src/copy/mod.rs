@@ -32,7 +32,10 @@
 //! backup whose manifest is missing. The target's own `object_lock`
 //! applies (its tiers as the config selects them for it): a backup's
 //! objects are locked until its start plus the tier's retention period
-//! there, WAL for the `wal` tier's period from now.
+//! there, and so is the WAL range a locked base backup needs (locks of
+//! files already there are extended); other WAL for the `wal` tier's
+//! period from now. WAL files go four at a time; backups one object at a
+//! time.
 //!
 //! The copy holds the source lock of each source it writes in the target,
 //! so a `prune` or `cleanup` there never takes a copy's objects for
