@@ -181,7 +181,7 @@ fn copies_between_local_and_s3_repositories() {
     };
     let mut cfg = fs::read_to_string(&repo.cfg).unwrap();
     cfg += &format!(
-        "\n[sources.cache]\nkind = \"redis\"\nurl = \"{}\"\n\n[sources.vectors]\nkind = \"chroma\"\nurl = \"{}\"\n\
+        "\n[sources.cache]\nkind = \"redis\"\nurl = \"{}\"\n\n[sources.vectors]\nkind = \"chroma\"\nurl = \"{}\"\nbin_dir = \"{}\"\n\
          {}{}\n[repositories.near]\nurl = \"file://{}\"\n\n[repositories.near2]\nurl = \"file://{}\"\n\n[repositories.crash]\nurl = \"file://{}/repo\"\n\n\
          [repositories.count]\nurl = \"file://{}/repo\"\n\n\
          [tiers.wal]\nkind = \"wal\"\nkeep_within = \"7d\"\ncopy_to = [\"near\", \"near2\"]\n\n\
@@ -189,6 +189,7 @@ fn copies_between_local_and_s3_repositories() {
          [notify]\nwebhook = \"http://127.0.0.1:{hook_port}/hook\"\n",
         redis.url(),
         chroma.url(),
+        common::chroma::chroma_bin().parent().unwrap().display(),
         s3repo("dr", &s3.bucket),
         s3repo("dr2", "strata-dr2"),
         near.display(),
@@ -374,21 +375,39 @@ fn copies_between_local_and_s3_repositories() {
     let conf = fs::read_to_string(dir.join("postgresql.auto.conf")).unwrap_or_default();
     assert!(conf.contains("--repo dr"), "{conf}");
 
-    // a drill from the copy passes
+    // a drill of every source from the copy passes, every object read
+    // and verified
     let work = pg_scratch_dir("repos-drill");
     let d = s.run(&[
         "--repo",
         "dr",
         "--json",
         "drill",
-        "--source",
-        "main",
         "--work-dir",
         work.to_str().unwrap(),
     ]);
     assert!(d.status.success(), "drill from dr: {}", text(&d));
     let d: serde_json::Value = serde_json::from_slice(&d.stdout).unwrap();
     assert_eq!(d["passed"], true, "{d:#}");
+    let methods: BTreeSet<String> = d["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| {
+            format!(
+                "{}={}",
+                x["source"].as_str().unwrap(),
+                x["method"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        methods,
+        ["cache=snapshot", "main=base+wal", "vectors=export"]
+            .map(String::from)
+            .into(),
+        "{d:#}"
+    );
 
     // the secondary comes back; copy catches its WAL up and clears the record
     s.ok(&[&["--repo", "near", "init"][..], owner].concat());
