@@ -1,7 +1,8 @@
 //! Backing up one source: the repository, encoder and recipients prepared
 //! (a tier with `object_lock` gets a repository that locks every object),
 //! the backup taken under the source's lock by the kind of backup asked
-//! for, and the outcome posted to `[notify] webhook`. `strata backup`
+//! for, and the outcome posted to `[notify] webhook`; then the tier's
+//! `copy_to` copies ([`crate::copy::after_backup`]). `strata backup`
 //! (`commands/backup.rs`) and the scheduler daemon (`strata schedule run`)
 //! both back up through here.
 
@@ -62,6 +63,19 @@ pub async fn tier_source(cfg: &Config, tier: &Tier, source: &str) -> Result<Back
     }
     .await;
     notify(cfg, &src.name, Some(&tier.name), r.as_ref().map(|_| ())).await;
+    // the tier's copy_to: a failure is notified and logged; the backup
+    // stands and the next `strata copy` catches up
+    if let Ok(report) = &r {
+        for c in crate::copy::after_backup(cfg, tier, source, &report.id).await {
+            if let Some(e) = c.error {
+                tracing::warn!(
+                    "copy of backup {} of {source} to repository {} failed: {e}",
+                    report.id,
+                    c.repository
+                );
+            }
+        }
+    }
     r
 }
 

@@ -12,10 +12,26 @@ use crate::error::Result;
 use crate::keys;
 use crate::pipeline::Encoder;
 
-/// Opens the configured repository, refusing anything that is not one.
+/// Opens the selected repository (`--repo`, else the default), refusing
+/// anything that is not one.
 pub async fn open_repository(cfg: &Config) -> Result<Repository> {
     let storage = crate::storage::location::open(&cfg.repository, &cfg.store_limits).await?;
-    Repository::open(storage).await
+    Repository::open(storage).await.map_err(|e| {
+        if e.message.contains("not a strata repository") && cfg.repositories.len() > 1 {
+            let name = &cfg.repo_name;
+            e.hint(format!(
+                "this is repository {name} ({}); create it with `strata --repo {name} init`, or choose another with --repo (configured: {})",
+                cfg.repository.display(),
+                cfg.repositories
+                    .iter()
+                    .map(|r| r.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        } else {
+            e
+        }
+    })
 }
 
 pub fn encoder(cfg: &Config) -> Result<Encoder> {

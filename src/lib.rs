@@ -14,7 +14,8 @@
 //!   restoring it, per kind (shared by restore, `restore --all`, drills);
 //! - [`retention`]: every keep-or-delete decision `strata prune` makes;
 //! - [`backup`] and [`context`]: backing up one source of a tier, opening the
-//!   repository (shared by the CLI and the scheduler); [`status`];
+//!   repository (shared by the CLI and the scheduler); [`status`]; [`copy`]:
+//!   backups and their WAL from one repository into another;
 //! - [`sources`]: what is backed up (PostgreSQL, Redis, Chroma) and how each
 //!   is read into the pipeline and restored;
 //! - [`config`] (`strata.toml`, tiers parsed) and [`tier`] (the tier model);
@@ -32,6 +33,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod context;
+pub mod copy;
 pub mod crashpoint;
 pub mod drill;
 pub mod error;

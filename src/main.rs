@@ -16,6 +16,7 @@ async fn dispatch(cli: Cli) -> Result<u8, Error> {
     let g = Globals {
         config: cli.config,
         identity: cli.identity,
+        repo: cli.repo,
     };
     let json = cli.json;
     match cli.command {
@@ -57,6 +58,7 @@ async fn dispatch(cli: Cli) -> Result<u8, Error> {
         Command::Verify(a) => {
             commands::verify::run(&g, a.source.as_deref(), a.read_data, json).await
         }
+        Command::Copy(a) => commands::copy::run(&g, &a.into_args(chrono::Utc::now(), json)?).await,
         Command::Cleanup(a) => commands::cleanup::run(&g, a.older_than()?, a.dry_run, json).await,
         Command::Prune(a) => {
             let p = a.request(chrono::Utc::now())?;

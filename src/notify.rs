@@ -136,6 +136,22 @@ impl Event {
         }
     }
 
+    /// A copy into another repository (`copy_to`): `copy_failed` or
+    /// `copy_succeeded`; a secondary `wal push` that failed:
+    /// `wal_push_failed` (`event`). The message names the repository.
+    pub fn copy(
+        event: &'static str,
+        source: &str,
+        tier: Option<&str>,
+        repository: &str,
+        error: Option<&crate::Error>,
+    ) -> Event {
+        let mut e = Event::backup(source, tier, error.map_or(Ok(()), Err));
+        e.event = event;
+        e.error = error.map(|x| format!("into repository {repository}: {}", x.message));
+        e
+    }
+
     fn failed(&self) -> bool {
         self.event.ends_with("_failed")
     }

@@ -42,6 +42,11 @@ pub struct ObjectRecord {
     pub stored_size: u64,
     /// SHA-256 of the plain bytes, lowercase hex.
     pub plain_sha256: String,
+    /// SHA-256 of the stored bytes (the age file), lowercase hex: what
+    /// `strata copy` checks an object against without any identity.
+    /// `None` for objects stored before strata recorded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored_sha256: Option<String>,
 }
 
 /// How objects are encoded.
@@ -57,6 +62,25 @@ pub struct Encoder {
 struct Counting<W> {
     inner: W,
     count: u64,
+}
+
+/// Hashes (SHA-256) and counts the bytes written through it.
+struct Hashing<W> {
+    inner: W,
+    count: u64,
+    hasher: Sha256,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 impl<W: Write> Write for Counting<W> {
@@ -84,6 +108,8 @@ pub struct Encoded {
     pub plain_size: u64,
     pub stored_size: u64,
     pub sha256: [u8; 32],
+    /// SHA-256 of the stored (encrypted) bytes.
+    pub stored_sha256: [u8; 32],
 }
 
 impl Encoder {
@@ -115,9 +141,10 @@ impl Encoder {
                 .map(|r| r.as_ref() as &dyn age::Recipient),
         )
         .map_err(|e| io::Error::other(format!("age: {e}")))?;
-        let counted = Counting {
+        let counted = Hashing {
             inner: out,
             count: 0,
+            hasher: Sha256::new(),
         };
         let encrypted = age.wrap_output(counted)?;
         let mut zstd = zstd::stream::write::Encoder::new(encrypted, self.level)?;
@@ -148,6 +175,7 @@ impl Encoder {
                 plain_size: plain,
                 stored_size: counted.count,
                 sha256: hasher.finalize().into(),
+                stored_sha256: counted.hasher.finalize().into(),
             },
             counted.inner,
         ))
@@ -209,6 +237,7 @@ impl Encoder {
             plain_size: enc.plain_size,
             stored_size: enc.stored_size,
             plain_sha256: hex::encode(enc.sha256),
+            stored_sha256: Some(hex::encode(enc.stored_sha256)),
         })
     }
 }
@@ -454,6 +483,7 @@ mod tests {
             plain_size: e.plain_size,
             stored_size: e.stored_size,
             plain_sha256: hex::encode(e.sha256),
+            stored_sha256: Some(hex::encode(e.stored_sha256)),
         };
         let mut out = Vec::new();
         decode(&rec, &stored[..], &i, &mut out, &Progress::hidden()).unwrap();
@@ -514,6 +544,7 @@ mod tests {
             plain_size: e.plain_size,
             stored_size: e.stored_size,
             plain_sha256: hex::encode(e.sha256),
+            stored_sha256: Some(hex::encode(e.stored_sha256)),
         };
         for cut in [10, stored.len() / 2, stored.len() - 1] {
             let err = decode(

@@ -264,7 +264,7 @@ pub async fn archiving(cfg: &Config) -> Vec<ArchivingWarning> {
                     "archive_command's config cannot be read here ({e}): cannot tell where WAL goes"
                 ),
             ),
-            Some(Ok(loc)) if !loc.same_place(&cfg.repository) => warn(
+            Some(Ok(loc)) if !cfg.repositories.iter().any(|r| loc.same_place(&r.location)) => warn(
                 true,
                 format!(
                     "archive_command archives into another repository than this config's: {} (this config: {})",

@@ -129,6 +129,9 @@ pub struct Tier {
     pub defined_in: PathBuf,
     /// `object_lock`: S3 Object Lock on every object its backups upload.
     pub object_lock: Option<TierLock>,
+    /// `copy_to`: repositories (by name) each backup is copied to once
+    /// committed; for a `wal` tier, where `wal push` pushes each file too.
+    pub copy_to: Vec<String>,
 }
 
 /// A tier's `object_lock`: the mode, and how long each backup's objects

@@ -26,6 +26,11 @@ pub const MANIFEST_FORMAT: u32 = 1;
 pub struct StoredObject {
     pub key: String,
     pub stored_size: u64,
+    /// SHA-256 of the stored bytes (see [`ObjectRecord::stored_sha256`]):
+    /// plain, so `strata copy` refuses a damaged object without any
+    /// identity. Absent in manifests written before (issue 19 item 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored_sha256: Option<String>,
 }
 
 /// The plain part of a manifest.
@@ -375,6 +380,7 @@ impl Manifest {
             .map(|o| StoredObject {
                 key: o.key.clone(),
                 stored_size: o.stored_size,
+                stored_sha256: o.stored_sha256.clone(),
             })
             .collect();
         Manifest {

@@ -41,6 +41,10 @@ pub struct Cli {
     /// age identity file to decrypt with (overrides [encryption] identity_file and $STRATA_IDENTITY_FILE)
     #[arg(long, global = true, value_name = "FILE")]
     pub identity: Option<PathBuf>,
+    /// Repository to work on, as in [repositories.NAME] ("default" is [repository])
+    /// [default: [repository], else the first [repositories.NAME]]
+    #[arg(long, global = true, value_name = "NAME")]
+    pub repo: Option<String>,
     /// Print results as JSON on stdout (errors too)
     #[arg(long, global = true)]
     pub json: bool,
@@ -53,7 +57,7 @@ pub struct Cli {
 #[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug, Clone)]
 pub enum Command {
-    /// Create the repository named by [repository] url
+    /// Create the repository named by [repository] url (--repo NAME: [repositories.NAME])
     Init(InitArgs),
     /// Manage age keys
     Key(KeyArgs),
@@ -81,6 +85,8 @@ pub enum Command {
     Drill(DrillArgs),
     /// Check that backups are intact
     Verify(VerifyArgs),
+    /// Copy backups and the WAL they need into another repository (--to), byte for byte
+    Copy(CopyArgs),
     /// Remove leftovers of backups that never completed
     Cleanup(CleanupArgs),
     /// Apply each tier's retention policy, then remove leftovers
@@ -215,6 +221,53 @@ pub struct VerifyArgs {
     /// Download, decrypt and hash every object (needs the identity)
     #[arg(long)]
     pub read_data: bool,
+}
+
+// `strata copy`
+#[derive(Args, Debug, Clone)]
+#[command(
+    after_help = "Copies what the target lacks (rerun it to resume or catch up): each backup's \
+    objects, a base backup's WAL, then its manifest; WAL from the oldest copied base backup on. \
+    A damaged source object is refused (exit 4). See docs/cli.md, \"strata copy\"."
+)]
+pub struct CopyArgs {
+    /// Repository to copy into, as in [repositories.NAME]
+    #[arg(long, value_name = "NAME")]
+    pub to: String,
+    /// Repository to copy from [default: --repo, else the default repository]
+    #[arg(long, value_name = "NAME")]
+    pub from: Option<String>,
+    /// Only these sources' backups [default: every source]
+    #[arg(value_name = "SOURCE")]
+    pub sources: Vec<String>,
+    /// Only backups started at or after this time (as for restore --to-time),
+    /// and WAL from the oldest such base backup on
+    #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
+    pub since: Option<String>,
+}
+
+impl CopyArgs {
+    pub fn into_args(
+        self,
+        now: chrono::DateTime<chrono::Utc>,
+        json: bool,
+    ) -> Result<commands::copy::Args> {
+        let since = self
+            .since
+            .as_deref()
+            .map(|t| {
+                crate::timeparse::parse_time(t, now)
+                    .map_err(|why| Error::usage(format!("--since {t:?}: {why}")))
+            })
+            .transpose()?;
+        Ok(commands::copy::Args {
+            to: self.to,
+            from: self.from,
+            sources: self.sources,
+            since,
+            json,
+        })
+    }
 }
 
 // `strata cleanup`

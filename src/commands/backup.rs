@@ -114,12 +114,21 @@ pub async fn run_kind(
         let r = backup_locked(&ctx, src, tier.clone(), kind).await;
         notify(&cfg, &src.name, tier.as_deref(), r.as_ref().map(|_| ())).await;
         let report = r?;
-        if json {
-            super::print_json(&report);
-        } else {
+        if !json {
             println!("{}", done_line(&report));
         }
-        return Ok(0);
+        let copies = match tier_def {
+            Some(def) => copy_after(&cfg, def, &report, json).await,
+            None => Vec::new(),
+        };
+        if json && copies.is_empty() {
+            super::print_json(&report);
+        } else if json {
+            let mut v = serde_json::to_value(&report).expect("serialises");
+            v["copies"] = serde_json::to_value(&copies).expect("serialises");
+            super::print_json(&v);
+        }
+        return Ok(copies_exit_code(&copies));
     }
 
     let tier = tier.expect("a tier when no source is named");
@@ -383,16 +392,70 @@ async fn back_up_each(
                 }
             }
         }
-        results.push(SourceResult::new(&src.name, r));
+        let copies = match (&r, tier.and_then(|t| cfg.tiers.get(t))) {
+            (Ok(report), Some(def)) => copy_after(cfg, def, report, json).await,
+            _ => Vec::new(),
+        };
+        let mut result = SourceResult::new(&src.name, r);
+        result.copies = copies;
+        results.push(result);
     }
     results
+}
+
+/// The tier's `copy_to` after a committed backup (see
+/// [`crate::copy::after_backup`]), each outcome printed unless `json`.
+async fn copy_after(
+    cfg: &Config,
+    tier: &Tier,
+    report: &BackupReport,
+    json: bool,
+) -> Vec<crate::copy::CopyOutcome> {
+    let copies = crate::copy::after_backup(cfg, tier, &report.source, &report.id).await;
+    if !json {
+        for c in &copies {
+            match &c.error {
+                None => println!(
+                    "backup {} of {} copied to repository {}: {} object(s), {}",
+                    report.id,
+                    report.source,
+                    c.repository,
+                    c.objects_copied,
+                    human_bytes(c.bytes_copied)
+                ),
+                Some(e) => {
+                    println!(
+                        "copy of backup {} of {} to repository {} FAILED (the backup stands): {e}",
+                        report.id, report.source, c.repository
+                    );
+                    if let Some(h) = &c.hint {
+                        eprintln!("HINT ({}): {h}", report.source);
+                    }
+                }
+            }
+        }
+    }
+    copies
+}
+
+/// A failed `copy_to` copy's exit code (the first), else 0: the backup
+/// stands, but the run is not a success.
+fn copies_exit_code(copies: &[crate::copy::CopyOutcome]) -> u8 {
+    copies
+        .iter()
+        .find(|c| !c.ok)
+        .map_or(0, |c| c.exit_code.max(1))
 }
 
 /// One failure kind: its exit code; several different ones: 1.
 fn exit_code(results: &[SourceResult]) -> u8 {
     let failed: Vec<&SourceResult> = results.iter().filter(|r| !r.ok).collect();
     match failed.first() {
-        None => 0,
+        None => results
+            .iter()
+            .map(|r| copies_exit_code(&r.copies))
+            .find(|c| *c != 0)
+            .unwrap_or(0),
         Some(first) if failed.iter().all(|f| f.exit_code == first.exit_code) => first.exit_code,
         Some(_) => Kind::Failed.exit_code(),
     }
@@ -419,6 +482,9 @@ struct SourceResult {
     hint: Option<String>,
     exit_code: u8,
     retryable: bool,
+    /// The tier's `copy_to` copies of the backup.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    copies: Vec<crate::copy::CopyOutcome>,
 }
 
 impl SourceResult {
@@ -432,6 +498,7 @@ impl SourceResult {
                 hint: None,
                 exit_code: 0,
                 retryable: false,
+                copies: Vec::new(),
             },
             Err(e) => SourceResult {
                 source: source.to_string(),
@@ -441,6 +508,7 @@ impl SourceResult {
                 retryable: e.retryable,
                 error: Some(e.message),
                 hint: e.hint,
+                copies: Vec::new(),
             },
         }
     }

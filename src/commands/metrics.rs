@@ -20,6 +20,9 @@ pub async fn run(g: &Globals, textfile: &Path, json: bool) -> Result<u8> {
         .await
         .unwrap_or_default();
     text.push_str(&crate::drill::store::prometheus(&drills));
+    text.push_str(&crate::copy::lag::prometheus(
+        &crate::copy::lag::gather(&cfg).await,
+    ));
     if textfile == Path::new("-") {
         // `--textfile -`: stdout, for a scrape wrapper or a pipe
         use std::io::Write;

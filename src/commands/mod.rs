@@ -4,6 +4,7 @@
 
 pub mod backup;
 pub mod cleanup;
+pub mod copy;
 pub mod drill;
 pub mod init;
 pub mod key;
@@ -37,11 +38,15 @@ pub struct Globals {
     pub config: Option<PathBuf>,
     /// Identity file overriding `[encryption] identity_file`.
     pub identity: Option<PathBuf>,
+    /// `--repo NAME`: the repository to work on (else the default).
+    pub repo: Option<String>,
 }
 
 impl Globals {
+    /// The configuration, as seen from the `--repo` repository (an unknown
+    /// name is a usage error naming the configured ones).
     pub fn config(&self) -> Result<Config> {
-        Config::load(&Config::locate(self.config.as_deref()))
+        Config::load(&Config::locate(self.config.as_deref()))?.select(self.repo.as_deref())
     }
 
     /// The identities for reading data: `--identity`, `$STRATA_IDENTITY_FILE`,

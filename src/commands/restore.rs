@@ -342,7 +342,12 @@ pub(crate) fn restore_command(
     config: &std::path::Path,
     source: &str,
 ) -> Result<String> {
-    pitr::restore_command(config, g.explicit_identity().as_deref(), source)
+    let cmd = pitr::restore_command(config, g.explicit_identity().as_deref(), source)?;
+    // the restored server fetches WAL from the repository restored from
+    Ok(match &g.repo {
+        Some(r) => format!("{cmd} --repo {}", r),
+        None => cmd,
+    })
 }
 
 /// Refuses restore flags meant for another kind of source, saying which

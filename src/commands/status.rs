@@ -18,21 +18,29 @@ pub async fn run(g: &Globals, check: bool, json: bool) -> Result<u8> {
     let mut s = status::gather(&cfg, &repo, Utc::now()).await?;
     s.archiving = status::archiving(&cfg).await;
     let last_drill = super::drill::last(&repo).await;
+    let copies = crate::copy::lag::gather(&cfg).await;
     if json {
-        // `last_drill` added beside the status fields
+        // `last_drill` and the repositories added beside the status fields
         #[derive(serde::Serialize)]
         struct WithDrill<'a> {
             #[serde(flatten)]
             status: &'a Status,
             last_drill: Option<crate::drill::store::DrillSummary>,
+            #[serde(skip_serializing_if = "<[_]>::is_empty")]
+            repositories: &'a [crate::copy::lag::RepoStatus],
+            #[serde(skip_serializing_if = "<[_]>::is_empty")]
+            wal_push_failures: &'a [crate::copy::wal::PushFailure],
         }
         super::print_json(&WithDrill {
             status: &s,
             last_drill: last_drill.clone(),
+            repositories: &copies.repositories,
+            wal_push_failures: &copies.wal_push_failures,
         });
     } else {
         print_human(&s);
         print_drill(last_drill.as_ref(), s.now);
+        print_copies(&copies);
     }
     let mut problems: Vec<String> = Vec::new();
     let stale = s.problems().count();
@@ -56,6 +64,15 @@ pub async fn run(g: &Globals, check: bool, json: bool) -> Result<u8> {
             s.ownership.len()
         ));
     }
+    for r in copies.repositories.iter().filter(|r| r.error.is_some()) {
+        problems.push(format!("repository {} cannot be read", r.name));
+    }
+    for f in &copies.wal_push_failures {
+        problems.push(format!(
+            "wal push of {} into repository {} failed {} time(s) since {} (`strata copy --to {}` catches up)",
+            f.source, f.repository, f.failures, f.first_failed, f.repository
+        ));
+    }
     if let Some(d) = last_drill.as_ref().filter(|d| !d.passed) {
         problems.push(format!("the last drill, {}, failed", d.id));
     }
@@ -66,6 +83,60 @@ pub async fn run(g: &Globals, check: bool, json: bool) -> Result<u8> {
         return Ok(Kind::Integrity.exit_code());
     }
     Ok(0)
+}
+
+/// Per repository (when there are several): newest backup and WAL of
+/// each source, and how far the copies lag.
+fn print_copies(c: &crate::copy::lag::CopiesStatus) {
+    let t = |v: Option<chrono::DateTime<Utc>>| {
+        v.map_or("-".to_string(), |t| {
+            t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        })
+    };
+    for r in &c.repositories {
+        let mark = if r.selected { " (this status)" } else { "" };
+        match &r.error {
+            Some(e) => println!(
+                "repository {} {}{mark}: CANNOT BE READ: {e}",
+                r.name, r.location
+            ),
+            None => println!("repository {} {}{mark}:", r.name, r.location),
+        }
+        for s in &r.sources {
+            let mut line = format!(
+                "  {}: newest backup {} ({}), newest WAL {} ({})",
+                s.source,
+                s.newest_backup.as_deref().unwrap_or("none"),
+                t(s.newest_backup_time),
+                s.newest_wal.as_deref().unwrap_or("none"),
+                t(s.newest_wal_time)
+            );
+            if !r.selected {
+                line.push_str(&format!(
+                    "; lags: {} backup(s) missing, backups {}, WAL {}",
+                    s.backups_missing,
+                    s.backup_lag_seconds
+                        .map_or("-".into(), |v| human_duration(chrono::Duration::seconds(v))),
+                    s.wal_lag_seconds
+                        .map_or("-".into(), |v| human_duration(chrono::Duration::seconds(v)))
+                ));
+            }
+            println!("{line}");
+        }
+    }
+    for f in &c.wal_push_failures {
+        println!(
+            "wal push of {} into repository {}: {} failure(s) since {}, last {} ({}): {} — `strata copy --to {}` catches up",
+            f.source,
+            f.repository,
+            f.failures,
+            t(Some(f.first_failed)),
+            t(Some(f.last_failed)),
+            f.last_file,
+            f.last_error,
+            f.repository
+        );
+    }
 }
 
 /// The last recovery drill, one line.

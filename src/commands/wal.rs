@@ -368,10 +368,111 @@ pub async fn push_cmd(g: &Globals, a: &PushArgs) -> Result<u8> {
     if let Some(d) = &a.spool {
         s.spool = Some(d.clone());
     }
-    if !s.enabled {
-        return push(g, &a.path, Some(&src.name), a.json).await;
+    let archived = if !s.enabled {
+        push(g, &a.path, Some(&src.name), a.json).await? == 0
+    } else {
+        push_async(g, &cfg, src, a, &s).await?
+    };
+    // a file dropped by archive_push_queue_max goes nowhere
+    if archived {
+        push_secondaries(g, &cfg, src, &a.path).await;
     }
-    push_async(g, &cfg, src, a, &s).await
+    Ok(0)
+}
+
+/// How long a secondary push may take before it counts as failed.
+const SECONDARY_TIMEOUT: Duration = Duration::from_secs(30);
+/// After a secondary push failed, how long pushes skip that repository
+/// (each would wait for its deadline while PostgreSQL's archiving waits).
+const SECONDARY_BACKOFF: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
+
+/// The repositories the `wal` tiers covering `source` copy to
+/// (`copy_to`), but the one pushed into.
+fn secondaries(cfg: &Config, source: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for t in cfg.tiers.values() {
+        if t.kind == crate::tier::TierKind::Wal && t.sources.iter().any(|s| s == source) {
+            for r in &t.copy_to {
+                if *r != cfg.repo_name && !out.contains(r) {
+                    out.push(r.clone());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Pushes the archived file at `path` into each secondary repository too.
+/// A failure never fails archiving (PostgreSQL has what it needs: the file
+/// is in the primary): it is printed, recorded in the primary (`status`,
+/// `metrics`), posted to `[notify]` the first time, and caught up by
+/// `strata copy`. For [`SECONDARY_BACKOFF`] after a failure that
+/// repository is skipped (recorded as failed without waiting).
+async fn push_secondaries(g: &Globals, cfg: &Config, src: &Source, path: &Path) {
+    use crate::copy::wal::{push_failures, record_push_failure};
+    let targets = secondaries(cfg, &src.name);
+    if targets.is_empty() {
+        return;
+    }
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return;
+    };
+    let Ok(primary) = super::open_repository(cfg).await else {
+        return;
+    };
+    let recent = push_failures(&primary).await.unwrap_or_default();
+    for to in targets {
+        let backing_off = recent.iter().any(|f| {
+            f.repository == to
+                && f.source == src.name
+                && chrono::Utc::now() - f.last_failed < SECONDARY_BACKOFF
+        });
+        let r = if backing_off {
+            Err(Error::failed(format!(
+                "skipped: an earlier push there failed less than {} minutes ago",
+                SECONDARY_BACKOFF.num_minutes()
+            )))
+        } else {
+            let one = async {
+                let to_cfg = cfg.select(Some(&to))?;
+                let repo = archive_repository(&to_cfg, &src.name).await?;
+                repo.check_recipients(&cfg.recipients).await?;
+                let archive = WalArchive::new(&repo, &src.name);
+                let recipients = crate::keys::parse_recipients(&cfg.recipients)?;
+                let identities = || g.identities(cfg);
+                let ctx = PushContext {
+                    encoder: super::encoder(cfg)?,
+                    recipients: &recipients,
+                    mac_key: MacKey::derive(&repo.id, &cfg.recipients),
+                    identities: &identities,
+                };
+                let name = parse_name(&path.display().to_string(), name)?;
+                archive.push(&ctx, path, name).await
+            };
+            match tokio::time::timeout(SECONDARY_TIMEOUT, one).await {
+                Ok(r) => r.map(|_| ()),
+                Err(_) => Err(Error::failed(format!(
+                    "no answer within {}s",
+                    SECONDARY_TIMEOUT.as_secs()
+                ))),
+            }
+        };
+        let Err(e) = r else { continue };
+        eprintln!(
+            "strata: warning: {name} is archived, but pushing it to repository {to} failed: {}; `strata copy --to {to}` catches up",
+            e.message
+        );
+        let first = !recent
+            .iter()
+            .any(|f| f.repository == to && f.source == src.name);
+        if let Err(re) = record_push_failure(&primary, &to, &src.name, name, &e.message).await {
+            eprintln!("strata: warning: cannot record the failure in the primary repository: {re}");
+        }
+        if first && let Some(n) = &cfg.notify {
+            let ev = crate::notify::Event::copy("wal_push_failed", &src.name, None, &to, Some(&e));
+            n.send(&ev).await;
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -386,14 +487,15 @@ struct AsyncPushReport {
 
 /// The foreground of an asynchronous push: wait (bounded, see
 /// [`pusher::wait`]) for the pusher's result for this file, starting the
-/// pusher when none runs.
+/// pusher when none runs. Whether the file was archived (`false`: dropped
+/// by `archive_push_queue_max`); PostgreSQL gets exit 0 either way.
 async fn push_async(
     g: &Globals,
     cfg: &Config,
     src: &Source,
     a: &PushArgs,
     s: &crate::sources::postgres::wal::push_async::AsyncSettings,
-) -> Result<u8> {
+) -> Result<bool> {
     use crate::sources::postgres::wal::push_async::{self as pa, PushSpool};
     let path = &a.path;
     let file_name = path
@@ -405,7 +507,7 @@ async fn push_async(
         // not from PostgreSQL's archiver (run by hand, or %p outside
         // pg_wal): the pusher could not find it
         tracing::info!("{name}: no archive_status/{name}.ready beside it; pushing synchronously");
-        return push(g, path, Some(&src.name), a.json).await;
+        return Ok(push(g, path, Some(&src.name), a.json).await? == 0);
     }
     let pg_wal = std::path::absolute(path.parent().unwrap_or(Path::new(".")))
         .map_err(|e| Error::usage(format!("{}: {e}", path.display())))?;
@@ -445,7 +547,7 @@ async fn push_async(
                 crate::util::human_bytes(max)
             );
             report("dropped");
-            return Ok(0);
+            return Ok(false);
         }
     }
     pusher::wait(&sp, &name, s.timeout, || {
@@ -453,7 +555,7 @@ async fn push_async(
     })
     .await?;
     report("archived");
-    Ok(0)
+    Ok(true)
 }
 
 /// Starts `strata wal push-worker` in its own session (it outlives this
@@ -513,6 +615,9 @@ fn spawn_detached(
     c.arg("--config").arg(abs(&cfg.path)?);
     if let Some(id) = &g.identity {
         c.arg("--identity").arg(abs(id)?);
+    }
+    if let Some(r) = &g.repo {
+        c.arg("--repo").arg(r);
     }
     if std::env::var_os("STRATA_LOG").is_none() {
         c.env("STRATA_LOG", "warn,strata=info");

@@ -1,11 +1,14 @@
-//! `strata.toml`: where the repository is, who can read it, what to back up.
+//! `strata.toml`: where the repositories are, who can read them, what to
+//! back up.
 //!
 //! Found by `--config PATH`, else `$STRATA_CONFIG`, else `./strata.toml`.
 //! Unknown keys, missing keys and bad values are errors naming the file,
 //! the line and the key. Values are checked here, once, and handed on as
 //! typed settings (a parsed URL, decoded recipients), so no later code
 //! validates them again. `[tiers.*]` and `include`d plan files are parsed
-//! by [`crate::tier`].
+//! by [`crate::tier`]; `[repository]` and `[repositories.*]` by
+//! [`repositories`], which also gives the config as one repository sees
+//! it ([`Config::select`], `--repo`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -16,8 +19,11 @@ use url::Url;
 
 use crate::error::{Error, Result};
 
+pub mod repositories;
 mod sections;
 mod tiers;
+
+pub use repositories::{RepoLock, RepositoryConfig};
 
 pub const DEFAULT_FILE: &str = "strata.toml";
 pub const ENV_VAR: &str = "STRATA_CONFIG";
@@ -31,7 +37,11 @@ pub const DEFAULT_ZSTD_LEVEL: i32 = 1;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
-    repository: RawRepository,
+    /// The repository named `default` (see [`repositories`]).
+    repository: Option<Spanned<RawRepository>>,
+    /// `[repositories.NAME]`: further repositories (`--repo NAME`).
+    #[serde(default)]
+    repositories: BTreeMap<String, Spanned<RawRepository>>,
     encryption: RawEncryption,
     #[serde(default)]
     compression: RawCompression,
@@ -91,6 +101,14 @@ struct RawRepository {
     /// S3: a PEM file of CA certificates trusted besides the system's
     /// (a private CA's MinIO); relative to the config file.
     ca_bundle: Option<Spanned<String>>,
+    /// S3: the AWS shared-config profile holding this repository's
+    /// credentials (else the standard chain).
+    profile: Option<Spanned<String>>,
+    /// "tiers" (default), "off", "governance" or "compliance".
+    object_lock: Option<Spanned<String>>,
+    /// `[….retention.TIER]`: the tier's keep_* rules in this repository.
+    #[serde(default)]
+    retention: BTreeMap<String, Spanned<crate::retention::RawPolicy>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -194,9 +212,18 @@ pub struct Source {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub path: PathBuf,
+    /// The selected repository (`--repo`, else the default; see
+    /// [`Config::select`]).
     pub repository: RepositoryLocation,
-    /// `[repository]` deadlines and retries for every store call.
+    /// Its deadlines and retries for every store call.
     pub store_limits: crate::storage::retry::Limits,
+    /// Its name (`default` for `[repository]`).
+    pub repo_name: String,
+    /// Every configured repository, the default first.
+    pub repositories: Vec<RepositoryConfig>,
+    /// The tiers as defined, before a repository's overrides (`tiers` is
+    /// them as they apply in the selected repository).
+    defined_tiers: BTreeMap<String, crate::tier::Tier>,
     /// age recipients (public keys) as written; parsed by [`crate::keys`].
     pub recipients: Vec<String>,
     pub identity_file: Option<PathBuf>,
@@ -268,28 +295,13 @@ impl Config {
         };
         let base_dir = path.parent().unwrap_or(Path::new("."));
 
-        let repository = sections::parse_repository(&raw.repository, base_dir)
-            .map_err(|why| bad(raw.repository.url.span(), "repository.url", why))?;
-        if let Some(c) = &raw.repository.ca_bundle {
-            let why = match &repository {
-                RepositoryLocation::Local(_) => {
-                    Some("only meaningful for an s3:// repository url".to_string())
-                }
-                RepositoryLocation::S3 { ca_bundle, .. } => ca_bundle
-                    .as_deref()
-                    .and_then(|p| crate::util::read_ca_file(p).err()),
-            };
-            if let Some(why) = why {
-                return Err(bad(c.span(), "repository.ca_bundle", why));
-            }
-        }
-        if let (RepositoryLocation::Local(_), Some(ep)) = (&repository, &raw.repository.endpoint) {
-            return Err(bad(
-                ep.span(),
-                "repository.endpoint",
-                "only meaningful for an s3:// repository url".into(),
-            ));
-        }
+        let repositories = repositories::parse_all(
+            path,
+            raw.repository.as_ref(),
+            &raw.repositories,
+            base_dir,
+            &|span, key, why| bad(span, key, why),
+        )?;
 
         let recipients_span = raw.encryption.recipients.span();
         let recipients: Vec<String> = raw
@@ -478,7 +490,19 @@ impl Config {
         }
 
         let tiers = tiers::load(path, text, raw.include, raw.tiers, &sources)?;
-        tiers::check_object_lock(&tiers, &repository)?;
+        for t in tiers.values() {
+            for to in &t.copy_to {
+                if !repositories.iter().any(|r| &r.name == to) {
+                    let known: Vec<&str> = repositories.iter().map(|r| r.name.as_str()).collect();
+                    return Err(Error::usage(format!(
+                        "invalid config {}: tiers.{}.copy_to: no repository named {to:?} (configured repositories: {})",
+                        t.defined_in.display(),
+                        t.name,
+                        known.join(", ")
+                    )));
+                }
+            }
+        }
 
         let notify = match raw.notify {
             Some(n) => Some(
@@ -506,14 +530,15 @@ impl Config {
             None => DrillSettings::default(),
         };
 
-        let store_limits = sections::parse_limits(&raw.repository)
-            .map_err(|(span, key, why)| bad(span, &format!("repository.{key}"), why))?;
-
-        Ok(Config {
+        let first = repositories[0].clone();
+        let config = Config {
             drill,
             path: path.to_path_buf(),
-            repository,
-            store_limits,
+            repository: first.location.clone(),
+            store_limits: first.limits,
+            repo_name: first.name.clone(),
+            defined_tiers: tiers.clone(),
+            repositories,
             recipients,
             identity_file: raw.encryption.identity_file.map(|p| base_dir.join(p)),
             compression: Compression {
@@ -523,7 +548,13 @@ impl Config {
             sources,
             tiers,
             notify,
-        })
+        };
+        // every repository's tiers are checked now (a lock on a local
+        // directory, a retention override of no tier), not when first used
+        for r in &config.repositories {
+            repositories::tiers_for(path, r, &config.defined_tiers)?;
+        }
+        config.select(None)
     }
 
     /// A configured tier, or a usage error listing the tiers there are.

@@ -37,6 +37,10 @@ pub struct RawTier {
     keep_monthly: Option<Spanned<i64>>,
     keep_yearly: Option<Spanned<i64>>,
     object_lock: Option<Spanned<String>>,
+    /// Repositories each backup of the tier is copied to once committed
+    /// (a `wal` tier: where `wal push` pushes too); checked against
+    /// `[repositories.*]` by the config.
+    copy_to: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// An included plan file: tiers only. The other top-level keys are
@@ -306,7 +310,20 @@ fn resolve(
         }
     };
 
+    let mut copy_to: Vec<String> = Vec::new();
+    for r in raw.copy_to.iter().flat_map(|l| l.get_ref()) {
+        if copy_to.contains(r.get_ref()) {
+            return Err(file.bad(
+                r.span(),
+                &key("copy_to"),
+                format!("{} is listed twice", r.get_ref()),
+            ));
+        }
+        copy_to.push(r.get_ref().clone());
+    }
+
     Ok(Tier {
+        copy_to,
         name: name.to_string(),
         kind,
         schedule,
@@ -317,25 +334,6 @@ fn resolve(
         defined_in: file.path.clone(),
         object_lock,
     })
-}
-
-/// Refuses `object_lock` on a repository that cannot lock objects.
-pub(crate) fn check_object_lock(
-    tiers: &BTreeMap<String, Tier>,
-    repository: &super::RepositoryLocation,
-) -> Result<()> {
-    if !matches!(repository, super::RepositoryLocation::Local(_)) {
-        return Ok(());
-    }
-    if let Some(t) = tiers.values().find(|t| t.object_lock.is_some()) {
-        return Err(Error::usage(format!(
-            "invalid config {}: tiers.{}.object_lock: object lock needs an S3 repository; [repository] url is a local directory",
-            t.defined_in.display(),
-            t.name
-        ))
-        .hint("remove object_lock, or store the repository in an S3 bucket created with Object Lock enabled"));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -22,6 +22,9 @@ pub enum RepositoryLocation {
         /// endpoint's certificate may chain to, besides the system's roots
         /// (else `AWS_CA_BUNDLE`; see [`s3::S3Config::ca_bundle`]).
         ca_bundle: Option<PathBuf>,
+        /// `profile`: the AWS shared-config profile whose credentials
+        /// reach this bucket (see [`s3::S3Config::profile`]).
+        profile: Option<String>,
     },
 }
 
@@ -89,6 +92,7 @@ pub async fn open(
             region,
             path_style,
             ca_bundle,
+            profile,
         } => {
             let cfg = s3::S3Config {
                 bucket: bucket.clone(),
@@ -97,6 +101,7 @@ pub async fn open(
                 region: region.clone(),
                 path_style: *path_style,
                 ca_bundle: ca_bundle.clone(),
+                profile: profile.clone(),
             };
             // Connecting checks the bucket (one HEAD): it gets the same
             // deadlines and retries as every later call.

@@ -69,6 +69,11 @@ pub struct S3Config {
     /// A PEM file of CA certificates trusted besides the system's roots;
     /// `None`: [`CA_BUNDLE_ENV`] when set.
     pub ca_bundle: Option<PathBuf>,
+    /// A named profile of the AWS shared config and credentials files
+    /// (`~/.aws/config`, `~/.aws/credentials`) whose credentials and
+    /// region this bucket is reached with: a second repository in another
+    /// account. `None`: the standard chain (`AWS_PROFILE`, environment, …).
+    pub profile: Option<String>,
 }
 
 /// The environment variable naming a CA bundle, as the AWS CLI reads it.
@@ -171,6 +176,9 @@ impl S3Storage {
             .retry_config(retry)
             .timeout_config(timeouts)
             .stalled_stream_protection(stall);
+        if let Some(p) = &cfg.profile {
+            loader = loader.profile_name(p);
+        }
         let ca_bundle = cfg.ca_bundle.clone().or_else(|| {
             std::env::var_os(CA_BUNDLE_ENV)
                 .filter(|v| !v.is_empty())

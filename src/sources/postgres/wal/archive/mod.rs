@@ -292,6 +292,7 @@ impl WalArchive {
                 plain_size: record.plain_size,
                 stored_size: head.size,
                 plain_sha256: sha,
+                stored_sha256: None,
             },
         }))
     }
