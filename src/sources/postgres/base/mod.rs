@@ -29,6 +29,7 @@ use crate::error::{Error, Result};
 use crate::progress::Reporter;
 use crate::sources::backup::{BackupContext, BackupReport};
 
+pub mod apply;
 mod restore;
 mod tar;
 
