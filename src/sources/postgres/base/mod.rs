@@ -30,6 +30,7 @@ use crate::progress::Reporter;
 use crate::sources::backup::{BackupContext, BackupReport};
 
 pub mod apply;
+pub mod chain;
 mod restore;
 mod tar;
 
