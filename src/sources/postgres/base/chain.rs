@@ -244,6 +244,31 @@ pub fn check_links(links: &[(&str, &BaseInfo)]) -> Result<()> {
     Ok(())
 }
 
+/// `strata verify`'s check of the chain of backup `of` (issue 18 item
+/// 1): `chain` is its plain chain; `problem(id)` says what is wrong with
+/// a member (`None`: listed, and its own checks passed); `links`, with
+/// the identity, the opened base information of the chain and of `of`
+/// last (then the links are checked too).
+pub fn verify(
+    chain: &[String],
+    problem: impl Fn(&str) -> Option<String>,
+    links: Option<&[(&str, &BaseInfo)]>,
+) -> Vec<String> {
+    let mut out: Vec<String> = chain
+        .iter()
+        .filter_map(|id| {
+            problem(id).map(|p| format!("backup {id} of its chain, which it needs, {p}"))
+        })
+        .collect();
+    if out.is_empty()
+        && let Some(links) = links
+        && let Err(e) = check_links(links)
+    {
+        out.push(e.message);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use chrono::Utc;
@@ -313,6 +338,24 @@ mod tests {
             &[("F", &full), ("F2", &full), ("I2", &i2)],
             "a full backup in the middle",
         );
+    }
+
+    #[test]
+    fn verify_names_what_breaks_a_chain() {
+        let full = base("0/2000028", None);
+        let i1 = base("0/4000028", Some(("F", "0/2000028", &["F"])));
+        let chain = vec!["F".to_string()];
+        let fine = |_: &str| None;
+        assert!(verify(&chain, fine, Some(&[("F", &full), ("I1", &i1)])).is_empty());
+        assert!(verify(&chain, fine, None).is_empty());
+        let gone = |id: &str| (id == "F").then(|| "is missing".to_string());
+        assert_eq!(
+            verify(&chain, gone, None),
+            ["backup F of its chain, which it needs, is missing"]
+        );
+        let moved = base("0/3000028", None);
+        let p = verify(&chain, fine, Some(&[("F", &moved), ("I1", &i1)]));
+        assert!(p[0].contains("starts at LSN 0/3000028"), "{p:?}");
     }
 
     #[test]
