@@ -129,6 +129,10 @@ pub struct Tier {
     pub defined_in: PathBuf,
     /// `object_lock`: S3 Object Lock on every object its backups upload.
     pub object_lock: Option<TierLock>,
+    /// Base tiers with `incremental = true`: `Some(max_chain)`, the most
+    /// backups a restore applies (the full and the incrementals on it);
+    /// `None`: every backup is full.
+    pub incremental: Option<u32>,
 }
 
 /// A tier's `object_lock`: the mode, and how long each backup's objects

@@ -136,6 +136,10 @@ pub struct BackupArgs {
     /// [default: the tier's kind, else dump]
     #[arg(long, value_name = "KIND", value_parser = ["dump", "base", "point"])]
     pub kind: Option<String>,
+    /// With --kind base: store only what changed since the newest base backup
+    /// of the cluster (full when there is none, or its chain is at max_chain)
+    #[arg(long)]
+    pub incremental: bool,
     /// Label the backups as one set (1 to 63 letters, digits, '.', '_', '-'; once per
     /// source), restorable with --backup label:NAME; with --kind point, the restore
     /// point's name (restore it with --to-name)
@@ -442,6 +446,8 @@ pub enum BackupRequest {
         source: Option<String>,
         tier: Option<String>,
         kind: Option<crate::tier::TierKind>,
+        /// `--incremental` (base backups).
+        incremental: bool,
     },
     /// `--label L`: one backup of each of `sources` (every source when
     /// empty), each recorded with `pin` (issue 19 item 4).
@@ -449,6 +455,7 @@ pub enum BackupRequest {
         sources: Vec<String>,
         tier: Option<String>,
         kind: Option<crate::tier::TierKind>,
+        incremental: bool,
         pin: crate::catalog::Pin,
     },
 }
@@ -465,11 +472,19 @@ impl BackupArgs {
             mut sources,
             tier,
             kind,
+            incremental,
             label,
             note,
             keep_for,
             keep_until,
         } = self;
+        if incremental && matches!(kind.as_deref(), Some("dump" | "point")) {
+            return Err(Error::usage(format!(
+                "--incremental is for base backups, not --kind {}",
+                kind.unwrap_or_default()
+            ))
+            .hint("strata backup SOURCE --kind base --incremental"));
+        }
         if kind.as_deref() == Some("point") {
             let pin_flags = note.is_some() || keep_for.is_some() || keep_until.is_some();
             return match (sources.len(), label, tier, pin_flags) {
@@ -502,6 +517,7 @@ impl BackupArgs {
                 source: sources.pop(),
                 tier,
                 kind,
+                incremental,
             });
         };
         crate::catalog::points::check_label(&label)?;
@@ -544,6 +560,7 @@ impl BackupArgs {
             sources,
             tier,
             kind,
+            incremental,
             pin: crate::catalog::Pin {
                 label,
                 note,
@@ -744,7 +761,8 @@ mod tests {
             BackupRequest::Backup {
                 source: Some("main".into()),
                 tier: None,
-                kind: None
+                kind: None,
+                incremental: false
             }
         );
         assert_eq!(
@@ -752,7 +770,8 @@ mod tests {
             BackupRequest::Backup {
                 source: None,
                 tier: Some("daily".into()),
-                kind: Some(TierKind::Base)
+                kind: Some(TierKind::Base),
+                incremental: false
             }
         );
         assert_eq!(
@@ -760,7 +779,8 @@ mod tests {
             BackupRequest::Backup {
                 source: Some("main".into()),
                 tier: None,
-                kind: Some(TierKind::Dump)
+                kind: Some(TierKind::Dump),
+                incremental: false
             }
         );
         assert_eq!(
@@ -770,6 +790,22 @@ mod tests {
                 label: "before-upgrade".into()
             }
         );
+        assert_eq!(
+            backup(&["main", "--kind", "base", "--incremental"]).unwrap(),
+            BackupRequest::Backup {
+                source: Some("main".into()),
+                tier: None,
+                kind: Some(TierKind::Base),
+                incremental: true
+            }
+        );
+        for kind in ["dump", "point"] {
+            let e = backup(&["main", "--kind", kind, "--incremental", "--label", "l"]).unwrap_err();
+            assert_eq!(
+                usage(e),
+                format!("--incremental is for base backups, not --kind {kind}")
+            );
+        }
     }
 
     #[test]
@@ -822,6 +858,7 @@ mod tests {
                 sources: vec![],
                 tier: None,
                 kind: None,
+                incremental: false,
                 pin: pin(
                     "deploy-v3.2.0",
                     Some("before the orders migration"),
@@ -843,6 +880,7 @@ mod tests {
                 sources: vec!["main".into(), "cache".into()],
                 tier: None,
                 kind: None,
+                incremental: false,
                 pin: pin("l", None, Some("2026-12-01T00:00:00Z")),
             }
         );
@@ -853,6 +891,7 @@ mod tests {
                 sources: vec!["main".into()],
                 tier: None,
                 kind: Some(TierKind::Base),
+                incremental: false,
                 pin: pin("l", None, None),
             }
         );

@@ -37,6 +37,8 @@ pub struct RawTier {
     keep_monthly: Option<Spanned<i64>>,
     keep_yearly: Option<Spanned<i64>>,
     object_lock: Option<Spanned<String>>,
+    incremental: Option<Spanned<bool>>,
+    max_chain: Option<Spanned<i64>>,
 }
 
 /// An included plan file: tiers only. The other top-level keys are
@@ -306,6 +308,8 @@ fn resolve(
         }
     };
 
+    let incremental = incremental(file, name, kind, &raw)?;
+
     Ok(Tier {
         name: name.to_string(),
         kind,
@@ -316,7 +320,52 @@ fn resolve(
         policy,
         defined_in: file.path.clone(),
         object_lock,
+        incremental,
     })
+}
+
+/// `incremental = true` (base tiers only) and its `max_chain` (2 to
+/// 1000, default [`DEFAULT_MAX_CHAIN`](crate::sources::postgres::base::DEFAULT_MAX_CHAIN)).
+fn incremental(file: &FileText, name: &str, kind: TierKind, raw: &RawTier) -> Result<Option<u32>> {
+    let key = |k: &str| format!("tiers.{name}.{k}");
+    let on = raw.incremental.as_ref().is_some_and(|v| *v.get_ref());
+    if let Some(v) = &raw.incremental
+        && *v.get_ref()
+        && kind != TierKind::Base
+    {
+        return Err(file.bad(
+            v.span(),
+            &key("incremental"),
+            format!(
+                "only base backups are incremental; this tier is of kind {}",
+                kind.as_str()
+            ),
+        ));
+    }
+    let max_chain = match &raw.max_chain {
+        None => crate::sources::postgres::base::DEFAULT_MAX_CHAIN,
+        Some(m) if !on => {
+            return Err(file.bad(
+                m.span(),
+                &key("max_chain"),
+                "max_chain limits chains of incremental backups: set incremental = true too",
+            ));
+        }
+        Some(m) => match u32::try_from(*m.get_ref()) {
+            Ok(n) if (2..=1000).contains(&n) => n,
+            _ => {
+                return Err(file.bad(
+                    m.span(),
+                    &key("max_chain"),
+                    format!(
+                        "{} is not between 2 and 1000 (the most backups a restore applies: the full and the incrementals on it)",
+                        m.get_ref()
+                    ),
+                ));
+            }
+        },
+    };
+    Ok(on.then_some(max_chain))
 }
 
 /// Refuses `object_lock` on a repository that cannot lock objects.
@@ -367,6 +416,47 @@ mod tier_tests {
 
     fn parse(text: &str) -> Result<Config> {
         Config::parse(Path::new("/etc/strata/strata.toml"), text)
+    }
+
+    #[test]
+    fn incremental_base_tiers() {
+        let c = parse(&text(
+            "\n[tiers.daily]\nkind = \"base\"\nincremental = true\nmax_chain = 4\n\
+             [tiers.nightly]\nkind = \"base\"\nincremental = true\n[tiers.weekly]\nkind = \"base\"\n",
+        ))
+        .unwrap();
+        assert_eq!(c.tiers["daily"].incremental, Some(4));
+        assert_eq!(
+            c.tiers["nightly"].incremental,
+            Some(crate::sources::postgres::base::DEFAULT_MAX_CHAIN)
+        );
+        assert_eq!(c.tiers["weekly"].incremental, None);
+        for (extra, needle, why) in [
+            (
+                "\n[tiers.d]\nkind = \"dump\"\nincremental = true\n",
+                "incremental = true",
+                "tiers.d.incremental: only base backups are incremental; this tier is of kind dump",
+            ),
+            (
+                "\n[tiers.d]\nkind = \"base\"\nmax_chain = 3\n",
+                "max_chain",
+                "tiers.d.max_chain: max_chain limits chains of incremental backups",
+            ),
+            (
+                "\n[tiers.d]\nkind = \"base\"\nincremental = true\nmax_chain = 1\n",
+                "max_chain",
+                "tiers.d.max_chain: 1 is not between 2 and 1000",
+            ),
+        ] {
+            let t = text(extra);
+            let e = parse(&t).unwrap_err();
+            assert!(e.message.contains(why), "{}", e.message);
+            assert!(
+                e.message.contains(&format!("line {}", line(&t, needle))),
+                "{}",
+                e.message
+            );
+        }
     }
 
     #[test]

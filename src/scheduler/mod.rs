@@ -257,6 +257,7 @@ mod tests {
             policy: Default::default(),
             defined_in: Default::default(),
             object_lock: None,
+            incremental: None,
         }
     }
 

@@ -437,6 +437,7 @@ mod tests {
             wal_segment_size: 16 << 20,
             backup_label: String::new(),
             incremental: None,
+            basis_sha256: None,
         };
         let latest = TimelineTarget::Latest;
         assert_eq!(latest.resolve(Timeline(1), &switches), Timeline(3));
