@@ -539,6 +539,8 @@ pub(crate) mod tests {
                 stop_lsn: "0/2000100".into(),
                 wal_segment_size: 16 << 20,
                 chain: chain.iter().map(|c| c.summary().id.to_string()).collect(),
+                system_identifier: None,
+                method: None,
             }),
         };
         e.file = Arc::new(file);

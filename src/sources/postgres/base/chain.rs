@@ -288,6 +288,7 @@ mod tests {
             server_version_num: 150000,
             wal_segment_size: 16 << 20,
             backup_label: String::new(),
+            basis_sha256: None,
             incremental: parent.map(|(p, lsn, chain)| Incremental {
                 method: IncrementalMethod::Blocks,
                 parent: p.into(),
