@@ -13,64 +13,6 @@ use std::fs;
 use std::path::Path;
 
 use common::archiving::{Repo, text};
-use common::pg::{PgCluster, PgOptions};
-use strata::catalog::ManifestFile;
-
-/// The stored tar of backup `id`, decrypted, as (member name, data).
-pub fn stored_members(repo: &Repo, id: &str) -> Vec<(String, Vec<u8>)> {
-    let root = repo.dir.join("repo");
-    let mkey = format!("manifests/main/{id}.json");
-    let file = ManifestFile::parse(&mkey, &fs::read(root.join(&mkey)).unwrap()).unwrap();
-    let ids = strata::keys::load_identities(&repo.dir.join("key.txt")).unwrap();
-    let m = file.open(&mkey, &ids).unwrap();
-    let rec = m.object("base.tar").unwrap();
-    let data = fs::read(root.join(&rec.key)).unwrap();
-    let mut tar = Vec::new();
-    strata::pipeline::decode(
-        rec,
-        &data[..],
-        &ids,
-        &mut tar,
-        &strata::progress::Progress::hidden(),
-    )
-    .unwrap();
-    let mut a = tar::Archive::new(&tar[..]);
-    a.entries()
-        .unwrap()
-        .map(|e| {
-            let mut e = e.unwrap();
-            let name = e.path().unwrap().display().to_string();
-            let mut d = Vec::new();
-            std::io::Read::read_to_end(&mut e, &mut d).unwrap();
-            (name, d)
-        })
-        .collect()
-}
-
-/// The plain basis of backup `id`.
-pub fn basis(repo: &Repo, id: &str) -> Vec<u8> {
-    fs::read(repo.dir.join(format!("repo/backups/main/{id}/basis.json"))).unwrap()
-}
-
-fn backup(repo: &Repo, args: &[&str]) -> serde_json::Value {
-    let mut all = vec!["--json", "backup", "main", "--kind", "base"];
-    all.extend_from_slice(args);
-    let out = repo.strata(&all);
-    assert!(out.status.success(), "backup {args:?}: {}", text(&out));
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn archiving(name: &'static str, repo: &Repo, extra: &[&str]) -> PgCluster {
-    let mut conf = repo.archive_conf();
-    conf.extend(extra.iter().map(|s| s.to_string()));
-    let pg = PgCluster::start(PgOptions {
-        extra_conf: conf,
-        name,
-        ..Default::default()
-    });
-    repo.write_config(&pg.url("postgres"));
-    pg
-}
 
 /// Issue 18 item 1 (method blocks): the full stores a basis that is a valid
 /// manifest without file checksums; the incremental after a small change
@@ -79,7 +21,7 @@ fn archiving(name: &'static str, repo: &Repo, extra: &[&str]) -> PgCluster {
 #[test]
 fn blocks_incremental_stores_only_changed_blocks() {
     let repo = Repo::new("incr-blocks");
-    let pg = archiving("incr-blocks", &repo, &[]);
+    let pg = repo.start_archiving("incr-blocks", &[]);
     pg.psql(
         "postgres",
         "CREATE TABLE acc (id int PRIMARY KEY, pad text); \
@@ -90,7 +32,7 @@ fn blocks_incremental_stores_only_changed_blocks() {
     let acc = pg.psql("postgres", "SELECT pg_relation_filepath('acc')");
 
     // no parent yet: full, saying why
-    let full = backup(&repo, &["--incremental"]);
+    let full = repo.base_backup(&["--incremental"]);
     assert!(full["incremental"].is_null(), "{full}");
     assert!(
         full["full_because"]
@@ -100,7 +42,7 @@ fn blocks_incremental_stores_only_changed_blocks() {
         "{full}"
     );
     let full_id = full["id"].as_str().unwrap();
-    let b = basis(&repo, full_id);
+    let b = repo.basis(full_id);
     strata::sources::postgres::base::basis::check(&b).unwrap();
     let bt = String::from_utf8(b.clone()).unwrap();
     assert!(
@@ -112,7 +54,7 @@ fn blocks_incremental_stores_only_changed_blocks() {
         "no file checksums in plain"
     );
     // the stored tar's manifest is PostgreSQL's, its checksum as computed
-    let members = stored_members(&repo, full_id);
+    let members = repo.stored_members(full_id);
     let manifest = &members
         .iter()
         .find(|(n, _)| n == "backup_manifest")
@@ -131,7 +73,7 @@ fn blocks_incremental_stores_only_changed_blocks() {
          CREATE TABLE fresh AS SELECT g FROM generate_series(1, 1000) g",
     );
     let fresh = pg.psql("postgres", "SELECT pg_relation_filepath('fresh')");
-    let inc = backup(&repo, &["--incremental"]);
+    let inc = repo.base_backup(&["--incremental"]);
     let i = &inc["incremental"];
     assert_eq!(i["method"], "blocks", "{inc}");
     assert_eq!(i["parent"], full_id, "{inc}");
@@ -150,7 +92,8 @@ fn blocks_incremental_stores_only_changed_blocks() {
         "incremental {inc_size} B, full {full_size} B"
     );
 
-    let members: BTreeMap<String, Vec<u8>> = stored_members(&repo, inc["id"].as_str().unwrap())
+    let members: BTreeMap<String, Vec<u8>> = repo
+        .stored_members(inc["id"].as_str().unwrap())
         .into_iter()
         .collect();
     let (dir, node) = acc.rsplit_once('/').unwrap();
@@ -208,7 +151,7 @@ fn blocks_incremental_stores_only_changed_blocks() {
 #[test]
 fn tiers_chain_up_to_max_chain() {
     let repo = Repo::new("incr-tier");
-    let pg = archiving("incr-tier", &repo, &[]);
+    let pg = repo.start_archiving("incr-tier", &[]);
     let mut cfg = fs::read_to_string(&repo.cfg).unwrap();
     cfg += "\n[tiers.nightly]\nkind = \"base\"\nincremental = true\nmax_chain = 2\n";
     fs::write(&repo.cfg, cfg).unwrap();
@@ -221,7 +164,7 @@ fn tiers_chain_up_to_max_chain() {
         assert!(out.status.success(), "{}", text(&out));
         serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
     };
-    let plain = backup(&repo, &[]);
+    let plain = repo.base_backup(&[]);
     assert!(plain["incremental"].is_null() && plain["full_because"].is_null());
     assert!(
         Path::new(&repo.dir.join(format!(
