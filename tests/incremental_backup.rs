@@ -11,8 +11,11 @@ mod common;
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
 
 use common::archiving::{Repo, text};
+use common::pg::{PgCluster, PgOptions, pg_bin_dir, pg_scratch_dir, pg_user};
 
 /// Issue 18 item 1 (method blocks): the full stores a basis that is a valid
 /// manifest without file checksums; the incremental after a small change
@@ -196,4 +199,157 @@ fn tiers_chain_up_to_max_chain() {
         "{}",
         text(&out)
     );
+}
+
+/// Runs a PostgreSQL program as the data dir's owner (`postgres` when
+/// root).
+fn as_pg(prog: &str) -> Command {
+    let bin = pg_bin_dir().join(prog);
+    if pg_user().is_some() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(bin);
+        c
+    } else {
+        Command::new(bin)
+    }
+}
+
+fn set_backup_from(repo: &Repo, primary: &PgCluster, standby_port: u16, extra: &str) {
+    repo.write_config(&primary.url("postgres"));
+    let mut cfg = fs::read_to_string(&repo.cfg).unwrap();
+    cfg += &format!(
+        "backup_from = \"postgres://postgres@127.0.0.1:{standby_port}/postgres\"\n{extra}"
+    );
+    fs::write(&repo.cfg, cfg).unwrap();
+}
+
+/// Issue 18 item 4: a streaming standby on loopback serves the base backup
+/// (full and incremental) while the primary archives; a server that is no
+/// standby, a standby of another cluster, a standby lagging more than
+/// backup_from_max_lag and one whose replay is paused are refused by name.
+#[test]
+fn base_backups_from_a_standby() {
+    let repo = Repo::new("incr-standby");
+    let pg = repo.start_archiving("incr-primary", &[]);
+    pg.psql(
+        "postgres",
+        "CREATE TABLE t AS SELECT g FROM generate_series(1, 5000) g",
+    );
+    let dir = pg_scratch_dir("incr-standby").join("data");
+    let out = Command::new(pg.bin("pg_basebackup"))
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &pg.port.to_string(),
+            "-U",
+            "postgres",
+        ])
+        .arg("-D")
+        .arg(&dir)
+        .args(["-R", "-X", "stream", "--checkpoint=fast"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let standby = PgCluster::start_existing(
+        PgOptions {
+            name: "incr-standby",
+            extra_conf: vec!["hot_standby = on".into()],
+            ..Default::default()
+        },
+        &dir,
+    );
+    pg.psql("postgres", "INSERT INTO t VALUES (-1)");
+    standby.wait_for(
+        "postgres",
+        "SELECT count(*) FROM t",
+        "5001",
+        Duration::from_secs(30),
+    );
+    set_backup_from(&repo, &pg, standby.port, "");
+    let full = repo.base_backup(&["--incremental"]);
+    let full_id = full["id"].as_str().unwrap();
+    let members = repo.stored_members(full_id);
+    let label = &members.iter().find(|(n, _)| n == "backup_label").unwrap().1;
+    assert!(
+        String::from_utf8_lossy(label).contains("BACKUP FROM: standby"),
+        "{}",
+        String::from_utf8_lossy(label)
+    );
+    pg.psql("postgres", "INSERT INTO t VALUES (-2)");
+    standby.wait_for(
+        "postgres",
+        "SELECT count(*) FROM t",
+        "5002",
+        Duration::from_secs(30),
+    );
+    let inc = repo.base_backup(&["--incremental"]);
+    assert_eq!(inc["incremental"]["parent"], full_id, "{inc}");
+
+    let refused = |repo: &Repo, code: i32, why: &str| {
+        let out = repo.strata(&["backup", "main", "--kind", "base"]);
+        assert_eq!(out.status.code(), Some(code), "{}", text(&out));
+        assert!(text(&out).contains(why), "{}", text(&out));
+    };
+    // a primary is no standby
+    let other = PgCluster::start(PgOptions {
+        name: "incr-other",
+        ..Default::default()
+    });
+    set_backup_from(&repo, &pg, other.port, "");
+    refused(&repo, 2, "is not a standby (it is not in recovery)");
+    // a standby of another cluster (its own initdb): refused by its identifier
+    let foreign = pg_scratch_dir("incr-foreign").join("data");
+    let out = as_pg("initdb")
+        .arg("-D")
+        .arg(&foreign)
+        .args([
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "--no-sync",
+            "--no-instructions",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    fs::write(foreign.join("standby.signal"), "").unwrap();
+    let foreign = PgCluster::start_existing(
+        PgOptions {
+            name: "incr-foreign",
+            // a standby's settings must be at least its primary's (initdb's)
+            extra_conf: vec!["hot_standby = on".into(), "max_connections = 100".into()],
+            ..Default::default()
+        },
+        &foreign,
+    );
+    foreign.wait_for(
+        "postgres",
+        "SELECT pg_is_in_recovery()",
+        "t",
+        Duration::from_secs(30),
+    );
+    set_backup_from(&repo, &pg, foreign.port, "");
+    refused(
+        &repo,
+        2,
+        "is not a standby of the source's cluster: its system identifier is",
+    );
+
+    // lag: replay paused while the primary writes on
+    standby.psql("postgres", "SELECT pg_wal_replay_pause()");
+    pg.psql(
+        "postgres",
+        "INSERT INTO t SELECT g FROM generate_series(1, 20000) g",
+    );
+    pg.psql("postgres", "SELECT pg_switch_wal()");
+    set_backup_from(&repo, &pg, standby.port, "backup_from_max_lag = \"64kB\"\n");
+    refused(
+        &repo,
+        5,
+        "behind the primary (backup_from_max_lag is 64.0 KiB)",
+    );
+    set_backup_from(&repo, &pg, standby.port, "backup_from_max_lag = \"1GB\"\n");
+    refused(&repo, 5, "WAL replay is paused on the standby");
+    standby.psql("postgres", "SELECT pg_wal_replay_resume()");
 }
