@@ -626,17 +626,17 @@ fn standby(
     bad: &dyn Fn(std::ops::Range<usize>, &str, String) -> Error,
 ) -> Result<(Option<Url>, u64)> {
     let key = |k: &str| format!("sources.{name}.{k}");
-    if kind != SourceKind::Postgres {
-        if let Some(v) = s.backup_from.as_ref().or(s.backup_from_max_lag.as_ref()) {
-            return Err(bad(
-                v.span(),
-                &key("backup_from"),
-                format!(
-                    "base backups from a standby are for postgres sources; this is a {} source",
-                    kind.as_str()
-                ),
-            ));
-        }
+    if kind != SourceKind::Postgres
+        && let Some(v) = s.backup_from.as_ref().or(s.backup_from_max_lag.as_ref())
+    {
+        return Err(bad(
+            v.span(),
+            &key("backup_from"),
+            format!(
+                "base backups from a standby are for postgres sources; this is a {} source",
+                kind.as_str()
+            ),
+        ));
     }
     let from = match &s.backup_from {
         None => None,
