@@ -23,6 +23,58 @@ struct BackupCheck {
     objects: usize,
     ok: bool,
     problems: Vec<String>,
+    /// An incremental base backup's chain (the full backup first).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    chain: Vec<String>,
+}
+
+/// Adds to each incremental base backup's check what is wrong with its
+/// chain (issue 18): a member missing, unreadable or failing its own
+/// checks fails every backup that needs it; with the identity, the links
+/// (parent, its start LSN, timeline, system identifier) are checked.
+/// Returns whether a chain is broken by more than its members' own
+/// failures (a member missing or unreadable, links that do not hold).
+fn chain_problems(
+    entries: &[crate::catalog::Entry],
+    unreadable: &[crate::catalog::Unreadable],
+    sealed: &std::collections::HashMap<String, crate::catalog::manifest::BaseInfo>,
+    checks: &mut [BackupCheck],
+) -> bool {
+    let mut broken = false;
+    let own: std::collections::HashMap<(String, String), bool> = checks
+        .iter()
+        .map(|c| ((c.source.clone(), c.id.clone()), c.ok))
+        .collect();
+    for (e, c) in entries.iter().zip(checks.iter_mut()) {
+        let chain = crate::retention::tiers::chain_of(e);
+        if chain.is_empty() {
+            continue;
+        }
+        let source = &e.summary().source;
+        let problem = |id: &str| match own.get(&(source.clone(), id.to_string())) {
+            Some(true) => None,
+            Some(false) => Some("fails its own checks".to_string()),
+            None if unreadable
+                .iter()
+                .any(|u| u.id().is_some_and(|u| u.as_str() == id)) =>
+            {
+                Some("has a manifest that cannot be read".to_string())
+            }
+            None => Some("is missing".to_string()),
+        };
+        let links: Option<Vec<(&str, &crate::catalog::manifest::BaseInfo)>> = chain
+            .iter()
+            .map(String::as_str)
+            .chain(std::iter::once(c.id.as_str()))
+            .map(|id| sealed.get(id).map(|b| (id, b)))
+            .collect();
+        let found = crate::sources::postgres::base::chain::verify(chain, problem, links.as_deref());
+        c.chain = chain.to_vec();
+        c.ok &= found.is_empty();
+        broken |= found.iter().any(|p| !p.ends_with("fails its own checks"));
+        c.problems.extend(found);
+    }
+    broken
 }
 
 #[derive(Serialize)]
@@ -266,6 +318,9 @@ pub async fn run(g: &Globals, source: Option<&str>, read_data: bool, json: bool)
     // when decryption is all that failed, exit with the crypto code so
     // the operator fixes the key instead of chasing damaged backups.
     let mut only_crypto_failed = unreadable.is_empty();
+    // with the identity: each base backup's sealed facts, for the links of
+    // the chains that name it
+    let mut sealed_bases = std::collections::HashMap::new();
     for e in &entries {
         let s = e.summary();
         let mut problems = Vec::new();
@@ -305,6 +360,9 @@ pub async fn run(g: &Globals, source: Option<&str>, read_data: bool, json: bool)
                     problems.push(err.message);
                 }
                 Ok(m) => {
+                    if let Some(b) = &m.base {
+                        sealed_bases.insert(s.id.to_string(), b.clone());
+                    }
                     for rec in &m.objects {
                         // A logical Redis snapshot is also checked for its
                         // format (records, trailer counts and CRC).
@@ -339,28 +397,39 @@ pub async fn run(g: &Globals, source: Option<&str>, read_data: bool, json: bool)
             }
         }
         problems.extend(gap_problems);
-        if !json {
-            if problems.is_empty() {
-                println!(
-                    "ok      {} {} ({} objects{})",
-                    s.source,
-                    s.id,
-                    s.objects.len(),
-                    if read_data { ", data read" } else { "" }
-                );
-            } else {
-                for p in &problems {
-                    println!("FAILED  {} {}: {p}", s.source, s.id);
-                }
-            }
-        }
         checks.push(BackupCheck {
             id: s.id.to_string(),
             source: s.source.clone(),
             objects: s.objects.len(),
             ok: problems.is_empty(),
             problems,
+            chain: Vec::new(),
         });
+    }
+    // a chain failing only because a member failed its own checks adds
+    // no cause of its own (a wrong key fails them all with exit 7)
+    only_crypto_failed &= !chain_problems(&entries, &unreadable, &sealed_bases, &mut checks);
+    if !json {
+        for c in &checks {
+            if c.problems.is_empty() {
+                println!(
+                    "ok      {} {} ({} objects{}{})",
+                    c.source,
+                    c.id,
+                    c.objects,
+                    if read_data { ", data read" } else { "" },
+                    if c.chain.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", chain of {} checked", c.chain.len())
+                    }
+                );
+            } else {
+                for p in &c.problems {
+                    println!("FAILED  {} {}: {p}", c.source, c.id);
+                }
+            }
+        }
     }
     let mut wal_data = Vec::new();
     if let Some(ids) = &identities {

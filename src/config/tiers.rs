@@ -910,11 +910,19 @@ mod tier_tests {
                 ("daily", TierKind::Dump),
                 ("drill", TierKind::Drill),
                 ("hourly", TierKind::Snapshot),
+                ("incremental", TierKind::Base),
                 ("wal", TierKind::Wal),
                 ("weekly", TierKind::Base),
             ]
         );
         let within = |n: &str| c.tiers[n].policy.keep_within;
+        // issue 18 item 3: daily incrementals beside the weekly full
+        assert_eq!(
+            c.tiers["incremental"].incremental,
+            Some(crate::sources::postgres::base::DEFAULT_MAX_CHAIN)
+        );
+        assert_eq!(within("incremental"), Some(Duration::days(30)));
+        assert_eq!(c.tiers["weekly"].incremental, None);
         assert_eq!(within("wal"), Some(Duration::days(7)));
         assert_eq!(within("hourly"), Some(Duration::hours(24)));
         assert_eq!(within("daily"), Some(Duration::days(30)));

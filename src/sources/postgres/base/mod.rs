@@ -31,8 +31,10 @@ use crate::error::{Error, Result};
 use crate::progress::Reporter;
 use crate::sources::backup::{BackupContext, BackupReport, IncrementalReport};
 
+pub mod apply;
 pub mod basis;
 pub mod blocks;
+pub mod chain;
 mod incremental;
 mod restore;
 mod standby;
