@@ -11,66 +11,11 @@ mod common;
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
 
 use common::archiving::{Repo, text};
-use common::pg::{PgCluster, PgOptions};
-use strata::catalog::ManifestFile;
-
-/// The stored tar of backup `id`, decrypted, as (member name, data).
-pub fn stored_members(repo: &Repo, id: &str) -> Vec<(String, Vec<u8>)> {
-    let root = repo.dir.join("repo");
-    let mkey = format!("manifests/main/{id}.json");
-    let file = ManifestFile::parse(&mkey, &fs::read(root.join(&mkey)).unwrap()).unwrap();
-    let ids = strata::keys::load_identities(&repo.dir.join("key.txt")).unwrap();
-    let m = file.open(&mkey, &ids).unwrap();
-    let rec = m.object("base.tar").unwrap();
-    let data = fs::read(root.join(&rec.key)).unwrap();
-    let mut tar = Vec::new();
-    strata::pipeline::decode(
-        rec,
-        &data[..],
-        &ids,
-        &mut tar,
-        &strata::progress::Progress::hidden(),
-    )
-    .unwrap();
-    let mut a = tar::Archive::new(&tar[..]);
-    a.entries()
-        .unwrap()
-        .map(|e| {
-            let mut e = e.unwrap();
-            let name = e.path().unwrap().display().to_string();
-            let mut d = Vec::new();
-            std::io::Read::read_to_end(&mut e, &mut d).unwrap();
-            (name, d)
-        })
-        .collect()
-}
-
-/// The plain basis of backup `id`.
-pub fn basis(repo: &Repo, id: &str) -> Vec<u8> {
-    fs::read(repo.dir.join(format!("repo/backups/main/{id}/basis.json"))).unwrap()
-}
-
-fn backup(repo: &Repo, args: &[&str]) -> serde_json::Value {
-    let mut all = vec!["--json", "backup", "main", "--kind", "base"];
-    all.extend_from_slice(args);
-    let out = repo.strata(&all);
-    assert!(out.status.success(), "backup {args:?}: {}", text(&out));
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn archiving(name: &'static str, repo: &Repo, extra: &[&str]) -> PgCluster {
-    let mut conf = repo.archive_conf();
-    conf.extend(extra.iter().map(|s| s.to_string()));
-    let pg = PgCluster::start(PgOptions {
-        extra_conf: conf,
-        name,
-        ..Default::default()
-    });
-    repo.write_config(&pg.url("postgres"));
-    pg
-}
+use common::pg::{PgCluster, PgOptions, pg_bin_dir, pg_scratch_dir, pg_user};
 
 /// Issue 18 item 1 (method blocks): the full stores a basis that is a valid
 /// manifest without file checksums; the incremental after a small change
@@ -79,7 +24,7 @@ fn archiving(name: &'static str, repo: &Repo, extra: &[&str]) -> PgCluster {
 #[test]
 fn blocks_incremental_stores_only_changed_blocks() {
     let repo = Repo::new("incr-blocks");
-    let pg = archiving("incr-blocks", &repo, &[]);
+    let pg = repo.start_archiving("incr-blocks", &[]);
     pg.psql(
         "postgres",
         "CREATE TABLE acc (id int PRIMARY KEY, pad text); \
@@ -90,7 +35,7 @@ fn blocks_incremental_stores_only_changed_blocks() {
     let acc = pg.psql("postgres", "SELECT pg_relation_filepath('acc')");
 
     // no parent yet: full, saying why
-    let full = backup(&repo, &["--incremental"]);
+    let full = repo.base_backup(&["--incremental"]);
     assert!(full["incremental"].is_null(), "{full}");
     assert!(
         full["full_because"]
@@ -100,7 +45,7 @@ fn blocks_incremental_stores_only_changed_blocks() {
         "{full}"
     );
     let full_id = full["id"].as_str().unwrap();
-    let b = basis(&repo, full_id);
+    let b = repo.basis(full_id);
     strata::sources::postgres::base::basis::check(&b).unwrap();
     let bt = String::from_utf8(b.clone()).unwrap();
     assert!(
@@ -112,7 +57,7 @@ fn blocks_incremental_stores_only_changed_blocks() {
         "no file checksums in plain"
     );
     // the stored tar's manifest is PostgreSQL's, its checksum as computed
-    let members = stored_members(&repo, full_id);
+    let members = repo.stored_members(full_id);
     let manifest = &members
         .iter()
         .find(|(n, _)| n == "backup_manifest")
@@ -131,7 +76,7 @@ fn blocks_incremental_stores_only_changed_blocks() {
          CREATE TABLE fresh AS SELECT g FROM generate_series(1, 1000) g",
     );
     let fresh = pg.psql("postgres", "SELECT pg_relation_filepath('fresh')");
-    let inc = backup(&repo, &["--incremental"]);
+    let inc = repo.base_backup(&["--incremental"]);
     let i = &inc["incremental"];
     assert_eq!(i["method"], "blocks", "{inc}");
     assert_eq!(i["parent"], full_id, "{inc}");
@@ -150,7 +95,8 @@ fn blocks_incremental_stores_only_changed_blocks() {
         "incremental {inc_size} B, full {full_size} B"
     );
 
-    let members: BTreeMap<String, Vec<u8>> = stored_members(&repo, inc["id"].as_str().unwrap())
+    let members: BTreeMap<String, Vec<u8>> = repo
+        .stored_members(inc["id"].as_str().unwrap())
         .into_iter()
         .collect();
     let (dir, node) = acc.rsplit_once('/').unwrap();
@@ -208,7 +154,7 @@ fn blocks_incremental_stores_only_changed_blocks() {
 #[test]
 fn tiers_chain_up_to_max_chain() {
     let repo = Repo::new("incr-tier");
-    let pg = archiving("incr-tier", &repo, &[]);
+    let pg = repo.start_archiving("incr-tier", &[]);
     let mut cfg = fs::read_to_string(&repo.cfg).unwrap();
     cfg += "\n[tiers.nightly]\nkind = \"base\"\nincremental = true\nmax_chain = 2\n";
     fs::write(&repo.cfg, cfg).unwrap();
@@ -221,7 +167,7 @@ fn tiers_chain_up_to_max_chain() {
         assert!(out.status.success(), "{}", text(&out));
         serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
     };
-    let plain = backup(&repo, &[]);
+    let plain = repo.base_backup(&[]);
     assert!(plain["incremental"].is_null() && plain["full_because"].is_null());
     assert!(
         Path::new(&repo.dir.join(format!(
@@ -253,4 +199,157 @@ fn tiers_chain_up_to_max_chain() {
         "{}",
         text(&out)
     );
+}
+
+/// Runs a PostgreSQL program as the data dir's owner (`postgres` when
+/// root).
+fn as_pg(prog: &str) -> Command {
+    let bin = pg_bin_dir().join(prog);
+    if pg_user().is_some() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(bin);
+        c
+    } else {
+        Command::new(bin)
+    }
+}
+
+fn set_backup_from(repo: &Repo, primary: &PgCluster, standby_port: u16, extra: &str) {
+    repo.write_config(&primary.url("postgres"));
+    let mut cfg = fs::read_to_string(&repo.cfg).unwrap();
+    cfg += &format!(
+        "backup_from = \"postgres://postgres@127.0.0.1:{standby_port}/postgres\"\n{extra}"
+    );
+    fs::write(&repo.cfg, cfg).unwrap();
+}
+
+/// Issue 18 item 4: a streaming standby on loopback serves the base backup
+/// (full and incremental) while the primary archives; a server that is no
+/// standby, a standby of another cluster, a standby lagging more than
+/// backup_from_max_lag and one whose replay is paused are refused by name.
+#[test]
+fn base_backups_from_a_standby() {
+    let repo = Repo::new("incr-standby");
+    let pg = repo.start_archiving("incr-primary", &[]);
+    pg.psql(
+        "postgres",
+        "CREATE TABLE t AS SELECT g FROM generate_series(1, 5000) g",
+    );
+    let dir = pg_scratch_dir("incr-standby").join("data");
+    let out = Command::new(pg.bin("pg_basebackup"))
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &pg.port.to_string(),
+            "-U",
+            "postgres",
+        ])
+        .arg("-D")
+        .arg(&dir)
+        .args(["-R", "-X", "stream", "--checkpoint=fast"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let standby = PgCluster::start_existing(
+        PgOptions {
+            name: "incr-standby",
+            extra_conf: vec!["hot_standby = on".into()],
+            ..Default::default()
+        },
+        &dir,
+    );
+    pg.psql("postgres", "INSERT INTO t VALUES (-1)");
+    standby.wait_for(
+        "postgres",
+        "SELECT count(*) FROM t",
+        "5001",
+        Duration::from_secs(30),
+    );
+    set_backup_from(&repo, &pg, standby.port, "");
+    let full = repo.base_backup(&["--incremental"]);
+    let full_id = full["id"].as_str().unwrap();
+    let members = repo.stored_members(full_id);
+    let label = &members.iter().find(|(n, _)| n == "backup_label").unwrap().1;
+    assert!(
+        String::from_utf8_lossy(label).contains("BACKUP FROM: standby"),
+        "{}",
+        String::from_utf8_lossy(label)
+    );
+    pg.psql("postgres", "INSERT INTO t VALUES (-2)");
+    standby.wait_for(
+        "postgres",
+        "SELECT count(*) FROM t",
+        "5002",
+        Duration::from_secs(30),
+    );
+    let inc = repo.base_backup(&["--incremental"]);
+    assert_eq!(inc["incremental"]["parent"], full_id, "{inc}");
+
+    let refused = |repo: &Repo, code: i32, why: &str| {
+        let out = repo.strata(&["backup", "main", "--kind", "base"]);
+        assert_eq!(out.status.code(), Some(code), "{}", text(&out));
+        assert!(text(&out).contains(why), "{}", text(&out));
+    };
+    // a primary is no standby
+    let other = PgCluster::start(PgOptions {
+        name: "incr-other",
+        ..Default::default()
+    });
+    set_backup_from(&repo, &pg, other.port, "");
+    refused(&repo, 2, "is not a standby (it is not in recovery)");
+    // a standby of another cluster (its own initdb): refused by its identifier
+    let foreign = pg_scratch_dir("incr-foreign").join("data");
+    let out = as_pg("initdb")
+        .arg("-D")
+        .arg(&foreign)
+        .args([
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "--no-sync",
+            "--no-instructions",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    fs::write(foreign.join("standby.signal"), "").unwrap();
+    let foreign = PgCluster::start_existing(
+        PgOptions {
+            name: "incr-foreign",
+            // a standby's settings must be at least its primary's (initdb's)
+            extra_conf: vec!["hot_standby = on".into(), "max_connections = 100".into()],
+            ..Default::default()
+        },
+        &foreign,
+    );
+    foreign.wait_for(
+        "postgres",
+        "SELECT pg_is_in_recovery()",
+        "t",
+        Duration::from_secs(30),
+    );
+    set_backup_from(&repo, &pg, foreign.port, "");
+    refused(
+        &repo,
+        2,
+        "is not a standby of the source's cluster: its system identifier is",
+    );
+
+    // lag: replay paused while the primary writes on
+    standby.psql("postgres", "SELECT pg_wal_replay_pause()");
+    pg.psql(
+        "postgres",
+        "INSERT INTO t SELECT g FROM generate_series(1, 20000) g",
+    );
+    pg.psql("postgres", "SELECT pg_switch_wal()");
+    set_backup_from(&repo, &pg, standby.port, "backup_from_max_lag = \"64kB\"\n");
+    refused(
+        &repo,
+        5,
+        "behind the primary (backup_from_max_lag is 64.0 KiB)",
+    );
+    set_backup_from(&repo, &pg, standby.port, "backup_from_max_lag = \"1GB\"\n");
+    refused(&repo, 5, "WAL replay is paused on the standby");
+    standby.psql("postgres", "SELECT pg_wal_replay_resume()");
 }

@@ -419,6 +419,46 @@ mod tier_tests {
     }
 
     #[test]
+    fn backup_from_a_standby() {
+        let c = parse(&text(
+            "\n[sources.db]\nkind = \"postgres\"\nurl = \"postgres://h/db\"\n\
+             backup_from = \"postgres://replica:5433/db\"\nbackup_from_max_lag = \"16MB\"\n",
+        ))
+        .unwrap();
+        let db = &c.sources["db"];
+        assert_eq!(
+            db.backup_from.as_ref().unwrap().as_str(),
+            "postgres://replica:5433/db"
+        );
+        assert_eq!(db.backup_from_max_lag, 16 << 20);
+        assert_eq!(
+            c.sources["app"].backup_from_max_lag,
+            crate::sources::postgres::base::DEFAULT_MAX_LAG
+        );
+        for (extra, why) in [
+            (
+                "\n[sources.db]\nkind = \"postgres\"\nurl = \"postgres://h/db\"\nbackup_from = \"redis://r\"\n",
+                "sources.db.backup_from: the standby's postgres://",
+            ),
+            (
+                "\n[sources.db]\nkind = \"postgres\"\nurl = \"postgres://h/db\"\nbackup_from_max_lag = \"1MB\"\n",
+                "sources.db.backup_from_max_lag: it limits the lag of backup_from, which is not set",
+            ),
+            (
+                "\n[sources.db]\nkind = \"postgres\"\nurl = \"postgres://h/db\"\nbackup_from = \"postgres://r/db\"\nbackup_from_max_lag = \"lots\"\n",
+                "sources.db.backup_from_max_lag:",
+            ),
+            (
+                "\n[sources.c]\nkind = \"redis\"\nurl = \"redis://h\"\nbackup_from = \"postgres://r/db\"\n",
+                "sources.c.backup_from: base backups from a standby are for postgres sources",
+            ),
+        ] {
+            let e = parse(&text(extra)).unwrap_err();
+            assert!(e.message.contains(why), "{}", e.message);
+        }
+    }
+
+    #[test]
     fn incremental_base_tiers() {
         let c = parse(&text(
             "\n[tiers.daily]\nkind = \"base\"\nincremental = true\nmax_chain = 4\n\

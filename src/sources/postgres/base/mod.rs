@@ -37,6 +37,7 @@ pub mod blocks;
 pub mod chain;
 mod incremental;
 mod restore;
+mod standby;
 mod tar;
 
 use basis::Sizes;
@@ -44,6 +45,7 @@ use blocks::BlockStats;
 pub use incremental::DEFAULT_MAX_CHAIN;
 use incremental::{Choice, Parent};
 pub use restore::{RestoreOptions, RestoreReport, restore, restore_delta};
+pub use standby::DEFAULT_MAX_LAG;
 pub use tar::BASE_OBJECT;
 use tar::{BlocksAgainst, parse_manifest_end_lsn, store_basebackup};
 
@@ -101,11 +103,16 @@ pub async fn backup(
     let major = major_of(info.server_version_num);
     let pg_basebackup = find_binary(source.bin_dir.as_deref(), "pg_basebackup", major)?;
     let id = BackupId::new(started);
+    let standby = standby::connect(source, &client, &info.system_identifier).await?;
     ctx.reporter.note(format!(
-        "base backup {}: {} (PostgreSQL {}) as {id}",
+        "base backup {}: {} (PostgreSQL {}) as {id}{}",
         source.name,
         target.display(),
-        info.server_version
+        info.server_version,
+        match &standby {
+            Some((t, _)) => format!(", read from the standby {}", t.display()),
+            None => String::new(),
+        }
     ));
 
     // verify_queries are recorded as the backup starts: a base backup has
@@ -113,11 +120,19 @@ pub async fn backup(
     let verify_results =
         super::verify_queries::run(&client, &source.name, &source.verify_queries).await?;
 
-    let plan = plan(ctx, source, &client, &info, major).await?;
+    // pg_basebackup reads the standby when there is one
+    let (reader, reader_client) = match &standby {
+        Some((t, c)) => (t, c),
+        None => (&target, &client),
+    };
+    let plan = plan(ctx, source, reader_client, &info, major).await?;
     let key = Repository::data_key(&source.name, &id, BASE_OBJECT);
-    let taken = take(ctx, source, &target, &pg_basebackup, &key, plan).await?;
+    let taken = take(ctx, source, reader, &pg_basebackup, &key, plan).await?;
     let (record, tap) = (taken.record, taken.tap);
     let stop_time = Utc::now();
+    if standby.is_some() {
+        standby::switch_primary_wal(source, &client).await?;
+    }
 
     let label = tap.label.ok_or_else(|| {
         Error::source(format!(
