@@ -71,14 +71,25 @@ fn restore_at(
     sql: &[(&str, &str)],
 ) -> (serde_json::Value, Vec<String>) {
     let dir = pg_scratch_dir(name).join("data");
-    let port = free_port();
     let stop = dir.clone();
     at_exit(move || {
         let _ = pg_ctl_at(&stop, &["stop", "-m", "immediate"]);
     });
+    restore_into(repo, &dir, time, &[], sql)
+}
+
+/// [`restore_at`] into `dir`, with `extra` flags (`--delta`).
+fn restore_into(
+    repo: &Repo,
+    dir: &Path,
+    time: &str,
+    extra: &[&str],
+    sql: &[(&str, &str)],
+) -> (serde_json::Value, Vec<String>) {
+    let port = free_port();
     let port_s = port.to_string();
     let dir_s = dir.display().to_string();
-    let out = repo.strata(&[
+    let mut args = vec![
         "--json",
         "restore",
         "main",
@@ -91,7 +102,9 @@ fn restore_at(
         "--start",
         "--port",
         &port_s,
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let out = repo.strata(&args);
     assert!(out.status.success(), "restore to {time}: {}", text(&out));
     let report = json(&out);
     let rows = sql
@@ -102,7 +115,7 @@ fn restore_at(
             String::from_utf8_lossy(&o.stdout).trim().to_string()
         })
         .collect();
-    let _ = pg_ctl_at(&dir, &["stop", "-m", "fast"]);
+    let _ = pg_ctl_at(dir, &["stop", "-m", "fast"]);
     (report, rows)
 }
 
@@ -300,6 +313,47 @@ pub fn chain_scenario() {
         "{r:#}"
     );
     assert_eq!(rows, ["1,2,3,4,5,6,7,8,9,10,11", "12000|100", "500"]);
+
+    // --delta over the stopped copy of T1's restore: the full compared
+    // with it, the incrementals applied as they are
+    let t1_dir = pg_scratch_dir("incr-delta").join("data");
+    let stop = t1_dir.clone();
+    at_exit(move || {
+        let _ = pg_ctl_at(&stop, &["stop", "-m", "immediate"]);
+    });
+    let (_, rows) = restore_into(&repo, &t1_dir, &t1, &[], &[("postgres", ids)]);
+    assert_eq!(rows, ["1,2,3"]);
+    let (r, rows) = restore_into(
+        &repo,
+        &t1_dir,
+        &t2,
+        &["--delta"],
+        &[("postgres", ids), ("postgres", dropped)],
+    );
+    assert_eq!(chain_of(&r), [f.clone(), i1.clone(), i2.clone()], "{r:#}");
+    assert!(r["delta"]["files_kept"].as_u64().unwrap() > 0, "{r:#}");
+    assert_eq!(rows, ["1,2,3,4,5,6,7", "t"]);
+
+    // restore --all: files only, through the chain, which it reports
+    let all_dir = pg_scratch_dir("incr-all");
+    let out = repo.strata(&[
+        "--json",
+        "restore",
+        "--all",
+        "--to-time",
+        &t2,
+        "--target-dir",
+        all_dir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "restore --all: {}", text(&out));
+    let a = json(&out);
+    let main = a
+        .as_array()
+        .unwrap_or_else(|| panic!("{a:#}"))
+        .iter()
+        .find(|s| s["source"] == "main")
+        .unwrap();
+    assert_eq!(main["chain"], serde_json::json!([f, i1, i2]), "{a:#}");
 
     // a drill restores through the chain and shows it
     let work = pg_scratch_dir("incr-drill");
