@@ -285,6 +285,14 @@ fn base_backups_from_a_standby() {
     );
     let inc = repo.base_backup(&["--incremental"]);
     assert_eq!(inc["incremental"]["parent"], full_id, "{inc}");
+    // the standby's backups restore exactly. Regression: the standby's
+    // standby.signal and primary_conninfo came with its backup, and the
+    // copy started as a replica streaming from the primary, never promoted
+    let sql = "SELECT count(*) || ':' || sum(g) FROM t";
+    let expected = pg.psql("postgres", sql);
+    archive_all(&pg);
+    let (got, report) = restore_latest(&repo, "incr-standby-restore", "postgres", sql);
+    assert_eq!(got, expected, "{report}");
 
     let refused = |repo: &Repo, code: i32, why: &str| {
         let out = repo.strata(&["backup", "main", "--kind", "base"]);
@@ -352,4 +360,139 @@ fn base_backups_from_a_standby() {
     set_backup_from(&repo, &pg, standby.port, "backup_from_max_lag = \"1GB\"\n");
     refused(&repo, 5, "WAL replay is paused on the standby");
     standby.psql("postgres", "SELECT pg_wal_replay_resume()");
+}
+
+/// What `sql` answers on a restored copy: restores the newest base backup
+/// (and its chain) with all archived WAL into a new dir, starts it,
+/// queries it, stops it. Returns the query's output and the restore report.
+fn restore_latest(repo: &Repo, name: &str, db: &str, sql: &str) -> (String, serde_json::Value) {
+    let dir = pg_scratch_dir(name).join("data");
+    let port = common::free_port();
+    let stop = dir.clone();
+    common::at_exit(move || {
+        let _ = as_pg("pg_ctl")
+            .arg("-D")
+            .arg(&stop)
+            .args(["stop", "-m", "immediate"])
+            .output();
+    });
+    let (dir_s, port_s) = (dir.display().to_string(), port.to_string());
+    let out = repo.strata(&[
+        "--json",
+        "restore",
+        "main",
+        "--target-dir",
+        &dir_s,
+        "--latest",
+        "--archive-mode",
+        "off",
+        "--start",
+        "--port",
+        &port_s,
+    ]);
+    let log = fs::read_to_string(dir.join("strata-restore.log")).unwrap_or_default();
+    assert!(out.status.success(), "restore: {}\n{log}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let q = Command::new(pg_bin_dir().join("psql"))
+        .args([
+            "-X",
+            "-A",
+            "-t",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-p",
+            &port_s,
+        ])
+        .args(["-d", db, "-c", sql])
+        .output()
+        .unwrap();
+    assert!(q.status.success(), "{}", text(&q));
+    let _ = as_pg("pg_ctl")
+        .arg("-D")
+        .arg(&dir)
+        .args(["stop", "-m", "fast"])
+        .output();
+    (
+        String::from_utf8_lossy(&q.stdout).trim().to_string(),
+        report,
+    )
+}
+
+/// Waits until the primary's current WAL is archived.
+fn archive_all(pg: &PgCluster) {
+    // some WAL in the current segment, or the switch does nothing
+    pg.psql("postgres", "SELECT pg_create_restore_point('archive_all')");
+    let last = pg.psql(
+        "postgres",
+        "SELECT pg_walfile_name(pg_current_wal_insert_lsn())",
+    );
+    pg.psql("postgres", "SELECT pg_switch_wal()");
+    pg.wait_for(
+        "postgres",
+        &format!("SELECT coalesce(last_archived_wal, '') >= '{last}' FROM pg_stat_archiver"),
+        "t",
+        Duration::from_secs(60),
+    );
+}
+
+const CONTENT: &str = "SELECT (SELECT count(*) || ':' || md5(string_agg(g::text || v, ',' ORDER BY g)) FROM grow) \
+    || '|' || (SELECT count(*) || ':' || sum(g) FROM shrink) \
+    || '|' || (SELECT count(*) FROM pg_class WHERE relname = 'dropme') \
+    || '|' || (SELECT count(*) FROM pg_database WHERE datname = 'newdb')";
+
+/// Issue 18 (method blocks, end to end with the restore side): a full and
+/// three incrementals across a table that grew, one truncated by VACUUM,
+/// one dropped and a new database restore to exactly the source's rows.
+#[test]
+fn a_blocks_chain_restores_exactly() {
+    let repo = Repo::new("incr-chain");
+    let pg = repo.start_archiving("incr-chain", &[]);
+    pg.psql(
+        "postgres",
+        "CREATE TABLE grow (g int, v text); INSERT INTO grow SELECT g, 'a' FROM generate_series(1, 2000) g; \
+         CREATE TABLE shrink AS SELECT g FROM generate_series(1, 50000) g; \
+         CREATE TABLE dropme AS SELECT g FROM generate_series(1, 5000) g",
+    );
+    pg.psql("postgres", "VACUUM FREEZE");
+    let full = repo.base_backup(&["--incremental"]);
+    pg.psql(
+        "postgres",
+        "INSERT INTO grow SELECT g, 'b' FROM generate_series(2001, 30000) g; \
+         DELETE FROM shrink WHERE g > 100",
+    );
+    pg.psql("postgres", "VACUUM shrink");
+    let one = repo.base_backup(&["--incremental"]);
+    pg.psql("postgres", "DROP TABLE dropme");
+    pg.psql("postgres", "CREATE DATABASE newdb");
+    pg.psql(
+        "newdb",
+        "CREATE TABLE n AS SELECT g FROM generate_series(1, 777) g",
+    );
+    let two = repo.base_backup(&["--incremental"]);
+    pg.psql("postgres", "UPDATE grow SET v = 'c' WHERE g % 97 = 0");
+    let three = repo.base_backup(&["--incremental"]);
+    let chain: Vec<&str> = [&full, &one, &two]
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        three["incremental"]["chain"],
+        serde_json::json!(chain),
+        "{three}"
+    );
+    assert_eq!(three["incremental"]["method"], "blocks", "{three}");
+    let expected = pg.psql("postgres", CONTENT);
+    assert!(expected.ends_with("|0|1"), "{expected}");
+    archive_all(&pg);
+    let (got, report) = restore_latest(&repo, "incr-chain-restore", "postgres", CONTENT);
+    assert_eq!(got, expected, "{report}");
+    assert_eq!(
+        report.to_string().matches("\"method\":\"blocks\"").count(),
+        3,
+        "{report}"
+    );
+    let (n, _) = restore_latest(&repo, "incr-chain-newdb", "newdb", "SELECT count(*) FROM n");
+    assert_eq!(n, "777");
 }

@@ -445,10 +445,21 @@ fn write_missing_config(dir: &Path) -> Result<()> {
 
 /// `recovery.signal`, and the restore command and target appended to
 /// `postgresql.auto.conf` (later lines win over earlier ones).
+///
+/// A backup read from a standby (`backup_from`) holds the standby's
+/// `standby.signal` and, in `postgresql.auto.conf`, its `primary_conninfo`:
+/// the copy would start as a replica of the production primary, stream
+/// from it and never promote. Both are neutralised.
 fn write_recovery_conf(dir: &Path, opts: &RestoreOptions) -> Result<()> {
     write_missing_config(dir)?;
+    match std::fs::remove_file(dir.join("standby.signal")) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e.into()),
+    }
     std::fs::write(dir.join("recovery.signal"), "")?;
     let mut text = String::from("\n# added by strata restore\n");
+    text.push_str("primary_conninfo = ''  # a copy never streams from the source\n");
     text.push_str(&format!(
         "restore_command = {}\n",
         conf_quote(&opts.restore_command)
