@@ -58,6 +58,9 @@ pub async fn tier_source(cfg: &Config, tier: &Tier, source: &str) -> Result<Back
             recipients: &recipients,
             reporter: &reporter,
             pin: None,
+            incremental: (tier.kind == TierKind::Base)
+                .then_some(tier.incremental)
+                .flatten(),
         };
         backup_locked(&ctx, src, Some(tier.name.clone()), tier.kind).await
     }

@@ -29,15 +29,24 @@ async fn dispatch(cli: Cli) -> Result<u8, Error> {
             BackupRequest::Point { source, label } => {
                 commands::backup::point(&g, &source, &label, json).await
             }
-            BackupRequest::Backup { source, tier, kind } => {
-                commands::backup::run_kind(&g, source.as_deref(), tier, kind, json).await
+            BackupRequest::Backup {
+                source,
+                tier,
+                kind,
+                incremental,
+            } => {
+                commands::backup::run_kind(&g, source.as_deref(), tier, kind, incremental, json)
+                    .await
             }
             BackupRequest::Labelled {
                 sources,
                 tier,
                 kind,
+                incremental,
                 pin,
-            } => commands::backup::labelled(&g, &sources, tier, kind, &pin, json).await,
+            } => {
+                commands::backup::labelled(&g, &sources, tier, kind, incremental, &pin, json).await
+            }
         },
         Command::List(a) => {
             commands::list::run(&g, a.source.as_deref(), a.label.as_deref(), json).await

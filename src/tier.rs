@@ -132,6 +132,10 @@ pub struct Tier {
     /// `copy_to`: repositories (by name) each backup is copied to once
     /// committed; for a `wal` tier, where `wal push` pushes each file too.
     pub copy_to: Vec<String>,
+    /// Base tiers with `incremental = true`: `Some(max_chain)`, the most
+    /// backups a restore applies (the full and the incrementals on it);
+    /// `None`: every backup is full.
+    pub incremental: Option<u32>,
 }
 
 /// A tier's `object_lock`: the mode, and how long each backup's objects

@@ -7,6 +7,16 @@ use std::thread::JoinHandle;
 
 use url::Url;
 
+/// A backup id for people, with the chain an incremental base backup
+/// restores through: `I2 (chain F → I1 → I2)`.
+pub fn with_chain(backup: &str, chain: &[String]) -> String {
+    if chain.is_empty() {
+        backup.to_string()
+    } else {
+        format!("{backup} (chain {})", chain.join(" → "))
+    }
+}
+
 /// `1.5 GiB`-style sizes for people.
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];

@@ -403,3 +403,78 @@ fn base_backup_locks_its_wal_as_long_as_itself() {
     assert!(until(&early_key) < before + Duration::days(2), "{locks:?}");
     assert!(until(&format!("{early_key}.json")) < before + Duration::days(2));
 }
+
+/// Issue 18 item 3: an incremental base backup under a tier's object lock
+/// locks every backup of its chain (data, basis and manifest) as long as
+/// itself, although the full was written under a shorter lock.
+#[test]
+fn incremental_base_backup_locks_its_chain_as_long_as_itself() {
+    use common::pg::{PgCluster, PgOptions, chown_to_pg, pg_scratch_dir};
+    let m = moto();
+    m.create_bucket("strata-chain-locked", true);
+    let pg_dir = pg_scratch_dir("object-lock-chain");
+    let pg_cfg = pg_dir.join("strata.toml");
+    let pg = PgCluster::start(PgOptions {
+        extra_conf: vec![
+            "archive_mode = on".into(),
+            format!(
+                "archive_command = '{} --config {} wal push --source app %p'",
+                common::strata_bin().display(),
+                pg_cfg.display()
+            ),
+        ],
+        name: "object-lock-chain",
+        env: m.env_vars(),
+    });
+    let s = Strata::with_repo(
+        "object-lock-chain",
+        RepoSpec::S3 {
+            endpoint: m.endpoint.clone(),
+            bucket: "strata-chain-locked".into(),
+            prefix: "repo".into(),
+            env: m.env_vars(),
+        },
+        &[("app", pg.url("postgres"))],
+    );
+    add_tiers(
+        &s,
+        "\n[tiers.weekly]\nkind = \"base\"\nkeep_within = \"1d\"\nobject_lock = \"governance\"\n\
+         \n[tiers.nightly]\nkind = \"base\"\nincremental = true\nkeep_within = \"30d\"\nobject_lock = \"governance\"\n",
+    );
+    s.init();
+    fs::copy(&s.config, &pg_cfg).unwrap();
+    chown_to_pg(&pg_dir);
+    pg.psql(
+        "postgres",
+        "CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g",
+    );
+    let before = Utc::now();
+    let full = s.run(&["--json", "backup", "app", "--tier", "weekly"]).ok();
+    let full = full.json();
+    let full_id = full["id"].as_str().unwrap();
+    pg.psql("postgres", "INSERT INTO t VALUES (0)");
+    let inc = s
+        .run(&["--json", "backup", "app", "--tier", "nightly"])
+        .ok();
+    let inc = inc.json();
+    assert_eq!(inc["incremental"]["parent"], full_id, "{inc}");
+
+    let locks = m.locks("strata-chain-locked", "repo/");
+    let until = |key: &str| -> DateTime<Utc> {
+        let l = locks
+            .iter()
+            .find(|l| l.0 == key)
+            .unwrap_or_else(|| panic!("{key} not locked: {locks:?}"));
+        l.2.parse().unwrap()
+    };
+    for key in [
+        format!("repo/backups/app/{full_id}/base.tar"),
+        format!("repo/backups/app/{full_id}/basis.json"),
+        format!("repo/manifests/app/{full_id}.json"),
+    ] {
+        assert!(
+            until(&key) > before + Duration::days(29),
+            "{key}: {locks:?}"
+        );
+    }
+}

@@ -284,6 +284,13 @@ pub struct BaseInfo {
     /// a full one (and in manifests older than incremental backups).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub incremental: Option<Incremental>,
+    /// SHA-256 (hex) of the backup's basis object (`basis.json`: its
+    /// `backup_manifest` without file checksums, stored in plain so that
+    /// the next incremental can be taken on a host with only public keys;
+    /// see `sources::postgres::base::basis`). Absent in manifests written
+    /// before incremental backups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basis_sha256: Option<String>,
 }
 
 /// How an incremental base backup found the blocks it stores.
@@ -348,6 +355,15 @@ pub struct PlainWalRange {
     /// content. Empty for a full backup.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub chain: Vec<String>,
+    /// The cluster's system identifier, so that the next incremental finds
+    /// its parent among backups of the same cluster without the identity
+    /// (a number PostgreSQL draws at initdb; it reveals no content).
+    /// Absent in manifests written before incremental backups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_identifier: Option<String>,
+    /// How an incremental found its blocks (`list` shows it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<IncrementalMethod>,
 }
 
 impl PlainWalRange {
@@ -362,7 +378,22 @@ impl PlainWalRange {
                 .as_ref()
                 .map(|i| i.chain.clone())
                 .unwrap_or_default(),
+            system_identifier: Some(base.system_identifier.clone()),
+            method: base.incremental.as_ref().map(|i| i.method),
         }
+    }
+
+    /// Whether this plain copy agrees with the sealed `base`. A manifest
+    /// written before the plain system identifier lacks it: that is no
+    /// alteration.
+    pub fn matches(&self, base: Option<&BaseInfo>) -> bool {
+        let Some(mut sealed) = base.map(PlainWalRange::of) else {
+            return false;
+        };
+        if self.system_identifier.is_none() {
+            sealed.system_identifier = None;
+        }
+        *self == sealed
     }
 }
 
@@ -437,7 +468,9 @@ impl ManifestFile {
                 "manifest {key}: the plain summary does not match the sealed manifest (it was altered)"
             )));
         }
-        if self.wal.is_some() && self.wal != m.base.as_ref().map(PlainWalRange::of) {
+        if let Some(wal) = &self.wal
+            && !wal.matches(m.base.as_ref())
+        {
             return Err(Error::integrity(format!(
                 "manifest {key}: the plain WAL range does not match the sealed manifest (it was altered)"
             )));

@@ -559,11 +559,19 @@ impl Repository {
     }
 
     /// Deletes a backup: manifest first (it stops existing), then its data,
-    /// so an interrupted delete leaves only removable leftovers.
+    /// so an interrupted delete leaves only removable leftovers. Data the
+    /// manifest does not list (a base backup's plain basis) goes too.
     pub async fn delete_backup(&self, entry: &Entry) -> Result<()> {
         self.storage.delete(&entry.manifest_key).await?;
         for o in &entry.summary().objects {
             self.storage.delete(&o.key).await?;
+        }
+        let s = entry.summary();
+        if s.kind == "base" {
+            let prefix = Self::data_prefix(&s.source, &s.id);
+            for o in self.storage.list(&prefix).await? {
+                self.storage.delete(&o.key).await?;
+            }
         }
         Ok(())
     }

@@ -142,6 +142,10 @@ pub struct BackupArgs {
     /// [default: the tier's kind, else dump]
     #[arg(long, value_name = "KIND", value_parser = ["dump", "base", "point"])]
     pub kind: Option<String>,
+    /// With --kind base: store only what changed since the newest base backup
+    /// of the cluster (full when there is none, or its chain is at max_chain)
+    #[arg(long)]
+    pub incremental: bool,
     /// Label the backups as one set (1 to 63 letters, digits, '.', '_', '-'; once per
     /// source), restorable with --backup label:NAME; with --kind point, the restore
     /// point's name (restore it with --to-name)
@@ -495,6 +499,8 @@ pub enum BackupRequest {
         source: Option<String>,
         tier: Option<String>,
         kind: Option<crate::tier::TierKind>,
+        /// `--incremental` (base backups).
+        incremental: bool,
     },
     /// `--label L`: one backup of each of `sources` (every source when
     /// empty), each recorded with `pin` (issue 19 item 4).
@@ -502,6 +508,7 @@ pub enum BackupRequest {
         sources: Vec<String>,
         tier: Option<String>,
         kind: Option<crate::tier::TierKind>,
+        incremental: bool,
         pin: crate::catalog::Pin,
     },
 }
@@ -518,11 +525,19 @@ impl BackupArgs {
             mut sources,
             tier,
             kind,
+            incremental,
             label,
             note,
             keep_for,
             keep_until,
         } = self;
+        if incremental && matches!(kind.as_deref(), Some("dump" | "point")) {
+            return Err(Error::usage(format!(
+                "--incremental is for base backups, not --kind {}",
+                kind.unwrap_or_default()
+            ))
+            .hint("strata backup SOURCE --kind base --incremental"));
+        }
         if kind.as_deref() == Some("point") {
             let pin_flags = note.is_some() || keep_for.is_some() || keep_until.is_some();
             return match (sources.len(), label, tier, pin_flags) {
@@ -555,6 +570,7 @@ impl BackupArgs {
                 source: sources.pop(),
                 tier,
                 kind,
+                incremental,
             });
         };
         crate::catalog::points::check_label(&label)?;
@@ -597,6 +613,7 @@ impl BackupArgs {
             sources,
             tier,
             kind,
+            incremental,
             pin: crate::catalog::Pin {
                 label,
                 note,
@@ -797,7 +814,8 @@ mod tests {
             BackupRequest::Backup {
                 source: Some("main".into()),
                 tier: None,
-                kind: None
+                kind: None,
+                incremental: false
             }
         );
         assert_eq!(
@@ -805,7 +823,8 @@ mod tests {
             BackupRequest::Backup {
                 source: None,
                 tier: Some("daily".into()),
-                kind: Some(TierKind::Base)
+                kind: Some(TierKind::Base),
+                incremental: false
             }
         );
         assert_eq!(
@@ -813,7 +832,8 @@ mod tests {
             BackupRequest::Backup {
                 source: Some("main".into()),
                 tier: None,
-                kind: Some(TierKind::Dump)
+                kind: Some(TierKind::Dump),
+                incremental: false
             }
         );
         assert_eq!(
@@ -823,6 +843,22 @@ mod tests {
                 label: "before-upgrade".into()
             }
         );
+        assert_eq!(
+            backup(&["main", "--kind", "base", "--incremental"]).unwrap(),
+            BackupRequest::Backup {
+                source: Some("main".into()),
+                tier: None,
+                kind: Some(TierKind::Base),
+                incremental: true
+            }
+        );
+        for kind in ["dump", "point"] {
+            let e = backup(&["main", "--kind", kind, "--incremental", "--label", "l"]).unwrap_err();
+            assert_eq!(
+                usage(e),
+                format!("--incremental is for base backups, not --kind {kind}")
+            );
+        }
     }
 
     #[test]
@@ -875,6 +911,7 @@ mod tests {
                 sources: vec![],
                 tier: None,
                 kind: None,
+                incremental: false,
                 pin: pin(
                     "deploy-v3.2.0",
                     Some("before the orders migration"),
@@ -896,6 +933,7 @@ mod tests {
                 sources: vec!["main".into(), "cache".into()],
                 tier: None,
                 kind: None,
+                incremental: false,
                 pin: pin("l", None, Some("2026-12-01T00:00:00Z")),
             }
         );
@@ -906,6 +944,7 @@ mod tests {
                 sources: vec!["main".into()],
                 tier: None,
                 kind: Some(TierKind::Base),
+                incremental: false,
                 pin: pin("l", None, None),
             }
         );

@@ -29,7 +29,7 @@ pub async fn run(
     tier: Option<String>,
     json: bool,
 ) -> Result<u8> {
-    run_kind(g, source, tier, None, json).await
+    run_kind(g, source, tier, None, false, json).await
 }
 
 /// [`run`] with an explicit `--kind` (`dump` or `base`); without one, a
@@ -39,6 +39,7 @@ pub async fn run_kind(
     source: Option<&str>,
     tier: Option<String>,
     kind: Option<TierKind>,
+    incremental: bool,
     json: bool,
 ) -> Result<u8> {
     let cfg = g.config()?;
@@ -100,6 +101,7 @@ pub async fn run_kind(
         }
     };
     let kind = backup_kind(kind, tier_def)?;
+    let incremental = incremental_of(kind, incremental, tier_def)?;
     let reporter = Reporter::new(Mode::detect(json));
     let ctx = BackupContext {
         repo: &repo,
@@ -107,6 +109,7 @@ pub async fn run_kind(
         recipients: &recipients,
         reporter: &reporter,
         pin: None,
+        incremental,
     };
 
     if source.is_some() {
@@ -169,6 +172,23 @@ fn backup_kind(explicit: Option<TierKind>, tier: Option<&Tier>) -> Result<TierKi
         (None, None) => TierKind::Dump,
     };
     Ok(kind)
+}
+
+/// `BackupContext::incremental`: `--incremental` or the tier's
+/// `incremental = true`, with the tier's `max_chain`; only for base backups.
+fn incremental_of(kind: TierKind, asked: bool, tier: Option<&Tier>) -> Result<Option<u32>> {
+    if asked && kind != TierKind::Base {
+        return Err(Error::usage(format!(
+            "--incremental is for base backups; this backup is of kind {}",
+            kind.as_str()
+        ))
+        .hint("add --kind base, or drop --incremental"));
+    }
+    Ok(match tier.and_then(|t| t.incremental) {
+        Some(max_chain) => Some(max_chain),
+        None if asked => Some(crate::sources::postgres::base::DEFAULT_MAX_CHAIN),
+        None => None,
+    })
 }
 
 /// Refuses tiers whose kind cannot run yet, and tiers covering nothing.
@@ -242,6 +262,7 @@ pub async fn labelled(
     names: &[String],
     tier: Option<String>,
     kind: Option<TierKind>,
+    incremental: bool,
     pin: &Pin,
     json: bool,
 ) -> Result<u8> {
@@ -271,6 +292,7 @@ pub async fn labelled(
         )));
     }
     let kind = backup_kind(kind, tier_def)?;
+    let incremental = incremental_of(kind, incremental, tier_def)?;
     if kind == TierKind::Base
         && let Some(s) = sources.iter().find(|s| s.kind != SourceKind::Postgres)
     {
@@ -321,6 +343,7 @@ pub async fn labelled(
         recipients: &recipients,
         reporter: &reporter,
         pin: Some(pin),
+        incremental,
     };
     let results = back_up_each(&ctx, &cfg, &sources, tier.as_deref(), kind, json).await;
     let code = exit_code(&results);

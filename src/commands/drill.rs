@@ -287,7 +287,7 @@ fn print_human(r: &DrillReport) {
             s.source,
             s.kind,
             s.method.as_deref().unwrap_or("-"),
-            s.backup.as_deref().unwrap_or("-"),
+            crate::util::with_chain(s.backup.as_deref().unwrap_or("-"), &s.chain),
             secs(s.rto_seconds),
             secs(s.rto_target_seconds),
             secs(s.rpo_seconds),

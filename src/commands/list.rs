@@ -29,6 +29,18 @@ struct Row<'a> {
     label: Option<&'a str>,
     note: Option<&'a str>,
     keep_until: Option<chrono::DateTime<chrono::Utc>>,
+    /// An incremental base backup: its method and the backup it applies
+    /// on (absent for a full one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    incremental: Option<Incr<'a>>,
+}
+
+#[derive(Serialize)]
+struct Incr<'a> {
+    method: Option<&'a str>,
+    parent: &'a str,
+    /// Backups a restore applies, this one included.
+    chain_length: usize,
 }
 
 pub async fn run(g: &Globals, source: Option<&str>, label: Option<&str>, json: bool) -> Result<u8> {
@@ -61,6 +73,13 @@ pub async fn run(g: &Globals, source: Option<&str>, label: Option<&str>, json: b
                 label: s.label.as_deref(),
                 note: s.note.as_deref(),
                 keep_until: s.keep_until,
+                incremental: e.file.wal.as_ref().and_then(|w| {
+                    Some(Incr {
+                        method: w.method.map(|m| m.as_str()),
+                        parent: w.chain.last()?,
+                        chain_length: w.chain.len() + 1,
+                    })
+                }),
             }
         })
         .collect();
@@ -87,6 +106,15 @@ pub async fn run(g: &Globals, source: Option<&str>, label: Option<&str>, json: b
                 human_bytes(r.plain_size),
                 human_bytes(r.stored_size)
             );
+            if let Some(i) = &r.incremental {
+                println!(
+                    "{:<24} incremental ({}) on {}, a chain of {}",
+                    "",
+                    i.method.unwrap_or("?"),
+                    i.parent,
+                    i.chain_length
+                );
+            }
             if let Some(l) = r.label {
                 let mut line = format!("{:<24} label {l}", "");
                 if let Some(t) = r.keep_until {

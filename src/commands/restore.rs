@@ -221,7 +221,13 @@ pub async fn run_physical(g: &Globals, a: &PhysicalArgs) -> Result<u8> {
     let reporter = Reporter::new(Mode::detect(a.json));
     reporter.note(format!(
         "restore base backup {} of {} (ends {} at LSN {}) into {}; recovery target: {}",
-        chosen.entry.summary().id,
+        crate::util::with_chain(
+            chosen.entry.summary().id.as_str(),
+            &base::chain::steps(&chosen)
+                .into_iter()
+                .map(|s| s.backup)
+                .collect::<Vec<_>>()
+        ),
         a.source,
         chosen
             .base
@@ -281,6 +287,25 @@ pub async fn run_physical(g: &Globals, a: &PhysicalArgs) -> Result<u8> {
             report.target_dir,
             crate::util::human_bytes(report.bytes),
         );
+        if !report.chain.is_empty() {
+            let steps: Vec<String> = report
+                .chain
+                .iter()
+                .map(|c| match &c.applied {
+                    Some(a) => format!(
+                        "{} ({}: {} files patched, {} blocks, {} files written, {} removed)",
+                        c.backup,
+                        c.method,
+                        a.files_patched,
+                        a.blocks_written,
+                        a.files_written,
+                        a.removed
+                    ),
+                    None => format!("{} ({})", c.backup, c.method),
+                })
+                .collect();
+            println!("chain: {}", steps.join(" → "));
+        }
         println!(
             "recovery target: {} (timeline {})",
             report.recovery_target, a.timeline

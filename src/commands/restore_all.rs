@@ -153,7 +153,7 @@ fn print_line(r: &SourceResult, at: chrono::DateTime<Utc>, label: Option<&str>) 
             ""
         },
         r.method.as_deref().unwrap_or("-"),
-        r.backup.as_deref().unwrap_or("-"),
+        crate::util::with_chain(r.backup.as_deref().unwrap_or("-"), &r.chain),
         r.dir.as_deref().or(r.into.as_deref()).unwrap_or("-"),
         human_bytes(r.bytes),
         if let Some(l) = label {

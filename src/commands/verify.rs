@@ -26,6 +26,85 @@ struct BackupCheck {
     /// A Redis Cluster's backup read with --read-data: each shard's keys.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     shards: Vec<crate::sources::redis::cluster::verify::ShardCheck>,
+    /// An incremental base backup's chain (the full backup first).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    chain: Vec<String>,
+}
+
+/// Adds to each incremental base backup's check what is wrong with its
+/// chain (issue 18): a member missing, unreadable or failing its own
+/// checks fails every backup that needs it; with the identity, the links
+/// (parent, its start LSN, timeline, system identifier) are checked.
+/// Returns whether a chain is broken by more than its members' own
+/// failures (a member missing or unreadable, links that do not hold).
+fn chain_problems(
+    entries: &[crate::catalog::Entry],
+    unreadable: &[crate::catalog::Unreadable],
+    sealed: &std::collections::HashMap<String, crate::catalog::manifest::BaseInfo>,
+    checks: &mut [BackupCheck],
+) -> bool {
+    let mut broken = false;
+    let own: std::collections::HashMap<(String, String), bool> = checks
+        .iter()
+        .map(|c| ((c.source.clone(), c.id.clone()), c.ok))
+        .collect();
+    for (e, c) in entries.iter().zip(checks.iter_mut()) {
+        let chain = crate::retention::tiers::chain_of(e);
+        if chain.is_empty() {
+            continue;
+        }
+        let source = &e.summary().source;
+        // without the identity, the plain WAL ranges still tell a member of
+        // another timeline or cluster
+        let plain_link = |id: &str| -> Option<String> {
+            let m = entries
+                .iter()
+                .find(|m| m.summary().source == *source && m.summary().id.as_str() == id)?;
+            if m.summary().kind != "base" {
+                return Some(format!(
+                    "is a {} backup, not a base backup",
+                    m.summary().kind
+                ));
+            }
+            // a base backup of a strata older than the plain range says nothing
+            let (mine, theirs) = (e.file.wal.as_ref()?, m.file.wal.as_ref()?);
+            if theirs.timeline != mine.timeline {
+                return Some(format!(
+                    "is on timeline {}, this backup on {}",
+                    theirs.timeline, mine.timeline
+                ));
+            }
+            match (&theirs.system_identifier, &mine.system_identifier) {
+                (Some(a), Some(b)) if a != b => Some(format!(
+                    "is of the cluster with system identifier {a}, this backup of {b}"
+                )),
+                _ => None,
+            }
+        };
+        let problem = |id: &str| match own.get(&(source.clone(), id.to_string())) {
+            Some(true) => plain_link(id),
+            Some(false) => Some("fails its own checks".to_string()),
+            None if unreadable
+                .iter()
+                .any(|u| u.id().is_some_and(|u| u.as_str() == id)) =>
+            {
+                Some("has a manifest that cannot be read".to_string())
+            }
+            None => Some("is missing".to_string()),
+        };
+        let links: Option<Vec<(&str, &crate::catalog::manifest::BaseInfo)>> = chain
+            .iter()
+            .map(String::as_str)
+            .chain(std::iter::once(c.id.as_str()))
+            .map(|id| sealed.get(id).map(|b| (id, b)))
+            .collect();
+        let found = crate::sources::postgres::base::chain::verify(chain, problem, links.as_deref());
+        c.chain = chain.to_vec();
+        c.ok &= found.is_empty();
+        broken |= found.iter().any(|p| !p.ends_with("fails its own checks"));
+        c.problems.extend(found);
+    }
+    broken
 }
 
 #[derive(Serialize)]
@@ -269,6 +348,9 @@ pub async fn run(g: &Globals, source: Option<&str>, read_data: bool, json: bool)
     // when decryption is all that failed, exit with the crypto code so
     // the operator fixes the key instead of chasing damaged backups.
     let mut only_crypto_failed = unreadable.is_empty();
+    // with the identity: each base backup's sealed facts, for the links of
+    // the chains that name it
+    let mut sealed_bases = std::collections::HashMap::new();
     for e in &entries {
         let s = e.summary();
         let mut problems = Vec::new();
@@ -333,6 +415,9 @@ pub async fn run(g: &Globals, source: Option<&str>, read_data: bool, json: bool)
                     }
                 }
                 Ok(m) => {
+                    if let Some(b) = &m.base {
+                        sealed_bases.insert(s.id.to_string(), b.clone());
+                    }
                     for rec in &m.objects {
                         // A logical Redis snapshot is also checked for its
                         // format (records, trailer counts and CRC).
@@ -367,36 +452,6 @@ pub async fn run(g: &Globals, source: Option<&str>, read_data: bool, json: bool)
             }
         }
         problems.extend(gap_problems);
-        if !json {
-            if problems.is_empty() {
-                println!(
-                    "ok      {} {} ({} objects{})",
-                    s.source,
-                    s.id,
-                    s.objects.len(),
-                    if read_data { ", data read" } else { "" }
-                );
-            } else {
-                for p in &problems {
-                    println!("FAILED  {} {}: {p}", s.source, s.id);
-                }
-            }
-            // a cluster's shards, as read
-            for c in &shard_checks {
-                for n in &c.notes {
-                    println!("note    {} {}: {n}", s.source, s.id);
-                }
-                if let Some(k) = c.keys_read {
-                    println!(
-                        "          shard {} (master {}, slots {}): {k} keys (recorded {})",
-                        c.shard,
-                        c.address,
-                        crate::sources::redis::cluster::show_ranges(&c.slots),
-                        c.keys_recorded
-                    );
-                }
-            }
-        }
         checks.push(BackupCheck {
             id: s.id.to_string(),
             source: s.source.clone(),
@@ -404,7 +459,48 @@ pub async fn run(g: &Globals, source: Option<&str>, read_data: bool, json: bool)
             ok: problems.is_empty(),
             problems,
             shards: shard_checks,
+            chain: Vec::new(),
         });
+    }
+    // a chain failing only because a member failed its own checks adds
+    // no cause of its own (a wrong key fails them all with exit 7)
+    only_crypto_failed &= !chain_problems(&entries, &unreadable, &sealed_bases, &mut checks);
+    if !json {
+        for c in &checks {
+            if c.problems.is_empty() {
+                println!(
+                    "ok      {} {} ({} objects{}{})",
+                    c.source,
+                    c.id,
+                    c.objects,
+                    if read_data { ", data read" } else { "" },
+                    if c.chain.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", chain of {} checked", c.chain.len())
+                    }
+                );
+            } else {
+                for p in &c.problems {
+                    println!("FAILED  {} {}: {p}", c.source, c.id);
+                }
+            }
+            // a cluster's shards, as read
+            for sh in &c.shards {
+                for n in &sh.notes {
+                    println!("note    {} {}: {n}", c.source, c.id);
+                }
+                if let Some(k) = sh.keys_read {
+                    println!(
+                        "          shard {} (master {}, slots {}): {k} keys (recorded {})",
+                        sh.shard,
+                        sh.address,
+                        crate::sources::redis::cluster::show_ranges(&sh.slots),
+                        sh.keys_recorded
+                    );
+                }
+            }
+        }
     }
     let mut wal_data = Vec::new();
     if let Some(ids) = &identities {
@@ -524,4 +620,79 @@ pub async fn run(g: &Globals, source: Option<&str>, read_data: bool, json: bool)
     } else {
         Kind::Integrity.exit_code()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::{Entry, ManifestFile, Unreadable};
+    use crate::retention::tiers::tests::{entry, incremental};
+
+    fn check(e: &Entry) -> BackupCheck {
+        BackupCheck {
+            id: e.summary().id.to_string(),
+            source: e.summary().source.clone(),
+            objects: 1,
+            ok: true,
+            problems: vec![],
+            shards: vec![],
+            chain: vec![],
+        }
+    }
+
+    fn run(entries: &[Entry], unreadable: &[Unreadable]) -> (bool, Vec<Vec<String>>) {
+        let mut checks: Vec<BackupCheck> = entries.iter().map(check).collect();
+        let broken = chain_problems(entries, unreadable, &Default::default(), &mut checks);
+        (broken, checks.into_iter().map(|c| c.problems).collect())
+    }
+
+    /// Issue 18: verify checks chains, without the identity too.
+    #[test]
+    fn a_chain_fails_by_its_missing_unreadable_or_foreign_member() {
+        let f = entry("app", None, "base", "2026-11-01T02:00:00Z");
+        let i1 = incremental(entry("app", None, "base", "2026-11-02T02:00:00Z"), &[&f]);
+        let i2 = incremental(
+            entry("app", None, "base", "2026-11-03T02:00:00Z"),
+            &[&f, &i1],
+        );
+        let (broken, p) = run(&[i2.clone(), i1.clone(), f.clone()], &[]);
+        assert!(!broken && p.iter().all(Vec::is_empty), "{p:?}");
+
+        let id1 = i1.summary().id.to_string();
+        let (broken, p) = run(&[i2.clone(), f.clone()], &[]);
+        assert!(broken);
+        assert_eq!(
+            p[0],
+            [format!(
+                "backup {id1} of its chain, which it needs, is missing"
+            )]
+        );
+        let unreadable = [Unreadable {
+            key: i1.manifest_key.clone(),
+            error: crate::error::Error::integrity("damaged"),
+        }];
+        let (_, p) = run(&[i2.clone(), f.clone()], &unreadable);
+        assert!(
+            p[0][0].ends_with("has a manifest that cannot be read"),
+            "{p:?}"
+        );
+
+        // a member of another timeline, told by the plain WAL ranges
+        let mut wal = i1.file.wal.clone().unwrap();
+        wal.timeline = 2;
+        let moved = Entry {
+            manifest_key: i1.manifest_key.clone(),
+            file: std::sync::Arc::new(ManifestFile {
+                summary: i1.file.summary.clone(),
+                sealed: String::new(),
+                wal: Some(wal),
+            }),
+        };
+        let (broken, p) = run(&[i2.clone(), moved, f.clone()], &[]);
+        assert!(broken);
+        assert!(
+            p[0][0].contains("is on timeline 2, this backup on 1"),
+            "{p:?}"
+        );
+    }
 }

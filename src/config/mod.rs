@@ -156,6 +156,10 @@ struct RawSource {
     archive_push_timeout: Option<Spanned<String>>,
     /// Redis: "auto" (default), "replication" or "logical".
     mode: Option<Spanned<String>>,
+    /// Postgres: base backups read from this streaming standby.
+    backup_from: Option<Spanned<String>>,
+    /// Postgres: the most replay lag `backup_from` may have (a size).
+    backup_from_max_lag: Option<Spanned<String>>,
 }
 
 /// A source's `restore_to`: a PostgreSQL data directory, or the Redis or
@@ -207,6 +211,11 @@ pub struct Source {
     pub archive_push: crate::sources::postgres::wal::push_async::AsyncSettings,
     /// Redis: how snapshots are taken (`mode`).
     pub redis_mode: crate::sources::redis::Mode,
+    /// Postgres: base backups read from this streaming standby of `url`'s
+    /// cluster (the primary carries no read load); `None`: from `url`.
+    pub backup_from: Option<Url>,
+    /// The most replay lag `backup_from` may have, in bytes of WAL.
+    pub backup_from_max_lag: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -418,6 +427,7 @@ impl Config {
                 Some(m) => crate::sources::redis::Mode::parse(m.get_ref())
                     .map_err(|why| bad(m.span(), &format!("sources.{name}.mode"), why))?,
             };
+            let (backup_from, backup_from_max_lag) = standby(&name, s.kind, &s, &bad)?;
             let rto_target = duration(&s.rto_target, "rto_target")?;
             let rpo_target = duration(&s.rpo_target, "rpo_target")?;
             let restore_to = match &s.restore_to {
@@ -485,6 +495,8 @@ impl Config {
                     rpo_target,
                     archive_push,
                     redis_mode,
+                    backup_from,
+                    backup_from_max_lag,
                 },
             );
         }
@@ -633,6 +645,59 @@ fn plain_type_names(msg: &str) -> String {
 
 pub(crate) fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// A postgres source's `backup_from` (a `postgres://` URL) and
+/// `backup_from_max_lag` (a size; default
+/// [`DEFAULT_MAX_LAG`](crate::sources::postgres::base::DEFAULT_MAX_LAG)).
+fn standby(
+    name: &str,
+    kind: SourceKind,
+    s: &RawSource,
+    bad: &dyn Fn(std::ops::Range<usize>, &str, String) -> Error,
+) -> Result<(Option<Url>, u64)> {
+    let key = |k: &str| format!("sources.{name}.{k}");
+    if kind != SourceKind::Postgres
+        && let Some(v) = s.backup_from.as_ref().or(s.backup_from_max_lag.as_ref())
+    {
+        return Err(bad(
+            v.span(),
+            &key("backup_from"),
+            format!(
+                "base backups from a standby are for postgres sources; this is a {} source",
+                kind.as_str()
+            ),
+        ));
+    }
+    let from = match &s.backup_from {
+        None => None,
+        Some(v) => {
+            let url = Url::parse(v.get_ref())
+                .map_err(|e| bad(v.span(), &key("backup_from"), format!("not a URL: {e}")))?;
+            if !matches!(url.scheme(), "postgres" | "postgresql") {
+                return Err(bad(
+                    v.span(),
+                    &key("backup_from"),
+                    "the standby's postgres://user@host:port/database".into(),
+                ));
+            }
+            Some(url)
+        }
+    };
+    let lag = match &s.backup_from_max_lag {
+        None => crate::sources::postgres::base::DEFAULT_MAX_LAG,
+        Some(_) if from.is_none() => {
+            let v = s.backup_from_max_lag.as_ref().expect("matched");
+            return Err(bad(
+                v.span(),
+                &key("backup_from_max_lag"),
+                "it limits the lag of backup_from, which is not set".into(),
+            ));
+        }
+        Some(v) => crate::sources::postgres::wal::push_async::parse_size(v.get_ref())
+            .map_err(|why| bad(v.span(), &key("backup_from_max_lag"), why))?,
+    };
+    Ok((from, lag))
 }
 
 /// Parses a source's `restore_to` for its kind.

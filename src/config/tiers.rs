@@ -41,6 +41,8 @@ pub struct RawTier {
     /// (a `wal` tier: where `wal push` pushes too); checked against
     /// `[repositories.*]` by the config.
     copy_to: Option<Spanned<Vec<Spanned<String>>>>,
+    incremental: Option<Spanned<bool>>,
+    max_chain: Option<Spanned<i64>>,
 }
 
 /// An included plan file: tiers only. The other top-level keys are
@@ -321,6 +323,7 @@ fn resolve(
         }
         copy_to.push(r.get_ref().clone());
     }
+    let incremental = incremental(file, name, kind, &raw)?;
 
     Ok(Tier {
         copy_to,
@@ -333,7 +336,52 @@ fn resolve(
         policy,
         defined_in: file.path.clone(),
         object_lock,
+        incremental,
     })
+}
+
+/// `incremental = true` (base tiers only) and its `max_chain` (2 to
+/// 1000, default [`DEFAULT_MAX_CHAIN`](crate::sources::postgres::base::DEFAULT_MAX_CHAIN)).
+fn incremental(file: &FileText, name: &str, kind: TierKind, raw: &RawTier) -> Result<Option<u32>> {
+    let key = |k: &str| format!("tiers.{name}.{k}");
+    let on = raw.incremental.as_ref().is_some_and(|v| *v.get_ref());
+    if let Some(v) = &raw.incremental
+        && *v.get_ref()
+        && kind != TierKind::Base
+    {
+        return Err(file.bad(
+            v.span(),
+            &key("incremental"),
+            format!(
+                "only base backups are incremental; this tier is of kind {}",
+                kind.as_str()
+            ),
+        ));
+    }
+    let max_chain = match &raw.max_chain {
+        None => crate::sources::postgres::base::DEFAULT_MAX_CHAIN,
+        Some(m) if !on => {
+            return Err(file.bad(
+                m.span(),
+                &key("max_chain"),
+                "max_chain limits chains of incremental backups: set incremental = true too",
+            ));
+        }
+        Some(m) => match u32::try_from(*m.get_ref()) {
+            Ok(n) if (2..=1000).contains(&n) => n,
+            _ => {
+                return Err(file.bad(
+                    m.span(),
+                    &key("max_chain"),
+                    format!(
+                        "{} is not between 2 and 1000 (the most backups a restore applies: the full and the incrementals on it)",
+                        m.get_ref()
+                    ),
+                ));
+            }
+        },
+    };
+    Ok(on.then_some(max_chain))
 }
 
 #[cfg(test)]
@@ -365,6 +413,87 @@ mod tier_tests {
 
     fn parse(text: &str) -> Result<Config> {
         Config::parse(Path::new("/etc/strata/strata.toml"), text)
+    }
+
+    #[test]
+    fn backup_from_a_standby() {
+        let c = parse(&text(
+            "\n[sources.db]\nkind = \"postgres\"\nurl = \"postgres://h/db\"\n\
+             backup_from = \"postgres://replica:5433/db\"\nbackup_from_max_lag = \"16MB\"\n",
+        ))
+        .unwrap();
+        let db = &c.sources["db"];
+        assert_eq!(
+            db.backup_from.as_ref().unwrap().as_str(),
+            "postgres://replica:5433/db"
+        );
+        assert_eq!(db.backup_from_max_lag, 16 << 20);
+        assert_eq!(
+            c.sources["app"].backup_from_max_lag,
+            crate::sources::postgres::base::DEFAULT_MAX_LAG
+        );
+        for (extra, why) in [
+            (
+                "\n[sources.db]\nkind = \"postgres\"\nurl = \"postgres://h/db\"\nbackup_from = \"redis://r\"\n",
+                "sources.db.backup_from: the standby's postgres://",
+            ),
+            (
+                "\n[sources.db]\nkind = \"postgres\"\nurl = \"postgres://h/db\"\nbackup_from_max_lag = \"1MB\"\n",
+                "sources.db.backup_from_max_lag: it limits the lag of backup_from, which is not set",
+            ),
+            (
+                "\n[sources.db]\nkind = \"postgres\"\nurl = \"postgres://h/db\"\nbackup_from = \"postgres://r/db\"\nbackup_from_max_lag = \"lots\"\n",
+                "sources.db.backup_from_max_lag:",
+            ),
+            (
+                "\n[sources.c]\nkind = \"redis\"\nurl = \"redis://h\"\nbackup_from = \"postgres://r/db\"\n",
+                "sources.c.backup_from: base backups from a standby are for postgres sources",
+            ),
+        ] {
+            let e = parse(&text(extra)).unwrap_err();
+            assert!(e.message.contains(why), "{}", e.message);
+        }
+    }
+
+    #[test]
+    fn incremental_base_tiers() {
+        let c = parse(&text(
+            "\n[tiers.daily]\nkind = \"base\"\nincremental = true\nmax_chain = 4\n\
+             [tiers.nightly]\nkind = \"base\"\nincremental = true\n[tiers.weekly]\nkind = \"base\"\n",
+        ))
+        .unwrap();
+        assert_eq!(c.tiers["daily"].incremental, Some(4));
+        assert_eq!(
+            c.tiers["nightly"].incremental,
+            Some(crate::sources::postgres::base::DEFAULT_MAX_CHAIN)
+        );
+        assert_eq!(c.tiers["weekly"].incremental, None);
+        for (extra, needle, why) in [
+            (
+                "\n[tiers.d]\nkind = \"dump\"\nincremental = true\n",
+                "incremental = true",
+                "tiers.d.incremental: only base backups are incremental; this tier is of kind dump",
+            ),
+            (
+                "\n[tiers.d]\nkind = \"base\"\nmax_chain = 3\n",
+                "max_chain",
+                "tiers.d.max_chain: max_chain limits chains of incremental backups",
+            ),
+            (
+                "\n[tiers.d]\nkind = \"base\"\nincremental = true\nmax_chain = 1\n",
+                "max_chain",
+                "tiers.d.max_chain: 1 is not between 2 and 1000",
+            ),
+        ] {
+            let t = text(extra);
+            let e = parse(&t).unwrap_err();
+            assert!(e.message.contains(why), "{}", e.message);
+            assert!(
+                e.message.contains(&format!("line {}", line(&t, needle))),
+                "{}",
+                e.message
+            );
+        }
     }
 
     #[test]
@@ -778,11 +907,19 @@ mod tier_tests {
                 ("daily", TierKind::Dump),
                 ("drill", TierKind::Drill),
                 ("hourly", TierKind::Snapshot),
+                ("incremental", TierKind::Base),
                 ("wal", TierKind::Wal),
                 ("weekly", TierKind::Base),
             ]
         );
         let within = |n: &str| c.tiers[n].policy.keep_within;
+        // issue 18 item 3: daily incrementals beside the weekly full
+        assert_eq!(
+            c.tiers["incremental"].incremental,
+            Some(crate::sources::postgres::base::DEFAULT_MAX_CHAIN)
+        );
+        assert_eq!(within("incremental"), Some(Duration::days(30)));
+        assert_eq!(c.tiers["weekly"].incremental, None);
         assert_eq!(within("wal"), Some(Duration::days(7)));
         assert_eq!(within("hourly"), Some(Duration::hours(24)));
         assert_eq!(within("daily"), Some(Duration::days(30)));

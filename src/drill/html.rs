@@ -138,7 +138,10 @@ pub fn render(r: &DrillReport, history: &[DrillSummary]) -> String {
             esc(&s.source),
             esc(&s.kind),
             esc(s.method.as_deref().unwrap_or("–")),
-            esc(s.backup.as_deref().unwrap_or("–")),
+            esc(&crate::util::with_chain(
+                s.backup.as_deref().unwrap_or("–"),
+                &s.chain
+            )),
             secs(s.rto_seconds),
             secs(s.rto_target_seconds),
             met(s.rto_met()),

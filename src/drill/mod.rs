@@ -110,6 +110,7 @@ async fn drill_source(
     };
     sr.method = Some(plan.method.as_str().into());
     sr.backup = Some(plan.backup_id());
+    sr.chain = plan.chain();
     sr.restorable_point = Some(plan.restorable_point);
     sr.rpo_seconds = Some(plan.skew_seconds());
     sr.bytes = plan.bytes;

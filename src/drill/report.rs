@@ -55,6 +55,10 @@ pub struct SourceReport {
     /// `base+wal`, `dump`, `snapshot`, `export`.
     pub method: Option<String>,
     pub backup: Option<String>,
+    /// An incremental base backup's chain, the full backup first and
+    /// `backup` last (issue 18: the drill report shows the chain used).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chain: Vec<String>,
     pub passed: bool,
     /// Not drilled (a source kind the drill cannot restore yet).
     #[serde(default)]
@@ -87,6 +91,7 @@ impl SourceReport {
             kind: kind.into(),
             method: None,
             backup: None,
+            chain: vec![],
             passed: false,
             skipped: false,
             error: None,

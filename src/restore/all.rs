@@ -45,6 +45,9 @@ pub struct SourceResult {
     pub ok: bool,
     pub method: Option<String>,
     pub backup: Option<String>,
+    /// An incremental base backup's chain, the full backup first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub chain: Vec<String>,
     /// The directory restored into (PostgreSQL data directory, dump files,
     /// `dump.rdb`, export files).
     pub dir: Option<String>,
@@ -138,6 +141,7 @@ pub async fn restore_all(
             ok: false,
             method: None,
             backup: None,
+            chain: vec![],
             dir: match &dest {
                 Some(RestoreTo::Dir(d)) => Some(d.display().to_string()),
                 _ => None,
@@ -177,6 +181,7 @@ pub async fn restore_all(
             };
             r.method = Some(plan.method.as_str().into());
             r.backup = Some(plan.backup_id());
+            r.chain = plan.chain();
             r.restored_to = Some(plan.restorable_point);
             r.skew_seconds = Some(plan.skew_seconds());
             r.bytes = plan.bytes;

@@ -86,7 +86,9 @@ pub async fn choose_base(
     };
     let id = chosen.as_ref().ok().map(|c| &c.entry.summary().id);
     crate::catalog::refuse_unreadable(source, "base", &unreadable, id, upto)?;
-    let chosen = chosen?;
+    let mut chosen = chosen?;
+    // an incremental: its chain opened and checked before anything is read
+    crate::sources::postgres::base::chain::resolve(repo, &mut chosen, identities).await?;
     pitr::check_live_timelines(&chosen, timeline, &listing)?;
     let newest_start = check_wal(&listing, &chosen, &choice, timeline)?;
     if let RecoveryTarget::Time(t) = target

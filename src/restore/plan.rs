@@ -23,6 +23,7 @@ use crate::catalog::{Entry, Repository, pick};
 use crate::config::{Source, SourceKind};
 use crate::error::{Error, Result};
 use crate::keys::Identity;
+use crate::sources::postgres::base::chain;
 use crate::sources::postgres::pitr::{self, Candidate, RecoveryTarget};
 use crate::sources::postgres::wal::archive::{WalArchive, WalListing};
 use crate::sources::postgres::wal::{Lsn, SegmentName, SegmentSize, Timeline};
@@ -188,6 +189,15 @@ impl Plan {
     pub fn backup_id(&self) -> String {
         self.entry.summary().id.to_string()
     }
+
+    /// An incremental base backup's chain, the full backup first and the
+    /// plan's backup last; empty for any other backup.
+    pub fn chain(&self) -> Vec<String> {
+        self.base
+            .as_ref()
+            .map(|c| chain::steps(c).into_iter().map(|s| s.backup).collect())
+            .unwrap_or_default()
+    }
 }
 
 /// Chooses what to restore for `src` at `point`.
@@ -291,12 +301,13 @@ async fn plan_base(
         Point::Time(t) => RecoveryTarget::Time(t),
         Point::Latest => RecoveryTarget::Latest,
     };
-    let chosen = pitr::choose(
+    let mut chosen = pitr::choose(
         cands,
         &wanted,
         pitr::TimelineTarget::Latest,
         &listing.switches,
     )?;
+    chain::resolve(repo, &mut chosen, identities).await?;
     let (target, restorable) = match point {
         Point::Time(t) if archived_until.is_some_and(|a| a >= t) => (RecoveryTarget::Time(t), t),
         // The archive ends before T: replay all of it, and say how far
@@ -315,7 +326,7 @@ async fn plan_base(
     Ok(Plan {
         source: src.clone(),
         method: Method::BaseWal,
-        bytes: chosen.record.plain_size + wal.as_ref().map_or(0, |w| w.bytes),
+        bytes: chain::bytes(&chosen) + wal.as_ref().map_or(0, |w| w.bytes),
         entry: chosen.entry.clone(),
         restorable_point: restorable,
         base: Some(chosen),
@@ -353,9 +364,10 @@ pub async fn labelled(
         (SourceKind::Redis, _) => Ok(simple(Method::Snapshot)),
         (SourceKind::Chroma, _) => Ok(simple(Method::Export)),
         (SourceKind::Postgres, "base") => {
-            let chosen = pitr::candidates(std::slice::from_ref(&entry), identities)?
+            let mut chosen = pitr::candidates(std::slice::from_ref(&entry), identities)?
                 .pop()
                 .expect("a base backup is a candidate");
+            chain::resolve(repo, &mut chosen, identities).await?;
             let stop: Lsn = chosen.base.stop_lsn.parse().map_err(|_| {
                 Error::integrity(format!(
                     "base backup {} records a bad stop LSN {:?}",
@@ -371,7 +383,7 @@ pub async fn labelled(
             Ok(Plan {
                 source: src.clone(),
                 method: Method::BaseWal,
-                bytes: chosen.record.plain_size + wal.as_ref().map_or(0, |w| w.bytes),
+                bytes: chain::bytes(&chosen) + wal.as_ref().map_or(0, |w| w.bytes),
                 entry: chosen.entry.clone(),
                 restorable_point: end,
                 base: Some(chosen),

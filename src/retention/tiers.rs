@@ -18,7 +18,11 @@
 //!   tier's policy (issue 19 item 4). A labelled backup without a keep
 //!   date is like any other: its tier decides, and without one it is kept;
 //! - the newest backup of each source is never deleted: retention keeps
-//!   it, and [`super::apply::apply`] checks again before every delete.
+//!   it, and [`super::apply::apply`] checks again before every delete;
+//! - a backup that a kept incremental base backup needs (its plain
+//!   `chain`, readable without the identity) is kept whatever its own
+//!   tier says, with the reason "needed by incremental X" (issue 18
+//!   item 3): a backup is only as complete as its chain.
 
 use std::collections::BTreeMap;
 
@@ -229,7 +233,50 @@ pub fn plan(tiers: &BTreeMap<String, Tier>, entries: &[Entry], now: DateTime<Utc
             pinned: false,
         });
     }
+    keep_chains(entries, &mut groups);
     groups
+}
+
+/// The chain of an incremental base backup (`entries[i]`): the ids of the
+/// backups it needs, from its plain manifest part.
+pub(crate) fn chain_of(e: &Entry) -> &[String] {
+    e.file.wal.as_ref().map_or(&[], |w| w.chain.as_slice())
+}
+
+/// Turns the deletion of every backup a kept incremental needs into a
+/// keep, saying which incremental needs it (the newest, when several do).
+/// One pass suffices: a chain names every ancestor, not only the parent.
+fn keep_chains(entries: &[Entry], groups: &mut [Group]) {
+    let mut needed: BTreeMap<(&str, &str), (DateTime<Utc>, &str, usize)> = BTreeMap::new();
+    let kept = groups
+        .iter()
+        .flat_map(|g| g.backups.iter())
+        .filter(|d| d.action == Action::Keep);
+    for d in kept {
+        let e = &entries[d.entry];
+        for id in chain_of(e) {
+            let n = needed
+                .entry((e.summary().source.as_str(), id.as_str()))
+                .or_insert((d.started, e.summary().id.as_str(), 0));
+            if d.started > n.0 {
+                (n.0, n.1) = (d.started, e.summary().id.as_str());
+            }
+            n.2 += 1;
+        }
+    }
+    for d in groups
+        .iter_mut()
+        .flat_map(|g| g.backups.iter_mut())
+        .filter(|d| d.action == Action::Delete)
+    {
+        if let Some((_, by, count)) = needed.get(&(d.source.as_str(), d.id.as_str())) {
+            d.action = Action::Keep;
+            d.reasons = vec![match count {
+                1 => format!("needed by incremental {by}"),
+                n => format!("needed by incremental {by} (and {} more)", n - 1),
+            }];
+        }
+    }
 }
 
 fn decision(e: &Entry, entry: usize, action: Action, reasons: Vec<String>) -> Decision {
@@ -479,5 +526,79 @@ pub(crate) mod tests {
             groups[0].backups[0].reasons,
             ["kind base is not the tier's kind dump"]
         );
+    }
+
+    /// `e` made an incremental base backup on `chain` (oldest first).
+    pub(crate) fn incremental(mut e: Entry, chain: &[&Entry]) -> Entry {
+        let file = ManifestFile {
+            summary: e.file.summary.clone(),
+            sealed: String::new(),
+            wal: Some(crate::catalog::manifest::PlainWalRange {
+                timeline: 1,
+                start_lsn: "0/2000028".into(),
+                stop_lsn: "0/2000100".into(),
+                wal_segment_size: 16 << 20,
+                chain: chain.iter().map(|c| c.summary().id.to_string()).collect(),
+                system_identifier: None,
+                method: None,
+            }),
+        };
+        e.file = Arc::new(file);
+        e
+    }
+
+    /// Issue 18 item 3: prune never deletes a backup a kept incremental
+    /// needs, whatever the backup's own tier says, and says why.
+    #[test]
+    fn what_a_kept_incremental_needs_is_kept() {
+        let f1 = entry("app", Some("weekly"), "base", "2026-11-01T02:00:00Z");
+        let i1 = incremental(
+            entry("app", Some("daily"), "base", "2026-11-02T02:00:00Z"),
+            &[&f1],
+        );
+        let i2 = incremental(
+            entry("app", Some("daily"), "base", "2026-11-03T02:00:00Z"),
+            &[&f1, &i1],
+        );
+        let f2 = entry("app", Some("weekly"), "base", "2026-11-08T02:00:00Z");
+        let i3 = incremental(
+            entry("app", Some("daily"), "base", "2026-11-09T02:00:00Z"),
+            &[&f2],
+        );
+        let i4 = incremental(
+            entry("app", Some("daily"), "base", "2026-11-10T02:00:00Z"),
+            &[&f2, &i3],
+        );
+        let ids: Vec<String> = [&f1, &i1, &i2, &f2, &i3, &i4]
+            .iter()
+            .map(|e| e.summary().id.to_string())
+            .collect();
+        let entries = vec![i4, i3, f2, i2, i1, f1];
+        let decided = |daily: u32| {
+            let t = tiers(&format!(
+                "[tiers.weekly]\nkind = \"base\"\nkeep_last = 1\n[tiers.daily]\nkind = \"base\"\nkeep_last = {daily}\n"
+            ));
+            let groups = plan(&t, &entries, at("2026-11-11T00:00:00Z"));
+            let mut out: Vec<(String, Action, Vec<String>)> = groups
+                .iter()
+                .flat_map(|g| g.backups.iter())
+                .map(|d| (d.id.clone(), d.action, d.reasons.clone()))
+                .collect();
+            out.sort_by_key(|d| ids.iter().position(|i| *i == d.0));
+            out
+        };
+        // the newest chain only: the old chain goes whole
+        let acts: Vec<Action> = decided(2).into_iter().map(|d| d.1).collect();
+        use Action::{Delete, Keep};
+        assert_eq!(acts, [Delete, Delete, Delete, Keep, Keep, Keep]);
+        // I2 kept by its tier: the full and I1 before it are kept for it
+        let d = decided(3);
+        let acts: Vec<Action> = d.iter().map(|d| d.1).collect();
+        assert_eq!(acts, [Keep, Keep, Keep, Keep, Keep, Keep]);
+        let why = format!("needed by incremental {}", ids[2]);
+        assert_eq!(d[0].2, std::slice::from_ref(&why), "the old full");
+        assert_eq!(d[1].2, [why], "I1");
+        // F2 is kept by its tier (newest) and needed: its tier's reason stays
+        assert!(d[3].2.iter().any(|r| r == "keep_last 1"), "{:?}", d[3].2);
     }
 }

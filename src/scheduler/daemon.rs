@@ -100,7 +100,7 @@ struct Job {
 
 /// What a finished job produced.
 enum Done {
-    Backup(BackupReport),
+    Backup(Box<BackupReport>),
     /// A drill's report (`strata drill --json`), passed.
     Drill(Value),
 }
@@ -438,7 +438,7 @@ impl Daemon {
             } else {
                 backup::tier_source(&cfg, &tier, &source)
                     .await
-                    .map(Done::Backup)
+                    .map(|r| Done::Backup(Box::new(r)))
             }
         });
         self.log(

@@ -258,6 +258,7 @@ mod tests {
             defined_in: Default::default(),
             object_lock: None,
             copy_to: Vec::new(),
+            incremental: None,
         }
     }
 

@@ -41,6 +41,27 @@ pub struct BackupReport {
     pub note: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub keep_until: Option<chrono::DateTime<Utc>>,
+    /// An incremental base backup: how, on which parent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub incremental: Option<Box<IncrementalReport>>,
+    /// An incremental was asked for and a full backup taken: why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub full_because: Option<String>,
+}
+
+/// An incremental base backup in [`BackupReport`].
+#[derive(Debug, Clone, Serialize)]
+pub struct IncrementalReport {
+    /// `server` or `blocks`.
+    pub method: String,
+    pub parent: String,
+    /// Every backup it needs, the full first, ending with the parent.
+    pub chain: Vec<String>,
+    /// Method `blocks`: pages of relation files read and stored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blocks_read: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blocks_stored: Option<u64>,
 }
 
 /// Everything a backup needs besides the source.
@@ -52,6 +73,10 @@ pub struct BackupContext<'a> {
     /// `strata backup --label`: recorded in the manifest at the commit,
     /// whatever the source (issue 19 item 4).
     pub pin: Option<&'a Pin>,
+    /// Base backups: `Some(max_chain)` takes an incremental when a parent
+    /// fits (`--incremental`, a tier's `incremental = true`), a full one
+    /// otherwise; `None` always a full one. Other kinds ignore it.
+    pub incremental: Option<u32>,
 }
 
 impl BackupContext<'_> {
@@ -84,6 +109,8 @@ impl BackupContext<'_> {
             label: s.label.clone(),
             note: s.note.clone(),
             keep_until: s.keep_until,
+            incremental: None,
+            full_because: None,
         })
     }
 }

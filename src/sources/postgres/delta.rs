@@ -60,7 +60,7 @@ fn safe_relative(p: &Path) -> io::Result<PathBuf> {
 }
 
 /// Reads until `buf` is full or the end; the bytes read.
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+pub(crate) fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         match r.read(&mut buf[n..]) {
@@ -177,20 +177,20 @@ pub fn unpack<R: Read>(reader: R, dir: &Path) -> io::Result<DeltaStats> {
 }
 
 /// Where a tar member goes.
-struct Member {
+pub(crate) struct Member {
     /// Its path relative to the target directory.
-    rel: PathBuf,
+    pub(crate) rel: PathBuf,
     /// Its path in the target directory.
-    dest: PathBuf,
+    pub(crate) dest: PathBuf,
     /// Its permission bits.
-    mode: u32,
+    pub(crate) mode: u32,
 }
 
 /// Calls `each` with every member of the tar in `reader` and where it goes
 /// in `dir` (refusing one that would leave it), then reads `reader` to its
 /// end: the tar padding after the end marker, so the writer never sees a
 /// closed pipe.
-fn for_each_member<R: Read>(
+pub(crate) fn for_each_member<R: Read>(
     reader: R,
     dir: &Path,
     mut each: impl FnMut(&mut tar::Entry<'_, R>, Member) -> io::Result<()>,
@@ -253,7 +253,7 @@ pub fn unpack_new<R: Read>(reader: R, dir: &Path) -> io::Result<()> {
 }
 
 /// Removes what under `dir/rel` is not in `keep`; the count removed.
-fn remove_unlisted(dir: &Path, rel: &Path, keep: &HashSet<PathBuf>) -> io::Result<u64> {
+pub(crate) fn remove_unlisted(dir: &Path, rel: &Path, keep: &HashSet<PathBuf>) -> io::Result<u64> {
     let mut n = 0;
     for e in fs::read_dir(dir.join(rel))? {
         let e = e?;

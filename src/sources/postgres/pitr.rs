@@ -84,6 +84,9 @@ pub struct Candidate {
     pub entry: Entry,
     pub base: BaseInfo,
     pub record: ObjectRecord,
+    /// An incremental's chain once resolved (`base::chain::resolve`): the
+    /// backups it applies on, the full one first. Empty for a full backup.
+    pub chain: Vec<Candidate>,
 }
 
 /// Opens the manifests of every base backup among `entries` (newest first).
@@ -101,6 +104,7 @@ pub fn candidates(entries: &[Entry], identities: &[Identity]) -> Result<Vec<Cand
             entry: e.clone(),
             base,
             record,
+            chain: Vec::new(),
         });
     }
     Ok(out)
@@ -433,6 +437,7 @@ mod tests {
             wal_segment_size: 16 << 20,
             backup_label: String::new(),
             incremental: None,
+            basis_sha256: None,
         };
         let latest = TimelineTarget::Latest;
         assert_eq!(latest.resolve(Timeline(1), &switches), Timeline(3));

@@ -15,6 +15,8 @@
 //! Their items are re-exported here (`base::restore`,
 //! `base::RecoveryTarget`, …).
 
+use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -22,19 +24,30 @@ use chrono::{DateTime, Utc};
 use super::wal::archive::WalArchive;
 use super::wal::{Lsn, SegmentName, SegmentSize, Timeline, WalFile};
 use super::{Target, find_binary, major_of, pg_error_text, server_info};
-use crate::catalog::manifest::{BaseInfo, Summary};
+use crate::catalog::manifest::{BaseInfo, Incremental, IncrementalMethod, Summary};
 use crate::catalog::{BackupId, Manifest, Repository};
 use crate::config::Source;
 use crate::error::{Error, Result};
 use crate::progress::Reporter;
-use crate::sources::backup::{BackupContext, BackupReport};
+use crate::sources::backup::{BackupContext, BackupReport, IncrementalReport};
 
+pub mod apply;
+pub mod basis;
+pub mod blocks;
+pub mod chain;
+mod incremental;
 mod restore;
+mod standby;
 mod tar;
 
+use basis::Sizes;
+use blocks::BlockStats;
+pub use incremental::DEFAULT_MAX_CHAIN;
+use incremental::{Choice, Parent};
 pub use restore::{RestoreOptions, RestoreReport, restore, restore_delta};
+pub use standby::DEFAULT_MAX_LAG;
 pub use tar::BASE_OBJECT;
-use tar::{parse_manifest_end_lsn, store_basebackup};
+use tar::{BlocksAgainst, parse_manifest_end_lsn, store_basebackup};
 
 /// How long a base backup waits for the archiver to store its WAL.
 pub const WAL_WAIT: Duration = Duration::from_secs(60);
@@ -90,11 +103,16 @@ pub async fn backup(
     let major = major_of(info.server_version_num);
     let pg_basebackup = find_binary(source.bin_dir.as_deref(), "pg_basebackup", major)?;
     let id = BackupId::new(started);
+    let standby = standby::connect(source, &client, &info.system_identifier).await?;
     ctx.reporter.note(format!(
-        "base backup {}: {} (PostgreSQL {}) as {id}",
+        "base backup {}: {} (PostgreSQL {}) as {id}{}",
         source.name,
         target.display(),
-        info.server_version
+        info.server_version,
+        match &standby {
+            Some((t, _)) => format!(", read from the standby {}", t.display()),
+            None => String::new(),
+        }
     ));
 
     // verify_queries are recorded as the backup starts: a base backup has
@@ -102,20 +120,19 @@ pub async fn backup(
     let verify_results =
         super::verify_queries::run(&client, &source.name, &source.verify_queries).await?;
 
-    let mut cmd = target.command(&pg_basebackup);
-    cmd.args([
-        "-D",
-        "-",
-        "-Ft",
-        "-X",
-        "none",
-        "--checkpoint=fast",
-        "--no-password",
-    ])
-    .arg(format!("--dbname={}", target.child_url()));
+    // pg_basebackup reads the standby when there is one
+    let (reader, reader_client) = match &standby {
+        Some((t, c)) => (t, c),
+        None => (&target, &client),
+    };
+    let plan = plan(ctx, source, reader_client, &info, major).await?;
     let key = Repository::data_key(&source.name, &id, BASE_OBJECT);
-    let (record, tap) = store_basebackup(ctx, cmd, &source.name, &key).await?;
+    let taken = take(ctx, source, reader, &pg_basebackup, &key, plan).await?;
+    let (record, tap) = (taken.record, taken.tap);
     let stop_time = Utc::now();
+    if standby.is_some() {
+        standby::switch_primary_wal(source, &client).await?;
+    }
 
     let label = tap.label.ok_or_else(|| {
         Error::source(format!(
@@ -126,13 +143,32 @@ pub async fn backup(
     let (start_lsn, timeline) = parse_label(&label)
         .map_err(|e| Error::source(format!("{}: backup_label: {e}", source.name)))?;
     let start_time = parse_label_time(&label).unwrap_or(started);
-    let stop_lsn = parse_manifest_end_lsn(&tap.manifest_tail).ok_or_else(|| {
+    let stop_lsn = parse_manifest_end_lsn(&tap.manifest).ok_or_else(|| {
         Error::source(format!(
             "{}: pg_basebackup's output holds no backup_manifest with a WAL range",
             source.name
         ))
         .hint("strata needs pg_basebackup 13 or newer, with backup manifests enabled")
     })?;
+    if let Some((p, _)) = &taken.incremental
+        && p.timeline != timeline.0
+    {
+        return Err(Error::source(format!(
+            "{}: the server switched from timeline {} to {} while the incremental backup ran; no backup was recorded",
+            source.name, p.timeline, timeline.0
+        ))
+        .hint("take the backup again: it will be incremental on a backup of the new timeline, or full")
+        .retryable());
+    }
+    // The basis goes before the manifest (data first): the next
+    // incremental applies on this backup through it.
+    let basis = basis::from_manifest(&tap.manifest).map_err(|why| {
+        Error::source(format!(
+            "{}: pg_basebackup's backup_manifest: {why}",
+            source.name
+        ))
+    })?;
+    let basis_sha256 = basis::store(ctx.repo, &source.name, &id, &basis).await?;
 
     // The commit point waits for the WAL that makes the backup consistent.
     let archive = WalArchive::new(ctx.repo, &source.name);
@@ -145,6 +181,9 @@ pub async fn backup(
     ));
     wait_for_segments(&archive, &needed, WAL_WAIT).await?;
     lock_wal(&archive, &needed, timeline, ctx.reporter).await?;
+    if let Some((p, _)) = &taken.incremental {
+        incremental::lock_chain(ctx.repo, &source.name, &p.members, ctx.reporter).await?;
+    }
 
     let finished = Utc::now();
     let mut manifest = Manifest::new(
@@ -172,10 +211,230 @@ pub async fn backup(
         server_version_num: info.server_version_num,
         wal_segment_size: seg_size.bytes(),
         backup_label: label,
-        incremental: None,
+        incremental: taken.incremental.as_ref().map(|(p, method)| Incremental {
+            method: *method,
+            parent: p.id.to_string(),
+            parent_start_lsn: p.start_lsn.to_string(),
+            chain: p.chain.clone(),
+        }),
+        basis_sha256: Some(basis_sha256),
     });
     manifest.postgres = Some(info);
-    ctx.commit(&manifest, clock).await
+    let mut report = ctx.commit(&manifest, clock).await?;
+    report.full_because = taken.full_because;
+    report.incremental = taken.incremental.map(|(p, method)| {
+        let stats = taken.blocks.lock().unwrap().clone();
+        let blocks = method == IncrementalMethod::Blocks;
+        Box::new(IncrementalReport {
+            method: method.as_str().into(),
+            parent: p.id.to_string(),
+            chain: p.parent.chain,
+            blocks_read: blocks.then_some(stats.blocks_read),
+            blocks_stored: blocks.then_some(stats.blocks_kept),
+        })
+    });
+    Ok(report)
+}
+
+/// What to take: a full backup (and, when an incremental was asked for,
+/// why not), or an incremental on a parent by a method.
+struct Plan {
+    incremental: Option<(Chosen, IncrementalMethod)>,
+    full_because: Option<String>,
+}
+
+/// The chosen parent and the timeline it was chosen on.
+struct Chosen {
+    parent: Box<Parent>,
+    timeline: u32,
+}
+
+impl std::ops::Deref for Chosen {
+    type Target = Parent;
+    fn deref(&self) -> &Parent {
+        &self.parent
+    }
+}
+
+/// Chooses the parent (`ctx.incremental`) and the method: `server` on
+/// PostgreSQL 17+ with `summarize_wal = on`, else `blocks` (8 kB blocks
+/// only).
+async fn plan(
+    ctx: &BackupContext<'_>,
+    source: &Source,
+    client: &tokio_postgres::Client,
+    info: &crate::catalog::manifest::PostgresInfo,
+    major: u32,
+) -> Result<Plan> {
+    let Some(max_chain) = ctx.incremental else {
+        return Ok(Plan {
+            incremental: None,
+            full_because: None,
+        });
+    };
+    let row = client
+        .query_one(
+            "SELECT (SELECT timeline_id FROM pg_control_checkpoint())::bigint, \
+             current_setting('block_size')::bigint, \
+             coalesce(current_setting('summarize_wal', true), 'off')",
+            &[],
+        )
+        .await
+        .map_err(|e| Error::source(pg_error_text(&e)))?;
+    let timeline: i64 = row.get(0);
+    let block_size: i64 = row.get(1);
+    let summarize: String = row.get(2);
+    let full = |why: String| {
+        ctx.reporter
+            .note(format!("{}: taking a full base backup: {why}", source.name));
+        Ok(Plan {
+            incremental: None,
+            full_because: Some(why),
+        })
+    };
+    let parent = match incremental::choose(
+        ctx.repo,
+        &source.name,
+        &info.system_identifier,
+        timeline as u32,
+        max_chain,
+    )
+    .await?
+    {
+        Choice::Full(why) => return full(why),
+        Choice::Incremental(p) => p,
+    };
+    let method = if major >= 17 && summarize == "on" {
+        IncrementalMethod::Server
+    } else if block_size as usize == blocks::BLCKSZ {
+        IncrementalMethod::Blocks
+    } else {
+        return full(format!(
+            "the server's block_size is {block_size}; strata's own incremental (for servers without summarize_wal) reads 8192-byte blocks only"
+        ));
+    };
+    ctx.reporter.note(format!(
+        "{}: incremental on {} (method {}, a chain of {})",
+        source.name,
+        parent.id,
+        method.as_str(),
+        parent.chain.len() + 1
+    ));
+    Ok(Plan {
+        incremental: Some((
+            Chosen {
+                parent,
+                timeline: timeline as u32,
+            },
+            method,
+        )),
+        full_because: None,
+    })
+}
+
+/// What [`take`] stored.
+struct Taken {
+    record: crate::pipeline::ObjectRecord,
+    tap: tar::Tapped,
+    incremental: Option<(Chosen, IncrementalMethod)>,
+    full_because: Option<String>,
+    blocks: Arc<Mutex<BlockStats>>,
+}
+
+/// Runs pg_basebackup into `key` as planned. The server may refuse an
+/// incremental (WAL summaries missing for the range, summarization just
+/// turned on): then a full backup is taken, with a notice and the reason
+/// in the report; nothing is lost.
+async fn take(
+    ctx: &BackupContext<'_>,
+    source: &Source,
+    target: &Target,
+    pg_basebackup: &Path,
+    key: &str,
+    plan: Plan,
+) -> Result<Taken> {
+    let command = |incremental: Option<&Path>| {
+        let mut cmd = target.command(pg_basebackup);
+        cmd.args([
+            "-D",
+            "-",
+            "-Ft",
+            "-X",
+            "none",
+            "--checkpoint=fast",
+            "--no-password",
+        ])
+        .arg(format!("--dbname={}", target.child_url()));
+        if let Some(f) = incremental {
+            cmd.arg(format!("--incremental={}", f.display()));
+        }
+        cmd
+    };
+    let stats = Arc::new(Mutex::new(BlockStats::default()));
+    let mut full_because = plan.full_because;
+    let taken = |(record, tap), incremental, full_because| Taken {
+        record,
+        tap,
+        incremental,
+        full_because,
+        blocks: stats.clone(),
+    };
+    match plan.incremental {
+        None => {}
+        Some((p, IncrementalMethod::Blocks)) => {
+            let against = BlocksAgainst {
+                parent: Sizes::parse(&p.basis).map_err(|why| {
+                    Error::integrity(format!("the basis of backup {}: {why}", p.id))
+                })?,
+                parent_start: p.start_lsn.0,
+                stats: stats.clone(),
+            };
+            let stored =
+                store_basebackup(ctx, command(None), &source.name, key, Some(against)).await?;
+            return Ok(taken(stored, Some((p, IncrementalMethod::Blocks)), None));
+        }
+        Some((p, IncrementalMethod::Server)) => {
+            // the parent's basis in a private temp file (metadata only),
+            // removed when dropped
+            let temp_failed = |e: std::io::Error| {
+                Error::new(crate::error::Kind::Failed, format!("temp file: {e}"))
+            };
+            let mut file = tempfile::Builder::new()
+                .prefix("strata-basis-")
+                .suffix(".json")
+                .tempfile()
+                .map_err(temp_failed)?;
+            std::io::Write::write_all(&mut file, &p.basis).map_err(temp_failed)?;
+            let cmd = command(Some(file.path()));
+            match store_basebackup(ctx, cmd, &source.name, key, None).await {
+                Ok(stored) => {
+                    return Ok(taken(stored, Some((p, IncrementalMethod::Server)), None));
+                }
+                Err(e) if refused_incremental(&e.message) => {
+                    let why = format!(
+                        "the server refused an incremental on {}: {}",
+                        p.id,
+                        e.message.trim()
+                    );
+                    ctx.reporter
+                        .note(format!("{}: taking a full base backup: {why}", source.name));
+                    full_because = Some(why);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    let stored = store_basebackup(ctx, command(None), &source.name, key, None).await?;
+    Ok(taken(stored, None, full_because))
+}
+
+/// Whether pg_basebackup failed because the server would not take this
+/// incremental (rather than for a reason a full backup would share).
+fn refused_incremental(message: &str) -> bool {
+    let m = message.to_lowercase();
+    ["summar", "incremental", "manifest"]
+        .iter()
+        .any(|w| m.contains(w))
 }
 
 /// `START WAL LOCATION: 0/2000028 (file 000000010000000000000002)` and

@@ -78,9 +78,13 @@ pub struct RestoreReport {
     pub backup_start_lsn: String,
     /// The timeline the base backup was taken on.
     pub backup_timeline: u32,
-    /// `--delta`: what was kept, written and removed.
+    /// `--delta`: what was kept, written and removed (of the full backup,
+    /// for a chain: its incrementals are applied as they are).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub delta: Option<crate::sources::postgres::delta::DeltaStats>,
+    /// An incremental's chain, the full backup first, as restored.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub chain: Vec<super::chain::ChainStep>,
 }
 
 /// Restores `cand` into `opts.target_dir` and configures recovery.
@@ -124,17 +128,41 @@ async fn restore_into(
     }
     let mut phases = Vec::new();
 
-    // download + extract: decode into a pipe, untar from the other end
+    // download + extract: decode into a pipe, untar from the other end;
+    // an incremental's chain: its full backup so, then each incremental
+    // applied in turn as it streams (nothing staged)
     let t = Instant::now();
-    let step = reporter.step(
-        format!("extract {}", cand.entry.summary().id),
-        Some(cand.record.plain_size),
-    );
-    let (reader, writer) = std::io::pipe()?;
-    crate::util::grow_pipe(&writer);
-    let d2 = dir.clone();
-    let untar = std::thread::spawn(
-        move || -> std::io::Result<Option<crate::sources::postgres::delta::DeltaStats>> {
+    let (first, rest): (&Candidate, Vec<&Candidate>) = match cand.chain.first() {
+        None => (cand, vec![]),
+        Some(full) => (
+            full,
+            cand.chain[1..]
+                .iter()
+                .chain(std::iter::once(cand))
+                .collect(),
+        ),
+    };
+    let of = cand.entry.summary().id.to_string();
+    let in_chain = |id: &str, e: Error| match (rest.is_empty(), e.kind) {
+        (true, _) => e,
+        (false, crate::error::Kind::Integrity) => {
+            e.context(format!("backup {id} of the chain of {of} is damaged"))
+        }
+        (false, _) => e.context(format!("restoring backup {id} of the chain of {of}")),
+    };
+    let first_id = first.entry.summary().id.to_string();
+    let delta_stats = stream(
+        storage,
+        first,
+        identities.clone(),
+        dir,
+        if rest.is_empty() {
+            format!("extract {first_id}")
+        } else {
+            format!("extract {first_id} (the full backup of {of}'s chain)")
+        },
+        reporter,
+        move |reader, d2| {
             if delta {
                 return crate::sources::postgres::delta::unpack(reader, &d2).map(Some);
             }
@@ -144,36 +172,27 @@ async fn restore_into(
             )?;
             Ok(None)
         },
-    );
-    let fetched = fetch(
-        storage,
-        &cand.record,
-        identities,
-        writer,
-        step.progress.clone(),
     )
-    .await;
-    // drop the writer (end of stream) before joining the reader
-    let fetched = fetched.map(drop);
-    let untarred = untar.join().expect("untar thread panicked");
-    let delta_stats = match (fetched, untarred) {
-        (Ok(()), Ok(stats)) => {
-            step.done("verified");
-            stats
-        }
-        (Err(e), _) => {
-            step.abandon();
-            return Err(e.context(format!("{} is incomplete", dir.display())));
-        }
-        (Ok(()), Err(e)) => {
-            step.abandon();
-            return Err(Error::failed(format!(
-                "unpacking {} into {}: {e}",
-                cand.record.key,
-                dir.display()
-            )));
-        }
-    };
+    .await
+    .map_err(|e| in_chain(&first_id, e))?;
+    let mut chain = super::chain::steps(cand);
+    for (i, m) in rest.iter().enumerate() {
+        let id = m.entry.summary().id.to_string();
+        let applied = stream(
+            storage,
+            m,
+            identities.clone(),
+            dir,
+            format!("apply {id} (incremental {} of {})", i + 1, rest.len()),
+            reporter,
+            |reader, d2| {
+                super::apply::apply(std::io::BufReader::with_capacity(1 << 20, reader), &d2)
+            },
+        )
+        .await
+        .map_err(|e| in_chain(&id, e))?;
+        chain[i + 1].applied = Some(applied);
+    }
     std::fs::create_dir_all(dir.join("pg_wal/archive_status"))?;
     write_recovery_conf(dir, opts)?;
     set_mode(dir, 0o700)?;
@@ -189,7 +208,11 @@ async fn restore_into(
         recovery_target: opts.target.describe(),
         backup_stop_lsn: cand.base.stop_lsn.clone(),
         backup_stop_time: cand.base.stop_time,
-        bytes: cand.record.plain_size,
+        bytes: chain
+            .iter()
+            .map(|c| c.bytes)
+            .sum::<u64>()
+            .max(cand.record.plain_size),
         started: false,
         port: None,
         promoted_at_lsn: None,
@@ -199,6 +222,7 @@ async fn restore_into(
         backup_start_lsn: cand.base.start_lsn.clone(),
         backup_timeline: cand.base.timeline,
         delta: delta_stats,
+        chain,
     };
     if let Some(start) = &opts.start {
         let t = Instant::now();
@@ -255,6 +279,60 @@ async fn restore_into(
     report.duration_seconds = clock.elapsed().as_secs_f64();
     report.phases = phases;
     Ok(report)
+}
+
+/// Streams `c`'s tar from the repository into `work`, which reads it on
+/// a thread of its own (files are written with blocking I/O) in `dir`.
+async fn stream<T: Send + 'static>(
+    storage: &Arc<dyn Storage>,
+    c: &Candidate,
+    identities: Arc<Vec<Identity>>,
+    dir: &Path,
+    label: String,
+    reporter: &Reporter,
+    work: impl FnOnce(std::io::PipeReader, PathBuf) -> std::io::Result<T> + Send + 'static,
+) -> Result<T> {
+    let step = reporter.step(label, Some(c.record.plain_size));
+    let (reader, writer) = std::io::pipe()?;
+    crate::util::grow_pipe(&writer);
+    let d2 = dir.to_path_buf();
+    let worker = std::thread::spawn(move || work(reader, d2));
+    let fetched = fetch(
+        storage,
+        &c.record,
+        identities,
+        writer,
+        step.progress.clone(),
+    )
+    .await;
+    // drop the writer (end of stream) before joining the reader
+    let fetched = fetched.map(drop);
+    match (fetched, worker.join().expect("untar thread panicked")) {
+        (Ok(()), Ok(v)) => {
+            step.done("verified");
+            Ok(v)
+        }
+        // the data was bad, or the store failed: that is the cause
+        (Err(e), _) if e.kind != crate::error::Kind::Failed => {
+            step.abandon();
+            Err(e.context(format!("{} is incomplete", dir.display())))
+        }
+        (Err(e), Ok(_)) => {
+            step.abandon();
+            Err(e.context(format!("{} is incomplete", dir.display())))
+        }
+        // the reader stopped first (a bad member, a full disk): its error,
+        // not the broken pipe the decoder then met
+        (_, Err(e)) => {
+            step.abandon();
+            let text = format!("unpacking {} into {}: {e}", c.record.key, dir.display());
+            Err(if e.kind() == std::io::ErrorKind::InvalidData {
+                Error::integrity(text)
+            } else {
+                Error::failed(text).with_disk_full_hint()
+            })
+        }
+    }
 }
 
 /// `--delta` needs a stopped data directory (or an empty or missing one):
@@ -367,10 +445,21 @@ fn write_missing_config(dir: &Path) -> Result<()> {
 
 /// `recovery.signal`, and the restore command and target appended to
 /// `postgresql.auto.conf` (later lines win over earlier ones).
+///
+/// A backup read from a standby (`backup_from`) holds the standby's
+/// `standby.signal` and, in `postgresql.auto.conf`, its `primary_conninfo`:
+/// the copy would start as a replica of the production primary, stream
+/// from it and never promote. Both are neutralised.
 fn write_recovery_conf(dir: &Path, opts: &RestoreOptions) -> Result<()> {
     write_missing_config(dir)?;
+    match std::fs::remove_file(dir.join("standby.signal")) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e.into()),
+    }
     std::fs::write(dir.join("recovery.signal"), "")?;
     let mut text = String::from("\n# added by strata restore\n");
+    text.push_str("primary_conninfo = ''  # a copy never streams from the source\n");
     text.push_str(&format!(
         "restore_command = {}\n",
         conf_quote(&opts.restore_command)

@@ -1,8 +1,12 @@
 //! The one object of a base backup: the tar stream `pg_basebackup -Ft -D -`
 //! writes, stored through the pipeline as it passes while a tap follows
 //! the tar headers to keep `backup_label` (where the backup starts, on
-//! which timeline) and the end of `backup_manifest` (where it stops).
-//! Memory stays bounded whatever the size of the cluster.
+//! which timeline) and `backup_manifest` (where it stops, and the files it
+//! holds: the backup's basis, see `base/basis.rs`). Memory stays bounded
+//! by the manifest's size (metadata: about 150 bytes a file; pg_basebackup
+//! itself holds it in memory to write it into the tar) whatever the size
+//! of the cluster. An incremental of method `blocks` reads the stream
+//! through `base/blocks.rs`'s rewriter first.
 
 use std::io::Read;
 use std::process::Command;
@@ -13,6 +17,17 @@ use crate::pipeline::ObjectRecord;
 use crate::sources::backup::{BackupContext, spawn_piped, store_child_output};
 use crate::sources::postgres::wal::Lsn;
 
+use super::basis::Sizes;
+use super::blocks::{BlockFilter, BlockStats};
+
+/// What the `blocks` rewriter compares against: the parent's basis and
+/// start LSN; `stats` receives its counts.
+pub(super) struct BlocksAgainst {
+    pub(super) parent: Sizes,
+    pub(super) parent_start: u64,
+    pub(super) stats: Arc<Mutex<BlockStats>>,
+}
+
 /// The one object of a base backup: the cluster as a tar stream.
 pub const BASE_OBJECT: &str = "base.tar";
 
@@ -21,14 +36,14 @@ pub const BASE_OBJECT: &str = "base.tar";
 pub(super) struct Tapped {
     /// The `backup_label` member.
     pub(super) label: Option<String>,
-    /// The end of the `backup_manifest` member (it ends with the WAL range).
-    pub(super) manifest_tail: Vec<u8>,
+    /// The `backup_manifest` member (it ends with the WAL range).
+    pub(super) manifest: Vec<u8>,
 }
 
 /// A tar reader that passes every byte on and, as they pass, follows the
-/// member headers to keep `backup_label` and the end of `backup_manifest`
+/// member headers to keep `backup_label` and `backup_manifest`
 /// (pg_basebackup adds the manifest as the last member when it writes a
-/// tar to stdout). Memory is bounded whatever the size of the cluster.
+/// tar to stdout).
 struct TarTap<R> {
     inner: R,
     header: Vec<u8>,
@@ -52,7 +67,6 @@ enum Capture {
     LongName,
 }
 
-const MANIFEST_TAIL: usize = 64 * 1024;
 const LABEL_MAX: usize = 64 * 1024;
 
 impl<R> TarTap<R> {
@@ -141,14 +155,7 @@ impl<R> TarTap<R> {
                 }
             }
             Capture::LongName => self.long_buf.extend_from_slice(&d[..d.len().min(4096)]),
-            Capture::Manifest => {
-                let mut o = self.out.lock().unwrap();
-                o.manifest_tail.extend_from_slice(d);
-                let len = o.manifest_tail.len();
-                if len > 2 * MANIFEST_TAIL {
-                    o.manifest_tail.drain(..len - MANIFEST_TAIL);
-                }
-            }
+            Capture::Manifest => self.out.lock().unwrap().manifest.extend_from_slice(d),
         }
     }
 
@@ -179,7 +186,7 @@ impl<R: Read> Read for TarTap<R> {
 }
 
 /// A tar header number: octal text, or base-256 when the top bit is set.
-fn tar_number(field: &[u8]) -> u64 {
+pub(super) fn tar_number(field: &[u8]) -> u64 {
     if field[0] & 0x80 != 0 {
         let mut v: u64 = u64::from(field[0] & 0x7f);
         for b in &field[1..] {
@@ -208,18 +215,25 @@ pub(super) fn parse_manifest_end_lsn(tail: &[u8]) -> Option<Lsn> {
         .max()
 }
 
-/// Streams pg_basebackup's tar into the object at `key`; returns the
-/// record and what the tap found. The object is committed only if
-/// pg_basebackup exits 0.
+/// Streams pg_basebackup's tar into the object at `key`, through the
+/// `blocks` rewriter when given one (an incremental of that method);
+/// returns the record and what the tap found. The object is committed
+/// only if pg_basebackup exits 0.
 pub(super) async fn store_basebackup(
     ctx: &BackupContext<'_>,
     cmd: Command,
     source: &str,
     key: &str,
+    blocks: Option<BlocksAgainst>,
 ) -> Result<(ObjectRecord, Tapped)> {
     let (mut child, tail) = spawn_piped(cmd, "pg_basebackup")?;
     let tapped = Arc::new(Mutex::new(Tapped::default()));
-    let stdout = TarTap::new(child.stdout.take().expect("piped"), tapped.clone());
+    let raw = child.stdout.take().expect("piped");
+    let input: Box<dyn Read + Send> = match blocks {
+        Some(b) => Box::new(BlockFilter::new(raw, b.parent, b.parent_start, b.stats)),
+        None => Box::new(raw),
+    };
+    let stdout = TarTap::new(input, tapped.clone());
     let what = format!("{source}: pg_basebackup");
     let rec = store_child_output(ctx, child, tail, stdout, &what, key, BASE_OBJECT).await?;
     let tapped = std::mem::take(&mut *tapped.lock().unwrap());
@@ -265,11 +279,10 @@ mod tests {
         }
         assert_eq!(copy, bytes, "bytes pass through unchanged");
         let got = out.lock().unwrap();
+        assert_eq!(got.manifest, MANIFEST.as_bytes());
         assert_eq!(got.label.as_deref(), Some(LABEL));
         assert_eq!(
-            parse_manifest_end_lsn(&got.manifest_tail)
-                .unwrap()
-                .to_string(),
+            parse_manifest_end_lsn(&got.manifest).unwrap().to_string(),
             "0/2000100"
         );
     }
