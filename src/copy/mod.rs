@@ -55,6 +55,7 @@ use crate::catalog::lock::{self, LockKind};
 use crate::catalog::{Entry, Repository};
 use crate::error::{Error, Kind, Result};
 use crate::keys::Identity;
+use crate::sources::postgres::base::basis;
 use crate::storage::Storage;
 use crate::tier::Tier;
 
@@ -201,7 +202,7 @@ pub async fn copy(
             ));
         }
     }
-    let mut selected: Vec<&Entry> = entries
+    let selected: Vec<&Entry> = entries
         .iter()
         .filter(|e| wanted(&e.summary().source))
         .filter(|e| req.since.is_none_or(|t| e.summary().started >= t))
@@ -211,8 +212,52 @@ pub async fn copy(
                 .is_none_or(|ids| ids.contains(&e.summary().id))
         })
         .collect();
-    // oldest first: an interrupted copy leaves the older backups whole
-    selected.reverse();
+    // an incremental base backup is copied with its chain, whatever
+    // --since says: nothing copied is unrestorable on its own (issue 18)
+    let mut ids: BTreeSet<(String, String)> = selected
+        .iter()
+        .map(|e| (e.summary().source.clone(), e.summary().id.to_string()))
+        .collect();
+    let mut closed: Vec<&Entry> = Vec::new();
+    for e in &selected {
+        let s = e.summary();
+        let mut members = Vec::new();
+        let mut missing = None;
+        for id in chain_of(e) {
+            match entries
+                .iter()
+                .find(|m| m.summary().source == s.source && m.summary().id.as_str() == id)
+            {
+                Some(m) => members.push(m),
+                None => {
+                    missing = Some(id.clone());
+                    break;
+                }
+            }
+        }
+        if let Some(id) = missing {
+            report.problems.push(problem(
+                &s.source,
+                s.id.to_string(),
+                &Error::integrity(format!(
+                    "incremental base backup {} needs backup {id} of its chain, which repository {from_name} does not hold; it is not copied",
+                    s.id
+                ))
+                .hint(format!("`strata --repo {from_name} verify {}` names what is missing", s.source)),
+            ));
+            continue;
+        }
+        for m in members {
+            if ids.insert((m.summary().source.clone(), m.summary().id.to_string())) {
+                closed.push(m);
+            }
+        }
+        closed.push(e);
+    }
+    let mut selected = closed;
+    // oldest first: an interrupted copy leaves the older backups whole,
+    // and a chain's members come before the incrementals that need them
+    selected.sort_by_key(|e| (e.summary().started, e.summary().id.to_string()));
     let present: BTreeSet<String> = to
         .repo
         .storage()
@@ -254,6 +299,12 @@ pub async fn copy(
     Ok(report)
 }
 
+/// An incremental base backup's chain (the backups it needs, the full
+/// first) from the plain part of its manifest; empty for any other.
+fn chain_of(e: &Entry) -> &[String] {
+    e.file.wal.as_ref().map_or(&[], |w| w.chain.as_slice())
+}
+
 /// One source's backups (oldest first), then its WAL.
 #[allow(clippy::too_many_arguments)]
 async fn copy_source(
@@ -268,8 +319,31 @@ async fn copy_source(
 ) -> Result<()> {
     let mut wal = wal::WalCopier::new(from, to, source, identities).await?;
     let mut from_pos: Option<wal::Position> = None;
+    // backups not copied: an incremental needing one is not copied either
+    let mut failed: BTreeSet<String> = BTreeSet::new();
     for e in backups {
         let s = e.summary();
+        if let Some(id) = chain_of(e).iter().find(|id| failed.contains(*id)) {
+            failed.insert(s.id.to_string());
+            report.problems.push(problem(
+                source,
+                s.id.to_string(),
+                &Error::integrity(format!(
+                    "incremental base backup {} is not copied: backup {id} of its chain was not",
+                    s.id
+                )),
+            ));
+            report.backups.push(BackupCopy {
+                source: source.to_string(),
+                id: s.id.to_string(),
+                kind: s.kind.clone(),
+                status: "refused",
+                objects_copied: 0,
+                objects_present: 0,
+                bytes_copied: 0,
+            });
+            continue;
+        }
         if let Some(range) = &e.file.wal {
             let start = wal::Position::of(&range.start_lsn, range.wal_segment_size)?;
             from_pos = Some(from_pos.map_or(start, |p| p.min(start)));
@@ -289,6 +363,7 @@ async fn copy_source(
         match copy_backup(from, to, e, &mut wal).await {
             Ok(c) => report.backups.push(c),
             Err(err) if !fatal(&err) => {
+                failed.insert(s.id.to_string());
                 report
                     .problems
                     .push(problem(source, s.id.to_string(), &err));
@@ -398,6 +473,20 @@ async fn copy_backup(
                 out.bytes_copied += n;
             }
             object::Copied::Present => out.objects_present += 1,
+        }
+    }
+    // a base backup's basis (plain, checked by its own checksum): the
+    // next incremental taken into the target applies on it
+    if s.kind == "base"
+        && let Some(basis) = basis::load(from, &s.source, &s.id).await?
+    {
+        let key = Repository::data_key(&s.source, &s.id, basis::BASIS_OBJECT);
+        let want = basis.clone();
+        if let object::Copied::Stored(n) =
+            object::put_small(&store, &key, basis.into(), |have| have == want.as_slice()).await?
+        {
+            out.objects_copied += 1;
+            out.bytes_copied += n;
         }
     }
     if let Some(range) = &e.file.wal {

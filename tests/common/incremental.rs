@@ -240,6 +240,7 @@ pub fn chain_scenario() {
         serde_json::json!([f, i1, i2]),
         "{r:#}"
     );
+    let i3_started = r["started"].as_str().unwrap().to_string();
     ledger(&pg, 9..=11);
     let t3 = pause_for_time(&pg);
     ledger(&pg, 12..=12);
@@ -378,6 +379,59 @@ pub fn chain_scenario() {
         .find(|b| b["id"] == i3.as_str())
         .unwrap();
     assert_eq!(of_i3["chain"], serde_json::json!([f, i1, i2]), "{v:#}");
+
+    // issues 18 and 19: `copy --since` selecting I3 alone copies its chain
+    // with it (nothing copied is unrestorable on its own) and each base
+    // backup's basis; a point-in-time restore from the copy goes through it
+    let dr = repo.dir.join("dr");
+    let mut text_cfg = fs::read_to_string(&repo.cfg).unwrap();
+    text_cfg.push_str(&format!(
+        "\n[repositories.dr]\nurl = \"file://{}\"\n",
+        dr.display()
+    ));
+    fs::write(&repo.cfg, text_cfg).unwrap();
+    let out = repo.strata(&["--repo", "dr", "init"]);
+    assert!(out.status.success(), "init dr: {}", text(&out));
+    let out = repo.strata(&[
+        "--json",
+        "copy",
+        "--to",
+        "dr",
+        "main",
+        "--since",
+        &i3_started,
+    ]);
+    assert!(out.status.success(), "copy: {}", text(&out));
+    let c = json(&out);
+    let copied: Vec<&str> = c["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(copied, [&f, &i1, &i2, &i3], "the chain first: {c:#}");
+    for id in [&f, &i1, &i2, &i3] {
+        assert!(
+            dr.join(format!("manifests/main/{id}.json")).exists(),
+            "{id}"
+        );
+        assert!(
+            dr.join(format!("backups/main/{id}/basis.json")).exists(),
+            "{id}'s basis"
+        );
+    }
+    let dr_dir = pg_scratch_dir("incr-dr").join("data");
+    let stop = dr_dir.clone();
+    at_exit(move || {
+        let _ = pg_ctl_at(&stop, &["stop", "-m", "immediate"]);
+    });
+    let (r, rows) = restore_into(&repo, &dr_dir, &t3, &["--repo", "dr"], &[("postgres", ids)]);
+    assert_eq!(
+        chain_of(&r),
+        [f.clone(), i1.clone(), i2.clone(), i3.clone()],
+        "{r:#}"
+    );
+    assert_eq!(rows, ["1,2,3,4,5,6,7,8,9,10,11"]);
 
     // issue 18: a backup missing in the middle of the chain is refused by
     // name, before anything is written; never an older backup instead
