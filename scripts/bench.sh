@@ -7,6 +7,7 @@
 #   scripts/bench.sh pitr            # base backup and WAL push vs pgBackRest (bench_pitr.sh)
 #   scripts/bench.sh redis           # Redis snapshot and restore --into (bench_redis.sh)
 #   scripts/bench.sh chroma          # Chroma export and import (bench_chroma.sh)
+#   scripts/bench.sh incremental     # incremental base backups (bench_incremental.sh)
 #
 # Environment:
 #   SCALE             pgbench scale factor of both databases (default 50)
@@ -48,6 +49,9 @@ if [ "${1:-}" = redis ]; then exec "$(dirname "${BASH_SOURCE[0]}")/bench_redis.s
 # `scripts/bench.sh chroma`: Chroma export and import, records per second
 # (scripts/bench_chroma.sh; its own environment variables)
 if [ "${1:-}" = chroma ]; then exec "$(dirname "${BASH_SOURCE[0]}")/bench_chroma.sh"; fi
+# `scripts/bench.sh incremental`: full against incremental base backups,
+# beside pgBackRest and pg_basebackup --incremental (scripts/bench_incremental.sh)
+if [ "${1:-}" = incremental ]; then exec "$(dirname "${BASH_SOURCE[0]}")/bench_incremental.sh"; fi
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 REPO_ROOT=$PWD
