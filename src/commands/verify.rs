@@ -51,8 +51,35 @@ fn chain_problems(
             continue;
         }
         let source = &e.summary().source;
+        // without the identity, the plain WAL ranges still tell a member of
+        // another timeline or cluster
+        let plain_link = |id: &str| -> Option<String> {
+            let m = entries
+                .iter()
+                .find(|m| m.summary().source == *source && m.summary().id.as_str() == id)?;
+            if m.summary().kind != "base" {
+                return Some(format!(
+                    "is a {} backup, not a base backup",
+                    m.summary().kind
+                ));
+            }
+            // a base backup of a strata older than the plain range says nothing
+            let (mine, theirs) = (e.file.wal.as_ref()?, m.file.wal.as_ref()?);
+            if theirs.timeline != mine.timeline {
+                return Some(format!(
+                    "is on timeline {}, this backup on {}",
+                    theirs.timeline, mine.timeline
+                ));
+            }
+            match (&theirs.system_identifier, &mine.system_identifier) {
+                (Some(a), Some(b)) if a != b => Some(format!(
+                    "is of the cluster with system identifier {a}, this backup of {b}"
+                )),
+                _ => None,
+            }
+        };
         let problem = |id: &str| match own.get(&(source.clone(), id.to_string())) {
-            Some(true) => None,
+            Some(true) => plain_link(id),
             Some(false) => Some("fails its own checks".to_string()),
             None if unreadable
                 .iter()
@@ -549,4 +576,78 @@ pub async fn run(g: &Globals, source: Option<&str>, read_data: bool, json: bool)
     } else {
         Kind::Integrity.exit_code()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::{Entry, ManifestFile, Unreadable};
+    use crate::retention::tiers::tests::{entry, incremental};
+
+    fn check(e: &Entry) -> BackupCheck {
+        BackupCheck {
+            id: e.summary().id.to_string(),
+            source: e.summary().source.clone(),
+            objects: 1,
+            ok: true,
+            problems: vec![],
+            chain: vec![],
+        }
+    }
+
+    fn run(entries: &[Entry], unreadable: &[Unreadable]) -> (bool, Vec<Vec<String>>) {
+        let mut checks: Vec<BackupCheck> = entries.iter().map(check).collect();
+        let broken = chain_problems(entries, unreadable, &Default::default(), &mut checks);
+        (broken, checks.into_iter().map(|c| c.problems).collect())
+    }
+
+    /// Issue 18: verify checks chains, without the identity too.
+    #[test]
+    fn a_chain_fails_by_its_missing_unreadable_or_foreign_member() {
+        let f = entry("app", None, "base", "2026-11-01T02:00:00Z");
+        let i1 = incremental(entry("app", None, "base", "2026-11-02T02:00:00Z"), &[&f]);
+        let i2 = incremental(
+            entry("app", None, "base", "2026-11-03T02:00:00Z"),
+            &[&f, &i1],
+        );
+        let (broken, p) = run(&[i2.clone(), i1.clone(), f.clone()], &[]);
+        assert!(!broken && p.iter().all(Vec::is_empty), "{p:?}");
+
+        let id1 = i1.summary().id.to_string();
+        let (broken, p) = run(&[i2.clone(), f.clone()], &[]);
+        assert!(broken);
+        assert_eq!(
+            p[0],
+            [format!(
+                "backup {id1} of its chain, which it needs, is missing"
+            )]
+        );
+        let unreadable = [Unreadable {
+            key: i1.manifest_key.clone(),
+            error: crate::error::Error::integrity("damaged"),
+        }];
+        let (_, p) = run(&[i2.clone(), f.clone()], &unreadable);
+        assert!(
+            p[0][0].ends_with("has a manifest that cannot be read"),
+            "{p:?}"
+        );
+
+        // a member of another timeline, told by the plain WAL ranges
+        let mut wal = i1.file.wal.clone().unwrap();
+        wal.timeline = 2;
+        let moved = Entry {
+            manifest_key: i1.manifest_key.clone(),
+            file: std::sync::Arc::new(ManifestFile {
+                summary: i1.file.summary.clone(),
+                sealed: String::new(),
+                wal: Some(wal),
+            }),
+        };
+        let (broken, p) = run(&[i2.clone(), moved, f.clone()], &[]);
+        assert!(broken);
+        assert!(
+            p[0][0].contains("is on timeline 2, this backup on 1"),
+            "{p:?}"
+        );
+    }
 }

@@ -12,6 +12,7 @@ pub mod chroma;
 pub mod cli;
 pub mod faults;
 pub mod https;
+pub mod incremental;
 pub mod moto;
 pub mod pg;
 pub mod pki;

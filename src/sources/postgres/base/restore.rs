@@ -312,17 +312,24 @@ async fn stream<T: Send + 'static>(
             step.done("verified");
             Ok(v)
         }
-        (Err(e), _) => {
+        // the data was bad, or the store failed: that is the cause
+        (Err(e), _) if e.kind != crate::error::Kind::Failed => {
             step.abandon();
             Err(e.context(format!("{} is incomplete", dir.display())))
         }
-        (Ok(()), Err(e)) => {
+        (Err(e), Ok(_)) => {
+            step.abandon();
+            Err(e.context(format!("{} is incomplete", dir.display())))
+        }
+        // the reader stopped first (a bad member, a full disk): its error,
+        // not the broken pipe the decoder then met
+        (_, Err(e)) => {
             step.abandon();
             let text = format!("unpacking {} into {}: {e}", c.record.key, dir.display());
             Err(if e.kind() == std::io::ErrorKind::InvalidData {
                 Error::integrity(text)
             } else {
-                Error::failed(text)
+                Error::failed(text).with_disk_full_hint()
             })
         }
     }
