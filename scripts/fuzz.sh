@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fuzzes strata's parsers: every target in fuzz/fuzz_targets/ (config,
-# manifest, time, rdb, chroma_export, wal_name, wal_history, incremental_tar; entry points
+# manifest, time, rdb, chroma_export, wal_name, wal_history, incremental_tar, base_blocks; entry points
 # in src/fuzzing.rs) for SECONDS each. Installs cargo-fuzz when missing.
 # Exits non-zero when a target crashed (panic, overflow, timeout, OOM);
 # the crashing input is in fuzz/artifacts/<target>/ — reproduce it with

@@ -269,7 +269,7 @@ fi
 # on strata's PATH (strata's own search: bin_dir, then
 # /usr/lib/postgresql/MAJOR/bin, then PATH).
 PG_TESTS=(harness_smoke cli_postgres cli_edges pitr pitr_gaps pitr_timeline pitr_property
-    pitr_load wal drill verify_queries prune_wal operations crash_points)
+    pitr_load wal drill verify_queries prune_wal operations crash_points incremental_backup)
 pg_suite() { # MAJOR SERVER_BIN CLIENT_BIN
     local args=() t prc=0 t0=$SECONDS
     for t in "${PG_TESTS[@]}"; do args+=(--test "$t"); done

@@ -2,8 +2,9 @@
 //! `scripts/fuzz.sh`): each takes arbitrary bytes and runs them through
 //! the parser strata uses on untrusted or hand-written input — the config
 //! file, manifests (parsed and unsealed), time expressions, RDB streams,
-//! Chroma exports, WAL file names, timeline history files and incremental
-//! base backups' tars (issue 18). Whatever the
+//! Chroma exports, WAL file names, timeline history files, incremental
+//! base backups' tars and the `blocks` rewriter of full ones with the basis
+//! (issue 18). Whatever the
 //! bytes, the parsers must return (an error is fine); a panic, an overflow
 //! or a hang is a bug.
 //!
@@ -307,6 +308,31 @@ pub fn incremental_tar(data: &[u8]) {
     }
 }
 
+/// A base backup's tar through the `blocks` rewriter (against a fixed
+/// parent: `base/1/1` of 2 blocks, start LSN 0/100), and the bytes as a
+/// `backup_manifest` made into a basis and parsed for its sizes. The
+/// rewriter must end or fail on any stream, never panic or hang.
+pub fn base_blocks(data: &[u8]) {
+    use crate::sources::postgres::base::basis::{Sizes, from_manifest};
+    use crate::sources::postgres::base::blocks::{BlockFilter, BlockStats};
+    use std::io::Read;
+    let parent = Sizes::parse(
+        br#"{"Files": [{"Path": "base/1/1", "Size": 16384}, {"Path": "global/1", "Size": 8192}]}"#,
+    )
+    .expect("the fixed parent parses");
+    let stats = std::sync::Arc::new(std::sync::Mutex::new(BlockStats::default()));
+    let mut f = BlockFilter::new(data, parent, 0x100, stats);
+    let mut sink = [0u8; 4096];
+    while let Ok(n) = f.read(&mut sink) {
+        if n == 0 {
+            break;
+        }
+    }
+    if let Ok(basis) = from_manifest(data) {
+        let _ = Sizes::parse(&basis);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     //! The committed seed corpora through the entry points (and every
@@ -361,6 +387,11 @@ mod tests {
     #[test]
     fn wal_history_corpus() {
         corpus("wal_history", wal_history);
+    }
+
+    #[test]
+    fn base_blocks_corpus() {
+        corpus("base_blocks", base_blocks);
     }
 
     #[test]

@@ -191,6 +191,32 @@ fn tiers_chain_up_to_max_chain() {
     let third = tier(&repo);
     assert_eq!(third["incremental"]["parent"], second["id"], "{third}");
 
+    // an altered basis: verify names it; the next backup is full, saying why
+    let third_id = third["id"].as_str().unwrap();
+    let path = repo
+        .dir
+        .join(format!("repo/backups/main/{third_id}/basis.json"));
+    let altered = String::from_utf8(fs::read(&path).unwrap())
+        .unwrap()
+        .replacen("\"Size\": ", "\"Size\": 1", 1);
+    fs::write(&path, altered).unwrap();
+    let out = repo.strata(&["verify", "--read-data"]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("backups/main/{third_id}/basis.json has SHA-256")),
+        "{}",
+        text(&out)
+    );
+    let fourth = repo.base_backup(&["--incremental"]);
+    assert!(fourth["incremental"].is_null(), "{fourth}");
+    assert!(
+        fourth["full_because"]
+            .as_str()
+            .unwrap()
+            .contains("is damaged"),
+        "{fourth}"
+    );
+
     // --incremental is for base backups
     let out = repo.strata(&["backup", "main", "--incremental"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));

@@ -632,4 +632,36 @@ mod tests {
         assert_eq!(v["keep_until"], "2026-11-27T02:00:00Z");
         assert_eq!(serde_json::from_value::<Summary>(v).unwrap(), s);
     }
+
+    #[test]
+    fn the_plain_system_identifier_is_checked_when_present() {
+        let base = BaseInfo {
+            start_lsn: "0/2000028".into(),
+            stop_lsn: "0/2000100".into(),
+            timeline: 1,
+            start_time: "2026-11-20T02:00:00Z".parse().unwrap(),
+            stop_time: "2026-11-20T02:00:01Z".parse().unwrap(),
+            system_identifier: "7716288680875327772".into(),
+            server_version: "15.18".into(),
+            server_version_num: 150018,
+            wal_segment_size: 16 << 20,
+            backup_label: String::new(),
+            incremental: None,
+            basis_sha256: None,
+        };
+        let plain = PlainWalRange::of(&base);
+        assert!(plain.matches(Some(&base)));
+        // written before incremental backups: no identifier, no alteration
+        let old = PlainWalRange {
+            system_identifier: None,
+            ..plain.clone()
+        };
+        assert!(old.matches(Some(&base)));
+        assert!(!old.matches(None));
+        let other = PlainWalRange {
+            system_identifier: Some("1".into()),
+            ..plain
+        };
+        assert!(!other.matches(Some(&base)), "an altered identifier");
+    }
 }

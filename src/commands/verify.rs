@@ -309,6 +309,34 @@ async fn check_wal(
     ))
 }
 
+/// A base backup's plain basis against the SHA-256 its sealed manifest
+/// records (the next incremental applies through it): missing or altered
+/// is a problem; a store failure stops verify.
+async fn check_basis(
+    repo: &crate::catalog::Repository,
+    s: &crate::catalog::Summary,
+    base: &crate::catalog::manifest::BaseInfo,
+) -> Result<Option<String>> {
+    use crate::sources::postgres::base::basis::BASIS_OBJECT;
+    let Some(want) = &base.basis_sha256 else {
+        return Ok(None);
+    };
+    let key = crate::catalog::Repository::data_key(&s.source, &s.id, BASIS_OBJECT);
+    let got = match repo.storage().get_bytes(&key).await {
+        Ok(b) => b,
+        Err(crate::storage::StorageError::NotFound { .. }) => {
+            return Ok(Some(format!("basis {key} is missing")));
+        }
+        Err(e) => return Err(crate::error::Error::from(e).context(format!("reading {key}"))),
+    };
+    let have = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&got));
+    Ok((have != *want).then(|| {
+        format!(
+            "basis {key} has SHA-256 {have}, the sealed manifest records {want} (it was altered)"
+        )
+    }))
+}
+
 pub async fn run(g: &Globals, source: Option<&str>, read_data: bool, json: bool) -> Result<u8> {
     let cfg = g.config()?;
     if let Some(s) = source {
@@ -417,6 +445,10 @@ pub async fn run(g: &Globals, source: Option<&str>, read_data: bool, json: bool)
                 Ok(m) => {
                     if let Some(b) = &m.base {
                         sealed_bases.insert(s.id.to_string(), b.clone());
+                        if let Some(p) = check_basis(&repo, s, b).await? {
+                            only_crypto_failed = false;
+                            problems.push(p);
+                        }
                     }
                     for rec in &m.objects {
                         // A logical Redis snapshot is also checked for its

@@ -134,8 +134,14 @@ impl<R: Read> BlockFilter<R> {
             .and_then(|_| self.parent.get(&name));
         let (Some(parent_size), Ok(blocks)) = (parent_size, u32::try_from(size / BLCKSZ as u64))
         else {
+            let padded = size.checked_add((512 - size % 512) % 512).ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("tar member {name} claims {size} bytes"),
+                )
+            })?;
             self.queue.push_back(h.to_vec());
-            self.state = State::Pass(size + (512 - size % 512) % 512);
+            self.state = State::Pass(padded);
             return Ok(());
         };
         let (dir, file) = match name.rfind('/') {
@@ -530,6 +536,22 @@ mod tests {
         ] {
             assert!(!is_main_fork(p), "{p}");
         }
+    }
+
+    #[test]
+    fn a_member_size_past_u64_is_an_error() {
+        // found by thinking like the fuzzer: size + padding overflowed
+        let mut input = tar_of(&[("x", vec![1; 10])]);
+        input[124..136].copy_from_slice(&[0xff; 12]);
+        let mut h = [0u8; 512];
+        h.copy_from_slice(&input[..512]);
+        h[148..156].fill(b' ');
+        let sum: u32 = h.iter().map(|b| u32::from(*b)).sum();
+        input[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+        let stats = Arc::new(Mutex::new(BlockStats::default()));
+        let mut f = BlockFilter::new(&input[..], Sizes::default(), START, stats);
+        let e = f.read_to_end(&mut Vec::new()).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
     }
 
     #[test]

@@ -101,10 +101,16 @@ pub async fn choose(
             }
         }
     }
-    let Some(basis) = basis::load(repo, source, id).await? else {
-        return Ok(Choice::Full(format!(
-            "the newest base backup {id} stores no basis ({BASIS_OBJECT})"
-        )));
+    let basis = match basis::load(repo, source, id).await {
+        Ok(Some(b)) => b,
+        Ok(None) => {
+            return Ok(Choice::Full(format!(
+                "the newest base backup {id} stores no basis ({BASIS_OBJECT})"
+            )));
+        }
+        // a damaged basis costs this backup its increment, not its run
+        Err(e) if e.kind == crate::error::Kind::Integrity => return Ok(Choice::Full(e.message)),
+        Err(e) => return Err(e),
     };
     let start_lsn: Lsn = wal.start_lsn.parse().map_err(|e| {
         Error::integrity(format!(
