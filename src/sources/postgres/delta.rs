@@ -73,14 +73,9 @@ pub(crate) fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> 
     Ok(n)
 }
 
-/// Makes `dest` hold `size` bytes from `src`: whether it changed, and
-/// the bytes written.
-fn sync_file(
-    src: &mut impl Read,
-    dest: &Path,
-    size: u64,
-    bufs: &mut [Vec<u8>; 2],
-) -> io::Result<(bool, u64)> {
+/// Removes whatever is at `dest` unless it is a regular file (a directory
+/// or a link where the backup has a file).
+pub(crate) fn clear_non_file(dest: &Path) -> io::Result<()> {
     if let Ok(m) = fs::symlink_metadata(dest)
         && !m.is_file()
     {
@@ -90,6 +85,18 @@ fn sync_file(
             fs::remove_file(dest)?;
         }
     }
+    Ok(())
+}
+
+/// Makes `dest` hold `size` bytes from `src`: whether it changed, and
+/// the bytes written.
+fn sync_file(
+    src: &mut impl Read,
+    dest: &Path,
+    size: u64,
+    bufs: &mut [Vec<u8>; 2],
+) -> io::Result<(bool, u64)> {
+    clear_non_file(dest)?;
     let mut f = OpenOptions::new()
         .read(true)
         .write(true)

@@ -268,15 +268,7 @@ fn write_blocks(
 
 /// Replaces whatever is at `dest` with the member's bytes.
 fn write_whole(r: &mut impl Read, dest: &Path, mode: u32, buf: &mut [u8]) -> io::Result<File> {
-    if let Ok(m) = fs::symlink_metadata(dest)
-        && !m.is_file()
-    {
-        if m.is_dir() {
-            fs::remove_dir_all(dest)?;
-        } else {
-            fs::remove_file(dest)?;
-        }
-    }
+    crate::sources::postgres::delta::clear_non_file(dest)?;
     let mut f = OpenOptions::new()
         .write(true)
         .create(true)

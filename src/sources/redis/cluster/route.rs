@@ -11,7 +11,6 @@
 //! Objects stream from the repository through the pipeline and are parsed
 //! as they arrive: memory holds one chunk, one key and the batches.
 
-use std::io::{self, Write};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -25,7 +24,7 @@ use crate::pipeline::{ObjectRecord, fetch};
 use crate::progress::Reporter;
 use crate::sources::redis::Target;
 use crate::sources::redis::client::{Client, Reply};
-use crate::sources::redis::logical::load::restore_refused;
+use crate::sources::redis::logical::load::{ForwardSink, restore_refused};
 use crate::sources::redis::logical::{
     self, BATCH_BYTES, BATCH_COMMANDS, CHANNEL_CHUNKS, Event, Totals,
 };
@@ -326,23 +325,6 @@ impl Reader {
     }
 }
 
-/// A blocking sink for the decoder that forwards chunks to the parser.
-struct ForwardSink {
-    tx: mpsc::Sender<Bytes>,
-}
-
-impl Write for ForwardSink {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.tx
-            .blocking_send(Bytes::copy_from_slice(buf))
-            .map_err(|_| io::Error::other("the restore stopped reading"))?;
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 /// What one object held.
 #[derive(Debug, Clone, Default)]
 pub struct Replayed {
@@ -386,7 +368,10 @@ pub async fn replay(
             storage,
             rec,
             identities,
-            ForwardSink { tx },
+            ForwardSink {
+                tx,
+                stopped: "the restore stopped reading",
+            },
             step.progress.clone(),
         )
         .await
@@ -440,12 +425,7 @@ pub async fn replay(
         })
     };
     let (fetched, applied) = tokio::join!(fetching, applying);
-    let r = match (fetched, applied) {
-        (Ok(_), Ok(l)) => Ok(l),
-        (Err(f), Err(a)) if a.message.contains("cut short") => Err(f),
-        (_, Err(a)) => Err(a),
-        (Err(f), Ok(_)) => Err(f),
-    };
+    let r = crate::sources::redis::logical::load::first_cause(fetched, applied);
     match &r {
         Ok(l) => {
             step.done(&format!("{} keys", l.totals.keys));

@@ -31,16 +31,19 @@ pub struct Loaded {
     pub bytes: u64,
 }
 
-/// A blocking sink for the decoder that forwards chunks to the loader.
-struct ForwardSink {
-    tx: mpsc::Sender<Bytes>,
+/// A blocking sink for the decoder that forwards chunks to the task
+/// sending keys to Redis (the loader here, the cluster router too).
+pub(crate) struct ForwardSink {
+    pub(crate) tx: mpsc::Sender<Bytes>,
+    /// The error when that task stopped reading.
+    pub(crate) stopped: &'static str,
 }
 
 impl Write for ForwardSink {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.tx
             .blocking_send(Bytes::copy_from_slice(buf))
-            .map_err(|_| io::Error::other("the load into the target stopped"))?;
+            .map_err(|_| io::Error::other(self.stopped))?;
         Ok(buf.len())
     }
     fn flush(&mut self) -> io::Result<()> {
@@ -128,7 +131,10 @@ pub async fn load(
             storage,
             rec,
             identities,
-            ForwardSink { tx },
+            ForwardSink {
+                tx,
+                stopped: "the load into the target stopped",
+            },
             step.progress.clone(),
         )
         .await
@@ -190,15 +196,7 @@ pub async fn load(
         })
     };
     let (fetched, applied) = tokio::join!(fetching, applying);
-    // The loader's failure (a refused RESTORE, a format error) explains a
-    // stopped fetch best; a fetch failure (damage the hash or age found)
-    // explains a parser that saw the stream end early.
-    let r = match (fetched, applied) {
-        (Ok(_), Ok(l)) => Ok(l),
-        (Err(f), Err(a)) if a.message.contains("cut short") => Err(f),
-        (_, Err(a)) => Err(a),
-        (Err(f), Ok(_)) => Err(f),
-    };
+    let r = first_cause(fetched, applied);
     match &r {
         Ok(l) => {
             step.done(&format!(
@@ -220,4 +218,18 @@ pub async fn load(
             t.display()
         ))
     })
+}
+
+/// The error that explains a fetch (the object streamed through the
+/// pipeline) and a loader (the keys sent to Redis) that ran side by side:
+/// the loader's (a refused RESTORE, a format error) explains a stopped
+/// fetch best; a fetch failure (damage the hash or age found) explains a
+/// parser that saw the stream end early ("cut short").
+pub(crate) fn first_cause<F, L>(fetched: Result<F>, applied: Result<L>) -> Result<L> {
+    match (fetched, applied) {
+        (Ok(_), Ok(l)) => Ok(l),
+        (Err(f), Err(a)) if a.message.contains("cut short") => Err(f),
+        (_, Err(a)) => Err(a),
+        (Err(f), Ok(_)) => Err(f),
+    }
 }
