@@ -187,6 +187,41 @@ pub fn host_name() -> String {
     "unknown-host".into()
 }
 
+/// A blocking reader over the chunks an async task sends (a scan, HTTP
+/// pages), so the pipeline can read them as a `std::io::Read`; an `Err`
+/// chunk ends the stream with that message.
+pub struct ChannelReader {
+    rx: tokio::sync::mpsc::Receiver<std::result::Result<bytes::Bytes, String>>,
+    cur: bytes::Bytes,
+}
+
+impl ChannelReader {
+    pub fn new(
+        rx: tokio::sync::mpsc::Receiver<std::result::Result<bytes::Bytes, String>>,
+    ) -> ChannelReader {
+        ChannelReader {
+            rx,
+            cur: bytes::Bytes::new(),
+        }
+    }
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.cur.is_empty() {
+            match self.rx.blocking_recv() {
+                None => return Ok(0),
+                Some(Err(m)) => return Err(std::io::Error::other(m)),
+                Some(Ok(b)) => self.cur = b,
+            }
+        }
+        let n = buf.len().min(self.cur.len());
+        buf[..n].copy_from_slice(&self.cur[..n]);
+        self.cur = self.cur.slice(n..);
+        Ok(n)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -94,6 +94,22 @@ pub struct BackupCopy {
     pub bytes_copied: u64,
 }
 
+impl BackupCopy {
+    /// Backup `e` with `status`, nothing copied (yet).
+    fn of(e: &Entry, status: &'static str) -> BackupCopy {
+        let s = e.summary();
+        BackupCopy {
+            source: s.source.clone(),
+            id: s.id.to_string(),
+            kind: s.kind.clone(),
+            status,
+            objects_copied: 0,
+            objects_present: 0,
+            bytes_copied: 0,
+        }
+    }
+}
+
 /// A source's WAL copy.
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct WalCopy {
@@ -333,15 +349,7 @@ async fn copy_source(
                     s.id
                 )),
             ));
-            report.backups.push(BackupCopy {
-                source: source.to_string(),
-                id: s.id.to_string(),
-                kind: s.kind.clone(),
-                status: "refused",
-                objects_copied: 0,
-                objects_present: 0,
-                bytes_copied: 0,
-            });
+            report.backups.push(BackupCopy::of(e, "refused"));
             continue;
         }
         if let Some(range) = &e.file.wal {
@@ -349,15 +357,7 @@ async fn copy_source(
             from_pos = Some(from_pos.map_or(start, |p| p.min(start)));
         }
         if present.contains(&e.manifest_key) {
-            report.backups.push(BackupCopy {
-                source: source.to_string(),
-                id: s.id.to_string(),
-                kind: s.kind.clone(),
-                status: "present",
-                objects_copied: 0,
-                objects_present: 0,
-                bytes_copied: 0,
-            });
+            report.backups.push(BackupCopy::of(e, "present"));
             continue;
         }
         match copy_backup(from, to, e, &mut wal).await {
@@ -367,15 +367,7 @@ async fn copy_source(
                 report
                     .problems
                     .push(problem(source, s.id.to_string(), &err));
-                report.backups.push(BackupCopy {
-                    source: source.to_string(),
-                    id: s.id.to_string(),
-                    kind: s.kind.clone(),
-                    status: "refused",
-                    objects_copied: 0,
-                    objects_present: 0,
-                    bytes_copied: 0,
-                });
+                report.backups.push(BackupCopy::of(e, "refused"));
             }
             Err(err) => return Err(err.context(format!("copying backup {} of {source}", s.id))),
         }
@@ -432,15 +424,7 @@ async fn copy_backup(
 ) -> Result<BackupCopy> {
     let s = e.summary();
     let store = backup_storage(to, e).await?;
-    let mut out = BackupCopy {
-        source: s.source.clone(),
-        id: s.id.to_string(),
-        kind: s.kind.clone(),
-        status: "copied",
-        objects_copied: 0,
-        objects_present: 0,
-        bytes_copied: 0,
-    };
+    let mut out = BackupCopy::of(e, "copied");
     let there: BTreeMap<String, u64> = to
         .repo
         .storage()

@@ -9,7 +9,6 @@
 //! leaves no object for that collection and no manifest. Then count again
 //! and run the probes. The manifest, written last, makes the backup exist.
 
-use std::io::{self, Read};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -40,28 +39,6 @@ pub fn source_client(source: &Source) -> Result<Client> {
         &source.database,
         source.token.as_deref(),
     )
-}
-
-/// A std reader over the pages the HTTP task sends.
-struct ChannelReader {
-    rx: mpsc::Receiver<std::result::Result<Bytes, String>>,
-    cur: Bytes,
-}
-
-impl Read for ChannelReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.cur.is_empty() {
-            match self.rx.blocking_recv() {
-                None => return Ok(0),
-                Some(Err(m)) => return Err(io::Error::other(m)),
-                Some(Ok(b)) => self.cur = b,
-            }
-        }
-        let n = buf.len().min(self.cur.len());
-        buf[..n].copy_from_slice(&self.cur[..n]);
-        self.cur = self.cur.slice(n..);
-        Ok(n)
-    }
 }
 
 /// What the HTTP task saw of one collection.
@@ -239,10 +216,7 @@ pub async fn backup(
             tx,
             complete.clone(),
         ));
-        let reader = ChannelReader {
-            rx,
-            cur: Bytes::new(),
-        };
+        let reader = crate::util::ChannelReader::new(rx);
         let step = ctx.reporter.step(
             format!(
                 "{}: collection {} ({count_before} records)",

@@ -127,7 +127,7 @@ impl<R: Read> BlockFilter<R> {
         let size = super::tar::tar_number(&h[124..136]);
         let kind = h[156];
         let extended = std::mem::replace(&mut self.extended, matches!(kind, b'L' | b'x' | b'g'));
-        let name = member_name(&h);
+        let name = super::tar::member_name(&h);
         let parent_size = (!extended && matches!(kind, b'0' | 0))
             .then(|| is_main_fork(&name))
             .filter(|m| *m && size > 0 && size.is_multiple_of(BLCKSZ as u64))
@@ -285,22 +285,6 @@ fn is_main_fork(path: &str) -> bool {
         Some((node, seg)) => digits(node) && digits(seg),
         None => digits(file),
     }
-}
-
-/// A member's path (ustar prefix joined, `./` dropped).
-fn member_name(h: &[u8; 512]) -> String {
-    let cstr = |b: &[u8]| {
-        let end = b.iter().position(|c| *c == 0).unwrap_or(b.len());
-        String::from_utf8_lossy(&b[..end]).into_owned()
-    };
-    let mut name = cstr(&h[..100]);
-    if &h[257..262] == b"ustar" {
-        let prefix = cstr(&h[345..500]);
-        if !prefix.is_empty() {
-            name = format!("{prefix}/{name}");
-        }
-    }
-    name.trim_start_matches("./").to_string()
 }
 
 /// The header of a chunk member: the relation file's (mode, owner, time),

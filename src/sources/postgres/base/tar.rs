@@ -118,21 +118,11 @@ impl<R> TarTap<R> {
         }
         let size = tar_number(&h[124..136]);
         let kind = h[156];
-        let cstr = |b: &[u8]| {
-            let end = b.iter().position(|c| *c == 0).unwrap_or(b.len());
-            String::from_utf8_lossy(&b[..end]).into_owned()
-        };
-        let mut name = cstr(&h[..100]);
-        if &h[257..262] == b"ustar" {
-            let prefix = cstr(&h[345..500]);
-            if !prefix.is_empty() {
-                name = format!("{prefix}/{name}");
-            }
-        }
+        let mut name = member_name(h);
         if let Some(long) = self.long_name.take() {
-            name = long;
+            name = long.trim_start_matches("./").to_string();
         }
-        let name = name.trim_start_matches("./");
+        let name = name.as_str();
         self.capture = match (kind, name) {
             (b'L', _) => Capture::LongName,
             (b'0' | 0, "backup_label") => Capture::Label,
@@ -183,6 +173,22 @@ impl<R: Read> Read for TarTap<R> {
         self.feed(&buf[..n]);
         Ok(n)
     }
+}
+
+/// A member's path (ustar prefix joined, `./` dropped).
+pub(super) fn member_name(h: &[u8]) -> String {
+    let cstr = |b: &[u8]| {
+        let end = b.iter().position(|c| *c == 0).unwrap_or(b.len());
+        String::from_utf8_lossy(&b[..end]).into_owned()
+    };
+    let mut name = cstr(&h[..100]);
+    if &h[257..262] == b"ustar" {
+        let prefix = cstr(&h[345..500]);
+        if !prefix.is_empty() {
+            name = format!("{prefix}/{name}");
+        }
+    }
+    name.trim_start_matches("./").to_string()
 }
 
 /// A tar header number: octal text, or base-256 when the top bit is set.

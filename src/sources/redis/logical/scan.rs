@@ -2,7 +2,6 @@
 //! `PTTL` + `DUMP` per batch of keys, and write the records (format in
 //! [`super`]) into the pipeline as the replies arrive.
 
-use std::io::{self, Read};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -21,28 +20,6 @@ use crate::sources::backup::BackupContext;
 use crate::sources::redis::Target;
 use crate::sources::redis::client::{Client, Reply, parse_keyspace};
 use crate::sources::redis::rdb::crc64;
-
-/// A std reader over the chunks the scan task sends.
-struct ChannelReader {
-    rx: mpsc::Receiver<std::result::Result<Bytes, String>>,
-    cur: Bytes,
-}
-
-impl Read for ChannelReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.cur.is_empty() {
-            match self.rx.blocking_recv() {
-                None => return Ok(0),
-                Some(Err(m)) => return Err(io::Error::other(m)),
-                Some(Ok(b)) => self.cur = b,
-            }
-        }
-        let n = buf.len().min(self.cur.len());
-        buf[..n].copy_from_slice(&self.cur[..n]);
-        self.cur = self.cur.slice(n..);
-        Ok(n)
-    }
-}
 
 /// A command the source refused, with the permissions a logical snapshot
 /// needs.
@@ -238,10 +215,7 @@ pub async fn take(
             ctx.repo.storage().clone(),
             &key,
             object,
-            ChannelReader {
-                rx,
-                cur: Bytes::new(),
-            },
+            crate::util::ChannelReader::new(rx),
             step.progress.clone(),
             move |_| {
                 if complete.load(Ordering::SeqCst) {
