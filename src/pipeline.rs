@@ -271,7 +271,7 @@ pub fn verified(key: &str) -> bool {
 /// age authenticates every 64 KiB chunk, so a damaged object fails before
 /// its damaged plaintext reaches `sink`; the SHA-256 then proves the object
 /// is the one the manifest names (not another valid object).
-pub fn decode<R: Read, W: Write>(
+pub fn decode<R: Read + Send, W: Write>(
     record: &ObjectRecord,
     src: R,
     identities: &[Identity],
@@ -356,7 +356,12 @@ impl<R: Read> Read for Watched<R> {
 }
 
 /// age, then zstd, then hash into `sink`; the plain size and SHA-256.
-fn decode_stream<R: Read, W: Write>(
+///
+/// The three stages run on three threads (a restore of a large base backup
+/// is otherwise bound by one core): age decrypts on one and hands 1 MiB
+/// chunks to zstd on this one, which writes each decompressed chunk to
+/// `sink` and hands the same buffer to the hasher. Memory stays a few MiB.
+fn decode_stream<R: Read + Send, W: Write>(
     record: &ObjectRecord,
     src: &mut R,
     identities: &[Identity],
@@ -366,7 +371,7 @@ fn decode_stream<R: Read, W: Write>(
     let bad = |what: String| damaged(record, what);
     let decryptor = age::Decryptor::new_buffered(io::BufReader::with_capacity(COPY_BUF, src))
         .map_err(|e| bad(format!("not an age file: {e}")))?;
-    let reader = decryptor
+    let mut reader = decryptor
         .decrypt(identities.iter().map(|i| i.as_ref() as &dyn age::Identity))
         .map_err(|e| match e {
             age::DecryptError::NoMatchingKeys => Error::crypto(format!(
@@ -376,26 +381,72 @@ fn decode_stream<R: Read, W: Write>(
             .hint("use the identity whose public key was in [encryption] recipients when the backup was made"),
             other => bad(format!("decryption failed: {other}")),
         })?;
-    let mut zstd =
-        zstd::stream::read::Decoder::new(reader).map_err(|e| bad(format!("zstd: {e}")))?;
-    let mut hasher = Sha256::new();
-    let mut plain = 0u64;
-    let mut buf = vec![0u8; COPY_BUF];
-    loop {
-        let n = match zstd.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(bad(e.to_string())),
-        };
-        hasher.update(&buf[..n]);
-        sink.write_all(&buf[..n])
-            .map_err(|e| Error::failed(format!("writing restored data of {}: {e}", record.key)))?;
-        plain += n as u64;
-        progress.inc(n as u64);
-    }
-    drop(zstd);
-    Ok((plain, hex::encode(hasher.finalize())))
+    let (mut compressed_out, compressed_in) = crate::util::chunk_pipe(4);
+    let (to_hash, hash_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+    let (hashed_tx, hashed) = std::sync::mpsc::sync_channel::<Vec<u8>>(6);
+    std::thread::scope(|scope| {
+        let age = scope.spawn(move || -> io::Result<()> {
+            let mut buf = vec![0u8; 256 << 10];
+            loop {
+                match reader.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => compressed_out.write_all(&buf[..n])?,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            compressed_out.flush()
+        });
+        let hasher = scope.spawn(move || {
+            let mut hasher = Sha256::new();
+            for chunk in hash_rx {
+                hasher.update(&chunk);
+                // a full return queue only means the decoder has spares
+                let _ = hashed_tx.try_send(chunk);
+            }
+            hex::encode(hasher.finalize())
+        });
+        let mut plain = 0u64;
+        let decoded = (|| -> Result<()> {
+            let mut zstd = zstd::stream::read::Decoder::with_buffer(compressed_in)
+                .map_err(|e| bad(format!("zstd: {e}")))?;
+            loop {
+                let mut buf = hashed.try_recv().unwrap_or_default();
+                buf.resize(COPY_BUF, 0);
+                let n = match zstd.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(bad(e.to_string())),
+                };
+                buf.truncate(n);
+                sink.write_all(&buf).map_err(|e| {
+                    Error::failed(format!("writing restored data of {}: {e}", record.key))
+                })?;
+                plain += n as u64;
+                progress.inc(n as u64);
+                // the hasher reads until this loop stops sending
+                let _ = to_hash.send(buf);
+            }
+            Ok(())
+        })();
+        // end the hasher's input, and (with the decoder dropped) unblock
+        // the age thread if the decoder stopped early
+        drop(to_hash);
+        let decrypted = age.join().expect("age thread panicked");
+        let sha = hasher.join().expect("hash thread panicked");
+        match (decoded, decrypted) {
+            // the decoder stopped first (a bad frame, a failed sink): the
+            // age thread only met the closed pipe
+            (Err(e), Err(a)) if a.kind() == io::ErrorKind::BrokenPipe => Err(e),
+            // a failed decryption (a damaged chunk, a failed read) is the
+            // cause of whatever the decoder then met (a frame cut short)
+            (Err(e), Err(_)) if e.kind != crate::error::Kind::Integrity => Err(e),
+            (_, Err(a)) => Err(bad(a.to_string())),
+            (Err(e), Ok(())) => Err(e),
+            (Ok(()), Ok(())) => Ok((plain, sha)),
+        }
+    })
 }
 
 /// Fetches `record` from storage and decodes it into `sink` on a blocking

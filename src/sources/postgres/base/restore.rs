@@ -166,10 +166,7 @@ async fn restore_into(
             if delta {
                 return crate::sources::postgres::delta::unpack(reader, &d2).map(Some);
             }
-            crate::sources::postgres::delta::unpack_new(
-                std::io::BufReader::with_capacity(1 << 20, reader),
-                &d2,
-            )?;
+            crate::sources::postgres::delta::unpack_new(reader, &d2)?;
             Ok(None)
         },
     )
@@ -185,9 +182,7 @@ async fn restore_into(
             dir,
             format!("apply {id} (incremental {} of {})", i + 1, rest.len()),
             reporter,
-            |reader, d2| {
-                super::apply::apply(std::io::BufReader::with_capacity(1 << 20, reader), &d2)
-            },
+            |reader, d2| super::apply::apply(reader, &d2),
         )
         .await
         .map_err(|e| in_chain(&id, e))?;
@@ -281,8 +276,8 @@ async fn restore_into(
     Ok(report)
 }
 
-/// Streams `c`'s tar from the repository into `work`, which reads it on
-/// a thread of its own (files are written with blocking I/O) in `dir`.
+/// Streams `c`'s tar from the repository into `work`, which reads it (over
+/// a [`crate::util::chunk_pipe`]) on a thread of its own (files are written with blocking I/O) in `dir`.
 async fn stream<T: Send + 'static>(
     storage: &Arc<dyn Storage>,
     c: &Candidate,
@@ -290,11 +285,10 @@ async fn stream<T: Send + 'static>(
     dir: &Path,
     label: String,
     reporter: &Reporter,
-    work: impl FnOnce(std::io::PipeReader, PathBuf) -> std::io::Result<T> + Send + 'static,
+    work: impl FnOnce(crate::util::ChunkReader, PathBuf) -> std::io::Result<T> + Send + 'static,
 ) -> Result<T> {
     let step = reporter.step(label, Some(c.record.plain_size));
-    let (reader, writer) = std::io::pipe()?;
-    crate::util::grow_pipe(&writer);
+    let (writer, reader) = crate::util::chunk_pipe(8);
     let d2 = dir.to_path_buf();
     let worker = std::thread::spawn(move || work(reader, d2));
     let fetched = fetch(
