@@ -250,15 +250,22 @@ fn unpack_new_with<R: Read>(reader: R, dir: &Path, mut direct: bool) -> io::Resu
                     set_direct(&f, false)?;
                     f_direct = false;
                 }
-                match f.write_all(&buf.as_mut()[..n]) {
-                    Err(e) if f_direct && e.raw_os_error() == Some(libc::EINVAL) => {
-                        // the file system takes O_DIRECT at open but not these writes
-                        set_direct(&f, false)?;
-                        f_direct = false;
-                        direct = false;
-                        f.write_all(&buf.as_mut()[..n])?;
+                let mut done = 0;
+                while done < n {
+                    match f.write(&buf.as_mut()[done..n]) {
+                        Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                        Ok(k) => done += k,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        // the file system takes O_DIRECT at open but not
+                        // these writes (or a short write left the rest
+                        // unaligned): buffered from here on
+                        Err(e) if f_direct && e.raw_os_error() == Some(libc::EINVAL) => {
+                            set_direct(&f, false)?;
+                            f_direct = false;
+                            direct = false;
+                        }
+                        Err(e) => return Err(e),
                     }
-                    other => other?,
                 }
             }
             f.set_permissions(fs::Permissions::from_mode(mode))?;
