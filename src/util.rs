@@ -124,6 +124,12 @@ impl StderrTail {
         }
     }
 
+    /// A view of what the child has said so far, for a watcher while the
+    /// tail itself is owned elsewhere.
+    pub fn view(&self) -> TailView {
+        TailView(self.buf.clone())
+    }
+
     /// Waits for the child's stderr to close and returns what it said.
     pub fn finish(mut self) -> String {
         if let Some(h) = self.handle.take() {
@@ -132,6 +138,19 @@ impl StderrTail {
         String::from_utf8_lossy(&self.buf.lock().unwrap())
             .trim()
             .to_string()
+    }
+}
+
+/// What a child has said on stderr so far (the tail kept by
+/// [`StderrTail`]).
+#[derive(Clone)]
+pub struct TailView(Arc<Mutex<Vec<u8>>>);
+
+impl TailView {
+    /// Whether the tail holds `needle`.
+    pub fn contains(&self, needle: &str) -> bool {
+        let g = self.0.lock().unwrap();
+        String::from_utf8_lossy(&g).contains(needle)
     }
 }
 

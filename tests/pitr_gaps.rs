@@ -296,3 +296,63 @@ fn recorded_restore_points_are_checked_before_the_restore_starts() {
     assert_eq!(String::from_utf8_lossy(&rows.stdout).trim(), "4");
     let _ = pg_ctl(&dir, &["stop", "-m", "fast"]);
 }
+
+/// The server ends a base backup by waiting for its WAL to be archived,
+/// for ever when `archive_command` fails: strata stops pg_basebackup once
+/// the archiver has made no progress for `archive_wait`, stores nothing,
+/// exits 5 naming the failing segment, and the next backup (archiving
+/// fixed) works.
+#[test]
+fn a_base_backup_stops_when_archiving_makes_no_progress() {
+    let repo = Repo::new("archive-wait");
+    let pg = repo.start_archiving("archive-wait", &[]);
+    {
+        use std::io::Write;
+        let mut f = fs::OpenOptions::new().append(true).open(&repo.cfg).unwrap();
+        writeln!(f, "archive_wait = \"3s\"").unwrap();
+    }
+    pg.psql("postgres", "ALTER SYSTEM SET archive_command = 'false'");
+    pg.psql("postgres", "SELECT pg_reload_conf()");
+
+    let started = std::time::Instant::now();
+    let mut child = common::strata_process()
+        .env_remove("STRATA_LOG")
+        .env_remove("STRATA_CONFIG")
+        .arg("--config")
+        .arg(&repo.cfg)
+        .args(["backup", "main", "--kind", "base"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // without the watchdog the backup hangs for ever: give it a deadline
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > Duration::from_secs(120) {
+            child.kill().unwrap();
+            panic!("the base backup still waits after 120s");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = child.wait_with_output().unwrap();
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(5), "{said}");
+    assert!(
+        said.contains("archived nothing in the last 3s")
+            && said.contains("failed attempts, the last on 0000000")
+            && said.contains("no backup was recorded")
+            && said.contains("archive_wait"),
+        "{said}"
+    );
+    let list = repo.strata(&["--json", "list"]);
+    let list: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(
+        list.as_array().map(|a| a.len()),
+        Some(0),
+        "nothing was recorded: {list}"
+    );
+
+    pg.psql("postgres", "ALTER SYSTEM RESET archive_command");
+    pg.psql("postgres", "SELECT pg_reload_conf()");
+    let report = repo.base_backup(&[]);
+    assert!(report["id"].is_string(), "{report}");
+}

@@ -160,6 +160,9 @@ struct RawSource {
     backup_from: Option<Spanned<String>>,
     /// Postgres: the most replay lag `backup_from` may have (a size).
     backup_from_max_lag: Option<Spanned<String>>,
+    /// Postgres: how long a base backup waits for its WAL to be archived
+    /// while archiving makes no progress (a duration).
+    archive_wait: Option<Spanned<String>>,
 }
 
 /// A source's `restore_to`: a PostgreSQL data directory, or the Redis or
@@ -216,7 +219,13 @@ pub struct Source {
     pub backup_from: Option<Url>,
     /// The most replay lag `backup_from` may have, in bytes of WAL.
     pub backup_from_max_lag: u64,
+    /// Postgres: how long a base backup waits for the WAL it needs to be
+    /// archived while the server archives nothing (`archive_wait`).
+    pub archive_wait: std::time::Duration,
 }
+
+/// `archive_wait` when not set.
+pub const DEFAULT_ARCHIVE_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -428,6 +437,31 @@ impl Config {
                     .map_err(|why| bad(m.span(), &format!("sources.{name}.mode"), why))?,
             };
             let (backup_from, backup_from_max_lag) = standby(&name, s.kind, &s, &bad)?;
+            let archive_wait = match &s.archive_wait {
+                Some(v) if s.kind != SourceKind::Postgres => {
+                    return Err(bad(
+                        v.span(),
+                        &format!("sources.{name}.archive_wait"),
+                        format!(
+                            "archive_wait bounds a base backup's wait for archived WAL; a {} source has none",
+                            s.kind.as_str()
+                        ),
+                    ));
+                }
+                Some(v) => {
+                    match duration(&s.archive_wait, "archive_wait")?.and_then(|d| d.to_std().ok()) {
+                        Some(d) if d >= std::time::Duration::from_secs(1) => d,
+                        _ => {
+                            return Err(bad(
+                                v.span(),
+                                &format!("sources.{name}.archive_wait"),
+                                "at least 1s".into(),
+                            ));
+                        }
+                    }
+                }
+                None => DEFAULT_ARCHIVE_WAIT,
+            };
             let rto_target = duration(&s.rto_target, "rto_target")?;
             let rpo_target = duration(&s.rpo_target, "rpo_target")?;
             let restore_to = match &s.restore_to {
@@ -497,6 +531,7 @@ impl Config {
                     redis_mode,
                     backup_from,
                     backup_from_max_lag,
+                    archive_wait,
                 },
             );
         }

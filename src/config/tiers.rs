@@ -456,6 +456,36 @@ mod tier_tests {
     }
 
     #[test]
+    fn archive_wait() {
+        let c = parse(&text(
+            "\n[sources.db]\nkind = \"postgres\"\nurl = \"postgres://h/db\"\narchive_wait = \"5m\"\n",
+        ))
+        .unwrap();
+        assert_eq!(c.sources["db"].archive_wait.as_secs(), 300);
+        assert_eq!(
+            c.sources["app"].archive_wait,
+            crate::config::DEFAULT_ARCHIVE_WAIT
+        );
+        for (extra, why) in [
+            (
+                "\n[sources.db]\nkind = \"postgres\"\nurl = \"postgres://h/db\"\narchive_wait = \"0s\"\n",
+                "sources.db.archive_wait: at least 1s",
+            ),
+            (
+                "\n[sources.db]\nkind = \"postgres\"\nurl = \"postgres://h/db\"\narchive_wait = \"soon\"\n",
+                "sources.db.archive_wait:",
+            ),
+            (
+                "\n[sources.c]\nkind = \"redis\"\nurl = \"redis://h\"\narchive_wait = \"1m\"\n",
+                "sources.c.archive_wait: archive_wait bounds a base backup's wait",
+            ),
+        ] {
+            let e = parse(&text(extra)).unwrap_err();
+            assert!(e.message.contains(why), "{}", e.message);
+        }
+    }
+
+    #[test]
     fn incremental_base_tiers() {
         let c = parse(&text(
             "\n[tiers.daily]\nkind = \"base\"\nincremental = true\nmax_chain = 4\n\

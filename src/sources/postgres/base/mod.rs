@@ -37,6 +37,7 @@ pub mod blocks;
 pub mod chain;
 mod incremental;
 mod restore;
+mod stall;
 mod standby;
 mod tar;
 
@@ -48,9 +49,6 @@ pub use restore::{RestoreOptions, RestoreReport, restore, restore_delta};
 pub use standby::DEFAULT_MAX_LAG;
 pub use tar::BASE_OBJECT;
 use tar::{BlocksAgainst, parse_manifest_end_lsn, store_basebackup};
-
-/// How long a base backup waits for the archiver to store its WAL.
-pub const WAL_WAIT: Duration = Duration::from_secs(60);
 
 /// Takes a physical base backup of `source`.
 pub async fn backup(
@@ -127,7 +125,12 @@ pub async fn backup(
     };
     let plan = plan(ctx, source, reader_client, &info, major).await?;
     let key = Repository::data_key(&source.name, &id, BASE_OBJECT);
-    let taken = take(ctx, source, reader, &pg_basebackup, &key, plan).await?;
+    let watch = stall::ArchiveWatch {
+        client: reader_client,
+        wait: source.archive_wait,
+        source: &source.name,
+    };
+    let taken = take(ctx, source, reader, &pg_basebackup, &key, plan, &watch).await?;
     let (record, tap) = (taken.record, taken.tap);
     let stop_time = Utc::now();
     if standby.is_some() {
@@ -179,7 +182,7 @@ pub async fn backup(
         needed.first().expect("at least one"),
         needed.last().expect("at least one")
     ));
-    wait_for_segments(&archive, &needed, WAL_WAIT).await?;
+    wait_for_segments(&archive, &needed, source.archive_wait).await?;
     lock_wal(&archive, &needed, timeline, ctx.reporter).await?;
     if let Some((p, _)) = &taken.incremental {
         incremental::lock_chain(ctx.repo, &source.name, &p.members, ctx.reporter).await?;
@@ -352,6 +355,7 @@ async fn take(
     pg_basebackup: &Path,
     key: &str,
     plan: Plan,
+    watch: &stall::ArchiveWatch<'_>,
 ) -> Result<Taken> {
     let command = |incremental: Option<&Path>| {
         let mut cmd = target.command(pg_basebackup);
@@ -390,7 +394,8 @@ async fn take(
                 stats: stats.clone(),
             };
             let stored =
-                store_basebackup(ctx, command(None), &source.name, key, Some(against)).await?;
+                store_basebackup(ctx, command(None), &source.name, key, Some(against), watch)
+                    .await?;
             return Ok(taken(stored, Some((p, IncrementalMethod::Blocks)), None));
         }
         Some((p, IncrementalMethod::Server)) => {
@@ -406,7 +411,7 @@ async fn take(
                 .map_err(temp_failed)?;
             std::io::Write::write_all(&mut file, &p.basis).map_err(temp_failed)?;
             let cmd = command(Some(file.path()));
-            match store_basebackup(ctx, cmd, &source.name, key, None).await {
+            match store_basebackup(ctx, cmd, &source.name, key, None, watch).await {
                 Ok(stored) => {
                     return Ok(taken(stored, Some((p, IncrementalMethod::Server)), None));
                 }
@@ -424,7 +429,7 @@ async fn take(
             }
         }
     }
-    let stored = store_basebackup(ctx, command(None), &source.name, key, None).await?;
+    let stored = store_basebackup(ctx, command(None), &source.name, key, None, watch).await?;
     Ok(taken(stored, None, full_because))
 }
 
@@ -542,7 +547,7 @@ async fn wait_for_segments(
                 timeout.as_secs()
             ))
             .hint(format!(
-                "check the server's archive_command (it must run `strata wal push`) and pg_stat_archiver; key {}",
+                "check the server's archive_command (it must run `strata wal push`) and pg_stat_archiver; key {}; `archive_wait` sets how long a base backup waits",
                 archive.object_key(f)
             ))
             .retryable());

@@ -19,6 +19,7 @@ use crate::sources::postgres::wal::Lsn;
 
 use super::basis::Sizes;
 use super::blocks::{BlockFilter, BlockStats};
+use super::stall::ArchiveWatch;
 
 /// What the `blocks` rewriter compares against: the parent's basis and
 /// start LSN; `stats` receives its counts.
@@ -231,8 +232,10 @@ pub(super) async fn store_basebackup(
     source: &str,
     key: &str,
     blocks: Option<BlocksAgainst>,
+    watch: &ArchiveWatch<'_>,
 ) -> Result<(ObjectRecord, Tapped)> {
     let (mut child, tail) = spawn_piped(cmd, "pg_basebackup")?;
+    let (pid, said) = (child.id(), tail.view());
     let tapped = Arc::new(Mutex::new(Tapped::default()));
     let raw = child.stdout.take().expect("piped");
     let input: Box<dyn Read + Send> = match blocks {
@@ -241,7 +244,16 @@ pub(super) async fn store_basebackup(
     };
     let stdout = TarTap::new(input, tapped.clone());
     let what = format!("{source}: pg_basebackup");
-    let rec = store_child_output(ctx, child, tail, stdout, &what, key, BASE_OBJECT).await?;
+    let store = store_child_output(ctx, child, tail, stdout, &what, key, BASE_OBJECT);
+    tokio::pin!(store);
+    let rec = tokio::select! {
+        stored = &mut store => stored?,
+        why = watch.watch(pid, said) => {
+            // the child was stopped: the upload is aborted, nothing stored
+            let _ = store.await;
+            return Err(why);
+        }
+    };
     let tapped = std::mem::take(&mut *tapped.lock().unwrap());
     Ok((rec, tapped))
 }
