@@ -31,7 +31,9 @@
 # stored size; the first incremental and the median of the chain. Then the
 # restore of the chain's head (full + CHAIN incrementals) against the
 # restore of a full taken right after it (strata restore --latest into a new
-# directory, files only, no replay; pgBackRest restore; pg_combinebackup).
+# directory, files only, no replay; pgBackRest restore; pg_combinebackup),
+# each after a `sync` (pg_basebackup --no-sync leaves gigabytes of dirty
+# pages that would otherwise be flushed during the next timing).
 # Last, one incremental after random updates of 2% of the rows, to show
 # what no block-level method can save.
 set -euo pipefail
@@ -265,6 +267,7 @@ SQL
     local t rc rf i
     local -a rcs rfs
     for i in $(seq "$RESTORE_REPS"); do
+        sync  # no earlier step's dirty pages flushing during the timing
         t=$(secs)
         as_pg "$STRATA" --config "$W/strata.toml" restore main --target-dir "$W/r-chain" --latest >"$W/r-chain.out"
         rcs+=("$(since "$t")")
@@ -275,6 +278,7 @@ SQL
     read -r w p s id <<<"$(strata_backup)"
     catch_up
     for i in $(seq "$RESTORE_REPS"); do
+        sync  # no earlier step's dirty pages flushing during the timing
         t=$(secs)
         as_pg "$STRATA" --config "$W/strata.toml" restore main --target-dir "$W/r-full" --latest >"$W/r-full.out"
         rfs+=("$(since "$t")")
@@ -285,6 +289,7 @@ SQL
     row "pg$major   chain / full" "$(echo "$rc / $rf" | bc -l | xargs printf '%.2fx')" "" ""
     if [ "$major" = 15 ]; then
         mkdir -p "$W/r-pgbr" && chown postgres: "$W/r-pgbr" && chmod 700 "$W/r-pgbr"
+        sync  # no earlier step's dirty pages flushing during the timing
         t=$(secs)
         pgbr --stanza=main --pg1-path="$W/r-pgbr" --archive-mode=off restore
         row "pg$major pgbackrest restore, full + $CHAIN incr" "$(since "$t")s" "" ""
@@ -292,6 +297,7 @@ SQL
     else
         local -a parts=()
         for r in $(seq 0 "$CHAIN"); do parts+=("$W/pgbb/$r"); done
+        sync  # no earlier step's dirty pages flushing during the timing
         t=$(secs)
         as_pg "$PGBIN/pg_combinebackup" --no-sync -o "$W/r-combine" "${parts[@]}"
         row "pg$major pg_combinebackup, full + $CHAIN incr" "$(since "$t")s" "" ""

@@ -308,7 +308,7 @@ fn create_new(path: &Path, direct: &mut bool) -> io::Result<fs::File> {
 }
 
 /// Turns O_DIRECT on or off for an open file.
-fn set_direct(f: &fs::File, on: bool) -> io::Result<()> {
+pub(crate) fn set_direct(f: &fs::File, on: bool) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     // SAFETY: fcntl on a descriptor `f` owns; no memory is passed.
     let flags = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GETFL) };
@@ -328,13 +328,13 @@ fn set_direct(f: &fs::File, on: bool) -> io::Result<()> {
 }
 
 /// A zeroed heap buffer aligned for O_DIRECT.
-struct AlignedBuf {
+pub(crate) struct AlignedBuf {
     ptr: std::ptr::NonNull<u8>,
     layout: std::alloc::Layout,
 }
 
 impl AlignedBuf {
-    fn new(len: usize) -> AlignedBuf {
+    pub(crate) fn new(len: usize) -> AlignedBuf {
         let layout = std::alloc::Layout::from_size_align(len, DIRECT_ALIGN).expect("buffer layout");
         // SAFETY: the layout has a non-zero size.
         let raw = unsafe { std::alloc::alloc_zeroed(layout) };
@@ -343,7 +343,7 @@ impl AlignedBuf {
         AlignedBuf { ptr, layout }
     }
 
-    fn as_mut(&mut self) -> &mut [u8] {
+    pub(crate) fn as_mut(&mut self) -> &mut [u8] {
         // SAFETY: `ptr` holds `layout.size()` initialised bytes we own.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.layout.size()) }
     }

@@ -40,7 +40,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::sources::postgres::delta::{Member, for_each_member, read_full, remove_unlisted};
+use crate::sources::postgres::delta::{
+    AlignedBuf, Member, for_each_member, read_full, remove_unlisted, set_direct,
+};
 
 /// PostgreSQL's block size; a cluster built with another is refused.
 pub const BLCKSZ: u64 = 8192;
@@ -221,6 +223,14 @@ impl Pending {
 /// Opens `dest` for patching: it must exist unless the member needs no
 /// block of it (`truncation` 0).
 fn open_patched(dest: &Path, rel: &Path, truncation: u32) -> io::Result<File> {
+    let file = open_patched_buffered(dest, rel, truncation)?;
+    // whole aligned blocks at aligned offsets: written past the page cache
+    // like a new file's (`delta::unpack_new`), where the file system can
+    let _ = set_direct(&file, true);
+    Ok(file)
+}
+
+fn open_patched_buffered(dest: &Path, rel: &Path, truncation: u32) -> io::Result<File> {
     match fs::symlink_metadata(dest) {
         Ok(m) if m.is_file() => OpenOptions::new().write(true).open(dest),
         Ok(_) => Err(invalid(format!(
@@ -258,7 +268,16 @@ fn write_blocks(
         }
         let bytes = (j - i) * BLCKSZ as usize;
         r.read_exact(&mut buf[..bytes])?;
-        file.write_all_at(&buf[..bytes], h.blocks[i] as u64 * BLCKSZ)?;
+        let at = h.blocks[i] as u64 * BLCKSZ;
+        match file.write_all_at(&buf[..bytes], at) {
+            // O_DIRECT refused for these writes (or a short write left the
+            // rest unaligned): positional, so the whole run again, buffered
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                set_direct(file, false)?;
+                file.write_all_at(&buf[..bytes], at)?;
+            }
+            other => other?,
+        }
         len = len.max(h.blocks[j - 1] as u64 + 1);
         stats.blocks_written += (j - i) as u64;
         i = j;
@@ -290,7 +309,8 @@ fn write_whole(r: &mut impl Read, dest: &Path, mode: u32, buf: &mut [u8]) -> io:
 pub fn apply<R: Read>(reader: R, dir: &Path) -> io::Result<ApplyStats> {
     let mut stats = ApplyStats::default();
     let mut seen: HashSet<PathBuf> = HashSet::new();
-    let mut buf = vec![0u8; RUN * BLCKSZ as usize];
+    let mut aligned = AlignedBuf::new(RUN * BLCKSZ as usize);
+    let buf = aligned.as_mut();
     let mut pending: Option<Pending> = None;
     for_each_member(reader, dir, |entry, m| {
         let Member { rel, dest, mode } = m;
@@ -342,7 +362,7 @@ pub fn apply<R: Read>(reader: R, dir: &Path) -> io::Result<ApplyStats> {
             Kind::Pg(_) => {
                 let h = pg_header(entry, size, &rel)?;
                 let file = open_patched(&real_dest, &real, h.truncation)?;
-                let len = write_blocks(entry, &file, &h, &mut buf, &mut stats)?;
+                let len = write_blocks(entry, &file, &h, buf, &mut stats)?;
                 file.set_len(len * BLCKSZ)?;
                 file.set_permissions(fs::Permissions::from_mode(mode))?;
                 stats.files_patched += 1;
@@ -358,7 +378,7 @@ pub fn apply<R: Read>(reader: R, dir: &Path) -> io::Result<ApplyStats> {
                         blocks: 0,
                     },
                 };
-                let len = write_blocks(entry, &p.file, &h, &mut buf, &mut stats)?;
+                let len = write_blocks(entry, &p.file, &h, buf, &mut stats)?;
                 p.blocks = p.blocks.max(len);
                 p.next_seq = seq + 1;
                 if seq == 0 {
@@ -368,7 +388,7 @@ pub fn apply<R: Read>(reader: R, dir: &Path) -> io::Result<ApplyStats> {
                 pending = Some(p);
             }
             Kind::Plain if header_kind.is_file() => {
-                let f = write_whole(entry, &real_dest, mode, &mut buf)?;
+                let f = write_whole(entry, &real_dest, mode, buf)?;
                 if let Ok(t) = entry.header().mtime() {
                     let _ =
                         f.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(t));
