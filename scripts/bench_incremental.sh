@@ -161,9 +161,21 @@ EOF
     as_pg "$PGBIN/pg_ctl" -D "$PGDATA" -l "$W/server.log" -w start >/dev/null
     psqlc() { "$PGBIN/psql" -X -q -A -t -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$port" -U postgres -d postgres "$@"; }
     [ "$major" = 15 ] && pgbr --stanza=main stanza-create >/dev/null
+    # every backup starts with the WAL archived and, on 17+, summarized:
+    # else the first tool after a round waits for the WAL summarizer (an
+    # incremental waits until it reaches the backup's start) and the next
+    # one does not
     catch_up() {
+        local lsn i
+        lsn=$(psqlc -c "SELECT pg_current_wal_insert_lsn()")
         psqlc -c "SELECT pg_switch_wal()" >/dev/null
         until [ "$(psqlc -c "SELECT count(*) FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready'")" = 0 ]; do sleep 0.5; done
+        [ "$major" -ge 17 ] || return 0
+        for i in $(seq 100); do
+            [ "$(psqlc -c "SELECT pending_lsn >= '$lsn' FROM pg_get_wal_summarizer_state()")" = t ] && return 0
+            sleep 0.2
+        done
+        step "the WAL summarizer did not reach $lsn in 20s; going on"
     }
 
     local n=$((SCALE * 100000))
@@ -246,6 +258,7 @@ SQL
             read -r w s <<<"$(pgbr_backup incr)"
             bw+=("$w"); bs+=("$s")
         else
+            catch_up
             read -r w s <<<"$(pgbb_backup "$W/pgbb/$r" "$W/pgbb/$((r - 1))")"
             gw+=("$w"); gs+=("$s")
         fi

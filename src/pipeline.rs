@@ -360,7 +360,8 @@ impl<R: Read> Read for Watched<R> {
 /// The three stages run on three threads (a restore of a large base backup
 /// is otherwise bound by one core): age decrypts on one and hands 1 MiB
 /// chunks to zstd on this one, which writes each decompressed chunk to
-/// `sink` and hands the same buffer to the hasher. Memory stays a few MiB.
+/// `sink` and hands the same buffer to the hasher. Memory: at most about
+/// fourteen 1 MiB buffers, whatever the object's size.
 fn decode_stream<R: Read + Send, W: Write>(
     record: &ObjectRecord,
     src: &mut R,
@@ -381,9 +382,9 @@ fn decode_stream<R: Read + Send, W: Write>(
             .hint("use the identity whose public key was in [encryption] recipients when the backup was made"),
             other => bad(format!("decryption failed: {other}")),
         })?;
-    let (mut compressed_out, compressed_in) = crate::util::chunk_pipe(4);
-    let (to_hash, hash_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
-    let (hashed_tx, hashed) = std::sync::mpsc::sync_channel::<Vec<u8>>(6);
+    let (mut compressed_out, compressed_in) = crate::util::chunk_pipe(2);
+    let (to_hash, hash_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(2);
+    let (hashed_tx, hashed) = std::sync::mpsc::sync_channel::<Vec<u8>>(3);
     std::thread::scope(|scope| {
         let age = scope.spawn(move || -> io::Result<()> {
             let mut buf = vec![0u8; 256 << 10];
