@@ -350,6 +350,13 @@ fn a_base_backup_stops_when_archiving_makes_no_progress() {
         Some(0),
         "nothing was recorded: {list}"
     );
+    // the server's side of the backup was ended too, not left waiting
+    pg.wait_for(
+        "postgres",
+        "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'walsender'",
+        "0",
+        Duration::from_secs(10),
+    );
 
     pg.psql("postgres", "ALTER SYSTEM RESET archive_command");
     pg.psql("postgres", "SELECT pg_reload_conf()");

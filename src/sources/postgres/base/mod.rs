@@ -129,6 +129,7 @@ pub async fn backup(
         client: reader_client,
         wait: source.archive_wait,
         source: &source.name,
+        app_name: format!("strata-base-{id}"),
     };
     let taken = take(ctx, source, reader, &pg_basebackup, &key, plan, &watch).await?;
     let (record, tap) = (taken.record, taken.tap);
@@ -368,7 +369,8 @@ async fn take(
             "--checkpoint=fast",
             "--no-password",
         ])
-        .arg(format!("--dbname={}", target.child_url()));
+        .arg(format!("--dbname={}", target.child_url()))
+        .env("PGAPPNAME", &watch.app_name);
         if let Some(f) = incremental {
             cmd.arg(format!("--incremental={}", f.display()));
         }

@@ -7,9 +7,11 @@
 //! minute on stderr. The watchdog here follows pg_basebackup's stderr; once
 //! the server says it is waiting for archiving, it reads `pg_stat_archiver`
 //! every second. When the archiver has stored nothing for the source's
-//! `archive_wait`, it stops pg_basebackup (so nothing is stored) and says
-//! why: the archiver's failures, the segment it last failed on, and what to
-//! check. A slow archiver that still makes progress is waited for.
+//! `archive_wait`, it stops pg_basebackup (so nothing is stored) and its
+//! walsender (found by the `application_name` strata gives pg_basebackup),
+//! and says why: the archiver's failures, the segment it last failed on,
+//! and what to check. A slow archiver that still makes progress is waited
+//! for.
 
 use std::time::{Duration, Instant};
 
@@ -30,6 +32,9 @@ pub(super) struct ArchiveWatch<'a> {
     pub(super) client: &'a tokio_postgres::Client,
     pub(super) wait: Duration,
     pub(super) source: &'a str,
+    /// pg_basebackup's `application_name` (`PGAPPNAME`), by which its
+    /// walsender is found and ended once pg_basebackup is stopped.
+    pub(super) app_name: String,
 }
 
 /// One reading of `pg_stat_archiver`.
@@ -92,6 +97,22 @@ impl ArchiveWatch<'_> {
             ))
             .retryable();
         }
+    }
+
+    /// Ends pg_basebackup's walsender once [`Self::watch`] has stopped
+    /// pg_basebackup: the walsender notices its client is gone only when
+    /// it next sends, after the archiver recovers, and holds the backup
+    /// open until then. It is this role's own backend.
+    pub(super) async fn end_walsender(&self) {
+        let _ = tokio::time::timeout(
+            Duration::from_secs(10),
+            self.client.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE backend_type = 'walsender' AND application_name = $1",
+                &[&self.app_name],
+            ),
+        )
+        .await;
     }
 
     async fn read(&self) -> Option<Archiver> {

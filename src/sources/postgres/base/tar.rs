@@ -251,6 +251,7 @@ pub(super) async fn store_basebackup(
         why = watch.watch(pid, said) => {
             // the child was stopped: the upload is aborted, nothing stored
             let _ = store.await;
+            watch.end_walsender().await;
             return Err(why);
         }
     };
