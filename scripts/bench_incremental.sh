@@ -212,12 +212,14 @@ SQL
         pgbr --stanza=main backup --type="$1"
         echo "$(since "$t") $(($(dir_bytes "$W/pgbr/repo/backup") - before))"
     }
-    pgbb_backup() { # DIR [PRIOR] -> WALL BYTES
-        local t
+    pgbb_backup() { # DIR [PRIOR [sync]] -> WALL BYTES (--no-sync unless "sync")
+        local t nosync=--no-sync
+        [ "${3:-}" = sync ] && nosync=
         t=$(secs)
         if [ -n "${2:-}" ]; then
+            # shellcheck disable=SC2086
             as_pg "$PGBIN/pg_basebackup" -h 127.0.0.1 -p "$port" -U postgres -D "$1" -Fp -X none \
-                --checkpoint=fast --no-sync --incremental="$2/backup_manifest"
+                --checkpoint=fast $nosync --incremental="$2/backup_manifest"
         else
             as_pg "$PGBIN/pg_basebackup" -h 127.0.0.1 -p "$port" -U postgres -D "$1" -Fp -X none \
                 --checkpoint=fast --no-sync
@@ -242,7 +244,7 @@ SQL
     fi
 
     local r lo span=$((n / 50)) add=$((n / 100)) next=$((n + 1))
-    local -a sw sp ss bw bs gw gs
+    local -a sw sp ss bw bs gw gs gn
     for r in $(seq "$CHAIN"); do
         lo=$(((r - 1) * span + 1))
         psqlc -c "UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid BETWEEN $lo AND $((lo + span - 1))" \
@@ -258,9 +260,15 @@ SQL
             read -r w s <<<"$(pgbr_backup incr)"
             bw+=("$w"); bs+=("$s")
         else
+            # as users run it (files fsynced), then with --no-sync from the
+            # same parent into a directory dropped at once
             catch_up
-            read -r w s <<<"$(pgbb_backup "$W/pgbb/$r" "$W/pgbb/$((r - 1))")"
+            read -r w s <<<"$(pgbb_backup "$W/pgbb/$r" "$W/pgbb/$((r - 1))" sync)"
             gw+=("$w"); gs+=("$s")
+            catch_up
+            read -r w s <<<"$(pgbb_backup "$W/pgbb-ns" "$W/pgbb/$((r - 1))")"
+            gn+=("$w")
+            rm -rf "$W/pgbb-ns"
         fi
     done
     m() { printf '%s\n' "$@" | median; }
@@ -273,6 +281,7 @@ SQL
         row "pg$major pgbackrest --type=incr (median of $CHAIN)" "$(m "${bw[@]}")s" "" "$(mib "$(m "${bs[@]}")")"
     else
         row "pg$major pg_basebackup --incremental (median of $CHAIN)" "$(m "${gw[@]}")s" "read $(mib "$(m "${gs[@]}")")" "$(mib "$(m "${gs[@]}")")"
+        row "pg$major pg_basebackup --incremental --no-sync (median)" "$(m "${gn[@]}")s" "" ""
     fi
 
     step "restores: the chain's head, then a full ($RESTORE_REPS each)"
