@@ -383,7 +383,9 @@ fn decode_stream<R: Read + Send, W: Write>(
             other => bad(format!("decryption failed: {other}")),
         })?;
     let (mut compressed_out, compressed_in) = crate::util::chunk_pipe(2);
-    let (to_hash, hash_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(2);
+    // whole COPY_BUF buffers and how much of each zstd filled: never
+    // shrunk, so a recycled one needs no zeroing
+    let (to_hash, hash_rx) = std::sync::mpsc::sync_channel::<(Vec<u8>, usize)>(2);
     let (hashed_tx, hashed) = std::sync::mpsc::sync_channel::<Vec<u8>>(3);
     std::thread::scope(|scope| {
         let age = scope.spawn(move || -> io::Result<()> {
@@ -400,8 +402,8 @@ fn decode_stream<R: Read + Send, W: Write>(
         });
         let hasher = scope.spawn(move || {
             let mut hasher = Sha256::new();
-            for chunk in hash_rx {
-                hasher.update(&chunk);
+            for (chunk, n) in hash_rx {
+                hasher.update(&chunk[..n]);
                 // a full return queue only means the decoder has spares
                 let _ = hashed_tx.try_send(chunk);
             }
@@ -412,22 +414,20 @@ fn decode_stream<R: Read + Send, W: Write>(
             let mut zstd = zstd::stream::read::Decoder::with_buffer(compressed_in)
                 .map_err(|e| bad(format!("zstd: {e}")))?;
             loop {
-                let mut buf = hashed.try_recv().unwrap_or_default();
-                buf.resize(COPY_BUF, 0);
+                let mut buf = hashed.try_recv().unwrap_or_else(|_| vec![0u8; COPY_BUF]);
                 let n = match zstd.read(&mut buf) {
                     Ok(0) => break,
                     Ok(n) => n,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => return Err(bad(e.to_string())),
                 };
-                buf.truncate(n);
-                sink.write_all(&buf).map_err(|e| {
+                sink.write_all(&buf[..n]).map_err(|e| {
                     Error::failed(format!("writing restored data of {}: {e}", record.key))
                 })?;
                 plain += n as u64;
                 progress.inc(n as u64);
                 // the hasher reads until this loop stops sending
-                let _ = to_hash.send(buf);
+                let _ = to_hash.send((buf, n));
             }
             Ok(())
         })();

@@ -331,7 +331,9 @@ impl std::io::BufRead for ChunkReader {
                     let used = std::mem::replace(&mut self.cur, next);
                     self.pos = 0;
                     // a full return queue only means the writer has spares
-                    let _ = self.back.try_send(used);
+                    if used.capacity() > 0 {
+                        let _ = self.back.try_send(used);
+                    }
                 }
             }
         }

@@ -77,6 +77,7 @@ impl ArchiveWatch<'_> {
             unsafe {
                 libc::kill(pid as libc::pid_t, libc::SIGTERM);
             }
+            // the server says it waits only after about 5 s of waiting
             let waited = now.duration_since(started.unwrap_or(now)).as_secs() + 5;
             let archiver = match &seen {
                 Some(a) if a.failed > 0 && !a.last_failed.is_empty() => format!(
