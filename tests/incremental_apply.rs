@@ -3,10 +3,14 @@
 //! against PostgreSQL itself. A PostgreSQL 18 cluster with
 //! `summarize_wal = on` takes a full tar backup, then changes (a table
 //! that grew, one truncated by VACUUM, one dropped, a new database), then
-//! an incremental tar backup. strata unpacks the full tar and applies the
-//! incremental tar onto it as it streams; `pg_combinebackup` combines the
-//! same two backups. Every file must be identical, and a server started on
-//! strata's result must hold exactly the rows of the incremental.
+//! an incremental tar backup, then more changes (the truncated table cut
+//! again and grown again) and a second incremental. strata unpacks the
+//! full tar and applies each incremental onto it as it streams (`restore
+//! --delta`'s way), and restores the chain newest first, writing each
+//! block once (a plain restore's way); `pg_combinebackup` combines the
+//! same three backups. Every file must be identical, and a server started
+//! on strata's newest-first result must hold exactly the rows of the
+//! last incremental.
 mod common;
 
 use std::collections::BTreeMap;
@@ -123,6 +127,18 @@ fn postgres_incremental_tars_apply_as_pg_combinebackup_combines_them() {
     let listing = run(Command::new("tar").arg("-tf").arg(incr.join("base.tar")));
     assert!(listing.contains("/INCREMENTAL."), "{listing}");
 
+    // a second incremental: `shrank` cut again by VACUUM, then grown
+    // again, so its truncation length sits below blocks the full holds
+    pg.psql("postgres", "DELETE FROM shrank WHERE id > 100");
+    pg.psql("postgres", "VACUUM shrank");
+    pg.psql(
+        "postgres",
+        "INSERT INTO shrank SELECT g, repeat('t', 200) FROM generate_series(1001, 1400) g; \
+         UPDATE grew SET pad = 'again' WHERE id BETWEEN 29000 AND 29010; CHECKPOINT",
+    );
+    let incr2 = root.join("incr2");
+    basebackup(&pg, &incr2, Some(&incr));
+
     // strata: the full unpacked, the incremental applied as it streams
     let ours = root.join("ours");
     strata::sources::postgres::delta::unpack_new(
@@ -136,19 +152,56 @@ fn postgres_incremental_tars_apply_as_pg_combinebackup_combines_them() {
     )
     .unwrap();
     assert!(stats.files_patched > 0 && stats.removed > 0, "{stats:?}");
+    strata::sources::postgres::base::apply::apply(
+        fs::File::open(incr2.join("base.tar")).unwrap(),
+        &ours,
+    )
+    .unwrap();
+
+    // strata, newest first (a plain restore of a chain): each block
+    // written once
+    let newest_first = root.join("newest-first");
+    fs::create_dir_all(&newest_first).unwrap();
+    let mut combine = strata::sources::postgres::base::combine::Combine::new(&newest_first);
+    let mut written = vec![];
+    for b in [&incr2, &incr, &full] {
+        let s = combine
+            .add(fs::File::open(b.join("base.tar")).unwrap())
+            .unwrap();
+        written.push(s.blocks_written);
+    }
+    combine.finish().unwrap();
 
     // PostgreSQL: pg_combinebackup of the same two backups
-    let (full_plain, incr_plain) = (root.join("full-plain"), root.join("incr-plain"));
+    let (full_plain, incr_plain, incr2_plain) = (
+        root.join("full-plain"),
+        root.join("incr-plain"),
+        root.join("incr2-plain"),
+    );
     plain(&full, &full_plain);
     plain(&incr, &incr_plain);
+    plain(&incr2, &incr2_plain);
     let combined = root.join("combined");
     run(Command::new(pg.bin("pg_combinebackup"))
         .arg(&full_plain)
         .arg(&incr_plain)
+        .arg(&incr2_plain)
         .arg("-o")
         .arg(&combined));
 
-    let (a, b) = (files(&ours), files(&combined));
+    let b = files(&combined);
+    // no block written twice: at most the blocks of the result
+    let held: u64 = b.values().map(|d| d.len().div_ceil(8192) as u64).sum();
+    assert!(
+        written.iter().sum::<u64>() <= held,
+        "{written:?} blocks written, {held} held"
+    );
+    assert_eq!(
+        files(&newest_first),
+        b,
+        "newest first against pg_combinebackup"
+    );
+    let a = files(&ours);
     let only = |x: &BTreeMap<String, Vec<u8>>, y: &BTreeMap<String, Vec<u8>>| -> Vec<String> {
         x.keys().filter(|k| !y.contains_key(*k)).cloned().collect()
     };
@@ -163,27 +216,28 @@ fn postgres_incremental_tars_apply_as_pg_combinebackup_combines_them() {
     let label = String::from_utf8_lossy(&a["backup_label"]).into_owned();
     assert!(!label.contains("INCREMENTAL"), "{label}");
 
-    // and a server on strata's result holds the incremental's rows
+    // and a server on strata's result holds the last incremental's rows
     pg.stop();
-    chown_to_pg(&ours);
+    chown_to_pg(&newest_first);
     let restored = PgCluster::start_existing(
         PgOptions {
             name: "incr-apply-restored",
             ..Default::default()
         },
-        PathBuf::from(&ours),
+        PathBuf::from(&newest_first),
     );
     restored.wait_until_primary(std::time::Duration::from_secs(60));
     assert_eq!(
         restored.psql(
             "postgres",
-            "SELECT count(*), count(*) FILTER (WHERE pad = 'changed') FROM grew"
+            "SELECT count(*), count(*) FILTER (WHERE pad = 'changed'), \
+             count(*) FILTER (WHERE pad = 'again') FROM grew"
         ),
-        "30000|51"
+        "30000|51|11"
     );
     assert_eq!(
-        restored.psql("postgres", "SELECT max(id) FROM shrank"),
-        "500"
+        restored.psql("postgres", "SELECT count(*), max(id) FROM shrank"),
+        "500|1400"
     );
     assert_eq!(
         restored.psql("postgres", "SELECT to_regclass('dropped') IS NULL"),

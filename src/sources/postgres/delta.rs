@@ -238,40 +238,8 @@ fn unpack_new_with<R: Read>(reader: R, dir: &Path, mut direct: bool) -> io::Resu
             if let Some(parent) = dest.parent() {
                 fs::create_dir_all(parent)?;
             }
-            let mut f = create_new(&dest, &mut direct)?;
-            let mut f_direct = direct;
-            loop {
-                let n = read_full(entry, buf.as_mut())?;
-                if n == 0 {
-                    break;
-                }
-                if f_direct && n % DIRECT_ALIGN != 0 {
-                    // the tail of a file that is no multiple of the block size
-                    set_direct(&f, false)?;
-                    f_direct = false;
-                }
-                let mut done = 0;
-                while done < n {
-                    match f.write(&buf.as_mut()[done..n]) {
-                        Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                        Ok(k) => done += k,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        // the file system takes O_DIRECT at open but not
-                        // these writes (or a short write left the rest
-                        // unaligned): buffered from here on
-                        Err(e) if f_direct && e.raw_os_error() == Some(libc::EINVAL) => {
-                            set_direct(&f, false)?;
-                            f_direct = false;
-                            direct = false;
-                        }
-                        Err(e) => return Err(e),
-                    }
-                }
-            }
-            f.set_permissions(fs::Permissions::from_mode(mode))?;
-            if let Ok(t) = entry.header().mtime() {
-                let _ = f.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(t));
-            }
+            let mtime = entry.header().mtime().ok();
+            write_new(entry, &dest, mode, mtime, &mut buf, &mut direct)?;
         } else if kind.is_dir() {
             fs::create_dir_all(&dest)?;
             fs::set_permissions(&dest, fs::Permissions::from_mode(mode))?;
@@ -280,6 +248,54 @@ fn unpack_new_with<R: Read>(reader: R, dir: &Path, mut direct: bool) -> io::Resu
         }
         Ok(())
     })
+}
+
+/// Writes the new file `dest` (which must not exist) from `src`: 1 MiB at
+/// a time through `buf`, with O_DIRECT while `*direct` holds (see
+/// [`create_new`]).
+pub(crate) fn write_new(
+    src: &mut impl Read,
+    dest: &Path,
+    mode: u32,
+    mtime: Option<u64>,
+    buf: &mut AlignedBuf,
+    direct: &mut bool,
+) -> io::Result<()> {
+    let mut f = create_new(dest, direct)?;
+    let mut f_direct = *direct;
+    loop {
+        let n = read_full(src, buf.as_mut())?;
+        if n == 0 {
+            break;
+        }
+        if f_direct && n % DIRECT_ALIGN != 0 {
+            // the tail of a file that is no multiple of the block size
+            set_direct(&f, false)?;
+            f_direct = false;
+        }
+        let mut done = 0;
+        while done < n {
+            match f.write(&buf.as_mut()[done..n]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(k) => done += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // the file system takes O_DIRECT at open but not these
+                // writes (or a short write left the rest unaligned):
+                // buffered from here on
+                Err(e) if f_direct && e.raw_os_error() == Some(libc::EINVAL) => {
+                    set_direct(&f, false)?;
+                    f_direct = false;
+                    *direct = false;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    f.set_permissions(fs::Permissions::from_mode(mode))?;
+    if let Some(t) = mtime {
+        let _ = f.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(t));
+    }
+    Ok(())
 }
 
 /// Alignment of O_DIRECT buffers, offsets and lengths: the largest logical
@@ -291,7 +307,7 @@ const DIRECT_ALIGN: usize = 4096;
 /// writes would copy every byte into the page cache (the largest CPU cost
 /// of a restore on a small host) and push everything else out of it. A
 /// file system that refuses O_DIRECT turns it off for the rest of the run.
-fn create_new(path: &Path, direct: &mut bool) -> io::Result<fs::File> {
+pub(crate) fn create_new(path: &Path, direct: &mut bool) -> io::Result<fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     if *direct {
         match OpenOptions::new()

@@ -58,24 +58,29 @@ pub const STRATA_PREFIX: &str = "STRATA-INCR.";
 /// Blocks of a 1 GiB segment: no member lists more.
 const MAX_BLOCKS: u32 = 131_072;
 /// Consecutive blocks copied per write.
-const RUN: usize = 128;
+pub(super) const RUN: usize = 128;
 
-/// What applying one incremental did.
+/// What one backup of a chain wrote: applied in turn (`--delta`), or
+/// newest first ([`super::combine`]).
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct ApplyStats {
-    /// Regular files written whole (new, or changed and not relation files).
+    /// Regular files written whole (new, or changed and not relation
+    /// files; newest first: only the newest backup's).
     pub files_written: u64,
-    /// Relation files patched block by block.
+    /// Relation files patched block by block (newest first: the files it
+    /// supplied blocks to).
     pub files_patched: u64,
     /// Blocks written into patched files.
     pub blocks_written: u64,
-    /// Files and directories removed: not in this backup.
+    /// Applied in turn: files and directories removed, as not in this
+    /// backup. Newest first: files this backup holds that the newest does
+    /// not (a dropped table or database), left out.
     pub removed: u64,
 }
 
 /// What a member's file name says it is.
 #[derive(Debug, PartialEq, Eq)]
-enum Kind {
+pub(super) enum Kind {
     Plain,
     /// PostgreSQL's `INCREMENTAL.<name>`.
     Pg(String),
@@ -83,7 +88,7 @@ enum Kind {
     Strata(String, u32),
 }
 
-fn kind_of(file_name: &str) -> Kind {
+pub(super) fn kind_of(file_name: &str) -> Kind {
     if let Some(name) = file_name.strip_prefix(PG_PREFIX)
         && !name.is_empty()
     {
@@ -101,15 +106,28 @@ fn kind_of(file_name: &str) -> Kind {
     Kind::Plain
 }
 
-fn invalid(msg: String) -> io::Error {
+/// What a member is, and the file it writes (its real name).
+pub(super) fn classify(rel: &Path, is_file: bool) -> (Kind, PathBuf) {
+    let kind = match rel.file_name().and_then(|n| n.to_str()) {
+        Some(n) if is_file => kind_of(n),
+        _ => Kind::Plain,
+    };
+    let real = match &kind {
+        Kind::Plain => rel.to_path_buf(),
+        Kind::Pg(name) | Kind::Strata(name, _) => rel.with_file_name(name),
+    };
+    (kind, real)
+}
+
+pub(super) fn invalid(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg)
 }
 
 /// A member's header: which blocks it holds, and the file's length.
 #[derive(Debug)]
-struct Header {
-    truncation: u32,
-    blocks: Vec<u32>,
+pub(super) struct Header {
+    pub(super) truncation: u32,
+    pub(super) blocks: Vec<u32>,
 }
 
 fn read_u32(r: &mut impl Read) -> io::Result<u32> {
@@ -129,7 +147,7 @@ fn read_block_numbers(r: &mut impl Read, n: u32) -> io::Result<Vec<u32>> {
 
 /// Reads an `INCREMENTAL.` header (and its padding) of a member of
 /// `size` bytes, checking the size matches.
-fn pg_header(r: &mut impl Read, size: u64, what: &Path) -> io::Result<Header> {
+pub(super) fn pg_header(r: &mut impl Read, size: u64, what: &Path) -> io::Result<Header> {
     let short = |e: io::Error| match e.kind() {
         io::ErrorKind::UnexpectedEof => {
             invalid(format!("{}: incremental file cut short", what.display()))
@@ -158,7 +176,7 @@ fn pg_header(r: &mut impl Read, size: u64, what: &Path) -> io::Result<Header> {
 }
 
 /// Reads a `STRATA-INCR.` chunk header of a member of `size` bytes.
-fn strata_header(r: &mut impl Read, size: u64, what: &Path) -> io::Result<Header> {
+pub(super) fn strata_header(r: &mut impl Read, size: u64, what: &Path) -> io::Result<Header> {
     let short = |e: io::Error| match e.kind() {
         io::ErrorKind::UnexpectedEof => invalid(format!("{}: chunk cut short", what.display())),
         _ => e,
@@ -205,6 +223,31 @@ fn check_size(size: u64, want: u64, what: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Whether the member continues the strata chunk sequence before it
+/// (`prev`: that file and the chunk due next), checking chunks come in
+/// order: from 0, consecutively, one file's not interleaved with
+/// another's.
+pub(super) fn continues(
+    prev: Option<(&Path, u32)>,
+    kind: &Kind,
+    real: &Path,
+    rel: &Path,
+) -> io::Result<bool> {
+    match (prev, kind) {
+        (Some((p, next)), Kind::Strata(_, seq)) if real == p && *seq == next => Ok(true),
+        (Some((p, next)), Kind::Strata(_, seq)) if real == p || *seq > 0 => Err(invalid(format!(
+            "{}: chunk {seq} where chunk {next} of {} was due",
+            rel.display(),
+            p.display()
+        ))),
+        (None, Kind::Strata(_, seq)) if *seq > 0 => Err(invalid(format!(
+            "{}: chunk {seq} without chunk 0 before it",
+            rel.display()
+        ))),
+        _ => Ok(false),
+    }
+}
+
 /// The file a strata chunk sequence is patching.
 struct Pending {
     rel: PathBuf,
@@ -222,8 +265,17 @@ impl Pending {
 
 /// Opens `dest` for patching: it must exist unless the member needs no
 /// block of it (`truncation` 0).
+/// A file longer than `truncation` blocks is cut there first: at or
+/// above the truncation length only the blocks the member lists belong
+/// to the file, the rest are zeros (PostgreSQL's reading, as
+/// `pg_combinebackup` reconstructs it), never the prior state's — those
+/// were truncated away, and a relation extended since keeps zero pages
+/// there that no WAL record names.
 fn open_patched(dest: &Path, rel: &Path, truncation: u32) -> io::Result<File> {
     let file = open_patched_buffered(dest, rel, truncation)?;
+    if file.metadata()?.len() > truncation as u64 * BLCKSZ {
+        file.set_len(truncation as u64 * BLCKSZ)?;
+    }
     // whole aligned blocks at aligned offsets: written past the page cache
     // like a new file's (`delta::unpack_new`), where the file system can
     let _ = set_direct(&file, true);
@@ -250,16 +302,18 @@ fn open_patched_buffered(dest: &Path, rel: &Path, truncation: u32) -> io::Result
     }
 }
 
-/// Copies the member's blocks into `file`; the file's length in blocks
+/// Copies the member's blocks into `file`, those `keep` accepts (it is
+/// asked once per listed block, in order); the file's length in blocks
 /// they ask for (at least `truncation`).
-fn write_blocks(
+pub(super) fn write_blocks(
     r: &mut impl Read,
     file: &File,
     h: &Header,
     buf: &mut [u8],
-    stats: &mut ApplyStats,
-) -> io::Result<u64> {
+    keep: &mut impl FnMut(u64) -> bool,
+) -> io::Result<(u64, u64)> {
     let mut len = h.truncation as u64;
+    let mut written = 0;
     let mut i = 0;
     while i < h.blocks.len() {
         let mut j = i + 1;
@@ -268,21 +322,60 @@ fn write_blocks(
         }
         let bytes = (j - i) * BLCKSZ as usize;
         r.read_exact(&mut buf[..bytes])?;
-        let at = h.blocks[i] as u64 * BLCKSZ;
-        match file.write_all_at(&buf[..bytes], at) {
-            // O_DIRECT refused for these writes (or a short write left the
-            // rest unaligned): positional, so the whole run again, buffered
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                set_direct(file, false)?;
-                file.write_all_at(&buf[..bytes], at)?;
-            }
-            other => other?,
-        }
+        written += write_kept(file, &buf[..bytes], h.blocks[i] as u64, keep)?;
         len = len.max(h.blocks[j - 1] as u64 + 1);
-        stats.blocks_written += (j - i) as u64;
         i = j;
     }
-    Ok(len)
+    Ok((len, written))
+}
+
+/// Writes the blocks of `data` (consecutive, the first being block
+/// `first`; the last may be partial) that `keep` accepts, each run of
+/// accepted blocks in one positional write; the blocks written.
+pub(super) fn write_kept(
+    file: &File,
+    data: &[u8],
+    first: u64,
+    keep: &mut impl FnMut(u64) -> bool,
+) -> io::Result<u64> {
+    let b = BLCKSZ as usize;
+    let n = data.len().div_ceil(b);
+    let mut written = 0;
+    let mut i = 0;
+    while i < n {
+        if !keep(first + i as u64) {
+            i += 1;
+            continue;
+        }
+        let mut j = i + 1;
+        while j < n && keep(first + j as u64) {
+            j += 1;
+        }
+        write_at(
+            file,
+            &data[i * b..(j * b).min(data.len())],
+            (first + i as u64) * BLCKSZ,
+        )?;
+        written += (j - i) as u64;
+        if j < n {
+            // `keep` refused block j: go on after it
+            j += 1;
+        }
+        i = j;
+    }
+    Ok(written)
+}
+
+/// A positional write; where O_DIRECT is refused for it (or a short write
+/// left the rest unaligned), the whole of it again, buffered.
+fn write_at(file: &File, data: &[u8], at: u64) -> io::Result<()> {
+    match file.write_all_at(data, at) {
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            set_direct(file, false)?;
+            file.write_all_at(data, at)
+        }
+        other => other,
+    }
 }
 
 /// Replaces whatever is at `dest` with the member's bytes.
@@ -315,38 +408,14 @@ pub fn apply<R: Read>(reader: R, dir: &Path) -> io::Result<ApplyStats> {
     for_each_member(reader, dir, |entry, m| {
         let Member { rel, dest, mode } = m;
         let header_kind = entry.header().entry_type();
-        let kind = match rel.file_name().and_then(|n| n.to_str()) {
-            Some(n) if header_kind.is_file() => kind_of(n),
-            _ => Kind::Plain,
-        };
-        let real = match &kind {
-            Kind::Plain => rel.clone(),
-            Kind::Pg(name) | Kind::Strata(name, _) => rel.with_file_name(name),
-        };
+        let (kind, real) = classify(&rel, header_kind.is_file());
         // a chunk of the file being patched continues it; anything else
         // ends it
-        if let Some(p) = pending.take() {
-            match &kind {
-                Kind::Strata(_, seq) if real == p.rel && *seq == p.next_seq => {
-                    pending = Some(p);
-                }
-                Kind::Strata(_, seq) if real == p.rel || *seq > 0 => {
-                    return Err(invalid(format!(
-                        "{}: chunk {seq} where chunk {} of {} was due",
-                        rel.display(),
-                        p.next_seq,
-                        p.rel.display()
-                    )));
-                }
-                _ => p.finish()?,
-            }
-        } else if let Kind::Strata(_, seq) = &kind
-            && *seq > 0
+        let prev = pending.as_ref().map(|p| (p.rel.as_path(), p.next_seq));
+        if !continues(prev, &kind, &real, &rel)?
+            && let Some(p) = pending.take()
         {
-            return Err(invalid(format!(
-                "{}: chunk {seq} without chunk 0 before it",
-                rel.display()
-            )));
+            p.finish()?;
         }
         for a in real.ancestors() {
             if a.as_os_str().is_empty() || !seen.insert(a.to_path_buf()) {
@@ -362,7 +431,8 @@ pub fn apply<R: Read>(reader: R, dir: &Path) -> io::Result<ApplyStats> {
             Kind::Pg(_) => {
                 let h = pg_header(entry, size, &rel)?;
                 let file = open_patched(&real_dest, &real, h.truncation)?;
-                let len = write_blocks(entry, &file, &h, buf, &mut stats)?;
+                let (len, n) = write_blocks(entry, &file, &h, buf, &mut |_| true)?;
+                stats.blocks_written += n;
                 file.set_len(len * BLCKSZ)?;
                 file.set_permissions(fs::Permissions::from_mode(mode))?;
                 stats.files_patched += 1;
@@ -378,7 +448,8 @@ pub fn apply<R: Read>(reader: R, dir: &Path) -> io::Result<ApplyStats> {
                         blocks: 0,
                     },
                 };
-                let len = write_blocks(entry, &p.file, &h, buf, &mut stats)?;
+                let (len, n) = write_blocks(entry, &p.file, &h, buf, &mut |_| true)?;
+                stats.blocks_written += n;
                 p.blocks = p.blocks.max(len);
                 p.next_seq = seq + 1;
                 if seq == 0 {
@@ -448,24 +519,24 @@ pub fn strip_incremental_label(dir: &Path) -> io::Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
 
-    const B: usize = BLCKSZ as usize;
+    pub(crate) const B: usize = BLCKSZ as usize;
 
     /// A file of blocks, each filled with one byte.
-    fn blocks(fill: &[u8]) -> Vec<u8> {
+    pub(crate) fn blocks(fill: &[u8]) -> Vec<u8> {
         fill.iter().flat_map(|v| vec![*v; B]).collect()
     }
 
-    fn le(out: &mut Vec<u8>, v: u32) {
+    pub(crate) fn le(out: &mut Vec<u8>, v: u32) {
         out.extend_from_slice(&v.to_le_bytes());
     }
 
     /// PostgreSQL's `INCREMENTAL.` file: `listed` (block number, data).
-    fn pg_member(truncation: u32, listed: &[(u32, Vec<u8>)]) -> Vec<u8> {
+    pub(crate) fn pg_member(truncation: u32, listed: &[(u32, Vec<u8>)]) -> Vec<u8> {
         let mut out = Vec::new();
         le(&mut out, PG_MAGIC);
         le(&mut out, listed.len() as u32);
@@ -483,7 +554,7 @@ mod tests {
     }
 
     /// strata's `STRATA-INCR.` chunk.
-    fn strata_chunk(truncation: u32, listed: &[(u32, Vec<u8>)]) -> Vec<u8> {
+    pub(crate) fn strata_chunk(truncation: u32, listed: &[(u32, Vec<u8>)]) -> Vec<u8> {
         let mut out = Vec::new();
         le(&mut out, STRATA_MAGIC);
         le(&mut out, STRATA_VERSION);
@@ -499,7 +570,7 @@ mod tests {
     }
 
     /// A tar of directories (names ending in `/`) and files, in order.
-    fn tar_of(members: &[(String, Vec<u8>)]) -> Vec<u8> {
+    pub(crate) fn tar_of(members: &[(String, Vec<u8>)]) -> Vec<u8> {
         let mut b = tar::Builder::new(Vec::new());
         for (name, data) in members {
             let mut h = tar::Header::new_gnu();
@@ -516,16 +587,16 @@ mod tests {
         b.into_inner().unwrap()
     }
 
-    fn m(name: &str, data: Vec<u8>) -> (String, Vec<u8>) {
+    pub(crate) fn m(name: &str, data: Vec<u8>) -> (String, Vec<u8>) {
         (name.to_string(), data)
     }
 
-    fn dir_(name: &str) -> (String, Vec<u8>) {
+    pub(crate) fn dir_(name: &str) -> (String, Vec<u8>) {
         (format!("{name}/"), vec![])
     }
 
     /// Every regular file under `dir`, relative, with its contents.
-    fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    pub(crate) fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
         fn walk(root: &Path, at: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
             for e in fs::read_dir(at).unwrap() {
                 let p = e.unwrap().path();
@@ -542,7 +613,89 @@ mod tests {
         out
     }
 
-    fn prior(dir: &Path, files: &[(&str, Vec<u8>)]) {
+    /// A data directory's files and their contents.
+    pub(crate) type State = BTreeMap<String, Vec<u8>>;
+
+    /// How an incremental sends a relation file the backup before holds.
+    #[allow(dead_code)]
+    pub(crate) enum Send {
+        /// Whole, as a regular member.
+        Whole,
+        /// As an incremental member with this truncation length: the
+        /// blocks at or above it, and those that changed below it.
+        Truncated(u32),
+    }
+
+    /// The tar members of an incremental taking the directory from `prev`
+    /// to `next`, in PostgreSQL's format or strata's (two blocks a chunk,
+    /// so files span several members); `how` picks how each relation file
+    /// (under `base/`, whole blocks) that `prev` holds is sent, given its
+    /// name and its old and new lengths in blocks.
+    pub(crate) fn members(
+        prev: &State,
+        next: &State,
+        strata: bool,
+        how: &mut dyn FnMut(&str, usize, usize) -> Send,
+    ) -> Vec<(String, Vec<u8>)> {
+        let mut out = vec![];
+        let mut dirs = std::collections::BTreeSet::new();
+        for (name, data) in next {
+            let p = Path::new(name);
+            for a in p.ancestors().skip(1) {
+                if !a.as_os_str().is_empty() && dirs.insert(a.to_path_buf()) {
+                    out.push(dir_(&a.display().to_string()));
+                }
+            }
+            let relation = name.starts_with("base/") && data.len() % B == 0;
+            let Some(old) = prev.get(name).filter(|_| relation) else {
+                out.push(m(name, data.clone()));
+                continue;
+            };
+            let (n_old, n_new) = (old.len() / B, data.len() / B);
+            let truncation = match how(name, n_old, n_new) {
+                Send::Whole => {
+                    out.push(m(name, data.clone()));
+                    continue;
+                }
+                Send::Truncated(t) => t as usize,
+            };
+            // a block of zeros at or above the truncation length, before
+            // the last, may go unlisted: a hole reads as zeros
+            let hole = |b: usize| b + 1 < n_new && data[b * B..][..B].iter().all(|v| *v == 0);
+            let listed: Vec<(u32, Vec<u8>)> = (0..n_new)
+                .filter(|&b| {
+                    if b >= truncation.min(n_old) {
+                        !(b >= truncation && hole(b))
+                    } else {
+                        old[b * B..][..B] != data[b * B..][..B]
+                    }
+                })
+                .map(|b| (b as u32, data[b * B..][..B].to_vec()))
+                .collect();
+            let file = p.file_name().unwrap().to_str().unwrap();
+            let at = |n: String| p.with_file_name(n).display().to_string();
+            if strata {
+                let mut chunks: Vec<&[(u32, Vec<u8>)]> = listed.chunks(2).collect();
+                if chunks.is_empty() {
+                    chunks.push(&[]);
+                }
+                for (i, c) in chunks.iter().enumerate() {
+                    out.push(m(
+                        &at(format!("{STRATA_PREFIX}{file}.{i:04}")),
+                        strata_chunk(truncation as u32, c),
+                    ));
+                }
+            } else {
+                out.push(m(
+                    &at(format!("{PG_PREFIX}{file}")),
+                    pg_member(truncation as u32, &listed),
+                ));
+            }
+        }
+        out
+    }
+
+    pub(crate) fn prior(dir: &Path, files: &[(&str, Vec<u8>)]) {
         for (name, data) in files {
             let p = dir.join(name);
             fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -835,55 +988,11 @@ mod tests {
     /// every state comes out exactly.
     #[test]
     fn a_chain_applied_in_turn_gives_each_state() {
-        type State = BTreeMap<String, Vec<u8>>;
         fn state(files: &[(&str, Vec<u8>)]) -> State {
             files
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.clone()))
                 .collect()
-        }
-        fn members(prev: &State, next: &State, strata: bool) -> Vec<(String, Vec<u8>)> {
-            let mut out = vec![];
-            let mut dirs = std::collections::BTreeSet::new();
-            for (name, data) in next {
-                let p = Path::new(name);
-                for a in p.ancestors().skip(1) {
-                    if !a.as_os_str().is_empty() && dirs.insert(a.to_path_buf()) {
-                        out.push(dir_(&a.display().to_string()));
-                    }
-                }
-                let relation = name.starts_with("base/") && data.len() % B == 0;
-                let Some(old) = prev.get(name).filter(|_| relation) else {
-                    out.push(m(name, data.clone()));
-                    continue;
-                };
-                let (n_old, n_new) = (old.len() / B, data.len() / B);
-                let listed: Vec<(u32, Vec<u8>)> = (0..n_new)
-                    .filter(|&b| b >= n_old || old[b * B..][..B] != data[b * B..][..B])
-                    .map(|b| (b as u32, data[b * B..][..B].to_vec()))
-                    .collect();
-                let file = p.file_name().unwrap().to_str().unwrap();
-                let at = |n: String| p.with_file_name(n).display().to_string();
-                if strata {
-                    // two blocks per chunk, so files span several members
-                    let mut chunks: Vec<&[(u32, Vec<u8>)]> = listed.chunks(2).collect();
-                    if chunks.is_empty() {
-                        chunks.push(&[]);
-                    }
-                    for (i, c) in chunks.iter().enumerate() {
-                        out.push(m(
-                            &at(format!("{STRATA_PREFIX}{file}.{i:04}")),
-                            strata_chunk(n_new as u32, c),
-                        ));
-                    }
-                } else {
-                    out.push(m(
-                        &at(format!("{PG_PREFIX}{file}")),
-                        pg_member(n_new as u32, &listed),
-                    ));
-                }
-            }
-            out
         }
         let history = [
             state(&[
@@ -921,11 +1030,18 @@ mod tests {
         for strata in [false, true] {
             let tmp = tempfile::tempdir().unwrap();
             let dir = tmp.path().join("data");
-            let full = tar_of(&members(&State::new(), &history[0], strata));
+            let full = tar_of(&members(
+                &State::new(),
+                &history[0],
+                strata,
+                &mut |_, _, n| Send::Truncated(n as u32),
+            ));
             crate::sources::postgres::delta::unpack_new(&full[..], &dir).unwrap();
             assert_eq!(snapshot(&dir), history[0]);
             for w in history.windows(2) {
-                let t = tar_of(&members(&w[0], &w[1], strata));
+                let t = tar_of(&members(&w[0], &w[1], strata, &mut |_, _, n| {
+                    Send::Truncated(n as u32)
+                }));
                 apply(&t[..], &dir).unwrap();
                 assert_eq!(snapshot(&dir), w[1], "strata format: {strata}");
             }

@@ -35,6 +35,7 @@ pub mod apply;
 pub mod basis;
 pub mod blocks;
 pub mod chain;
+pub mod combine;
 mod incremental;
 mod restore;
 mod stall;

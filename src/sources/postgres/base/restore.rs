@@ -150,44 +150,60 @@ async fn restore_into(
         }
         (false, _) => e.context(format!("restoring backup {id} of the chain of {of}")),
     };
-    let first_id = first.entry.summary().id.to_string();
-    let delta_stats = stream(
-        storage,
-        first,
-        identities.clone(),
-        dir,
-        if rest.is_empty() {
-            format!("extract {first_id}")
-        } else {
-            format!("extract {first_id} (the full backup of {of}'s chain)")
-        },
-        reporter,
-        move |reader, d2| {
-            if delta {
-                return crate::sources::postgres::delta::unpack(reader, &d2).map(Some);
-            }
-            crate::sources::postgres::delta::unpack_new(reader, &d2)?;
-            Ok(None)
-        },
-    )
-    .await
-    .map_err(|e| in_chain(&first_id, e))?;
     let mut chain = super::chain::steps(cand);
-    for (i, m) in rest.iter().enumerate() {
-        let id = m.entry.summary().id.to_string();
-        let applied = stream(
+    let delta_stats = if rest.is_empty() || delta {
+        forward(
             storage,
-            m,
-            identities.clone(),
+            first,
+            &rest,
+            &of,
+            &identities,
             dir,
-            format!("apply {id} (incremental {} of {})", i + 1, rest.len()),
+            delta,
             reporter,
-            |reader, d2| super::apply::apply(reader, &d2),
+            &mut chain,
+            &in_chain,
         )
-        .await
-        .map_err(|e| in_chain(&id, e))?;
-        chain[i + 1].applied = Some(applied);
-    }
+        .await?
+    } else {
+        // newest first, each block written once (`combine`)
+        let mut combine = super::combine::Combine::new(dir);
+        let levels: Vec<&Candidate> = std::iter::once(first).chain(rest.iter().copied()).collect();
+        let n = levels.len();
+        for (k, m) in levels.iter().enumerate().rev() {
+            let id = m.entry.summary().id.to_string();
+            let label = if k + 1 == n {
+                format!("extract {id} (the newest of {of}'s chain of {n})")
+            } else if k == 0 {
+                format!("fill from {id} (the chain's full backup)")
+            } else {
+                format!("fill from {id} (incremental {k} of {})", n - 1)
+            };
+            let (back, stats) = stream(
+                storage,
+                m,
+                identities.clone(),
+                dir,
+                label,
+                reporter,
+                move |reader, _| {
+                    let stats = combine.add(reader)?;
+                    Ok((combine, stats))
+                },
+            )
+            .await
+            .map_err(|e| in_chain(&id, e))?;
+            combine = back;
+            chain[k].applied = Some(stats);
+        }
+        combine.finish().map_err(|e| {
+            Error::integrity(format!(
+                "restoring the chain of {of} into {}: {e}",
+                dir.display()
+            ))
+        })?;
+        None
+    };
     std::fs::create_dir_all(dir.join("pg_wal/archive_status"))?;
     write_recovery_conf(dir, opts)?;
     set_mode(dir, 0o700)?;
@@ -274,6 +290,62 @@ async fn restore_into(
     report.duration_seconds = clock.elapsed().as_secs_f64();
     report.phases = phases;
     Ok(report)
+}
+
+/// A single backup, or a chain with `--delta`: the full one unpacked (or
+/// compared with what `dir` holds), then each incremental applied in turn
+/// ([`super::apply`]); the full one's delta statistics.
+#[allow(clippy::too_many_arguments)]
+async fn forward(
+    storage: &Arc<dyn Storage>,
+    first: &Candidate,
+    rest: &[&Candidate],
+    of: &str,
+    identities: &Arc<Vec<Identity>>,
+    dir: &Path,
+    delta: bool,
+    reporter: &Reporter,
+    chain: &mut [super::chain::ChainStep],
+    in_chain: &dyn Fn(&str, Error) -> Error,
+) -> Result<Option<crate::sources::postgres::delta::DeltaStats>> {
+    let first_id = first.entry.summary().id.to_string();
+    let delta_stats = stream(
+        storage,
+        first,
+        identities.clone(),
+        dir,
+        if rest.is_empty() {
+            format!("extract {first_id}")
+        } else {
+            format!("extract {first_id} (the full backup of {of}'s chain)")
+        },
+        reporter,
+        move |reader, d2| {
+            if delta {
+                return crate::sources::postgres::delta::unpack(reader, &d2).map(Some);
+            }
+            crate::sources::postgres::delta::unpack_new(reader, &d2)?;
+            Ok(None)
+        },
+    )
+    .await
+    .map_err(|e| in_chain(&first_id, e))?;
+    for (i, m) in rest.iter().enumerate() {
+        let id = m.entry.summary().id.to_string();
+        let applied = stream(
+            storage,
+            m,
+            identities.clone(),
+            dir,
+            format!("apply {id} (incremental {} of {})", i + 1, rest.len()),
+            reporter,
+            |reader, d2| super::apply::apply(reader, &d2),
+        )
+        .await
+        .map_err(|e| in_chain(&id, e))?;
+        chain[i + 1].applied = Some(applied);
+    }
+    Ok(delta_stats)
 }
 
 /// Streams `c`'s tar from the repository into `work`, which reads it (over
