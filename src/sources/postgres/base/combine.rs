@@ -114,6 +114,12 @@ pub struct Combine {
     newest: HashSet<PathBuf>,
     /// Relation files still open, by real name.
     open: HashMap<PathBuf, Open>,
+    /// Files of the newest backup not created yet, as it lists no block
+    /// of them: their length in blocks and mode. Created when an older
+    /// backup first writes one (creating a file is the costly part of a
+    /// small backup: done there, it overlaps that backup's decoding), or
+    /// at the end.
+    deferred: HashMap<PathBuf, (u64, u32)>,
     /// O_DIRECT writes, until the file system refuses them.
     direct: bool,
 }
@@ -126,6 +132,7 @@ impl Combine {
             level: 0,
             newest: HashSet::new(),
             open: HashMap::new(),
+            deferred: HashMap::new(),
             direct: true,
         }
     }
@@ -179,6 +186,14 @@ impl Combine {
                 path.display()
             )));
         }
+        let mut left: Vec<_> = self.deferred.into_iter().collect();
+        left.sort();
+        for (rel, (blocks, mode)) in left {
+            let mut direct = false;
+            let f = create_new(&self.dir.join(&rel), &mut direct)?;
+            f.set_len(blocks * BLCKSZ)?;
+            f.set_permissions(fs::Permissions::from_mode(mode))?;
+        }
         strip_incremental_label(&self.dir)
     }
 
@@ -190,6 +205,7 @@ impl Combine {
         let Combine {
             newest,
             open,
+            deferred,
             direct,
             ..
         } = self;
@@ -200,7 +216,7 @@ impl Combine {
             let prev = chunks.as_ref().map(|c| (c.real.as_path(), c.next_seq));
             let more = continues(prev, &kind, &real, &rel)?;
             if !more && let Some(c) = chunks.take() {
-                c.finish()?;
+                c.finish(deferred)?;
             }
             for a in real.ancestors() {
                 if a.as_os_str().is_empty() || !newest.insert(a.to_path_buf()) {
@@ -218,8 +234,6 @@ impl Combine {
                     let mut c = match chunks.take() {
                         Some(c) => c,
                         None => {
-                            let f = create_new(&real_dest, direct)?;
-                            f.set_permissions(fs::Permissions::from_mode(mode))?;
                             stats.files_patched += 1;
                             if h.truncation > 0 {
                                 open.insert(real.clone(), Open::new(h.truncation));
@@ -227,20 +241,28 @@ impl Combine {
                             Chunks {
                                 real: real.clone(),
                                 next_seq: 0,
-                                file: Some(f),
+                                file: None,
                                 blocks: 0,
                                 patched: true,
+                                mode,
                             }
                         }
                     };
-                    let file = c.file.as_ref().expect("the newest backup writes its files");
+                    if c.file.is_none() && !h.blocks.is_empty() {
+                        let f = create_new(&real_dest, direct)?;
+                        f.set_permissions(fs::Permissions::from_mode(c.mode))?;
+                        c.file = Some(f);
+                    }
                     let mut o = open.get_mut(&real);
-                    let (len, n) = write_blocks(entry, file, &h, aligned.as_mut(), &mut |b| {
-                        if let Some(o) = o.as_deref_mut() {
-                            o.mark(b);
-                        }
-                        true
-                    })?;
+                    let (len, n) = match &c.file {
+                        Some(file) => write_blocks(entry, file, &h, aligned.as_mut(), &mut |b| {
+                            if let Some(o) = o.as_deref_mut() {
+                                o.mark(b);
+                            }
+                            true
+                        })?,
+                        None => (h.truncation as u64, 0),
+                    };
                     stats.blocks_written += n;
                     c.blocks = c.blocks.max(len);
                     match kind {
@@ -248,7 +270,7 @@ impl Combine {
                             c.next_seq = seq + 1;
                             chunks = Some(c);
                         }
-                        _ => c.finish()?,
+                        _ => c.finish(deferred)?,
                     }
                 }
                 Kind::Plain if header_kind.is_file() => {
@@ -267,7 +289,7 @@ impl Combine {
             Ok(())
         })?;
         if let Some(c) = chunks {
-            c.finish()?;
+            c.finish(deferred)?;
         }
         Ok(stats)
     }
@@ -280,6 +302,7 @@ impl Combine {
         let Combine {
             newest,
             open,
+            deferred,
             direct,
             ..
         } = self;
@@ -303,7 +326,16 @@ impl Combine {
             if let Some(o) = open.get_mut(&real) {
                 o.seen = true;
                 let size = entry.size();
-                let mut open_file = || open_existing(&dir.join(&real), &real, *direct);
+                let mut open_file = || match deferred.remove(&real) {
+                    // first written here: created now, at its length
+                    Some((blocks, mode)) => {
+                        let f = create_new(&dir.join(&real), direct)?;
+                        f.set_len(blocks * BLCKSZ)?;
+                        f.set_permissions(fs::Permissions::from_mode(mode))?;
+                        Ok(f)
+                    }
+                    None => open_existing(&dir.join(&real), &real, *direct),
+                };
                 let n = fill(
                     entry,
                     &kind,
@@ -327,6 +359,7 @@ impl Combine {
                     file,
                     blocks: 0,
                     patched,
+                    mode: 0,
                 });
             }
             Ok(())
@@ -346,14 +379,20 @@ struct Chunks {
     blocks: u64,
     /// Whether this backup wrote blocks of it.
     patched: bool,
+    /// The newest backup: the file's mode.
+    mode: u32,
 }
 
 impl Chunks {
-    /// The newest backup's file is whole: cut or extend it to its length.
-    fn finish(self) -> io::Result<()> {
+    /// The newest backup's file is whole: cut or extend it to its length,
+    /// or (no block listed, none written) leave its creation for later.
+    fn finish(self, deferred: &mut HashMap<PathBuf, (u64, u32)>) -> io::Result<()> {
         match self.file {
             Some(f) => f.set_len(self.blocks * BLCKSZ),
-            None => Ok(()),
+            None => {
+                deferred.insert(self.real, (self.blocks, self.mode));
+                Ok(())
+            }
         }
     }
 }
