@@ -152,21 +152,42 @@ impl Encoder {
         if threads > 1 {
             zstd.multithread(threads)?;
         }
-        let mut hasher = Sha256::new();
-        let mut plain = 0u64;
-        let mut buf = vec![0u8; COPY_BUF];
-        loop {
-            let n = match src.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
-            hasher.update(&buf[..n]);
-            zstd.write_all(&buf[..n])?;
-            plain += n as u64;
-            progress.inc(n as u64);
-        }
+        // the plain SHA-256 on a thread of its own, handed the very
+        // buffers read (as `decode_stream` does), so this thread only
+        // reads, feeds zstd and encrypts what it returns
+        let (to_hash, hash_rx) = std::sync::mpsc::sync_channel::<(Vec<u8>, usize)>(2);
+        let (hashed_tx, hashed) = std::sync::mpsc::sync_channel::<Vec<u8>>(3);
+        let (plain, sha256, zstd) = std::thread::scope(|scope| {
+            let hasher = scope.spawn(move || {
+                let mut hasher = Sha256::new();
+                for (chunk, n) in hash_rx {
+                    hasher.update(&chunk[..n]);
+                    // a full return queue only means the reader has spares
+                    let _ = hashed_tx.try_send(chunk);
+                }
+                <[u8; 32]>::from(hasher.finalize())
+            });
+            let mut plain = 0u64;
+            let read = (|| -> io::Result<()> {
+                loop {
+                    let mut buf = hashed.try_recv().unwrap_or_else(|_| vec![0u8; COPY_BUF]);
+                    let n = match src.read(&mut buf) {
+                        Ok(0) => return Ok(()),
+                        Ok(n) => n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(e),
+                    };
+                    zstd.write_all(&buf[..n])?;
+                    plain += n as u64;
+                    progress.inc(n as u64);
+                    // the hasher reads until this loop stops sending
+                    let _ = to_hash.send((buf, n));
+                }
+            })();
+            drop(to_hash);
+            let sha = hasher.join().expect("hash thread panicked");
+            read.map(|()| (plain, sha, zstd))
+        })?;
         let encrypted = zstd.finish()?;
         let mut counted = encrypted.finish()?;
         counted.flush()?;
@@ -174,7 +195,7 @@ impl Encoder {
             Encoded {
                 plain_size: plain,
                 stored_size: counted.count,
-                sha256: hasher.finalize().into(),
+                sha256,
                 stored_sha256: counted.hasher.finalize().into(),
             },
             counted.inner,

@@ -127,6 +127,9 @@ pub(crate) fn spawn_piped(
     let mut child = cmd
         .spawn()
         .map_err(|e| Error::source(format!("cannot start {what}: {e}")))?;
+    if let Some(out) = &child.stdout {
+        crate::util::grow_pipe(out);
+    }
     let tail = StderrTail::spawn(child.stderr.take().expect("piped"), STDERR_TAIL);
     Ok((child, tail))
 }
