@@ -119,6 +119,21 @@ pub(super) fn classify(rel: &Path, is_file: bool) -> (Kind, PathBuf) {
     (kind, real)
 }
 
+/// Records `real` and its ancestors in `seen`, makes its parent
+/// directory, and returns its path in `dir`.
+pub(super) fn place(dir: &Path, real: &Path, seen: &mut HashSet<PathBuf>) -> io::Result<PathBuf> {
+    for a in real.ancestors() {
+        if a.as_os_str().is_empty() || !seen.insert(a.to_path_buf()) {
+            break;
+        }
+    }
+    let dest = dir.join(real);
+    if let Some(parent) = dest.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    Ok(dest)
+}
+
 pub(super) fn invalid(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg)
 }
@@ -417,15 +432,7 @@ pub fn apply<R: Read>(reader: R, dir: &Path) -> io::Result<ApplyStats> {
         {
             p.finish()?;
         }
-        for a in real.ancestors() {
-            if a.as_os_str().is_empty() || !seen.insert(a.to_path_buf()) {
-                break;
-            }
-        }
-        let real_dest = dir.join(&real);
-        if let Some(parent) = real_dest.parent() {
-            fs::create_dir_all(parent)?;
-        }
+        let real_dest = place(dir, &real, &mut seen)?;
         let size = entry.size();
         match kind {
             Kind::Pg(_) => {

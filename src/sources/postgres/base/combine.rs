@@ -41,8 +41,8 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::apply::{
-    ApplyStats, BLCKSZ, Header, Kind, RUN, classify, continues, invalid, pg_header, strata_header,
-    strip_incremental_label, write_blocks, write_kept,
+    ApplyStats, BLCKSZ, Header, Kind, RUN, classify, continues, invalid, pg_header, place,
+    strata_header, strip_incremental_label, write_blocks, write_kept,
 };
 use crate::sources::postgres::delta::{
     AlignedBuf, Member, create_new, for_each_member, read_full, write_new,
@@ -218,15 +218,7 @@ impl Combine {
             if !more && let Some(c) = chunks.take() {
                 c.finish(deferred)?;
             }
-            for a in real.ancestors() {
-                if a.as_os_str().is_empty() || !newest.insert(a.to_path_buf()) {
-                    break;
-                }
-            }
-            let real_dest = dir.join(&real);
-            if let Some(parent) = real_dest.parent() {
-                fs::create_dir_all(parent)?;
-            }
+            let real_dest = place(&dir, &real, newest)?;
             let size = entry.size();
             match kind {
                 Kind::Pg(_) | Kind::Strata(..) => {
