@@ -155,22 +155,12 @@ impl Encoder {
         // the plain SHA-256 on a thread of its own, handed the very
         // buffers read (as `decode_stream` does), so this thread only
         // reads, feeds zstd and encrypts what it returns
-        let (to_hash, hash_rx) = std::sync::mpsc::sync_channel::<(Vec<u8>, usize)>(2);
-        let (hashed_tx, hashed) = std::sync::mpsc::sync_channel::<Vec<u8>>(3);
         let (plain, sha256, zstd) = std::thread::scope(|scope| {
-            let hasher = scope.spawn(move || {
-                let mut hasher = Sha256::new();
-                for (chunk, n) in hash_rx {
-                    hasher.update(&chunk[..n]);
-                    // a full return queue only means the reader has spares
-                    let _ = hashed_tx.try_send(chunk);
-                }
-                <[u8; 32]>::from(hasher.finalize())
-            });
+            let (to_hash, hashed, hasher) = spawn_hasher(scope);
             let mut plain = 0u64;
             let read = (|| -> io::Result<()> {
                 loop {
-                    let mut buf = hashed.try_recv().unwrap_or_else(|_| vec![0u8; COPY_BUF]);
+                    let mut buf = spare(&hashed);
                     let n = match src.read(&mut buf) {
                         Ok(0) => return Ok(()),
                         Ok(n) => n,
@@ -406,9 +396,8 @@ fn decode_stream<R: Read + Send, W: Write>(
     let (mut compressed_out, compressed_in) = crate::util::chunk_pipe(2);
     // whole COPY_BUF buffers and how much of each zstd filled: never
     // shrunk, so a recycled one needs no zeroing
-    let (to_hash, hash_rx) = std::sync::mpsc::sync_channel::<(Vec<u8>, usize)>(2);
-    let (hashed_tx, hashed) = std::sync::mpsc::sync_channel::<Vec<u8>>(3);
     std::thread::scope(|scope| {
+        let (to_hash, hashed, hasher) = spawn_hasher(scope);
         let age = scope.spawn(move || -> io::Result<()> {
             let mut buf = vec![0u8; 256 << 10];
             loop {
@@ -421,21 +410,12 @@ fn decode_stream<R: Read + Send, W: Write>(
             }
             compressed_out.flush()
         });
-        let hasher = scope.spawn(move || {
-            let mut hasher = Sha256::new();
-            for (chunk, n) in hash_rx {
-                hasher.update(&chunk[..n]);
-                // a full return queue only means the decoder has spares
-                let _ = hashed_tx.try_send(chunk);
-            }
-            hex::encode(hasher.finalize())
-        });
         let mut plain = 0u64;
         let decoded = (|| -> Result<()> {
             let mut zstd = zstd::stream::read::Decoder::with_buffer(compressed_in)
                 .map_err(|e| bad(format!("zstd: {e}")))?;
             loop {
-                let mut buf = hashed.try_recv().unwrap_or_else(|_| vec![0u8; COPY_BUF]);
+                let mut buf = spare(&hashed);
                 let n = match zstd.read(&mut buf) {
                     Ok(0) => break,
                     Ok(n) => n,
@@ -456,7 +436,7 @@ fn decode_stream<R: Read + Send, W: Write>(
         // the age thread if the decoder stopped early
         drop(to_hash);
         let decrypted = age.join().expect("age thread panicked");
-        let sha = hasher.join().expect("hash thread panicked");
+        let sha = hex::encode(hasher.join().expect("hash thread panicked"));
         match (decoded, decrypted) {
             // the decoder stopped first (a bad frame, a failed sink): the
             // age thread only met the closed pipe
@@ -469,6 +449,38 @@ fn decode_stream<R: Read + Send, W: Write>(
             (Ok(()), Ok(())) => Ok((plain, sha)),
         }
     })
+}
+
+/// The SHA-256 of a stream on a thread of its own (encode and decode both
+/// use one, else a large object is bound by one core). Send it whole
+/// `COPY_BUF` buffers and how much of each is filled, read through
+/// [`spare`] the buffers it is done with (never shrunk, so a recycled one
+/// needs no zeroing), drop the sender and join for the digest.
+#[allow(clippy::type_complexity)]
+fn spawn_hasher<'scope>(
+    scope: &'scope std::thread::Scope<'scope, '_>,
+) -> (
+    std::sync::mpsc::SyncSender<(Vec<u8>, usize)>,
+    std::sync::mpsc::Receiver<Vec<u8>>,
+    std::thread::ScopedJoinHandle<'scope, [u8; 32]>,
+) {
+    let (to_hash, hash_rx) = std::sync::mpsc::sync_channel::<(Vec<u8>, usize)>(2);
+    let (hashed_tx, hashed) = std::sync::mpsc::sync_channel::<Vec<u8>>(3);
+    let hasher = scope.spawn(move || {
+        let mut hasher = Sha256::new();
+        for (chunk, n) in hash_rx {
+            hasher.update(&chunk[..n]);
+            // a full return queue only means the sender has spares
+            let _ = hashed_tx.try_send(chunk);
+        }
+        <[u8; 32]>::from(hasher.finalize())
+    });
+    (to_hash, hashed, hasher)
+}
+
+/// A buffer the hasher is done with, or a new one.
+fn spare(hashed: &std::sync::mpsc::Receiver<Vec<u8>>) -> Vec<u8> {
+    hashed.try_recv().unwrap_or_else(|_| vec![0u8; COPY_BUF])
 }
 
 /// Fetches `record` from storage and decodes it into `sink` on a blocking
