@@ -29,7 +29,8 @@
 # CHAIN rounds of: update a contiguous 2% of pgbench_accounts (an aid
 # range), insert 1% new rows, CHECKPOINT, an incremental with each tool.
 # Reported: wall time, bytes that left the server (strata: the tar it
-# stored before compression, and for `blocks` the whole cluster read),
+# stored before compression, for `blocks` the whole cluster read, for
+# `server` also the WAL sent at the end and dropped),
 # stored size; the first incremental and the median of the chain. Then the
 # restore of the chain's head (full + CHAIN incrementals) against the
 # restore of a full taken right after it (strata restore --latest into a new
@@ -213,8 +214,10 @@ SQL
         t=$(secs)
         out=$(as_pg "$STRATA" --config "$W/strata.toml" --json backup main --kind base "$@")
         # bytes pg_basebackup sent: what was stored (before compression)
-        # plus, for method blocks, the unchanged pages read and left out
-        echo "$(since "$t") $(echo "$out" | jq -r '.plain_bytes + ((.incremental.blocks_read // 0) - (.incremental.blocks_stored // 0)) * 8192') $(echo "$out" | jq -r '.stored_bytes') $(echo "$out" | jq -r '.id')"
+        # plus, for method blocks, the unchanged pages read and left out,
+        # and for method server the WAL sent at the end (-X fetch) and
+        # dropped
+        echo "$(since "$t") $(echo "$out" | jq -r '.plain_bytes + ((.incremental.blocks_read // 0) - (.incremental.blocks_stored // 0)) * 8192 + (.incremental.wal_dropped_bytes // 0)') $(echo "$out" | jq -r '.stored_bytes') $(echo "$out" | jq -r '.id')"
     }
     pgbr_backup() { # TYPE -> WALL STORED
         local t before after
@@ -223,13 +226,15 @@ SQL
         pgbr --stanza=main backup --type="$1"
         echo "$(since "$t") $(($(dir_bytes "$W/pgbr/repo/backup") - before))"
     }
-    pgbb_backup() { # DIR [PRIOR [sync]] -> WALL BYTES (--no-sync unless "sync")
+    # DIR [PRIOR [sync [WAL]]] -> WALL BYTES (--no-sync unless "sync"; -X
+    # none unless WAL is given: the archive holds the WAL, as strata's)
+    pgbb_backup() {
         local t nosync=--no-sync
         [ "${3:-}" = sync ] && nosync=
         t=$(secs)
         if [ -n "${2:-}" ]; then
             # shellcheck disable=SC2086
-            as_pg "$PGBIN/pg_basebackup" -h 127.0.0.1 -p "$port" -U postgres -D "$1" -Fp -X none \
+            as_pg "$PGBIN/pg_basebackup" -h 127.0.0.1 -p "$port" -U postgres -D "$1" -Fp -X "${4:-none}" \
                 --checkpoint=fast $nosync --incremental="$2/backup_manifest"
         else
             as_pg "$PGBIN/pg_basebackup" -h 127.0.0.1 -p "$port" -U postgres -D "$1" -Fp -X none \
@@ -255,7 +260,7 @@ SQL
     fi
 
     local r lo span=$((n / 50)) add=$((n / 100)) next=$((n + 1))
-    local -a sw sp ss bw bs gw gs gn
+    local -a sw sp ss bw bs gw gs gn gx
     for r in $(seq "$CHAIN"); do
         lo=$(((r - 1) * span + 1))
         psqlc -c "UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid BETWEEN $lo AND $((lo + span - 1))" \
@@ -280,6 +285,12 @@ SQL
             read -r w s <<<"$(pgbb_backup "$W/pgbb-ns" "$W/pgbb/$((r - 1))")"
             gn+=("$w")
             rm -rf "$W/pgbb-ns"
+            # and with its default, -X stream: the WAL in the backup, no
+            # wait for the archive
+            catch_up
+            read -r w s <<<"$(pgbb_backup "$W/pgbb-xs" "$W/pgbb/$((r - 1))" sync stream)"
+            gx+=("$w")
+            rm -rf "$W/pgbb-xs"
         fi
     done
     m() { printf '%s\n' "$@" | median; }
@@ -291,8 +302,9 @@ SQL
     if [ "$major" = 15 ]; then
         row "pg$major pgbackrest --type=incr (median of $CHAIN)" "$(m "${bw[@]}")s" "" "$(mib "$(m "${bs[@]}")")"
     else
-        row "pg$major pg_basebackup --incremental (median of $CHAIN)" "$(m "${gw[@]}")s" "read $(mib "$(m "${gs[@]}")")" "$(mib "$(m "${gs[@]}")")"
-        row "pg$major pg_basebackup --incremental --no-sync (median)" "$(m "${gn[@]}")s" "" ""
+        row "pg$major pg_basebackup --incremental -X none (median of $CHAIN)" "$(m "${gw[@]}")s" "read $(mib "$(m "${gs[@]}")")" "$(mib "$(m "${gs[@]}")")"
+        row "pg$major pg_basebackup --incremental -X none --no-sync (median)" "$(m "${gn[@]}")s" "" ""
+        row "pg$major pg_basebackup --incremental -X stream (median)" "$(m "${gx[@]}")s" "" ""
     fi
 
     step "restores: the chain's head, then a full ($RESTORE_REPS each)"

@@ -34,6 +34,13 @@ fn server_incremental_on_postgres_18() {
     assert_eq!(i["method"], "server", "{inc}");
     assert_eq!(i["parent"], full_id, "{inc}");
     assert!(i["blocks_read"].is_null(), "{inc}");
+    // taken with -X fetch: the server sent the backup's WAL (at least one
+    // 16 MiB segment), which strata dropped; its temporary slot is gone
+    assert!(i["wal_dropped_bytes"].as_u64().unwrap() > 16 << 20, "{inc}");
+    assert_eq!(
+        pg.psql("postgres", "SELECT count(*) FROM pg_replication_slots"),
+        "0"
+    );
     let (full_size, inc_size) = (
         full["stored_bytes"].as_u64().unwrap(),
         inc["stored_bytes"].as_u64().unwrap(),
@@ -48,6 +55,14 @@ fn server_incremental_on_postgres_18() {
     let m = &members[&format!("{dir}/INCREMENTAL.{node}")];
     assert_eq!(&m[..4], &0xd3ae_1f0du32.to_le_bytes());
     assert!(!members.contains_key(&acc));
+    // no WAL segment is stored; what the server's manifest lists beside
+    // them (the segments' .done files) is
+    let wal: Vec<&String> = members
+        .keys()
+        .filter(|m| m.starts_with("pg_wal/"))
+        .collect();
+    assert!(!wal.iter().any(|m| is_segment(m)), "{wal:?}");
+    assert!(wal.iter().any(|m| is_done(m)), "{wal:?}");
     let label = String::from_utf8_lossy(&members["backup_label"]).into_owned();
     assert!(label.contains("INCREMENTAL FROM LSN:"), "{label}");
     // its basis names the INCREMENTAL members, for the next incremental
@@ -60,6 +75,60 @@ fn server_incremental_on_postgres_18() {
         serde_json::json!([full_id, inc_id]),
         "{next}"
     );
+
+    // with every replication slot taken, the server waits for the archive
+    // itself (-X none): the same backup, and it says so
+    let slots: u32 = pg
+        .psql("postgres", "SHOW max_replication_slots")
+        .parse()
+        .unwrap();
+    pg.psql(
+        "postgres",
+        &format!(
+            "SELECT pg_create_physical_replication_slot('taken_' || g) FROM generate_series(1, {slots}) g"
+        ),
+    );
+    let out = repo.strata(&["backup", "main", "--kind", "base", "--incremental"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let said = text(&out);
+    assert!(said.contains("no temporary replication slot"), "{said}");
+    assert!(said.contains("all replication slots are in use"), "{said}");
+    pg.psql(
+        "postgres",
+        "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots",
+    );
+    let last = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| {
+            Some(
+                l.strip_prefix("backup ")?
+                    .split_once(" of main done")?
+                    .0
+                    .to_string(),
+            )
+        })
+        .unwrap_or_else(|| panic!("{said}"));
+    let wal: Vec<String> = repo
+        .stored_members(&last)
+        .into_iter()
+        .map(|(m, _)| m)
+        .filter(|m| m.starts_with("pg_wal/"))
+        .collect();
+    assert!(!wal.iter().any(|m| is_segment(m) || is_done(m)), "{wal:?}");
+    assert!(repo.basis(&last).len() > 100);
+}
+
+/// `pg_wal/` and a WAL segment's name.
+fn is_segment(member: &str) -> bool {
+    member
+        .strip_prefix("pg_wal/")
+        .is_some_and(|f| f.len() == 24 && f.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// A segment's `.done` file, which `-X fetch` adds (and lists in the
+/// backup manifest).
+fn is_done(member: &str) -> bool {
+    member.starts_with("pg_wal/archive_status/") && member.ends_with(".done")
 }
 
 /// The server refuses an incremental whose range it has no WAL summaries

@@ -62,6 +62,10 @@ pub struct IncrementalReport {
     pub blocks_read: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub blocks_stored: Option<u64>,
+    /// Method `server` from a primary (`-X fetch`): bytes of WAL the
+    /// server sent at the end, read and dropped (the archive holds it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wal_dropped_bytes: Option<u64>,
 }
 
 /// Everything a backup needs besides the source.

@@ -310,7 +310,7 @@ fn chunk_header(orig: &[u8; 512], name: &str, size: u64) -> io::Result<[u8; 512]
     Ok(h)
 }
 
-fn truncated() -> io::Error {
+pub(super) fn truncated() -> io::Error {
     io::Error::new(
         io::ErrorKind::UnexpectedEof,
         "pg_basebackup's tar stream ended inside a member",
@@ -318,7 +318,7 @@ fn truncated() -> io::Error {
 }
 
 /// Reads until `buf` is full or the stream ends; how many bytes came.
-fn read_some(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+pub(super) fn read_some(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut got = 0;
     while got < buf.len() {
         match r.read(&mut buf[got..]) {

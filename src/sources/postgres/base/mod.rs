@@ -16,6 +16,7 @@
 //! `base::RecoveryTarget`, …).
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -36,6 +37,7 @@ pub mod basis;
 pub mod blocks;
 pub mod chain;
 pub mod combine;
+mod fetch;
 mod incremental;
 mod restore;
 mod stall;
@@ -49,7 +51,7 @@ use incremental::{Choice, Parent};
 pub use restore::{RestoreOptions, RestoreReport, restore, restore_delta};
 pub use standby::DEFAULT_MAX_LAG;
 pub use tar::BASE_OBJECT;
-use tar::{BlocksAgainst, parse_manifest_end_lsn, store_basebackup};
+use tar::{BlocksAgainst, Filter, parse_manifest_end_lsn, store_basebackup};
 
 /// Takes a physical base backup of `source`.
 pub async fn backup(
@@ -132,7 +134,13 @@ pub async fn backup(
         source: &source.name,
         app_name: format!("strata-base-{id}"),
     };
-    let taken = take(ctx, source, reader, &pg_basebackup, &key, plan, &watch).await?;
+    let how = How {
+        pg_basebackup: &pg_basebackup,
+        key: &key,
+        id: &id,
+        may_fetch: standby.is_none() && seg_size.bytes() <= fetch::MAX_SEGMENT,
+    };
+    let taken = take(ctx, source, reader, &how, plan, &watch).await?;
     let (record, tap) = (taken.record, taken.tap);
     let stop_time = Utc::now();
     if standby.is_some() {
@@ -236,6 +244,7 @@ pub async fn backup(
             chain: p.parent.chain,
             blocks_read: blocks.then_some(stats.blocks_read),
             blocks_stored: blocks.then_some(stats.blocks_kept),
+            wal_dropped_bytes: taken.wal_dropped,
         })
     });
     Ok(report)
@@ -344,29 +353,43 @@ struct Taken {
     incremental: Option<(Chosen, IncrementalMethod)>,
     full_because: Option<String>,
     blocks: Arc<Mutex<BlockStats>>,
+    /// `-X fetch`: bytes of WAL pg_basebackup sent and strata dropped.
+    wal_dropped: Option<u64>,
 }
 
-/// Runs pg_basebackup into `key` as planned. The server may refuse an
+/// What [`take`] runs, into which object, for which backup.
+struct How<'a> {
+    pg_basebackup: &'a Path,
+    key: &'a str,
+    id: &'a BackupId,
+    /// An incremental of method `server` may be taken with `-X fetch`
+    /// (`base/fetch.rs`): from a primary, with WAL segments of at most
+    /// [`fetch::MAX_SEGMENT`].
+    may_fetch: bool,
+}
+
+/// Runs pg_basebackup into `how.key` as planned. The server may refuse an
 /// incremental (WAL summaries missing for the range, summarization just
 /// turned on): then a full backup is taken, with a notice and the reason
-/// in the report; nothing is lost.
+/// in the report; nothing is lost. An incremental of method `server` is
+/// taken with `-X fetch` when `how.may_fetch` (`base/fetch.rs`).
 async fn take(
     ctx: &BackupContext<'_>,
     source: &Source,
     target: &Target,
-    pg_basebackup: &Path,
-    key: &str,
+    how: &How<'_>,
     plan: Plan,
     watch: &stall::ArchiveWatch<'_>,
 ) -> Result<Taken> {
-    let command = |incremental: Option<&Path>| {
-        let mut cmd = target.command(pg_basebackup);
+    let key = how.key;
+    let command = |incremental: Option<&Path>, fetch: bool| {
+        let mut cmd = target.command(how.pg_basebackup);
         cmd.args([
             "-D",
             "-",
             "-Ft",
             "-X",
-            "none",
+            if fetch { "fetch" } else { "none" },
             "--checkpoint=fast",
             "--no-password",
         ])
@@ -385,6 +408,7 @@ async fn take(
         incremental,
         full_because,
         blocks: stats.clone(),
+        wal_dropped: None,
     };
     match plan.incremental {
         None => {}
@@ -396,9 +420,15 @@ async fn take(
                 parent_start: p.start_lsn.0,
                 stats: stats.clone(),
             };
-            let stored =
-                store_basebackup(ctx, command(None), &source.name, key, Some(against), watch)
-                    .await?;
+            let stored = store_basebackup(
+                ctx,
+                command(None, false),
+                &source.name,
+                key,
+                Filter::Blocks(against),
+                watch,
+            )
+            .await?;
             return Ok(taken(stored, Some((p, IncrementalMethod::Blocks)), None));
         }
         Some((p, IncrementalMethod::Server)) => {
@@ -413,10 +443,34 @@ async fn take(
                 .tempfile()
                 .map_err(temp_failed)?;
             std::io::Write::write_all(&mut file, &p.basis).map_err(temp_failed)?;
-            let cmd = command(Some(file.path()));
-            match store_basebackup(ctx, cmd, &source.name, key, None, watch).await {
+            let slot = match how.may_fetch {
+                true => match fetch::reserve(watch.client, how.id).await {
+                    Ok(slot) => Some(slot),
+                    Err(why) => {
+                        ctx.reporter.note(format!(
+                            "{}: no temporary replication slot to keep the backup's WAL ({why}); the server waits for the archive itself (-X none), which takes a second longer",
+                            source.name
+                        ));
+                        None
+                    }
+                },
+                false => None,
+            };
+            let cmd = command(Some(file.path()), slot.is_some());
+            let dropped = Arc::new(AtomicU64::new(0));
+            let filter = match slot {
+                Some(_) => Filter::DropWal(dropped.clone()),
+                None => Filter::None,
+            };
+            let stored = store_basebackup(ctx, cmd, &source.name, key, filter, watch).await;
+            if let Some(slot) = &slot {
+                fetch::release(watch.client, slot).await;
+            }
+            match stored {
                 Ok(stored) => {
-                    return Ok(taken(stored, Some((p, IncrementalMethod::Server)), None));
+                    let mut t = taken(stored, Some((p, IncrementalMethod::Server)), None);
+                    t.wal_dropped = slot.is_some().then(|| dropped.load(Ordering::Relaxed));
+                    return Ok(t);
                 }
                 Err(e) if refused_incremental(&e.message) => {
                     let why = format!(
@@ -432,7 +486,15 @@ async fn take(
             }
         }
     }
-    let stored = store_basebackup(ctx, command(None), &source.name, key, None, watch).await?;
+    let stored = store_basebackup(
+        ctx,
+        command(None, false),
+        &source.name,
+        key,
+        Filter::None,
+        watch,
+    )
+    .await?;
     Ok(taken(stored, None, full_because))
 }
 
@@ -534,6 +596,9 @@ async fn wait_for_segments(
 ) -> Result<()> {
     let storage = archive.repository().storage().clone();
     let deadline = Instant::now() + timeout;
+    // the last segment is usually being archived as the backup ends:
+    // look again soon, then every 250 ms
+    let mut pause = Duration::from_millis(20);
     let mut i = 0;
     while i < needed.len() {
         let f = WalFile::Segment(needed[i]);
@@ -555,7 +620,8 @@ async fn wait_for_segments(
             ))
             .retryable());
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(250));
     }
     Ok(())
 }

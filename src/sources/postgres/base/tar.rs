@@ -10,6 +10,7 @@
 
 use std::io::Read;
 use std::process::Command;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 use crate::error::Result;
@@ -19,7 +20,19 @@ use crate::sources::postgres::wal::Lsn;
 
 use super::basis::Sizes;
 use super::blocks::{BlockFilter, BlockStats};
+use super::fetch::DropWal;
 use super::stall::ArchiveWatch;
+
+/// What pg_basebackup's stream goes through before it is stored.
+pub(super) enum Filter {
+    /// Nothing: stored as it comes.
+    None,
+    /// The `blocks` rewriter.
+    Blocks(BlocksAgainst),
+    /// `-X fetch`: WAL segments dropped, their bytes counted here
+    /// (`base/fetch.rs`).
+    DropWal(Arc<AtomicU64>),
+}
 
 /// What the `blocks` rewriter compares against: the parent's basis and
 /// start LSN; `stats` receives its counts.
@@ -231,16 +244,17 @@ pub(super) async fn store_basebackup(
     cmd: Command,
     source: &str,
     key: &str,
-    blocks: Option<BlocksAgainst>,
+    filter: Filter,
     watch: &ArchiveWatch<'_>,
 ) -> Result<(ObjectRecord, Tapped)> {
     let (mut child, tail) = spawn_piped(cmd, "pg_basebackup")?;
     let (pid, said) = (child.id(), tail.view());
     let tapped = Arc::new(Mutex::new(Tapped::default()));
     let raw = child.stdout.take().expect("piped");
-    let input: Box<dyn Read + Send> = match blocks {
-        Some(b) => Box::new(BlockFilter::new(raw, b.parent, b.parent_start, b.stats)),
-        None => Box::new(raw),
+    let input: Box<dyn Read + Send> = match filter {
+        Filter::Blocks(b) => Box::new(BlockFilter::new(raw, b.parent, b.parent_start, b.stats)),
+        Filter::DropWal(dropped) => Box::new(DropWal::new(raw, dropped)),
+        Filter::None => Box::new(raw),
     };
     let stdout = TarTap::new(input, tapped.clone());
     let what = format!("{source}: pg_basebackup");
