@@ -36,6 +36,7 @@ use std::io::{self, Read};
 use std::sync::{Arc, Mutex};
 
 use super::basis::Sizes;
+use super::tar::{read_some, truncated};
 
 /// PostgreSQL's block size; other sizes are refused before the backup.
 pub const BLCKSZ: usize = 8192;
@@ -308,27 +309,6 @@ fn chunk_header(orig: &[u8; 512], name: &str, size: u64) -> io::Result<[u8; 512]
     let sum: u32 = h.iter().map(|b| u32::from(*b)).sum();
     h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
     Ok(h)
-}
-
-pub(super) fn truncated() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::UnexpectedEof,
-        "pg_basebackup's tar stream ended inside a member",
-    )
-}
-
-/// Reads until `buf` is full or the stream ends; how many bytes came.
-pub(super) fn read_some(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut got = 0;
-    while got < buf.len() {
-        match r.read(&mut buf[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(got)
 }
 
 fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<()> {

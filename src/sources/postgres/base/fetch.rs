@@ -34,8 +34,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::catalog::BackupId;
 
 use super::super::pg_error_text;
-use super::blocks::{read_some, truncated};
-use super::tar::{member_name, tar_number};
+use super::tar::{member_name, read_some, tar_number, truncated};
 
 /// The largest WAL segment size an incremental is fetched with.
 pub(super) const MAX_SEGMENT: u64 = 16 << 20;

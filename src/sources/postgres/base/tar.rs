@@ -273,6 +273,29 @@ pub(super) async fn store_basebackup(
     Ok((rec, tapped))
 }
 
+/// The error of a tar stream that ends inside a member (for the readers
+/// that rewrite the stream: `base/blocks.rs`, `base/fetch.rs`).
+pub(super) fn truncated() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::UnexpectedEof,
+        "pg_basebackup's tar stream ended inside a member",
+    )
+}
+
+/// Reads until `buf` is full or the stream ends; how many bytes came.
+pub(super) fn read_some(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::tests::LABEL;
