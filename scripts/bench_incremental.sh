@@ -91,7 +91,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 as_pg() { runuser -u postgres -- "$@"; }
 secs() { date +%s.%N; }
-since() { echo "$(secs) - $1" | bc -l | xargs printf '%.1f'; }
+since() { echo "$(secs) - $1" | bc -l | xargs printf '%.2f'; }
 mib() { awk -v b="$1" 'BEGIN{printf "%.1f MiB", b/1048576}'; }
 median() { sort -n | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
 dir_bytes() { du -sb "$1" | cut -f1; }
