@@ -36,7 +36,7 @@ use std::io::{self, Read};
 use std::sync::{Arc, Mutex};
 
 use super::basis::Sizes;
-use super::tar::{read_some, truncated};
+use super::tar::{read_member, read_some, truncated};
 
 /// PostgreSQL's block size; other sizes are refused before the backup.
 pub const BLCKSZ: usize = 8192;
@@ -135,12 +135,7 @@ impl<R: Read> BlockFilter<R> {
             .and_then(|_| self.parent.get(&name));
         let (Some(parent_size), Ok(blocks)) = (parent_size, u32::try_from(size / BLCKSZ as u64))
         else {
-            let padded = size.checked_add((512 - size % 512) % 512).ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("tar member {name} claims {size} bytes"),
-                )
-            })?;
+            let padded = super::tar::padded_size(&name, size)?;
             self.queue.push_back(h.to_vec());
             self.state = State::Pass(padded);
             return Ok(());
@@ -247,15 +242,7 @@ impl<R: Read> Read for BlockFilter<R> {
             match &mut self.state {
                 State::Trailer => return self.inner.read(buf),
                 State::Pass(0) => self.state = State::Header,
-                State::Pass(left) => {
-                    let want = (*left).min(buf.len() as u64) as usize;
-                    let n = self.inner.read(&mut buf[..want])?;
-                    if n == 0 {
-                        return Err(truncated());
-                    }
-                    *left -= n as u64;
-                    return Ok(n);
-                }
+                State::Pass(left) => return read_member(&mut self.inner, buf, left),
                 State::Header => {
                     let mut h = [0u8; 512];
                     let got = read_some(&mut self.inner, &mut h)?;

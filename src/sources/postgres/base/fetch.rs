@@ -34,7 +34,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::catalog::BackupId;
 
 use super::super::pg_error_text;
-use super::tar::{member_name, read_some, tar_number, truncated};
+use super::tar::{member_name, padded_size, read_member, read_some, tar_number, truncated};
 
 /// The largest WAL segment size an incremental is fetched with.
 pub(super) const MAX_SEGMENT: u64 = 16 << 20;
@@ -138,12 +138,7 @@ impl<R: Read> DropWal<R> {
         let size = tar_number(&h[124..136]);
         let kind = h[156];
         let name = member_name(h);
-        let padded = size.checked_add((512 - size % 512) % 512).ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("tar member {name} claims {size} bytes"),
-            )
-        })?;
+        let padded = padded_size(&name, size)?;
         let extended = std::mem::replace(&mut self.extended, matches!(kind, b'L' | b'x' | b'g'));
         if !extended && matches!(kind, b'0' | 0) && is_segment(&name) {
             self.dropped.fetch_add(512 + padded, Ordering::Relaxed);
@@ -172,23 +167,10 @@ impl<R: Read> Read for DropWal<R> {
             match &mut self.state {
                 State::Trailer => return self.inner.read(buf),
                 State::Pass(0) | State::Drop(0) => self.state = State::Header,
-                State::Pass(left) => {
-                    let want = (*left).min(buf.len() as u64) as usize;
-                    let n = self.inner.read(&mut buf[..want])?;
-                    if n == 0 {
-                        return Err(truncated());
-                    }
-                    *left -= n as u64;
-                    return Ok(n);
-                }
+                State::Pass(left) => return read_member(&mut self.inner, buf, left),
                 State::Drop(left) => {
                     // read into the caller's buffer, then forget it
-                    let want = (*left).min(buf.len() as u64) as usize;
-                    let n = self.inner.read(&mut buf[..want])?;
-                    if n == 0 {
-                        return Err(truncated());
-                    }
-                    *left -= n as u64;
+                    read_member(&mut self.inner, buf, left)?;
                 }
                 State::Header => {
                     if !self.next_header()? {

@@ -282,6 +282,33 @@ pub(super) fn truncated() -> std::io::Error {
     )
 }
 
+/// Reads the next bytes of a member, at most `left` (which it lowers):
+/// an error if the stream ends first.
+pub(super) fn read_member(
+    r: &mut impl Read,
+    buf: &mut [u8],
+    left: &mut u64,
+) -> std::io::Result<usize> {
+    let want = (*left).min(buf.len() as u64) as usize;
+    let n = r.read(&mut buf[..want])?;
+    if n == 0 {
+        return Err(truncated());
+    }
+    *left -= n as u64;
+    Ok(n)
+}
+
+/// A member's size with its padding to 512 bytes; an error for a size
+/// that overflows.
+pub(super) fn padded_size(name: &str, size: u64) -> std::io::Result<u64> {
+    size.checked_add((512 - size % 512) % 512).ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("tar member {name} claims {size} bytes"),
+        )
+    })
+}
+
 /// Reads until `buf` is full or the stream ends; how many bytes came.
 pub(super) fn read_some(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut got = 0;
