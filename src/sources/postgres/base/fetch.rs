@@ -46,23 +46,28 @@ pub(super) async fn reserve(
     id: &BackupId,
 ) -> std::result::Result<String, String> {
     let name = slot_name(id);
-    client
-        .execute(
-            "SELECT pg_create_physical_replication_slot($1, true, true)",
-            &[&name],
-        )
-        .await
-        .map(|_| name)
-        .map_err(|e| pg_error_text(&e))
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&name];
+    let made = client.execute(
+        "SELECT pg_create_physical_replication_slot($1, true, true)",
+        &params,
+    );
+    match tokio::time::timeout(DEADLINE, made).await {
+        Ok(Ok(_)) => Ok(name),
+        Ok(Err(e)) => Err(pg_error_text(&e)),
+        Err(_) => Err(format!("no answer in {} s", DEADLINE.as_secs())),
+    }
 }
 
 /// Drops the slot [`reserve`] made. A failure is left to the end of the
 /// connection, which drops a temporary slot too.
 pub(super) async fn release(client: &tokio_postgres::Client, slot: &str) {
-    let _ = client
-        .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
-        .await;
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&slot];
+    let dropped = client.execute("SELECT pg_drop_replication_slot($1)", &params);
+    let _ = tokio::time::timeout(DEADLINE, dropped).await;
 }
+
+/// How long making or dropping the slot may take.
+const DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A slot name from a backup id (`[a-z0-9_]`, under 64 bytes).
 fn slot_name(id: &BackupId) -> String {
