@@ -15,9 +15,9 @@
 //! The server only sends WAL it still has. A temporary physical
 //! replication slot, made on strata's own connection before pg_basebackup
 //! starts and dropped as soon as it ends (or with the connection), keeps
-//! it there meanwhile. Where no slot can be made (no free slot, a role
-//! without REPLICATION), the backup is taken with `-X none`, as a full
-//! one is: the same backup, a second slower.
+//! it there meanwhile. Where no slot can be made (no free slot), the
+//! backup is taken with `-X none`, as a full one is, with a notice: the
+//! same backup, a second slower.
 //!
 //! Only incrementals of method `server` read from a primary with WAL
 //! segments of at most 16 MiB (the default) are taken so. They read only

@@ -6,7 +6,9 @@
 //! by the manifest's size (metadata: about 150 bytes a file; pg_basebackup
 //! itself holds it in memory to write it into the tar) whatever the size
 //! of the cluster. An incremental of method `blocks` reads the stream
-//! through `base/blocks.rs`'s rewriter first.
+//! through `base/blocks.rs`'s rewriter first; one of method `server`
+//! taken with `-X fetch` through `base/fetch.rs`'s, which drops the WAL
+//! segments the server sends at the end.
 
 use std::io::Read;
 use std::process::Command;
