@@ -93,6 +93,12 @@ fn server_incremental_on_postgres_18() {
     let said = text(&out);
     assert!(said.contains("no temporary replication slot"), "{said}");
     assert!(said.contains("all replication slots are in use"), "{said}");
+    // still an incremental, on the one before
+    let next_id = next["id"].as_str().unwrap();
+    assert!(
+        said.contains(&format!("incremental on {next_id} (method server")),
+        "{said}"
+    );
     pg.psql(
         "postgres",
         "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots",
